@@ -1,0 +1,1 @@
+//! Workspace-level tests and benches live in tests/ and benches/.
