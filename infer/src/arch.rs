@@ -1,0 +1,538 @@
+//! The architecture: the model spec stored in the file's `architecture`
+//! metadata (see `docs/FORMAT.md`), parsed where it lies through an
+//! [`Unescape`] source into fixed-capacity arrays.
+//!
+//! The parser mirrors the trainer's spec reader: unknown or misplaced fields are
+//! errors (the trainer's `deny_unknown_fields`), missing fields take the
+//! documented defaults, and unnamed parameter layers are named `conv1, conv2, …,
+//! bn1, …, dense1, …` by their rank among the layers of their type.
+
+use crate::json::{JsonError, Parser, Source, Unescape};
+use crate::Error;
+
+/// Most layers an architecture may have (every entry of `layers` counts,
+/// `relu` and `dropout` included).
+pub const MAX_LAYERS: usize = 64;
+
+/// Longest layer name, in bytes. Parameter tensors are named `{name}.weight` etc.
+pub const MAX_NAME: usize = 32;
+
+/// Largest value accepted for any size in the spec (height, filters, kernel, …).
+/// Bigger models do not fit on the devices this crate is for, and the bound keeps
+/// all shape arithmetic far from overflow.
+const MAX_DIM: u64 = 1 << 16;
+
+/// Height × width × channels of an activation (`h = w = 1` for a vector).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) struct Shape {
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+}
+
+impl Shape {
+    /// Number of values, or `None` on overflow.
+    pub fn len(self) -> Option<usize> {
+        self.h.checked_mul(self.w)?.checked_mul(self.c)
+    }
+    pub fn is_vector(self) -> bool {
+        self.h == 1 && self.w == 1
+    }
+}
+
+/// TensorFlow's padding modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Padding {
+    Same,
+    Valid,
+}
+
+impl Padding {
+    /// Output length and padding before (top/left) along one axis:
+    /// - `valid`: `out = (in − k) / s + 1`, no padding (`None` when `in < k`);
+    /// - `same`: `out = ⌈in / s⌉`, `pad_total = max((out − 1)·s + k − in, 0)`,
+    ///   `pad_before = ⌊pad_total / 2⌋`.
+    ///
+    /// `input`, `k` and `s` are at least 1 and at most [`MAX_DIM`].
+    pub fn output_and_pad(self, input: usize, k: usize, s: usize) -> Option<(usize, usize)> {
+        match self {
+            Padding::Valid => (input >= k).then(|| ((input - k) / s + 1, 0)),
+            Padding::Same => {
+                let out = input.div_ceil(s);
+                let total = ((out - 1) * s + k).saturating_sub(input);
+                Some((out, total / 2))
+            }
+        }
+    }
+}
+
+/// What a layer does, with its settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Kind {
+    Conv2d {
+        filters: usize,
+        kernel: usize,
+        stride: usize,
+        padding: Padding,
+    },
+    Relu,
+    MaxPool2d {
+        size: usize,
+        stride: usize,
+        padding: Padding,
+    },
+    GlobalAvgPool,
+    BatchNorm {
+        epsilon: f32,
+    },
+    Flatten,
+    Dropout,
+    Dense {
+        units: usize,
+    },
+}
+
+/// A layer name, stored inline (at most [`MAX_NAME`] bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Name {
+    bytes: [u8; MAX_NAME],
+    len: u8,
+}
+
+impl Name {
+    const EMPTY: Name = Name {
+        bytes: [0; MAX_NAME],
+        len: 0,
+    };
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    fn new(s: &[u8]) -> Option<Name> {
+        let mut n = Name::EMPTY;
+        n.bytes.get_mut(..s.len())?.copy_from_slice(s);
+        n.len = s.len() as u8;
+        Some(n)
+    }
+
+    /// `prefix` followed by the decimal digits of `n`.
+    fn numbered(prefix: &str, n: usize) -> Name {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut v = n;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        let mut name = Name::EMPTY;
+        let p = prefix.len();
+        let d = digits.len() - i;
+        // prefix ≤ 5 bytes and n ≤ MAX_LAYERS, so this always fits.
+        name.bytes[..p].copy_from_slice(prefix.as_bytes());
+        name.bytes[p..p + d].copy_from_slice(&digits[i..]);
+        name.len = (p + d) as u8;
+        name
+    }
+}
+
+/// One entry of the spec's `layers`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct LayerSpec {
+    pub kind: Kind,
+    /// The parameter-name prefix (empty for layers without parameters).
+    pub name: Name,
+}
+
+/// A parsed architecture.
+pub(crate) struct Spec {
+    pub input: Shape,
+    layers: [LayerSpec; MAX_LAYERS],
+    len: usize,
+}
+
+impl Spec {
+    pub fn layers(&self) -> &[LayerSpec] {
+        &self.layers[..self.len]
+    }
+}
+
+fn arch_err(e: JsonError) -> Error {
+    Error::Architecture {
+        offset: e.offset,
+        problem: e.problem,
+    }
+}
+
+/// Parses the raw (still escaped) contents of the `architecture` string, which
+/// starts at file offset `base`.
+pub(crate) fn parse(raw: &[u8], base: usize) -> Result<Spec, Error> {
+    let mut p = Parser::new(Unescape::new(raw, base));
+    let mut spec = Spec {
+        input: Shape::default(),
+        layers: [LayerSpec {
+            kind: Kind::Relu,
+            name: Name::EMPTY,
+        }; MAX_LAYERS],
+        len: 0,
+    };
+    let (mut seen_input, mut seen_layers, mut seen_name) = (false, false, false);
+    p.begin_object().map_err(arch_err)?;
+    let mut first = true;
+    let mut key = [0u8; 8];
+    while let Some(k) = p.next_key(&mut first, &mut key).map_err(arch_err)? {
+        let seen = match k {
+            Some(b"name") => {
+                p.skip_string().map_err(arch_err)?;
+                &mut seen_name
+            }
+            Some(b"input") => {
+                spec.input = parse_input(&mut p)?;
+                &mut seen_input
+            }
+            Some(b"layers") => {
+                parse_layers(&mut p, &mut spec)?;
+                &mut seen_layers
+            }
+            _ => return Err(arch_err(p.error("unknown field in the model spec"))),
+        };
+        if core::mem::replace(seen, true) {
+            return Err(arch_err(p.error("duplicate field in the model spec")));
+        }
+    }
+    p.finish().map_err(arch_err)?;
+    if !seen_input {
+        return Err(arch_err(p.error("the model spec has no `input`")));
+    }
+    if !seen_layers || spec.len == 0 {
+        return Err(arch_err(p.error("the model spec has no layers")));
+    }
+    assign_names(&mut spec)?;
+    Ok(spec)
+}
+
+/// A size field: an integer in `1..=MAX_DIM`.
+fn dim<S: Source>(p: &mut Parser<S>) -> Result<usize, Error> {
+    let v = p.u64().map_err(arch_err)?;
+    if (1..=MAX_DIM).contains(&v) {
+        Ok(v as usize)
+    } else {
+        Err(arch_err(p.error("size out of range (1..=65536)")))
+    }
+}
+
+fn parse_input<S: Source>(p: &mut Parser<S>) -> Result<Shape, Error> {
+    let mut dims = [None; 3];
+    p.begin_object().map_err(arch_err)?;
+    let mut first = true;
+    let mut key = [0u8; 8];
+    while let Some(k) = p.next_key(&mut first, &mut key).map_err(arch_err)? {
+        let slot = match k {
+            Some(b"height") => &mut dims[0],
+            Some(b"width") => &mut dims[1],
+            Some(b"channels") => &mut dims[2],
+            _ => return Err(arch_err(p.error("unknown field in `input`"))),
+        };
+        if slot.replace(dim(p)?).is_some() {
+            return Err(arch_err(p.error("duplicate field in `input`")));
+        }
+    }
+    match dims {
+        [Some(h), Some(w), Some(c)] => Ok(Shape { h, w, c }),
+        _ => Err(arch_err(
+            p.error("`input` needs `height`, `width` and `channels`"),
+        )),
+    }
+}
+
+/// The fields a layer object may have, as read (before defaults).
+#[derive(Default)]
+struct Fields {
+    kind: Option<u8>,
+    name: Option<Name>,
+    filters: Option<usize>,
+    kernel: Option<usize>,
+    stride: Option<usize>,
+    padding: Option<Padding>,
+    size: Option<usize>,
+    momentum: Option<f32>,
+    epsilon: Option<f32>,
+    rate: Option<f32>,
+    units: Option<usize>,
+}
+
+const TYPES: [&[u8]; 8] = [
+    b"conv2d",
+    b"relu",
+    b"maxpool2d",
+    b"global_avg_pool",
+    b"batchnorm",
+    b"flatten",
+    b"dropout",
+    b"dense",
+];
+
+fn parse_layers<S: Source>(p: &mut Parser<S>, spec: &mut Spec) -> Result<(), Error> {
+    p.begin_array().map_err(arch_err)?;
+    let mut first = true;
+    while p.next_item(&mut first).map_err(arch_err)? {
+        let index = spec.len;
+        if index == MAX_LAYERS {
+            return Err(Error::TooManyLayers);
+        }
+        let f = parse_fields(p)?;
+        spec.layers[index] = build_layer(index, &f)?;
+        spec.len += 1;
+    }
+    Ok(())
+}
+
+fn parse_fields<S: Source>(p: &mut Parser<S>) -> Result<Fields, Error> {
+    let mut f = Fields::default();
+    p.begin_object().map_err(arch_err)?;
+    let mut first = true;
+    let mut key = [0u8; 8];
+    while let Some(k) = p.next_key(&mut first, &mut key).map_err(arch_err)? {
+        let dup = match k {
+            Some(b"type") => {
+                let mut buf = [0u8; 16];
+                let t = p.string(&mut buf).map_err(arch_err)?;
+                let tag = TYPES
+                    .iter()
+                    .position(|&name| Some(name) == t)
+                    .ok_or_else(|| arch_err(p.error("unknown layer type")))?;
+                f.kind.replace(tag as u8).is_some()
+            }
+            Some(b"name") => {
+                let mut buf = [0u8; MAX_NAME];
+                let n = p.string(&mut buf).map_err(arch_err)?;
+                let n = n
+                    .filter(|n| !n.is_empty())
+                    .and_then(Name::new)
+                    .ok_or_else(|| arch_err(p.error("layer name empty or longer than 32 bytes")))?;
+                f.name.replace(n).is_some()
+            }
+            Some(b"filters") => f.filters.replace(dim(p)?).is_some(),
+            Some(b"kernel") => f.kernel.replace(dim(p)?).is_some(),
+            Some(b"stride") => f.stride.replace(dim(p)?).is_some(),
+            Some(b"size") => f.size.replace(dim(p)?).is_some(),
+            Some(b"units") => f.units.replace(dim(p)?).is_some(),
+            Some(b"padding") => {
+                let mut buf = [0u8; 8];
+                let v = match p.string(&mut buf).map_err(arch_err)? {
+                    Some(b"same") => Padding::Same,
+                    Some(b"valid") => Padding::Valid,
+                    _ => return Err(arch_err(p.error("padding must be \"same\" or \"valid\""))),
+                };
+                f.padding.replace(v).is_some()
+            }
+            Some(b"momentum") => f.momentum.replace(p.f32().map_err(arch_err)?).is_some(),
+            Some(b"epsilon") => f.epsilon.replace(p.f32().map_err(arch_err)?).is_some(),
+            Some(b"rate") => f.rate.replace(p.f32().map_err(arch_err)?).is_some(),
+            _ => return Err(arch_err(p.error("unknown field in a layer"))),
+        };
+        if dup {
+            return Err(arch_err(p.error("duplicate field in a layer")));
+        }
+    }
+    Ok(f)
+}
+
+/// Checks a layer's fields against its type and fills in the defaults.
+fn build_layer(index: usize, f: &Fields) -> Result<LayerSpec, Error> {
+    let err = |problem| Error::Layer { index, problem };
+    // Which optional fields each type accepts, as a bit set in `Fields` order.
+    const NAME: u16 = 1;
+    const FILTERS: u16 = 2;
+    const KERNEL: u16 = 4;
+    const STRIDE: u16 = 8;
+    const PADDING: u16 = 16;
+    const SIZE: u16 = 32;
+    const MOMENTUM: u16 = 64;
+    const EPSILON: u16 = 128;
+    const RATE: u16 = 256;
+    const UNITS: u16 = 512;
+    let present = [
+        (NAME, f.name.is_some()),
+        (FILTERS, f.filters.is_some()),
+        (KERNEL, f.kernel.is_some()),
+        (STRIDE, f.stride.is_some()),
+        (PADDING, f.padding.is_some()),
+        (SIZE, f.size.is_some()),
+        (MOMENTUM, f.momentum.is_some()),
+        (EPSILON, f.epsilon.is_some()),
+        (RATE, f.rate.is_some()),
+        (UNITS, f.units.is_some()),
+    ]
+    .iter()
+    .filter(|(_, p)| *p)
+    .fold(0, |acc, (bit, _)| acc | bit);
+    let tag = f.kind.ok_or(err("layer has no `type`"))?;
+    let (allowed, kind) = match tag {
+        0 => (
+            NAME | FILTERS | KERNEL | STRIDE | PADDING,
+            Kind::Conv2d {
+                filters: f.filters.ok_or(err("conv2d needs `filters`"))?,
+                kernel: f.kernel.ok_or(err("conv2d needs `kernel`"))?,
+                stride: f.stride.unwrap_or(1),
+                padding: f.padding.unwrap_or(Padding::Same),
+            },
+        ),
+        1 => (0, Kind::Relu),
+        2 => (
+            SIZE | STRIDE | PADDING,
+            Kind::MaxPool2d {
+                size: f.size.unwrap_or(2),
+                stride: f.stride.unwrap_or(2),
+                padding: f.padding.unwrap_or(Padding::Valid),
+            },
+        ),
+        3 => (0, Kind::GlobalAvgPool),
+        4 => {
+            let epsilon = f.epsilon.unwrap_or(1e-3);
+            if epsilon <= 0.0 {
+                return Err(err("batchnorm epsilon must be positive"));
+            }
+            (NAME | MOMENTUM | EPSILON, Kind::BatchNorm { epsilon })
+        }
+        5 => (0, Kind::Flatten),
+        6 => {
+            f.rate.ok_or(err("dropout needs `rate`"))?;
+            (RATE, Kind::Dropout)
+        }
+        _ => (
+            NAME | UNITS,
+            Kind::Dense {
+                units: f.units.ok_or(err("dense needs `units`"))?,
+            },
+        ),
+    };
+    if present & !allowed != 0 {
+        return Err(err("field not allowed for this layer type"));
+    }
+    Ok(LayerSpec {
+        kind,
+        name: f.name.unwrap_or(Name::EMPTY),
+    })
+}
+
+/// Gives unnamed parameter layers their default names and rejects duplicates.
+fn assign_names(spec: &mut Spec) -> Result<(), Error> {
+    let mut counts = [0usize; 3];
+    for index in 0..spec.len {
+        let layer = &mut spec.layers[index];
+        let (slot, prefix) = match layer.kind {
+            Kind::Conv2d { .. } => (0, "conv"),
+            Kind::BatchNorm { .. } => (1, "bn"),
+            Kind::Dense { .. } => (2, "dense"),
+            _ => continue,
+        };
+        counts[slot] += 1;
+        if layer.name.len == 0 {
+            layer.name = Name::numbered(prefix, counts[slot]);
+        }
+        let name = layer.name;
+        if spec.layers[..index]
+            .iter()
+            .any(|other| other.name.len > 0 && other.name == name)
+        {
+            return Err(Error::Layer {
+                index,
+                problem: "duplicate layer name",
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::string::String;
+
+    /// The spec as it appears inside the file's JSON string.
+    fn escape(s: &str) -> String {
+        let mut out = String::new();
+        for ch in s.chars() {
+            match ch {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    fn parse_str(s: &str) -> Result<Spec, Error> {
+        parse(escape(s).as_bytes(), 0)
+    }
+
+    #[test]
+    fn defaults_and_names() {
+        let s = parse_str(
+            r#"{"name":"t","input":{"height":8,"width":6,"channels":3},"layers":[
+            {"type":"conv2d","filters":4,"kernel":3},{"type":"batchnorm"},
+            {"type":"conv2d","name":"mine","filters":4,"kernel":1,"stride":2,"padding":"valid"},
+            {"type":"conv2d","filters":2,"kernel":3},
+            {"type":"maxpool2d"},{"type":"dropout","rate":0.5},{"type":"flatten"},{"type":"dense","units":3}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.input, Shape { h: 8, w: 6, c: 3 });
+        let names: [&[u8]; 8] = [
+            b"conv1", b"bn1", b"mine", b"conv3", b"", b"", b"", b"dense1",
+        ];
+        for (l, n) in s.layers().iter().zip(names) {
+            assert_eq!(l.name.as_bytes(), n);
+        }
+        assert_eq!(
+            s.layers()[4].kind,
+            Kind::MaxPool2d {
+                size: 2,
+                stride: 2,
+                padding: Padding::Valid
+            }
+        );
+        assert_eq!(s.layers()[1].kind, Kind::BatchNorm { epsilon: 1e-3 });
+    }
+
+    #[test]
+    fn rejects_bad_specs() {
+        let wrap = |layers: &str| {
+            let spec = std::format!(
+                r#"{{"input":{{"height":4,"width":4,"channels":1}},"layers":[{layers}]}}"#
+            );
+            parse_str(&spec).err()
+        };
+        assert!(wrap(r#"{"type":"lstm"}"#).is_some());
+        assert!(wrap(r#"{"type":"relu","filters":3}"#).is_some());
+        assert!(wrap(r#"{"type":"conv2d","kernel":3}"#).is_some());
+        assert!(wrap(r#"{"type":"conv2d","filters":0,"kernel":3}"#).is_some());
+        assert!(wrap(r#"{"type":"dense","units":2,"units":3}"#).is_some());
+        assert!(wrap(r#"{"type":"dropout"}"#).is_some());
+        assert!(wrap(r#"{"type":"batchnorm","epsilon":0}"#).is_some());
+        assert!(wrap(
+            r#"{"type":"dense","units":2,"name":"a"},{"type":"dense","units":2,"name":"a"}"#
+        )
+        .is_some());
+        assert!(wrap(r#"{"type":"dense","units":2,"bias":true}"#).is_some());
+        assert!(wrap(r#"{"type":"dense","units":2}"#).is_none());
+        assert_eq!(parse_str("{}").err().map(|_| ()), Some(()));
+    }
+
+    #[test]
+    fn padding_rule() {
+        assert_eq!(Padding::Same.output_and_pad(5, 2, 2), Some((3, 0)));
+        assert_eq!(Padding::Same.output_and_pad(32, 3, 1), Some((32, 1)));
+        assert_eq!(Padding::Same.output_and_pad(32, 5, 1), Some((32, 2)));
+        assert_eq!(Padding::Same.output_and_pad(8, 3, 2), Some((4, 0)));
+        assert_eq!(Padding::Same.output_and_pad(7, 3, 2), Some((4, 1)));
+        assert_eq!(Padding::Valid.output_and_pad(32, 3, 1), Some((30, 0)));
+        assert_eq!(Padding::Valid.output_and_pad(2, 3, 1), None);
+    }
+}

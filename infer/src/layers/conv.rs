@@ -1,0 +1,312 @@
+//! `conv2d`, and `dense` as its 1×1 special case.
+//!
+//! ```text
+//! y[oy, ox, co] = bias[co] + Σ_{ky,kx,ci} x[oy·s + ky − pad_top, ox·s + kx − pad_left, ci] · w[ky, kx, ci, co]
+//! ```
+//! with `x` zero outside the image. A dense layer `y[o] = bias[o] + Σ_i x[i]·w[i, o]`
+//! is the same sum on a 1×1 image with `k = 1`, `ci = i`, `co = o`.
+//!
+//! # How it is computed
+//!
+//! Directly, without an im2col matrix, in *tiles*: up to [`MAX_PIXELS`] output
+//! pixels × up to [`MAX_COLS`] output channels, accumulated in registers.
+//!
+//! - With the weight layout `[ky][kx][ci][co]`, the weights of one tap
+//!   `(ky, kx, ci)` for 16 consecutive output channels are 64 contiguous bytes,
+//!   so one tap is a broadcast of the input value times a weight vector, added
+//!   into the accumulators (an axpy over `co`); each weight vector loaded serves
+//!   every pixel of the tile.
+//! - For one kernel row `ky`, the taps `(kx, ci)` of a pixel are *contiguous* in
+//!   the NHWC input (`x[iy, ix0 .. ix0 + k, ..]`) and in the weights, so the two
+//!   inner loops `kx, ci` fuse into one loop of `k·ci` taps.
+//! - Kernel rows/columns that fall in the zero padding are skipped rather than
+//!   multiplied by zero: a tile's pixels share the same in-image kernel rows and
+//!   columns. The output is cut into regions where that holds (see
+//!   [`conv2d`]): the interior is tiled along rows; the left/right edge columns
+//!   are tiled down the column; the top/bottom rows along the row.
+//!
+//! Weights stay in the file's bytes. The AVX2 kernel loads them with unaligned
+//! vector loads, which on a little-endian CPU *is* the decoding of
+//! little-endian `f32`s; the portable kernel decodes with `f32::from_le_bytes`.
+
+use crate::arch::Shape;
+
+/// Most output pixels in one tile (6 pixels × 2 vectors = 12 accumulator registers).
+pub(crate) const MAX_PIXELS: usize = 6;
+/// Most output channels in one tile.
+pub(crate) const MAX_COLS: usize = 16;
+
+/// Which implementation of the tile kernel to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// Plain Rust; any CPU.
+    Portable,
+    /// AVX2 + FMA; the caller has checked the CPU supports them.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+/// Shapes and padding of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ConvGeom {
+    pub input: Shape,
+    pub output: Shape,
+    pub k: usize,
+    pub stride: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+}
+
+impl ConvGeom {
+    /// A dense layer as a 1×1 convolution of a 1×1 image.
+    pub fn dense(inputs: usize, outputs: usize) -> ConvGeom {
+        ConvGeom {
+            input: Shape {
+                h: 1,
+                w: 1,
+                c: inputs,
+            },
+            output: Shape {
+                h: 1,
+                w: 1,
+                c: outputs,
+            },
+            k: 1,
+            stride: 1,
+            pad_top: 0,
+            pad_left: 0,
+        }
+    }
+}
+
+/// One tile: `pixels` output pixels, each `px_in` input values and `px_out`
+/// output values after the previous one, × `cols` output channels. The slices
+/// start at the first pixel's first in-image tap / weight / output value.
+pub(crate) struct Tile<'t> {
+    /// Input, from `x[iy0 + ky0, ix0 + kx0, 0]` of the first pixel.
+    pub x: &'t [f32],
+    /// Weights (bytes), from `w[ky0, kx0, 0, co0]`.
+    pub w: &'t [u8],
+    /// Bias (bytes), from `bias[co0]`.
+    pub bias: &'t [u8],
+    /// Output, from `y[oy, ox, co0]` of the first pixel.
+    pub out: &'t mut [f32],
+    pub pixels: usize,
+    pub cols: usize,
+    /// In-image kernel rows.
+    pub rows: usize,
+    /// Contiguous taps per kernel row: in-image kernel columns × input channels.
+    pub span: usize,
+    /// Input values between consecutive pixels of the tile.
+    pub px_in: usize,
+    /// Output values between consecutive pixels of the tile.
+    pub px_out: usize,
+    /// Input values between consecutive image rows.
+    pub row_stride: usize,
+    /// Weights (in `f32`s) between consecutive taps: the number of output channels.
+    pub w_tap: usize,
+    /// Weights (in `f32`s) between consecutive kernel rows: `k · ci · co`.
+    pub w_row: usize,
+    /// Apply `max(0, ·)` before storing (a fused `relu` layer).
+    pub relu: bool,
+}
+
+/// Range of kernel offsets `[lo, hi)` whose input index `start + j` lies in
+/// `[0, len)`, for a window starting at `start` (may be negative).
+fn in_image(start: isize, k: usize, len: usize) -> (usize, usize) {
+    let lo = (-start).clamp(0, k as isize) as usize;
+    let hi = (len as isize - start).clamp(lo as isize, k as isize) as usize;
+    (lo, hi)
+}
+
+/// First and one-past-last output index whose whole window lies in the input
+/// (`o·s − pad ≥ 0` and `o·s − pad + k ≤ len`), clamped to `[0, out]`.
+fn full_window_range(out: usize, len: usize, k: usize, s: usize, pad: usize) -> (usize, usize) {
+    let lo = pad.div_ceil(s).min(out);
+    let hi = if len + pad >= k {
+        ((len + pad - k) / s + 1).min(out)
+    } else {
+        0
+    };
+    (lo, hi.max(lo))
+}
+
+/// `y = conv(x, w) + bias`, optionally followed by relu. `x` and `y` hold at
+/// least `g.input.len()` / `g.output.len()` values; `w` and `bias` hold the
+/// tensors' bytes (`k·k·ci·co` and `co` little-endian `f32`s). The caller
+/// (model loading) has checked all of these sizes.
+pub(crate) fn conv2d(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[u8],
+    bias: &[u8],
+    y: &mut [f32],
+    relu: bool,
+    kernel: Kernel,
+) {
+    let (oh, ow, oc) = (g.output.h, g.output.w, g.output.c);
+    let (oy_lo, oy_hi) = full_window_range(oh, g.input.h, g.k, g.stride, g.pad_top);
+    let (ox_lo, ox_hi) = full_window_range(ow, g.input.w, g.k, g.stride, g.pad_left);
+    let conv = Conv {
+        g,
+        x,
+        w,
+        bias,
+        relu,
+        kernel,
+    };
+    for co0 in (0..oc).step_by(MAX_COLS) {
+        let cols = (oc - co0).min(MAX_COLS);
+        // Interior: all taps in the image; tiles along the rows.
+        for oy in oy_lo..oy_hi {
+            conv.row_tiles(y, oy, ox_lo, ox_hi, co0, cols);
+        }
+        // Left and right edge columns, next to the interior: all kernel rows in
+        // the image, the same kernel columns down a column; tiles down the column.
+        for ox in (0..ox_lo).chain(ox_hi..ow) {
+            let mut oy = oy_lo;
+            while oy < oy_hi {
+                let n = (oy_hi - oy).min(MAX_PIXELS);
+                conv.tile(y, oy, ox, (1, 0), n, co0, cols);
+                oy += n;
+            }
+        }
+        // Top and bottom rows: every pixel of such a row has the same in-image
+        // kernel rows; tiles along the row, single pixels at the corners.
+        for oy in (0..oy_lo).chain(oy_hi..oh) {
+            for ox in (0..ox_lo).chain(ox_hi..ow) {
+                conv.tile(y, oy, ox, (0, 1), 1, co0, cols);
+            }
+            conv.row_tiles(y, oy, ox_lo, ox_hi, co0, cols);
+        }
+    }
+}
+
+/// The arguments of one [`conv2d`] call, shared by its tiles.
+struct Conv<'c> {
+    g: &'c ConvGeom,
+    x: &'c [f32],
+    w: &'c [u8],
+    bias: &'c [u8],
+    relu: bool,
+    kernel: Kernel,
+}
+
+impl Conv<'_> {
+    /// Tiles along row `oy` over the output columns `[ox_lo, ox_hi)`, which all
+    /// have the same in-image kernel columns.
+    fn row_tiles(
+        &self,
+        y: &mut [f32],
+        oy: usize,
+        ox_lo: usize,
+        ox_hi: usize,
+        co0: usize,
+        cols: usize,
+    ) {
+        let mut ox = ox_lo;
+        while ox < ox_hi {
+            let n = (ox_hi - ox).min(MAX_PIXELS);
+            self.tile(y, oy, ox, (0, 1), n, co0, cols);
+            ox += n;
+        }
+    }
+
+    /// Computes the `n` output pixels `(oy + i·dy, ox + i·dx)`, `i < n`, for the
+    /// output channels `co0 .. co0 + cols`. All `n` pixels must have the same
+    /// in-image kernel rows and columns as the first one.
+    #[allow(clippy::too_many_arguments)]
+    fn tile(
+        &self,
+        y: &mut [f32],
+        oy: usize,
+        ox: usize,
+        (dy, dx): (usize, usize),
+        n: usize,
+        co0: usize,
+        cols: usize,
+    ) {
+        let g = self.g;
+        let (ih, iw, ic) = (g.input.h, g.input.w, g.input.c);
+        let (ow, oc) = (g.output.w, g.output.c);
+        let (k, s) = (g.k, g.stride);
+        // Top-left corner of the window, in input coordinates (may be negative).
+        let iy0 = (oy * s) as isize - g.pad_top as isize;
+        let ix0 = (ox * s) as isize - g.pad_left as isize;
+        let (ky0, ky1) = in_image(iy0, k, ih);
+        let (kx0, kx1) = in_image(ix0, k, iw);
+        let rows = ky1 - ky0;
+        let span = (kx1 - kx0) * ic;
+        let px_in = (dy * iw + dx) * s * ic;
+        let row_stride = iw * ic;
+        let w_row = k * ic * oc;
+        let (x, w) = if rows == 0 || span == 0 {
+            // No tap in the image (cannot happen with same/valid padding): bias only.
+            (&[][..], &[][..])
+        } else {
+            let x_at = ((iy0 + ky0 as isize) as usize * iw + (ix0 + kx0 as isize) as usize) * ic;
+            let x_len = (n - 1) * px_in + (rows - 1) * row_stride + span;
+            let w_at = ((ky0 * k + kx0) * ic * oc + co0) * 4;
+            let w_len = ((rows - 1) * w_row + (span - 1) * oc + cols) * 4;
+            (&self.x[x_at..x_at + x_len], &self.w[w_at..w_at + w_len])
+        };
+        let px_out = (dy * ow + dx) * oc;
+        let y_at = (oy * ow + ox) * oc + co0;
+        let y_len = (n - 1) * px_out + cols;
+        let mut t = Tile {
+            x,
+            w,
+            bias: &self.bias[co0 * 4..(co0 + cols) * 4],
+            out: &mut y[y_at..y_at + y_len],
+            pixels: n,
+            cols,
+            rows: if x.is_empty() { 0 } else { rows },
+            span,
+            px_in,
+            px_out,
+            row_stride,
+            w_tap: oc,
+            w_row,
+            relu: self.relu,
+        };
+        match self.kernel {
+            Kernel::Portable => tile_portable(&mut t),
+            // SAFETY: `Kernel::Avx2` is only chosen after checking the CPU has
+            // AVX2 and FMA; the slices above cover exactly what the tile reads
+            // and writes (see `Tile`).
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { super::conv_avx2::tile(&mut t) },
+        }
+    }
+}
+
+/// Reads the little-endian `f32` in a 4-byte chunk.
+#[inline(always)]
+pub(crate) fn le_f32(b: &[u8]) -> f32 {
+    f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// The tile in plain Rust: per pixel, an accumulator row of up to 16 channels.
+fn tile_portable(t: &mut Tile<'_>) {
+    let cols = t.cols;
+    for p in 0..t.pixels {
+        let mut acc = [0f32; MAX_COLS];
+        for (a, b) in acc[..cols].iter_mut().zip(t.bias.chunks_exact(4)) {
+            *a = le_f32(b);
+        }
+        for r in 0..t.rows {
+            let xs = &t.x[p * t.px_in + r * t.row_stride..][..t.span];
+            let wr = &t.w[r * t.w_row * 4..];
+            for (j, &xv) in xs.iter().enumerate() {
+                let wj = &wr[j * t.w_tap * 4..][..cols * 4];
+                for (a, b) in acc[..cols].iter_mut().zip(wj.chunks_exact(4)) {
+                    *a += xv * le_f32(b);
+                }
+            }
+        }
+        let out = &mut t.out[p * t.px_out..][..cols];
+        for (o, &a) in out.iter_mut().zip(&acc[..cols]) {
+            *o = if t.relu { a.max(0.0) } else { a };
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! `maxpool2d` and `global_avg_pool`.
+
+use crate::arch::Shape;
+
+/// Shapes and padding of a max pooling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PoolGeom {
+    pub input: Shape,
+    pub output: Shape,
+    pub size: usize,
+    pub stride: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+}
+
+/// `y[oy, ox, c] = max over the window cells inside the image of x[iy, ix, c]`,
+/// window rows `oy·s − pad_top + [0, size)` (columns likewise). Padded cells
+/// never win: they are simply not visited. (With TensorFlow's padding every
+/// window has at least one cell in the image.)
+pub(crate) fn maxpool2d(g: &PoolGeom, x: &[f32], y: &mut [f32]) {
+    let (ih, iw, c) = (g.input.h, g.input.w, g.input.c);
+    let (oh, ow) = (g.output.h, g.output.w);
+    let (k, s) = (g.size, g.stride);
+    let clamp = |start: isize, len: usize| {
+        let lo = start.clamp(0, len as isize) as usize;
+        let hi = (start + k as isize).clamp(0, len as isize) as usize;
+        lo..hi
+    };
+    for oy in 0..oh {
+        let rows = clamp((oy * s) as isize - g.pad_top as isize, ih);
+        for ox in 0..ow {
+            let cols = clamp((ox * s) as isize - g.pad_left as isize, iw);
+            let out = &mut y[(oy * ow + ox) * c..][..c];
+            out.fill(f32::NEG_INFINITY);
+            for iy in rows.clone() {
+                for ix in cols.clone() {
+                    let cell = &x[(iy * iw + ix) * c..][..c];
+                    for (o, &v) in out.iter_mut().zip(cell) {
+                        *o = o.max(v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y[c] = (1 / (h·w)) · Σ_{iy,ix} x[iy, ix, c]`.
+pub(crate) fn global_avg_pool(input: Shape, x: &[f32], y: &mut [f32]) {
+    let c = input.c;
+    let y = &mut y[..c];
+    y.fill(0.0);
+    for pixel in x[..input.h * input.w * c].chunks_exact(c) {
+        for (o, &v) in y.iter_mut().zip(pixel) {
+            *o += v;
+        }
+    }
+    let n = (input.h * input.w) as f32;
+    for o in y {
+        *o /= n;
+    }
+}

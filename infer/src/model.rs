@@ -1,0 +1,615 @@
+//! [`Model`]: a checked, zero-copy view of a model file, and the forward pass.
+
+use crate::arch::{self, Kind, Shape, Spec, MAX_LAYERS};
+use crate::error::{Param, TensorProblem};
+use crate::layers::conv::{self, ConvGeom, Kernel};
+use crate::layers::norm::{self, BatchNormParams};
+use crate::layers::pool::{self, PoolGeom};
+use crate::safetensors::{self, Metadata, TensorEntry};
+use crate::{math, Error};
+
+/// The value of the `format` metadata entry this crate reads.
+pub const FORMAT: &str = "cifar-cnn/1";
+
+/// Which kernels [`Model::classify`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// The fastest kernels this CPU supports (AVX2 + FMA on x86-64 when
+    /// available, detected once at run time), else [`Backend::Portable`].
+    #[default]
+    Auto,
+    /// Plain Rust only, on every CPU.
+    Portable,
+}
+
+/// The result of [`Model::classify`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Prediction {
+    /// Index of the most probable class (the first one on ties).
+    pub class: usize,
+    /// Its probability.
+    pub probability: f32,
+}
+
+/// What one layer computes, with its parameter bytes.
+#[derive(Clone, Copy, Debug)]
+enum Op<'a> {
+    /// conv2d, and dense as a 1×1 convolution; `relu` when a following relu
+    /// layer is fused into it.
+    Conv {
+        geom: ConvGeom,
+        weight: &'a [u8],
+        bias: &'a [u8],
+        relu: bool,
+    },
+    MaxPool(PoolGeom),
+    GlobalAvgPool,
+    BatchNorm(BatchNormParams<'a>),
+    Relu,
+    /// flatten (NHWC data is already in flattened order), dropout (identity at
+    /// inference), and a relu fused into the layer before it.
+    Identity,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Layer<'a> {
+    op: Op<'a>,
+    /// Values in the layer's input and output.
+    in_len: usize,
+    out_len: usize,
+    /// Output channels (for batchnorm's per-channel tables).
+    channels: usize,
+}
+
+const EMPTY_LAYER: Layer<'static> = Layer {
+    op: Op::Identity,
+    in_len: 0,
+    out_len: 0,
+    channels: 0,
+};
+
+/// A model, parsed and checked, borrowing its weights from the file's bytes.
+///
+/// Loading ([`Model::from_bytes`]) and classifying ([`Model::classify`]) never
+/// allocate: the layers live in a fixed array of [`MAX_LAYERS`], the weights stay
+/// in the caller's buffer, and activations go to a caller-provided scratch slice
+/// of [`Model::scratch_len`] `f32`s.
+///
+/// ```no_run
+/// # fn demo(bytes: &[u8], image: &[u8]) -> Result<(), infer::Error> {
+/// let model = infer::Model::from_bytes(bytes)?;
+/// let mut scratch = [0f32; 65_536]; // ≥ model.scratch_len()
+/// let mut probs = [0f32; 10];       // ≥ model.num_classes()
+/// let top = model.classify(image, &mut scratch, &mut probs)?;
+/// let name = model.class_name(top.class).unwrap_or("?");
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Model<'a> {
+    input: Shape,
+    layers: [Layer<'a>; MAX_LAYERS],
+    num_layers: usize,
+    num_classes: usize,
+    scratch_len: usize,
+    class_names: Option<&'a str>,
+    backend: Backend,
+}
+
+/// Parameter tensors found so far: byte range in the data section, per layer
+/// and parameter slot.
+type Found = [[Option<(usize, usize)>; 4]; MAX_LAYERS];
+
+/// The parameters a layer kind has, in slot order.
+fn params_of(kind: &Kind) -> &'static [Param] {
+    match kind {
+        Kind::Conv2d { .. } | Kind::Dense { .. } => &[Param::Weight, Param::Bias],
+        Kind::BatchNorm { .. } => &[
+            Param::Gamma,
+            Param::Beta,
+            Param::MovingMean,
+            Param::MovingVariance,
+        ],
+        _ => &[],
+    }
+}
+
+impl<'a> Model<'a> {
+    /// Parses and checks a model file in place (see `docs/FORMAT.md`).
+    ///
+    /// Checks the safetensors header, the `format`, `architecture` and
+    /// `class_names` metadata, every layer's shapes, and every tensor: dtype
+    /// `F32`, the shape the architecture implies, offsets inside the data, no
+    /// overlap, none missing, none extra. Never panics and never reads outside
+    /// `bytes`, whatever they hold. The buffer needs no alignment.
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Model<'a>, Error> {
+        let file = safetensors::split(bytes)?;
+
+        // Pass 1 over the header: the metadata.
+        let mut meta = Metadata::default();
+        safetensors::walk(&file, Some(&mut meta), &mut |_| Ok(()))?;
+        if let Some((at, raw)) = meta.format {
+            if !safetensors::unescaped_eq(raw, at, FORMAT.as_bytes())? {
+                return Err(Error::Metadata("format is not cifar-cnn/1"));
+            }
+        }
+        let (at, raw) = meta
+            .architecture
+            .ok_or(Error::Metadata("no `architecture` entry"))?;
+        let spec = arch::parse(raw, at)?;
+
+        // The layers, with their shapes; parameters come next.
+        let mut model = Model {
+            input: spec.input,
+            layers: [EMPTY_LAYER; MAX_LAYERS],
+            num_layers: spec.layers().len(),
+            num_classes: 0,
+            scratch_len: 0,
+            class_names: None,
+            backend: Backend::Auto,
+        };
+        model.plan(&spec)?;
+
+        // Pass 2: the tensors.
+        let mut found: Found = [[None; 4]; MAX_LAYERS];
+        let data_len = file.data.len();
+        safetensors::walk(&file, None, &mut |t| {
+            place_tensor(&model, &spec, t, data_len, &mut found)
+        })?;
+        check_overlaps(&spec, &found)?;
+        model.attach(&spec, &found, file.data);
+
+        model.class_names = match meta.class_names {
+            None => None,
+            Some((_, raw)) => Some(class_names(raw, model.num_classes)?),
+        };
+        Ok(model)
+    }
+
+    /// Computes every layer's shapes and geometry, the scratch size and the
+    /// number of classes; fuses `relu` layers into the conv/dense before them.
+    fn plan(&mut self, spec: &Spec) -> Result<(), Error> {
+        let too_big = Error::Metadata("model too large for this platform");
+        let mut shape = spec.input;
+        let mut scratch = shape.len().ok_or(too_big)?;
+        for (index, l) in spec.layers().iter().enumerate() {
+            let err = |problem| Error::Layer { index, problem };
+            let in_len = shape.len().ok_or(too_big)?;
+            let (op, out) = match l.kind {
+                Kind::Conv2d {
+                    filters,
+                    kernel,
+                    stride,
+                    padding,
+                } => {
+                    let too_small = err("kernel larger than the input with valid padding");
+                    let (h, pad_top) = padding
+                        .output_and_pad(shape.h, kernel, stride)
+                        .ok_or(too_small)?;
+                    let (w, pad_left) = padding
+                        .output_and_pad(shape.w, kernel, stride)
+                        .ok_or(too_small)?;
+                    let output = Shape { h, w, c: filters };
+                    let geom = ConvGeom {
+                        input: shape,
+                        output,
+                        k: kernel,
+                        stride,
+                        pad_top,
+                        pad_left,
+                    };
+                    (conv_op(geom), output)
+                }
+                Kind::Dense { units } => {
+                    if !shape.is_vector() {
+                        return Err(err(
+                            "dense input must be a vector (add flatten or global_avg_pool)",
+                        ));
+                    }
+                    let geom = ConvGeom::dense(shape.c, units);
+                    (conv_op(geom), geom.output)
+                }
+                Kind::MaxPool2d {
+                    size,
+                    stride,
+                    padding,
+                } => {
+                    let too_small = err("pool larger than the input with valid padding");
+                    let (h, pad_top) = padding
+                        .output_and_pad(shape.h, size, stride)
+                        .ok_or(too_small)?;
+                    let (w, pad_left) = padding
+                        .output_and_pad(shape.w, size, stride)
+                        .ok_or(too_small)?;
+                    let output = Shape { h, w, c: shape.c };
+                    let geom = PoolGeom {
+                        input: shape,
+                        output,
+                        size,
+                        stride,
+                        pad_top,
+                        pad_left,
+                    };
+                    (Op::MaxPool(geom), output)
+                }
+                Kind::GlobalAvgPool => (
+                    Op::GlobalAvgPool,
+                    Shape {
+                        h: 1,
+                        w: 1,
+                        c: shape.c,
+                    },
+                ),
+                Kind::BatchNorm { epsilon } => (
+                    Op::BatchNorm(BatchNormParams {
+                        gamma: &[],
+                        beta: &[],
+                        mean: &[],
+                        var: &[],
+                        epsilon,
+                    }),
+                    shape,
+                ),
+                Kind::Flatten => (
+                    Op::Identity,
+                    Shape {
+                        h: 1,
+                        w: 1,
+                        c: in_len,
+                    },
+                ),
+                Kind::Dropout => (Op::Identity, shape),
+                Kind::Relu => (Op::Relu, shape),
+            };
+            let out_len = out.len().ok_or(too_big)?;
+            // Scratch: an out-of-place layer needs its input and output side by
+            // side; batchnorm needs its data and 3 tables of `channels`.
+            let need = match op {
+                Op::Conv { .. } | Op::MaxPool(_) | Op::GlobalAvgPool => in_len.checked_add(out_len),
+                Op::BatchNorm(_) => out.c.checked_mul(3).and_then(|t| t.checked_add(out_len)),
+                _ => Some(out_len),
+            };
+            scratch = scratch.max(need.ok_or(too_big)?);
+            self.layers[index] = Layer {
+                op,
+                in_len,
+                out_len,
+                channels: out.c,
+            };
+            shape = out;
+        }
+        if !shape.is_vector() {
+            return Err(Error::Layer {
+                index: self.num_layers - 1,
+                problem: "the last layer must output a vector of class logits",
+            });
+        }
+        self.num_classes = shape.c;
+        self.scratch_len = scratch;
+        // Fuse relu into a conv/dense right before it.
+        for i in 1..self.num_layers {
+            if let (Op::Relu, Op::Conv { relu, .. }) =
+                (self.layers[i].op, &mut self.layers[i - 1].op)
+            {
+                *relu = true;
+                self.layers[i].op = Op::Identity;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the parameter slices into the layers once all are found and checked.
+    fn attach(&mut self, spec: &Spec, found: &Found, data: &'a [u8]) {
+        for (index, l) in spec.layers().iter().enumerate() {
+            let slice = |slot: usize| match found[index][slot] {
+                Some((b, e)) => &data[b..e],
+                None => &[][..],
+            };
+            match &mut self.layers[index].op {
+                Op::Conv { weight, bias, .. } => {
+                    *weight = slice(0);
+                    *bias = slice(1);
+                }
+                Op::BatchNorm(p) => {
+                    p.gamma = slice(0);
+                    p.beta = slice(1);
+                    p.mean = slice(2);
+                    p.var = slice(3);
+                }
+                _ => {}
+            }
+            debug_assert_eq!(
+                params_of(&l.kind).len(),
+                found[index].iter().flatten().count()
+            );
+        }
+    }
+
+    /// Input height, width and channels: the image must be `h × w × c` bytes, HWC.
+    pub fn input_shape(&self) -> (usize, usize, usize) {
+        (self.input.h, self.input.w, self.input.c)
+    }
+
+    /// Bytes in an input image (`h · w · c`).
+    pub fn input_len(&self) -> usize {
+        self.input.h * self.input.w * self.input.c
+    }
+
+    /// Number of classes (width of the last layer).
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    /// Number of layers in the architecture.
+    pub fn num_layers(&self) -> usize {
+        self.num_layers
+    }
+
+    /// `f32` elements of scratch that [`Model::classify`] needs (multiply by 4
+    /// for bytes; see [`Model::scratch_bytes`]). It is the largest, over the
+    /// layers, of input + output values (two activations side by side, see
+    /// [`Model::classify`]).
+    pub fn scratch_len(&self) -> usize {
+        self.scratch_len
+    }
+
+    /// [`Model::scratch_len`] in bytes.
+    pub fn scratch_bytes(&self) -> usize {
+        self.scratch_len * core::mem::size_of::<f32>()
+    }
+
+    /// Name of class `i` from the file's `class_names` metadata; `None` when
+    /// out of range or the file has no names.
+    pub fn class_name(&self, i: usize) -> Option<&'a str> {
+        self.class_names?.split(',').nth(i)
+    }
+
+    /// The kernels in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Chooses the kernels (the default is [`Backend::Auto`]).
+    pub fn with_backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    fn kernel(&self) -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if self.backend == Backend::Auto && crate::cpu::has_avx2_fma() {
+            return Kernel::Avx2;
+        }
+        Kernel::Portable
+    }
+
+    /// Classifies one image.
+    ///
+    /// - `image`: `h × w × c` bytes in row-major HWC order (RGB for 3 channels);
+    ///   values are scaled to `x / 255`.
+    /// - `scratch`: at least [`Model::scratch_len`] `f32`s, contents ignored.
+    ///   The activations of consecutive layers alternate between its front and
+    ///   its back, so at most two are alive at once and nothing else is needed.
+    /// - `probs`: at least [`Model::num_classes`] values; receives the class
+    ///   probabilities (the softmax of the logits) in its first `num_classes`.
+    ///
+    /// Returns the most probable class. Errors (never panics) when a slice has
+    /// the wrong size.
+    pub fn classify(
+        &self,
+        image: &[u8],
+        scratch: &mut [f32],
+        probs: &mut [f32],
+    ) -> Result<Prediction, Error> {
+        if image.len() != self.input_len() {
+            return Err(Error::ImageSize {
+                expected: self.input_len(),
+                actual: image.len(),
+            });
+        }
+        if scratch.len() < self.scratch_len {
+            return Err(Error::ScratchTooSmall {
+                needed: self.scratch_len,
+                actual: scratch.len(),
+            });
+        }
+        if probs.len() < self.num_classes {
+            return Err(Error::OutputTooSmall {
+                needed: self.num_classes,
+                actual: probs.len(),
+            });
+        }
+        let kernel = self.kernel();
+        let s = &mut scratch[..self.scratch_len];
+        // The current activation: `len` values at the front (or back) of `s`.
+        let mut front = true;
+        let mut len = image.len();
+        for (x, &p) in s.iter_mut().zip(image) {
+            *x = f32::from(p) / 255.0;
+        }
+        for layer in &self.layers[..self.num_layers] {
+            let (x, free) = split_active(s, front, len);
+            match &layer.op {
+                Op::Identity => {}
+                Op::Relu => crate::layers::relu(x),
+                Op::BatchNorm(p) => norm::batchnorm(p, layer.channels, x, free),
+                op => {
+                    // Out of place: the output goes to the far end of the free part.
+                    let y = if front {
+                        let n = free.len();
+                        &mut free[n - layer.out_len..]
+                    } else {
+                        &mut free[..layer.out_len]
+                    };
+                    match op {
+                        Op::Conv {
+                            geom,
+                            weight,
+                            bias,
+                            relu,
+                        } => conv::conv2d(geom, x, weight, bias, y, *relu, kernel),
+                        Op::MaxPool(g) => pool::maxpool2d(g, x, y),
+                        Op::GlobalAvgPool => {
+                            let input = Shape {
+                                h: 1,
+                                w: layer.in_len / layer.channels,
+                                c: layer.channels,
+                            };
+                            pool::global_avg_pool(input, x, y)
+                        }
+                        _ => {}
+                    }
+                    front = !front;
+                }
+            }
+            len = layer.out_len;
+        }
+        let (logits, _) = split_active(s, front, len);
+        let class = math::softmax(logits, probs);
+        Ok(Prediction {
+            class,
+            probability: probs[class],
+        })
+    }
+}
+
+/// The conv op for a geometry, parameters attached later.
+fn conv_op(geom: ConvGeom) -> Op<'static> {
+    Op::Conv {
+        geom,
+        weight: &[],
+        bias: &[],
+        relu: false,
+    }
+}
+
+/// Splits the scratch into the current activation (`len` values at the front or
+/// the back) and the rest.
+fn split_active(s: &mut [f32], front: bool, len: usize) -> (&mut [f32], &mut [f32]) {
+    if front {
+        s.split_at_mut(len)
+    } else {
+        let n = s.len() - len;
+        let (free, x) = s.split_at_mut(n);
+        (x, free)
+    }
+}
+
+/// Assigns one header entry to its layer and slot, checking it.
+fn place_tensor(
+    model: &Model<'_>,
+    spec: &Spec,
+    t: &TensorEntry<'_>,
+    data_len: usize,
+    found: &mut Found,
+) -> Result<(), Error> {
+    let unexpected = Error::UnexpectedTensor {
+        offset: t.key_offset,
+    };
+    // `{name}.{suffix}`: the name may itself contain dots, the suffix not.
+    let key = t.key.ok_or(unexpected)?;
+    let dot = key.iter().rposition(|&b| b == b'.').ok_or(unexpected)?;
+    let (name, suffix) = (&key[..dot], &key[dot + 1..]);
+    let (layer, slot, param) = spec
+        .layers()
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.name.as_bytes() == name)
+        .find_map(|(i, l)| {
+            let params = params_of(&l.kind);
+            let slot = params
+                .iter()
+                .position(|p| p.suffix().as_bytes() == suffix)?;
+            Some((i, slot, params[slot]))
+        })
+        .ok_or(unexpected)?;
+    let problem = |problem| Error::Tensor {
+        layer,
+        param,
+        problem,
+    };
+    if found[layer][slot].is_some() {
+        return Err(problem(TensorProblem::Duplicate));
+    }
+    if !t.is_f32 {
+        return Err(problem(TensorProblem::Dtype));
+    }
+    let (dims, rank) = expected_shape(&spec.layers()[layer].kind, &model.layers[layer], param);
+    let (got, got_rank) = t.shape.ok_or(problem(TensorProblem::Shape))?;
+    if got_rank != rank
+        || got[..rank]
+            .iter()
+            .zip(&dims[..rank])
+            .any(|(&g, &d)| g != d as u64)
+    {
+        return Err(problem(TensorProblem::Shape));
+    }
+    // Size in bytes from the shape; the shape matched sizes we already computed
+    // without overflow, but the product with 4 is checked too.
+    let bytes = dims[..rank]
+        .iter()
+        .try_fold(4usize, |acc, &d| acc.checked_mul(d))
+        .ok_or(problem(TensorProblem::Offsets))?;
+    let (b, e) = t.offsets;
+    if b > e || e > data_len as u64 || e - b != bytes as u64 {
+        return Err(problem(TensorProblem::Offsets));
+    }
+    found[layer][slot] = Some((b as usize, e as usize));
+    Ok(())
+}
+
+/// The shape FORMAT.md gives parameter `param` of a layer: conv2d weights
+/// `[k, k, in_channels, filters]`, dense weights `[in_features, units]`, and
+/// `[channels]` for biases and batchnorm tensors.
+fn expected_shape(kind: &Kind, layer: &Layer<'_>, param: Param) -> ([usize; 4], usize) {
+    match (kind, &layer.op, param) {
+        (Kind::Dense { units }, _, Param::Weight) => ([layer.in_len, *units, 0, 0], 2),
+        (_, Op::Conv { geom, .. }, Param::Weight) => {
+            ([geom.k, geom.k, geom.input.c, geom.output.c], 4)
+        }
+        _ => ([layer.channels, 0, 0, 0], 1),
+    }
+}
+
+/// Every expected tensor is present, and no two overlap.
+fn check_overlaps(spec: &Spec, found: &Found) -> Result<(), Error> {
+    for (layer, l) in spec.layers().iter().enumerate() {
+        for (slot, &param) in params_of(&l.kind).iter().enumerate() {
+            let Some((b, e)) = found[layer][slot] else {
+                return Err(Error::Tensor {
+                    layer,
+                    param,
+                    problem: TensorProblem::Missing,
+                });
+            };
+            // Compare with every range listed after this one (each pair once).
+            let later = found[layer][slot + 1..]
+                .iter()
+                .chain(found[layer + 1..spec.layers().len()].iter().flatten());
+            if later.flatten().any(|&(b2, e2)| b < e2 && b2 < e) {
+                return Err(Error::Tensor {
+                    layer,
+                    param,
+                    problem: TensorProblem::Overlap,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks the `class_names` metadata: UTF-8, no escapes, one name per class.
+fn class_names(raw: &[u8], num_classes: usize) -> Result<&str, Error> {
+    if raw.contains(&b'\\') {
+        return Err(Error::Metadata(
+            "class_names with JSON escape sequences are not supported",
+        ));
+    }
+    let names =
+        core::str::from_utf8(raw).map_err(|_| Error::Metadata("class_names is not UTF-8"))?;
+    if names.split(',').count() != num_classes {
+        return Err(Error::Metadata(
+            "class_names does not list one name per class",
+        ));
+    }
+    Ok(names)
+}
