@@ -1,2 +1,21 @@
+//! A pure-Rust CPU trainer for small convolutional image classifiers.
+//!
+//! Data flows: [`data`] (CIFAR-10 reader) → [`network::Network`] built from a
+//! [`spec::ModelSpec`] out of [`layers`] → [`loss`] → backprop → [`optim::Adam`],
+//! driven by [`train`], measured by [`metrics`], saved by
+//! [`network::Network::save`] as safetensors.
+
+pub mod atomic;
+pub mod checkpoint;
+pub mod data;
 pub mod download;
-pub mod placeholder {}
+pub mod gemm;
+pub mod init;
+pub mod layers;
+pub mod loss;
+pub mod metrics;
+pub mod network;
+pub mod optim;
+pub mod spec;
+pub mod tensor;
+pub mod train;

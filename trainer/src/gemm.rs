@@ -1,0 +1,129 @@
+//! Single-precision matrix multiply on row-major slices, via `matrixmultiply`.
+//!
+//! All of the network's heavy lifting (convolution through im2col, dense
+//! layers, and their gradients) goes through [`sgemm`].
+
+/// Whether an operand is used as stored or transposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// The operand is stored row-major with its logical shape.
+    N,
+    /// The operand is stored row-major as its transpose.
+    T,
+}
+
+/// `C[m×n] = A[m×k] · B[k×n] + beta · C`, all contiguous row-major.
+///
+/// `a` holds `A` (or `Aᵀ`, a `k×m` matrix, when `op_a == Op::T`), likewise `b`.
+/// Panics if a slice is too short for its shape: that is a bug in a layer,
+/// never a consequence of user input (shapes are checked when networks are built).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    op_a: Op,
+    b: &[f32],
+    op_b: Op,
+    beta: f32,
+    c: &mut [f32],
+) {
+    assert!(
+        a.len() >= m * k,
+        "sgemm: A has {} values, needs {m}×{k}",
+        a.len()
+    );
+    assert!(
+        b.len() >= k * n,
+        "sgemm: B has {} values, needs {k}×{n}",
+        b.len()
+    );
+    assert!(
+        c.len() >= m * n,
+        "sgemm: C has {} values, needs {m}×{n}",
+        c.len()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    // Row and column strides of the logical (untransposed) matrices.
+    let (rsa, csa) = match op_a {
+        Op::N => (k as isize, 1),
+        Op::T => (1, m as isize),
+    };
+    let (rsb, csb) = match op_b {
+        Op::N => (n as isize, 1),
+        Op::T => (1, k as isize),
+    };
+    // SAFETY: the asserts above guarantee that every index the strides can
+    // reach, (m-1)·rs + (k-1)·cs for A and likewise for B and C, lies inside
+    // the slices; `c` is uniquely borrowed so it aliases neither input.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa,
+            csa,
+            b.as_ptr(),
+            rsb,
+            csb,
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(m: usize, k: usize, n: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    fn transpose(rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {
+        let mut t = vec![0.0; x.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                t[c * rows + r] = x[r * cols + c];
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn all_transpose_combinations_match_naive() {
+        let (m, k, n) = (5, 7, 3);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+        let want = naive(m, k, n, &a, &b);
+        let at = transpose(m, k, &a);
+        let bt = transpose(k, n, &b);
+        for (aa, oa) in [(&a, Op::N), (&at, Op::T)] {
+            for (bb, ob) in [(&b, Op::N), (&bt, Op::T)] {
+                let mut c = vec![1.0; m * n];
+                sgemm(m, k, n, aa, oa, bb, ob, 0.0, &mut c);
+                for (x, y) in c.iter().zip(&want) {
+                    assert!((x - y).abs() < 1e-5, "{oa:?}{ob:?}: {x} vs {y}");
+                }
+                // beta = 1 accumulates.
+                sgemm(m, k, n, aa, oa, bb, ob, 1.0, &mut c);
+                for (x, y) in c.iter().zip(&want) {
+                    assert!((x - 2.0 * y).abs() < 1e-4);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! 2-D convolution by im2col + SGEMM, NHWC.
+//!
+//! For output pixel `p = (image, oy, ox)` the im2col row is the receptive field
+//! `x[oy·s + ky − pad_top, ox·s + kx − pad_left, ci]` over `(ky, kx, ci)`, zero
+//! outside the image. With `W` stored `[ky, kx, ci, co]` = a `K×Cout` matrix
+//! (`K = k·k·Cin`), the whole layer is one matrix product:
+//!
+//! ```text
+//! Y[P×Cout]  = cols[P×K] · W[K×Cout] + b        (forward)
+//! dW[K×Cout] = colsᵀ · dY                        (weight gradient)
+//! dcols      = dY · Wᵀ,  dx = col2im(dcols)      (input gradient)
+//! ```
+//!
+//! The batch is split into one chunk of whole images per thread (rayon); each
+//! chunk walks its rows in tiles small enough for the im2col tile to stay in
+//! cache, and owns its scratch, so threads never share a write.
+
+use super::{images_per_chunk, Layer, Mode, NamedTensor};
+use crate::gemm::{sgemm, Op};
+use crate::spec::Padding;
+use crate::tensor::{ImageShape, Tensor};
+use rayon::prelude::*;
+
+/// Target size of one im2col tile, in floats (256 KiB: fits in L2).
+const TILE_FLOATS: usize = 1 << 16;
+
+pub struct Conv2d {
+    input: ImageShape,
+    out: ImageShape,
+    kernel: usize,
+    stride: usize,
+    pad_top: usize,
+    pad_left: usize,
+    /// `[kernel, kernel, in_channels, filters]`, row-major: a `K×Cout` matrix.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    dweight: Vec<f32>,
+    dbias: Vec<f32>,
+    /// One per chunk of the batch.
+    scratch: Vec<Scratch>,
+}
+
+/// What one thread needs for its chunk of the batch.
+#[derive(Default)]
+struct Scratch {
+    cols: Vec<f32>,
+    dcols: Vec<f32>,
+    dweight: Vec<f32>,
+    dbias: Vec<f32>,
+}
+
+impl Conv2d {
+    /// Glorot-uniform weights (fan_in = k·k·Cin, fan_out = k·k·Cout), zero bias.
+    pub fn new(
+        input: ImageShape,
+        filters: usize,
+        kernel: usize,
+        stride: usize,
+        padding: Padding,
+        rng: &mut impl rand::Rng,
+    ) -> Self {
+        let (oh, pad_top) = padding
+            .output_and_pad(input.height, kernel, stride)
+            .expect("spec validated");
+        let (ow, pad_left) = padding
+            .output_and_pad(input.width, kernel, stride)
+            .expect("spec validated");
+        let k = kernel * kernel * input.channels;
+        let weight = crate::init::glorot_uniform(
+            kernel * kernel * input.channels,
+            kernel * kernel * filters,
+            k * filters,
+            rng,
+        );
+        Self {
+            input,
+            out: ImageShape::new(oh, ow, filters),
+            kernel,
+            stride,
+            pad_top,
+            pad_left,
+            weight,
+            bias: vec![0.0; filters],
+            dweight: vec![0.0; k * filters],
+            dbias: vec![0.0; filters],
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Length of one im2col row: `K = k·k·Cin`.
+    fn k(&self) -> usize {
+        self.kernel * self.kernel * self.input.channels
+    }
+
+    /// Rows per tile, so that a `rows × K` tile is about [`TILE_FLOATS`].
+    fn tile_rows(&self) -> usize {
+        (TILE_FLOATS / self.k()).clamp(16, 4096)
+    }
+
+    fn ensure_scratch(&mut self, chunks: usize) {
+        let (k, cout, tile) = (self.k(), self.out.channels, self.tile_rows());
+        self.scratch.resize_with(chunks, Scratch::default);
+        for s in &mut self.scratch {
+            s.cols.resize(tile * k, 0.0);
+            s.dcols.resize(tile * k, 0.0);
+            s.dweight.resize(k * cout, 0.0);
+            s.dbias.resize(cout, 0.0);
+        }
+    }
+
+    /// Source pixel index of kernel tap `(ky, kx)` at output `(oy, ox)`, or `None` in the padding.
+    #[inline]
+    fn source(&self, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<usize> {
+        let iy = (oy * self.stride + ky).checked_sub(self.pad_top)?;
+        let ix = (ox * self.stride + kx).checked_sub(self.pad_left)?;
+        (iy < self.input.height && ix < self.input.width).then_some(iy * self.input.width + ix)
+    }
+
+    /// im2col for output rows `rows` of a chunk: `cols[r − start, (ky, kx, ci)]`.
+    fn im2col(&self, x: &[f32], rows: std::ops::Range<usize>, cols: &mut [f32]) {
+        let (cin, k, kk) = (self.input.channels, self.kernel, self.k());
+        let (out_pixels, in_len) = (self.out.pixels(), self.input.len());
+        for (r, row) in rows.zip(cols.chunks_exact_mut(kk)) {
+            let (img, p) = (r / out_pixels, r % out_pixels);
+            let (oy, ox) = (p / self.out.width, p % self.out.width);
+            let x = &x[img * in_len..(img + 1) * in_len];
+            for ky in 0..k {
+                let dst = &mut row[ky * k * cin..(ky + 1) * k * cin];
+                // Fast path: the whole kernel row is inside the image and, with
+                // stride 1 in NHWC, contiguous in memory.
+                if let (Some(a), Some(b)) =
+                    (self.source(oy, ox, ky, 0), self.source(oy, ox, ky, k - 1))
+                {
+                    if b - a == k - 1 {
+                        dst.copy_from_slice(&x[a * cin..(b + 1) * cin]);
+                        continue;
+                    }
+                }
+                for kx in 0..k {
+                    let d = &mut dst[kx * cin..(kx + 1) * cin];
+                    match self.source(oy, ox, ky, kx) {
+                        Some(i) => d.copy_from_slice(&x[i * cin..(i + 1) * cin]),
+                        None => d.fill(0.0),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The adjoint of [`Self::im2col`]: `dx[source of (r, tap)] += dcols[r, tap]`.
+    fn col2im(&self, dcols: &[f32], rows: std::ops::Range<usize>, dx: &mut [f32]) {
+        let (cin, k, kk) = (self.input.channels, self.kernel, self.k());
+        let (out_pixels, in_len) = (self.out.pixels(), self.input.len());
+        for (r, row) in rows.zip(dcols.chunks_exact(kk)) {
+            let (img, p) = (r / out_pixels, r % out_pixels);
+            let (oy, ox) = (p / self.out.width, p % self.out.width);
+            let dx = &mut dx[img * in_len..(img + 1) * in_len];
+            for ky in 0..k {
+                for kx in 0..k {
+                    if let Some(i) = self.source(oy, ox, ky, kx) {
+                        let src = &row[(ky * k + kx) * cin..(ky * k + kx + 1) * cin];
+                        for (d, &g) in dx[i * cin..(i + 1) * cin].iter_mut().zip(src) {
+                            *d += g;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forward for one chunk of whole images.
+    fn forward_chunk(&self, x: &[f32], y: &mut [f32], s: &mut Scratch) {
+        let (kk, cout) = (self.k(), self.out.channels);
+        let rows = y.len() / cout;
+        for start in (0..rows).step_by(self.tile_rows()) {
+            let end = (start + self.tile_rows()).min(rows);
+            let m = end - start;
+            self.im2col(x, start..end, &mut s.cols[..m * kk]);
+            let y = &mut y[start * cout..end * cout];
+            for row in y.chunks_exact_mut(cout) {
+                row.copy_from_slice(&self.bias);
+            }
+            // Y[m×Cout] += cols[m×K] · W[K×Cout]
+            sgemm(m, kk, cout, &s.cols, Op::N, &self.weight, Op::N, 1.0, y);
+        }
+    }
+
+    /// Backward for one chunk: partial dW, db into the scratch; dx if asked.
+    fn backward_chunk(&self, x: &[f32], dy: &[f32], mut dx: Option<&mut [f32]>, s: &mut Scratch) {
+        let (kk, cout) = (self.k(), self.out.channels);
+        let rows = dy.len() / cout;
+        s.dweight.fill(0.0);
+        s.dbias.fill(0.0);
+        if let Some(dx) = dx.as_deref_mut() {
+            dx.fill(0.0);
+        }
+        for start in (0..rows).step_by(self.tile_rows()) {
+            let end = (start + self.tile_rows()).min(rows);
+            let m = end - start;
+            let dy = &dy[start * cout..end * cout];
+            for row in dy.chunks_exact(cout) {
+                for (d, &g) in s.dbias.iter_mut().zip(row) {
+                    *d += g;
+                }
+            }
+            // dW[K×Cout] += colsᵀ[K×m] · dY[m×Cout]
+            self.im2col(x, start..end, &mut s.cols[..m * kk]);
+            sgemm(kk, m, cout, &s.cols, Op::T, dy, Op::N, 1.0, &mut s.dweight);
+            if let Some(dx) = dx.as_deref_mut() {
+                // dcols[m×K] = dY[m×Cout] · Wᵀ[Cout×K], then scatter back.
+                sgemm(
+                    m,
+                    cout,
+                    kk,
+                    dy,
+                    Op::N,
+                    &self.weight,
+                    Op::T,
+                    0.0,
+                    &mut s.dcols,
+                );
+                self.col2im(&s.dcols[..m * kk], start..end, dx);
+            }
+        }
+    }
+}
+
+impl Layer for Conv2d {
+    fn output_shape(&self) -> ImageShape {
+        self.out
+    }
+
+    fn forward(&mut self, x: &Tensor, y: &mut Tensor, _mode: Mode) {
+        let n = x.n;
+        y.resize(n, self.out);
+        let per = images_per_chunk(n);
+        self.ensure_scratch(n.div_ceil(per));
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let this = &*self;
+        y.data
+            .par_chunks_mut(per * self.out.len())
+            .zip(x.data.par_chunks(per * self.input.len()))
+            .zip(scratch.par_iter_mut())
+            .for_each(|((y, x), s)| this.forward_chunk(x, y, s));
+        self.scratch = scratch;
+    }
+
+    fn backward(&mut self, x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
+        let n = x.n;
+        let per = images_per_chunk(n);
+        self.ensure_scratch(n.div_ceil(per));
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let this = &*self;
+        let x_chunks = x.data.par_chunks(per * self.input.len());
+        let dy_chunks = dy.data.par_chunks(per * self.out.len());
+        match dx {
+            Some(dx) => {
+                dx.resize(n, self.input);
+                x_chunks
+                    .zip(dy_chunks)
+                    .zip(dx.data.par_chunks_mut(per * self.input.len()))
+                    .zip(scratch.par_iter_mut())
+                    .for_each(|(((x, dy), dx), s)| this.backward_chunk(x, dy, Some(dx), s));
+            }
+            None => x_chunks
+                .zip(dy_chunks)
+                .zip(scratch.par_iter_mut())
+                .for_each(|((x, dy), s)| this.backward_chunk(x, dy, None, s)),
+        }
+        // Sum the per-chunk partial gradients.
+        let used = n.div_ceil(per);
+        self.dweight.fill(0.0);
+        self.dbias.fill(0.0);
+        for s in &scratch[..used] {
+            add_assign(&mut self.dweight, &s.dweight);
+            add_assign(&mut self.dbias, &s.dbias);
+        }
+        self.scratch = scratch;
+    }
+
+    fn visit_params(&mut self, f: &mut dyn FnMut(&mut [f32], &[f32])) {
+        f(&mut self.weight, &self.dweight);
+        f(&mut self.bias, &self.dbias);
+    }
+
+    fn tensors(&self) -> Vec<NamedTensor<'_>> {
+        let (k, cin, cout) = (self.kernel, self.input.channels, self.out.channels);
+        vec![
+            NamedTensor {
+                suffix: "weight",
+                shape: vec![k, k, cin, cout],
+                data: &self.weight,
+            },
+            NamedTensor {
+                suffix: "bias",
+                shape: vec![cout],
+                data: &self.bias,
+            },
+        ]
+    }
+
+    fn tensors_mut(&mut self) -> Vec<&mut [f32]> {
+        vec![&mut self.weight, &mut self.bias]
+    }
+}
+
+fn add_assign(acc: &mut [f32], x: &[f32]) {
+    for (a, &b) in acc.iter_mut().zip(x) {
+        *a += b;
+    }
+}

@@ -1,0 +1,119 @@
+//! Max pooling over `size×size` windows with a stride, `same` or `valid` padding.
+//! Forward remembers where each maximum came from; backward routes the
+//! gradient there.
+
+use super::{Layer, Mode};
+use crate::spec::Padding;
+use crate::tensor::{ImageShape, Tensor};
+use rayon::prelude::*;
+
+pub struct MaxPool2d {
+    input: ImageShape,
+    out: ImageShape,
+    size: usize,
+    stride: usize,
+    pad_top: usize,
+    pad_left: usize,
+    /// For every output value, the index (within its image) of the input that won.
+    argmax: Vec<u32>,
+}
+
+impl MaxPool2d {
+    pub fn new(input: ImageShape, size: usize, stride: usize, padding: Padding) -> Self {
+        let (oh, pad_top) = padding
+            .output_and_pad(input.height, size, stride)
+            .expect("spec validated");
+        let (ow, pad_left) = padding
+            .output_and_pad(input.width, size, stride)
+            .expect("spec validated");
+        Self {
+            input,
+            out: ImageShape::new(oh, ow, input.channels),
+            size,
+            stride,
+            pad_top,
+            pad_left,
+            argmax: Vec::new(),
+        }
+    }
+
+    /// One image: `y[oy, ox, c] = max over the window of x[iy, ix, c]`, padded cells skipped.
+    fn pool_image(&self, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
+        let (c, iw, ih) = (self.input.channels, self.input.width, self.input.height);
+        y.fill(f32::NEG_INFINITY);
+        for oy in 0..self.out.height {
+            for ox in 0..self.out.width {
+                let o = (oy * self.out.width + ox) * c;
+                let (y, am) = (&mut y[o..o + c], &mut argmax[o..o + c]);
+                for ky in 0..self.size {
+                    let Some(iy) = (oy * self.stride + ky).checked_sub(self.pad_top) else {
+                        continue;
+                    };
+                    if iy >= ih {
+                        continue;
+                    }
+                    for kx in 0..self.size {
+                        let Some(ix) = (ox * self.stride + kx).checked_sub(self.pad_left) else {
+                            continue;
+                        };
+                        if ix >= iw {
+                            continue;
+                        }
+                        let i = (iy * iw + ix) * c;
+                        for ch in 0..c {
+                            let v = x[i + ch];
+                            // `>` keeps the first maximum, and NaN never wins silently: see below.
+                            if v > y[ch] || (am[ch] == u32::MAX) {
+                                y[ch] = v;
+                                am[ch] = (i + ch) as u32;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Layer for MaxPool2d {
+    fn output_shape(&self) -> ImageShape {
+        self.out
+    }
+
+    fn forward(&mut self, x: &Tensor, y: &mut Tensor, _mode: Mode) {
+        y.resize(x.n, self.out);
+        self.argmax.resize(y.data.len(), 0);
+        let (in_len, out_len) = (self.input.len(), self.out.len());
+        let mut argmax = std::mem::take(&mut self.argmax);
+        let this = &*self;
+        y.data
+            .par_chunks_mut(out_len)
+            .zip(argmax.par_chunks_mut(out_len))
+            .zip(x.data.par_chunks(in_len))
+            .for_each(|((y, am), x)| {
+                am.fill(u32::MAX);
+                this.pool_image(x, y, am)
+            });
+        self.argmax = argmax;
+    }
+
+    /// `dx[argmax[o]] += dy[o]`, zero elsewhere.
+    fn backward(&mut self, x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
+        let Some(dx) = dx else { return };
+        dx.resize(x.n, self.input);
+        let (in_len, out_len) = (self.input.len(), self.out.len());
+        dx.data
+            .par_chunks_mut(in_len)
+            .zip(
+                dy.data
+                    .par_chunks(out_len)
+                    .zip(self.argmax.par_chunks(out_len)),
+            )
+            .for_each(|(dx, (dy, am))| {
+                dx.fill(0.0);
+                for (&g, &i) in dy.iter().zip(am) {
+                    dx[i as usize] += g;
+                }
+            });
+    }
+}

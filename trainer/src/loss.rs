@@ -1,0 +1,75 @@
+//! Softmax fused with categorical cross-entropy.
+//!
+//! For logits `z` and label `t`: `p = softmax(z)`, `L = −log p[t]`, averaged
+//! over the batch, and `∂L/∂z = (p − onehot(t)) / n`, which is why the two
+//! are fused: the gradient is simple and numerically safe.
+
+use crate::tensor::Tensor;
+
+/// Loss and number of correct predictions of one batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BatchLoss {
+    /// Mean cross-entropy over the batch.
+    pub loss: f32,
+    pub correct: usize,
+}
+
+/// `softmax` of one row of logits, in place, computed stably (`z − max z`).
+pub fn softmax_in_place(z: &mut [f32]) {
+    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in z.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in z.iter_mut() {
+        *v /= sum;
+    }
+}
+
+/// Index of the largest value (the first one on ties).
+pub fn argmax(z: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in z.iter().enumerate() {
+        if v > z[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Loss of `logits` against `labels`; writes `∂L/∂logits` into `grad` when given.
+pub fn softmax_cross_entropy(
+    logits: &Tensor,
+    labels: &[u8],
+    grad: Option<&mut Tensor>,
+) -> BatchLoss {
+    let classes = logits.image_len();
+    let n = logits.n;
+    assert_eq!(labels.len(), n, "one label per image");
+    let mut probs = [0f32; 256];
+    let mut total = 0.0f64;
+    let mut correct = 0;
+    let mut grad = grad;
+    if let Some(g) = grad.as_deref_mut() {
+        g.resize(n, logits.image_shape());
+    }
+    for (i, (z, &t)) in logits.data.chunks_exact(classes).zip(labels).enumerate() {
+        let p = &mut probs[..classes];
+        p.copy_from_slice(z);
+        softmax_in_place(p);
+        // −log p[t], clamped so a confident mistake gives a large finite loss.
+        total -= (p[t as usize].max(1e-12) as f64).ln();
+        correct += usize::from(argmax(z) == t as usize);
+        if let Some(g) = grad.as_deref_mut() {
+            let g = &mut g.data[i * classes..(i + 1) * classes];
+            for (c, (g, &p)) in g.iter_mut().zip(p.iter()).enumerate() {
+                *g = (p - f32::from(c == t as usize)) / n as f32;
+            }
+        }
+    }
+    BatchLoss {
+        loss: (total / n as f64) as f32,
+        correct,
+    }
+}

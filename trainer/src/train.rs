@@ -1,0 +1,313 @@
+//! The training loop: shuffled mini-batches, Adam, validation after each
+//! epoch, early stopping with restore of the best weights, a progress bar and
+//! a Keras-like line per epoch.
+
+use crate::data::{Split, IMAGE_LEN};
+use crate::network::Network;
+use crate::optim::Adam;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// Which validation figure early stopping watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Monitor {
+    #[value(name = "val_loss")]
+    ValLoss,
+    #[value(name = "val_accuracy")]
+    ValAccuracy,
+}
+
+/// Keras' `EarlyStopping(monitor, patience, min_delta, restore_best_weights)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EarlyStopping {
+    pub monitor: Monitor,
+    /// Epochs without improvement before stopping.
+    pub patience: usize,
+    /// Smallest change that counts as an improvement.
+    pub min_delta: f32,
+    /// Put back the weights of the best epoch when training ends.
+    pub restore_best: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub early_stopping: Option<EarlyStopping>,
+    /// Draw a progress bar during each epoch.
+    pub progress: bool,
+}
+
+/// One row of the history (`history.csv`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub loss: f32,
+    pub accuracy: f32,
+    pub val_loss: f32,
+    pub val_accuracy: f32,
+    pub seconds: f32,
+}
+
+impl EpochRecord {
+    /// Keras' end-of-epoch line.
+    pub fn keras_line(&self, epochs: usize) -> String {
+        format!(
+            "Epoch {}/{} - {:.0}s - loss: {:.4} - accuracy: {:.4} - val_loss: {:.4} - val_accuracy: {:.4}",
+            self.epoch, epochs, self.seconds, self.loss, self.accuracy, self.val_loss, self.val_accuracy
+        )
+    }
+
+    pub const CSV_HEADER: &'static str = "epoch,loss,accuracy,val_loss,val_accuracy,seconds";
+
+    pub fn csv_row(&self) -> String {
+        format!(
+            "{},{:.6},{:.6},{:.6},{:.6},{:.3}",
+            self.epoch, self.loss, self.accuracy, self.val_loss, self.val_accuracy, self.seconds
+        )
+    }
+}
+
+/// The history as CSV, one row per epoch.
+pub fn history_csv(history: &[EpochRecord]) -> String {
+    let mut s = format!("{}\n", EpochRecord::CSV_HEADER);
+    for r in history {
+        s += &r.csv_row();
+        s.push('\n');
+    }
+    s
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("the loss became {value} at epoch {epoch}, step {step}: training diverged (try a lower learning rate)")]
+    NonFinite {
+        epoch: usize,
+        step: usize,
+        value: f32,
+    },
+    #[error("batch size must be at least 1")]
+    ZeroBatch,
+    #[error("the training set is empty")]
+    EmptyTrainingSet,
+}
+
+/// Loss, accuracy and predictions of a network on a split (evaluation mode).
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    pub loss: f32,
+    pub accuracy: f32,
+    pub predictions: Vec<u8>,
+}
+
+/// Evaluates `net` on `split` in batches of `batch` images.
+pub fn evaluate(net: &mut Network, split: &Split, batch: usize) -> Evaluation {
+    let mut loss_sum = 0.0f64;
+    let mut correct = 0;
+    let mut predictions = Vec::with_capacity(split.len());
+    for start in (0..split.len()).step_by(batch.max(1)) {
+        let n = (split.len() - start).min(batch);
+        let labels = &split.labels[start..start + n];
+        net.set_input_u8(&split.images[start * IMAGE_LEN..(start + n) * IMAGE_LEN], n);
+        let b = net.eval_loss(labels);
+        loss_sum += b.loss as f64 * n as f64;
+        correct += b.correct;
+        let logits = net.forward(crate::layers::Mode::Eval);
+        let classes = logits.image_len();
+        predictions.extend(
+            logits
+                .data
+                .chunks_exact(classes)
+                .map(|z| crate::loss::argmax(z) as u8),
+        );
+    }
+    let n = split.len().max(1);
+    Evaluation {
+        loss: (loss_sum / n as f64) as f32,
+        accuracy: correct as f32 / n as f32,
+        predictions,
+    }
+}
+
+/// Everything that changes as training goes on; what a checkpoint saves.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Epochs finished.
+    pub epochs_done: usize,
+    pub history: Vec<EpochRecord>,
+    /// Best monitored value so far and the epoch it was reached.
+    pub best: Option<(f32, usize)>,
+    /// Epochs since the best.
+    pub wait: usize,
+    pub stopped_early: bool,
+    #[serde(skip)]
+    pub best_weights: Option<Vec<Vec<f32>>>,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub history: Vec<EpochRecord>,
+    /// Epoch whose weights the network now holds.
+    pub final_epoch: usize,
+    pub best_epoch: Option<usize>,
+    pub stopped_early: bool,
+}
+
+/// Trains `net` on `train`, validating on `val` after each epoch. `state`
+/// carries over from a checkpoint (or `TrainState::default()` for a fresh run);
+/// `on_epoch` is called after every epoch (to print, save history, checkpoint).
+pub fn fit(
+    net: &mut Network,
+    opt: &mut Adam,
+    train: &Split,
+    val: &Split,
+    cfg: &TrainConfig,
+    state: &mut TrainState,
+    on_epoch: &mut dyn FnMut(&EpochRecord, &Network, &Adam, &TrainState),
+) -> Result<Outcome, TrainError> {
+    if cfg.batch_size == 0 {
+        return Err(TrainError::ZeroBatch);
+    }
+    if train.is_empty() {
+        return Err(TrainError::EmptyTrainingSet);
+    }
+    let steps = train.len().div_ceil(cfg.batch_size);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut batch_images = Vec::with_capacity(cfg.batch_size * IMAGE_LEN);
+    let mut batch_labels = Vec::with_capacity(cfg.batch_size);
+
+    while state.epochs_done < cfg.epochs && !state.stopped_early {
+        let epoch = state.epochs_done + 1;
+        let started = Instant::now();
+        // Each epoch's shuffle and dropout masks depend only on (seed, epoch),
+        // so a run resumed from a checkpoint repeats exactly.
+        let epoch_seed = cfg
+            .seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(epoch as u64);
+        order.sort_unstable();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(epoch_seed));
+        net.reseed(epoch_seed);
+
+        let bar = progress_bar(cfg.progress, steps as u64, epoch, cfg.epochs);
+        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+        for (step, idx) in order.chunks(cfg.batch_size).enumerate() {
+            batch_images.clear();
+            batch_labels.clear();
+            for &i in idx {
+                batch_images.extend_from_slice(train.image(i));
+                batch_labels.push(train.labels[i]);
+            }
+            net.set_input_u8(&batch_images, idx.len());
+            let b = net.forward_backward(&batch_labels);
+            if !b.loss.is_finite() {
+                bar.abandon();
+                return Err(TrainError::NonFinite {
+                    epoch,
+                    step: step + 1,
+                    value: b.loss,
+                });
+            }
+            opt.step(net);
+            loss_sum += b.loss as f64 * idx.len() as f64;
+            correct += b.correct;
+            if step % 20 == 0 || step + 1 == steps {
+                let seen = (step * cfg.batch_size + idx.len()) as f64;
+                bar.set_message(format!(
+                    "loss {:.4} acc {:.4}",
+                    loss_sum / seen,
+                    correct as f64 / seen
+                ));
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+
+        let v = evaluate(net, val, 500);
+        let record = EpochRecord {
+            epoch,
+            loss: (loss_sum / train.len() as f64) as f32,
+            accuracy: correct as f32 / train.len() as f32,
+            val_loss: v.loss,
+            val_accuracy: v.accuracy,
+            seconds: started.elapsed().as_secs_f32(),
+        };
+        state.history.push(record.clone());
+        state.epochs_done = epoch;
+        if let Some(es) = &cfg.early_stopping {
+            early_stopping_update(es, &record, net, state);
+        }
+        on_epoch(&record, net, opt, state);
+    }
+
+    let mut final_epoch = state.epochs_done;
+    if let (Some(es), Some((_, best_epoch)), Some(w)) =
+        (&cfg.early_stopping, state.best, state.best_weights.as_ref())
+    {
+        if es.restore_best && best_epoch != state.epochs_done {
+            net.restore(w);
+            final_epoch = best_epoch;
+        }
+    }
+    Ok(Outcome {
+        history: state.history.clone(),
+        final_epoch,
+        best_epoch: state.best.map(|(_, e)| e),
+        stopped_early: state.stopped_early,
+    })
+}
+
+/// Keras' rule: an improvement is `current < best − min_delta` for a loss
+/// (`current > best + min_delta` for an accuracy); stop after `patience`
+/// epochs without one.
+fn early_stopping_update(
+    es: &EarlyStopping,
+    r: &EpochRecord,
+    net: &Network,
+    state: &mut TrainState,
+) {
+    let current = match es.monitor {
+        Monitor::ValLoss => r.val_loss,
+        Monitor::ValAccuracy => r.val_accuracy,
+    };
+    let improved = match (state.best, es.monitor) {
+        (None, _) => true,
+        (Some((best, _)), Monitor::ValLoss) => current < best - es.min_delta,
+        (Some((best, _)), Monitor::ValAccuracy) => current > best + es.min_delta,
+    };
+    if improved {
+        state.best = Some((current, r.epoch));
+        state.wait = 0;
+        if es.restore_best {
+            state.best_weights = Some(net.snapshot());
+        }
+    } else {
+        state.wait += 1;
+        if state.wait >= es.patience {
+            state.stopped_early = true;
+        }
+    }
+}
+
+fn progress_bar(show: bool, steps: u64, epoch: usize, epochs: usize) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(steps);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} {elapsed}<{eta} {per_sec} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("Epoch {epoch}/{epochs}"));
+    bar
+}

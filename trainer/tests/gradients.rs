@@ -1,0 +1,321 @@
+//! Finite-difference checks of every layer's backward pass: input gradients
+//! and parameter gradients, over random shapes and values (proptest).
+//!
+//! For a layer `y = f(x; θ)` we take the scalar `L = Σ r ⊙ y` with a fixed
+//! random `r`, so `∂L/∂y = r`. Backward gives `∂L/∂x` and `∂L/∂θ`; each is
+//! compared with the central difference `(L(v + h) − L(v − h)) / 2h`.
+
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use trainer::layers::{self, Layer, Mode};
+use trainer::loss::softmax_cross_entropy;
+use trainer::spec::{ModelSpec, Padding};
+use trainer::tensor::{ImageShape, Tensor};
+
+const H: f32 = 1e-2;
+
+fn close(numeric: f64, analytic: f64) -> bool {
+    (numeric - analytic).abs() <= 2e-3 + 1e-2 * analytic.abs()
+}
+
+fn random_tensor(n: usize, shape: ImageShape, rng: &mut ChaCha8Rng) -> Tensor {
+    let mut t = Tensor::zeros(n, shape);
+    t.data
+        .iter_mut()
+        .for_each(|v| *v = rng.random_range(-1.0..1.0));
+    t
+}
+
+/// Values spaced at least 0.05 apart in shuffled order, and at least 0.025 from
+/// zero: a step of `H` never changes which input wins a max or passes a ReLU.
+fn kink_free_tensor(n: usize, shape: ImageShape, rng: &mut ChaCha8Rng) -> Tensor {
+    use rand::seq::SliceRandom;
+    let mut t = Tensor::zeros(n, shape);
+    let len = t.data.len();
+    let mut values: Vec<f32> = (0..len)
+        .map(|i| (i as f32 - (len / 2) as f32) * 0.05 + 0.025)
+        .collect();
+    values.shuffle(rng);
+    t.data.copy_from_slice(&values);
+    t
+}
+
+/// Indices to probe: all of them when few, else a random sample.
+fn probe(len: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
+    if len <= 24 {
+        (0..len).collect()
+    } else {
+        (0..24).map(|_| rng.random_range(0..len)).collect()
+    }
+}
+
+fn weighted_sum(layer: &mut dyn Layer, x: &Tensor, r: &[f32], mode: Mode, seed: u64) -> f64 {
+    let mut y = Tensor::default();
+    layer.reseed(seed);
+    layer.forward(x, &mut y, mode);
+    y.data
+        .iter()
+        .zip(r)
+        .map(|(&a, &b)| a as f64 * b as f64)
+        .sum()
+}
+
+/// Checks input and parameter gradients of `layer` at `x`.
+fn check_layer(
+    layer: &mut dyn Layer,
+    x: &Tensor,
+    mode: Mode,
+    rng: &mut ChaCha8Rng,
+) -> Result<(), TestCaseError> {
+    let seed = 7;
+    let mut y = Tensor::default();
+    layer.reseed(seed);
+    layer.forward(x, &mut y, mode);
+    prop_assert_eq!(y.image_shape(), layer.output_shape());
+    let mut r = Tensor::zeros(y.n, y.image_shape());
+    r.data
+        .iter_mut()
+        .for_each(|v| *v = rng.random_range(-1.0..1.0));
+    let mut dx = Tensor::default();
+    layer.backward(x, &y, &r, Some(&mut dx));
+    prop_assert_eq!(dx.data.len(), x.data.len());
+
+    // Input gradient.
+    for i in probe(x.data.len(), rng) {
+        let mut xp = x.clone();
+        xp.data[i] += H;
+        let up = weighted_sum(layer, &xp, &r.data, mode, seed);
+        xp.data[i] -= 2.0 * H;
+        let down = weighted_sum(layer, &xp, &r.data, mode, seed);
+        let numeric = (up - down) / (2.0 * H as f64);
+        prop_assert!(
+            close(numeric, dx.data[i] as f64),
+            "dx[{}]: numeric {} vs analytic {}",
+            i,
+            numeric,
+            dx.data[i]
+        );
+    }
+
+    // Parameter gradients (the backward above filled them).
+    let mut grads = Vec::new();
+    layer.visit_params(&mut |_, g| grads.push(g.to_vec()));
+    for (p, grad) in grads.iter().enumerate() {
+        for j in probe(grad.len(), rng) {
+            let original = layer.tensors_mut()[p][j];
+            layer.tensors_mut()[p][j] = original + H;
+            let up = weighted_sum(layer, x, &r.data, mode, seed);
+            layer.tensors_mut()[p][j] = original - H;
+            let down = weighted_sum(layer, x, &r.data, mode, seed);
+            layer.tensors_mut()[p][j] = original;
+            let numeric = (up - down) / (2.0 * H as f64);
+            prop_assert!(
+                close(numeric, grad[j] as f64),
+                "param {} [{}]: numeric {} vs analytic {}",
+                p,
+                j,
+                numeric,
+                grad[j]
+            );
+        }
+    }
+    Ok(())
+}
+
+fn padding() -> impl Strategy<Value = Padding> {
+    prop_oneof![Just(Padding::Same), Just(Padding::Valid)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn conv2d(n in 1usize..4, h in 3usize..9, w in 3usize..9, cin in 1usize..5, cout in 1usize..5,
+              kernel in 1usize..4, stride in 1usize..3, padding in padding(), seed in any::<u64>()) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let input = ImageShape::new(h, w, cin);
+        let mut layer = layers::Conv2d::new(input, cout, kernel, stride, padding, &mut rng);
+        // Non-zero bias so its gradient path is exercised with real values.
+        layer.bias.iter_mut().for_each(|b| *b = rng.random_range(-0.5..0.5));
+        let x = random_tensor(n, input, &mut rng);
+        check_layer(&mut layer, &x, Mode::Train, &mut rng)?;
+    }
+
+    #[test]
+    fn dense(n in 1usize..5, inputs in 1usize..20, units in 1usize..10, seed in any::<u64>()) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut layer = layers::Dense::new(ImageShape::vector(inputs), units, &mut rng);
+        let x = random_tensor(n, ImageShape::vector(inputs), &mut rng);
+        check_layer(&mut layer, &x, Mode::Train, &mut rng)?;
+    }
+
+    #[test]
+    fn maxpool(n in 1usize..3, h in 1usize..8, w in 1usize..8, c in 1usize..4, padding in padding(), seed in any::<u64>()) {
+        prop_assume!(padding == Padding::Same || (h >= 2 && w >= 2));
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let input = ImageShape::new(h, w, c);
+        let mut layer = layers::MaxPool2d::new(input, 2, 2, padding);
+        let x = kink_free_tensor(n, input, &mut rng);
+        check_layer(&mut layer, &x, Mode::Train, &mut rng)?;
+    }
+
+    #[test]
+    fn relu(n in 1usize..3, h in 1usize..5, c in 1usize..5, seed in any::<u64>()) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let shape = ImageShape::new(h, h, c);
+        let x = kink_free_tensor(n, shape, &mut rng);
+        check_layer(&mut layers::Relu::new(shape), &x, Mode::Train, &mut rng)?;
+    }
+
+    #[test]
+    fn global_avg_pool(n in 1usize..3, h in 1usize..6, w in 1usize..6, c in 1usize..5, seed in any::<u64>()) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let shape = ImageShape::new(h, w, c);
+        let x = random_tensor(n, shape, &mut rng);
+        check_layer(&mut layers::GlobalAvgPool::new(shape), &x, Mode::Train, &mut rng)?;
+    }
+
+    #[test]
+    fn batchnorm(n in 2usize..4, h in 1usize..4, c in 1usize..5, train in any::<bool>(), seed in any::<u64>()) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let shape = ImageShape::new(h, h, c);
+        let mut layer = layers::BatchNorm::new(shape, 0.99, 1e-3);
+        layer.gamma.iter_mut().for_each(|g| *g = rng.random_range(0.5..1.5));
+        layer.beta.iter_mut().for_each(|b| *b = rng.random_range(-0.5..0.5));
+        layer.moving_mean.iter_mut().for_each(|m| *m = rng.random_range(-0.5..0.5));
+        layer.moving_variance.iter_mut().for_each(|v| *v = rng.random_range(0.5..2.0));
+        // Spread-out inputs keep the batch variance away from zero.
+        let mut x = random_tensor(n, shape, &mut rng);
+        x.data.iter_mut().for_each(|v| *v *= 3.0);
+        let mode = if train { Mode::Train } else { Mode::Eval };
+        check_layer(&mut layer, &x, mode, &mut rng)?;
+    }
+
+    #[test]
+    fn dropout(n in 1usize..3, len in 1usize..40, train in any::<bool>(), seed in any::<u64>()) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let shape = ImageShape::vector(len);
+        let mut layer = layers::Dropout::new(shape, 0.3, seed);
+        let x = random_tensor(n, shape, &mut rng);
+        let mode = if train { Mode::Train } else { Mode::Eval };
+        check_layer(&mut layer, &x, mode, &mut rng)?;
+    }
+
+    #[test]
+    fn flatten(n in 1usize..3, h in 1usize..5, c in 1usize..4, seed in any::<u64>()) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let shape = ImageShape::new(h, h + 1, c);
+        let x = random_tensor(n, shape, &mut rng);
+        check_layer(&mut layers::Flatten::new(shape), &x, Mode::Train, &mut rng)?;
+    }
+
+    #[test]
+    fn softmax_cross_entropy_gradient(n in 1usize..5, classes in 2usize..12, seed in any::<u64>()) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let z = random_tensor(n, ImageShape::vector(classes), &mut rng);
+        let labels: Vec<u8> = (0..n).map(|_| rng.random_range(0..classes as u8)).collect();
+        let mut g = Tensor::default();
+        softmax_cross_entropy(&z, &labels, Some(&mut g));
+        for i in 0..z.data.len() {
+            let mut zp = z.clone();
+            zp.data[i] += H;
+            let up = softmax_cross_entropy(&zp, &labels, None).loss as f64;
+            zp.data[i] -= 2.0 * H;
+            let down = softmax_cross_entropy(&zp, &labels, None).loss as f64;
+            let numeric = (up - down) / (2.0 * H as f64);
+            prop_assert!(close(numeric, g.data[i] as f64), "dz[{}]: {} vs {}", i, numeric, g.data[i]);
+        }
+    }
+}
+
+/// Dropout in training keeps about `1 − rate` of the values, scaled by `1/(1 − rate)`;
+/// in evaluation it is the identity.
+#[test]
+fn dropout_is_inverted_and_identity_at_eval() {
+    let shape = ImageShape::vector(10_000);
+    let mut layer = layers::Dropout::new(shape, 0.2, 1);
+    let x = Tensor {
+        n: 1,
+        shape: Some(shape),
+        data: vec![1.0; 10_000],
+    };
+    let mut y = Tensor::default();
+    layer.forward(&x, &mut y, Mode::Train);
+    let kept = y.data.iter().filter(|&&v| v != 0.0).count() as f32 / 10_000.0;
+    assert!((kept - 0.8).abs() < 0.02, "kept {kept}");
+    assert!(y.data.iter().all(|&v| v == 0.0 || (v - 1.25).abs() < 1e-6));
+    layer.forward(&x, &mut y, Mode::Eval);
+    assert_eq!(y.data, x.data);
+}
+
+/// The whole network's gradient (through every layer type at once, in training
+/// mode), against finite differences of the real loss.
+#[test]
+fn whole_network_gradient() {
+    let spec = ModelSpec::from_json_str(
+        r#"{"name":"t","input":{"height":7,"width":7,"channels":3},"layers":[
+            {"type":"conv2d","filters":4,"kernel":3,"stride":2,"padding":"valid"},
+            {"type":"batchnorm"},
+            {"type":"relu"},
+            {"type":"conv2d","filters":5,"kernel":2,"padding":"same"},
+            {"type":"maxpool2d","padding":"same"},
+            {"type":"flatten"},
+            {"type":"dropout","rate":0.25},
+            {"type":"dense","units":6},
+            {"type":"relu"},
+            {"type":"dense","units":3}]}"#,
+    )
+    .unwrap();
+    let mut net = trainer::network::Network::new(&spec, 3).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let n = 4;
+    let images: Vec<u8> = (0..n * 7 * 7 * 3).map(|_| rng.random()).collect();
+    let labels = [0u8, 2, 1, 2];
+    let loss_at = |net: &mut trainer::network::Network| {
+        net.reseed(5);
+        net.set_input_u8(&images, n);
+        net.forward_backward(&labels).loss as f64
+    };
+    loss_at(&mut net);
+    let mut grads = Vec::new();
+    let mut param_ptrs = Vec::new();
+    net.visit_params(&mut |w, g| {
+        grads.push(g.to_vec());
+        param_ptrs.push(w.as_ptr());
+    });
+    // Position of each trainable parameter among the saved tensors (which also
+    // hold the running statistics).
+    let saved: Vec<*const f32> = net
+        .named_tensors()
+        .iter()
+        .map(|(_, _, d)| d.as_ptr())
+        .collect();
+    let base = net.snapshot();
+    let mut checked = 0;
+    for (q, grad) in grads.iter().enumerate() {
+        let p = saved.iter().position(|&s| s == param_ptrs[q]).unwrap();
+        for j in probe(grad.len(), &mut rng) {
+            let mut w = base.clone();
+            // A smaller step than the per-layer tests: with many ReLUs and maxima
+            // in a row, a larger one would often step across a kink.
+            let h = 2e-4;
+            w[p][j] += h;
+            net.restore(&w);
+            let up = loss_at(&mut net);
+            w[p][j] -= 2.0 * h;
+            net.restore(&w);
+            let down = loss_at(&mut net);
+            let numeric = (up - down) / (2.0 * h as f64);
+            // f32 rounding over a small step: allow a looser bound than per layer.
+            assert!(
+                (numeric - grad[j] as f64).abs() <= 5e-3 + 5e-2 * (grad[j] as f64).abs(),
+                "tensor {p}[{j}]: numeric {numeric} vs analytic {}",
+                grad[j]
+            );
+            checked += 1;
+        }
+    }
+    net.restore(&base);
+    assert!(checked > 50);
+}
