@@ -1,0 +1,72 @@
+//! Single-image latency of `infer` on model 1, one thread (infer never spawns any).
+//!
+//! ```text
+//! cargo bench --bench infer_latency
+//! cargo bench --bench infer_latency -- classify_auto     # only the fast path
+//! ```
+//!
+//! Uses the shipped `models/model1.safetensors` when present, else a randomly
+//! initialised model 1 exported by the trainer (the time does not depend on the
+//! weights' values). The image is the first CIFAR-10 test image when the data is
+//! at `../shared/cifar10/cifar-10-batches-bin`, else a fixed pattern.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use infer::{Backend, Model};
+use std::hint::black_box;
+use std::path::Path;
+
+fn model_bytes() -> (Vec<u8>, &'static str) {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/model1.safetensors");
+    if let Ok(bytes) = std::fs::read(&shipped) {
+        return (bytes, "models/model1.safetensors");
+    }
+    let spec = trainer::spec::ModelSpec::builtin("model1").expect("built-in spec");
+    let net = trainer::network::Network::new(&spec, 1).expect("network");
+    let names: Vec<String> = (0..10).map(|i| format!("class{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let bytes = net.to_safetensors_bytes(&names).expect("export");
+    (bytes, "model 1, random initialisation (trainer)")
+}
+
+fn image() -> Vec<u8> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/cifar10/cifar-10-batches-bin");
+    if let Ok(test) = trainer::data::Cifar10::load_test(&dir) {
+        return test.image(0).to_vec();
+    }
+    (0..32 * 32 * 3).map(|i| (i * 37 % 251) as u8).collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let (bytes, origin) = model_bytes();
+    let model = Model::from_bytes(&bytes).expect("model 1 loads");
+    let image = image();
+    println!(
+        "{origin}: scratch {} f32 = {} bytes",
+        model.scratch_len(),
+        model.scratch_bytes()
+    );
+    let mut scratch = vec![0f32; model.scratch_len()];
+    let mut probs = vec![0f32; model.num_classes()];
+
+    let mut group = c.benchmark_group("model1_one_image");
+    for (name, backend) in [
+        ("classify_auto", Backend::Auto),
+        ("classify_portable", Backend::Portable),
+    ] {
+        let model = model.clone().with_backend(backend);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                model
+                    .classify(black_box(&image), &mut scratch, &mut probs)
+                    .unwrap()
+            })
+        });
+    }
+    group.bench_function("load", |b| {
+        b.iter(|| Model::from_bytes(black_box(&bytes)).unwrap().num_classes())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,180 @@
+//! `infer` gives the trainer's answers: for each network, the trainer exports
+//! it, `infer` loads the bytes, and both classify the same images; every
+//! probability must agree within 1e-4 and the top class must be the same
+//! (unless the trainer itself sees a near-tie: top two within 1e-5).
+//!
+//! Networks: the built-in specs and a spec exercising batchnorm,
+//! global_avg_pool, a stride-2 valid conv and a same maxpool on odd sizes, all
+//! randomly initialised (batchnorm statistics randomised too, so it is not the
+//! identity), plus the shipped `models/model1.safetensors` when present.
+//! Images: the first 1,000 CIFAR-10 test images when the data is present
+//! (`../shared/cifar10/cifar-10-batches-bin`), else random images.
+
+use infer::{Backend, Model};
+use rand::{Rng, SeedableRng};
+use std::path::{Path, PathBuf};
+use trainer::network::Network;
+use trainer::spec::ModelSpec;
+
+const TOLERANCE: f32 = 1e-4;
+const IMAGES: usize = 1_000;
+
+fn cifar_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/cifar10/cifar-10-batches-bin")
+}
+
+/// The first 1,000 CIFAR-10 test images, or `None` (with a message) without the data.
+fn cifar_images() -> Option<Vec<u8>> {
+    match trainer::data::Cifar10::load_test(&cifar_dir()) {
+        Ok(test) => Some(test.head(IMAGES).images),
+        Err(e) => {
+            println!(
+                "SKIPPED the CIFAR-10 images: no test set at {} ({e}); using random images",
+                cifar_dir().display()
+            );
+            None
+        }
+    }
+}
+
+fn random_images(len: usize, n: usize, seed: u64) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..len * n).map(|_| rng.random()).collect()
+}
+
+/// Randomises biases and batchnorm parameters/statistics (weights keep their
+/// initialisation), so that every tensor matters.
+fn randomise(net: &mut Network, seed: u64) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let names: Vec<String> = net.named_tensors().into_iter().map(|(n, _, _)| n).collect();
+    let mut values = net.snapshot();
+    for (name, v) in names.iter().zip(&mut values) {
+        let range = match name.rsplit('.').next() {
+            Some("bias") => -0.1..0.1,
+            Some("gamma") => 0.5..1.5,
+            Some("beta") | Some("moving_mean") => -0.3..0.3,
+            Some("moving_variance") => 0.3..2.0,
+            _ => continue,
+        };
+        v.iter_mut()
+            .for_each(|x| *x = rng.random_range(range.clone()));
+    }
+    net.restore(&values);
+}
+
+/// Compares trainer and infer on `n` images; returns the number of near-ties.
+fn compare(what: &str, net: &mut Network, bytes: &[u8], images: &[u8], n: usize) -> usize {
+    let classes = net.num_classes();
+    let want = net.predict_proba(images, n);
+    let model = Model::from_bytes(bytes)
+        .unwrap_or_else(|e| panic!("{what}: infer rejects the trainer's file: {e}"));
+    assert_eq!(model.num_classes(), classes, "{what}");
+    let len = model.input_len();
+    let mut scratch = vec![0f32; model.scratch_len()];
+    let mut probs = vec![0f32; classes];
+    let mut ties = 0;
+    let mut worst = 0f32;
+    for backend in [Backend::Auto, Backend::Portable] {
+        let model = model.clone().with_backend(backend);
+        for i in 0..n {
+            let top = model
+                .classify(&images[i * len..(i + 1) * len], &mut scratch, &mut probs)
+                .unwrap();
+            let row = &want[i * classes..(i + 1) * classes];
+            for (c, (&got, &w)) in probs.iter().zip(row).enumerate() {
+                let d = (got - w).abs();
+                worst = worst.max(d);
+                assert!(
+                    d <= TOLERANCE,
+                    "{what} ({backend:?}), image {i}, class {c}: infer {got}, trainer {w}"
+                );
+            }
+            let mut order: Vec<usize> = (0..classes).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            if top.class != order[0] {
+                let near_tie = classes > 1 && row[order[0]] - row[order[1]] <= 1e-5;
+                assert!(
+                    near_tie,
+                    "{what} ({backend:?}), image {i}: infer says {}, trainer {}",
+                    top.class, order[0]
+                );
+                ties += 1;
+            }
+        }
+    }
+    println!("{what}: {n} images × 2 backends, largest probability difference {worst:.2e}, {ties} near-ties");
+    ties
+}
+
+fn export(net: &Network) -> Vec<u8> {
+    let names: Vec<String> = (0..net.num_classes())
+        .map(|i| format!("class{i}"))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    net.to_safetensors_bytes(&names).expect("export")
+}
+
+#[test]
+fn builtin_specs_randomly_initialised() {
+    let cifar = cifar_images();
+    let n = if cifar.is_some() { IMAGES } else { 200 };
+    let images = cifar.unwrap_or_else(|| random_images(32 * 32 * 3, n, 1));
+    for (i, name) in ["model1", "model2", "model3"].into_iter().enumerate() {
+        let spec = ModelSpec::builtin(name).unwrap();
+        let mut net = Network::new(&spec, 10 + i as u64).unwrap();
+        randomise(&mut net, i as u64);
+        let bytes = export(&net);
+        compare(name, &mut net, &bytes, &images, n);
+    }
+}
+
+#[test]
+fn odd_sizes_batchnorm_global_pool_strides() {
+    let spec = ModelSpec::from_json_str(
+        r#"{"name": "odd", "input": {"height": 15, "width": 13, "channels": 3}, "layers": [
+            {"type": "conv2d", "filters": 24, "kernel": 3, "stride": 2, "padding": "valid"},
+            {"type": "batchnorm"},
+            {"type": "relu"},
+            {"type": "maxpool2d", "size": 3, "stride": 2, "padding": "same"},
+            {"type": "conv2d", "filters": 20, "kernel": 5, "padding": "same"},
+            {"type": "batchnorm", "epsilon": 0.01},
+            {"type": "relu"},
+            {"type": "conv2d", "filters": 17, "kernel": 2, "stride": 2, "padding": "same"},
+            {"type": "global_avg_pool"},
+            {"type": "dropout", "rate": 0.5},
+            {"type": "dense", "units": 33},
+            {"type": "relu"},
+            {"type": "dense", "units": 7}
+        ]}"#,
+    )
+    .unwrap();
+    let mut net = Network::new(&spec, 3).unwrap();
+    randomise(&mut net, 3);
+    let bytes = export(&net);
+    let images = random_images(15 * 13 * 3, 500, 2);
+    compare("odd", &mut net, &bytes, &images, 500);
+}
+
+#[test]
+fn shipped_model1() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/model1.safetensors");
+    let Ok(bytes) = std::fs::read(&path) else {
+        println!("SKIPPED: {} is not there yet", path.display());
+        return;
+    };
+    let Some(images) = cifar_images() else {
+        println!("SKIPPED the shipped model: it needs the CIFAR-10 test images");
+        return;
+    };
+    let mut net = Network::load(&path).expect("trainer loads its own file");
+    compare(
+        "models/model1.safetensors",
+        &mut net,
+        &bytes,
+        &images,
+        IMAGES,
+    );
+    let model = Model::from_bytes(&bytes).unwrap();
+    assert_eq!(model.class_name(0), Some("airplane"));
+    assert_eq!(model.class_name(9), Some("truck"));
+}
