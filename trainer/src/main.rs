@@ -4,14 +4,13 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use trainer::checkpoint;
 use trainer::data::Cifar10;
 use trainer::download;
 use trainer::metrics::ConfusionMatrix;
 use trainer::network::Network;
-use trainer::optim::Adam;
+use trainer::run::{self, RunConfig};
 use trainer::spec::ModelSpec;
-use trainer::train::{self, EarlyStopping, Monitor, TrainConfig, TrainState};
+use trainer::train::{self, EarlyStopping, Monitor, TrainConfig};
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +57,9 @@ struct TrainArgs {
     subset: Option<usize>,
     #[command(flatten)]
     data: DataArgs,
+    /// Validate on the first N test images only (default: all 10,000). For quick runs.
+    #[arg(long)]
+    val_subset: Option<usize>,
     /// Never download the data set; fail if it is missing.
     #[arg(long)]
     offline: bool,
@@ -103,6 +105,9 @@ struct EvaluateArgs {
     model: PathBuf,
     #[command(flatten)]
     data: DataArgs,
+    /// Evaluate on the first N test images only (default: all).
+    #[arg(long)]
+    limit: Option<usize>,
     /// Write the report and confusion matrix as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -164,132 +169,82 @@ fn train(args: TrainArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/{}.safetensors", spec.name)));
-    let history_path = args
-        .history
-        .clone()
-        .unwrap_or_else(|| out.with_extension("csv"));
-    let checkpoint_path = args
-        .checkpoint
-        .clone()
-        .unwrap_or_else(|| out.with_extension("ckpt"));
-    let cfg = TrainConfig {
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        seed: args.seed,
-        early_stopping: args.early_stopping.then_some(EarlyStopping {
-            monitor: args.monitor,
-            patience: args.patience,
-            min_delta: args.min_delta,
-            restore_best: !args.no_restore_best,
-        }),
-        progress: !args.quiet,
-    };
-    if cfg.batch_size == 0 {
+    if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-
+    let cfg = RunConfig {
+        train: TrainConfig {
+            epochs: args.epochs,
+            batch_size: args.batch_size,
+            seed: args.seed,
+            early_stopping: args.early_stopping.then_some(EarlyStopping {
+                monitor: args.monitor,
+                patience: args.patience,
+                min_delta: args.min_delta,
+                restore_best: !args.no_restore_best,
+            }),
+            progress: !args.quiet,
+        },
+        learning_rate: args.lr,
+        subset: args.subset,
+        val_subset: args.val_subset,
+        history: args
+            .history
+            .clone()
+            .unwrap_or_else(|| out.with_extension("csv")),
+        checkpoint: args
+            .checkpoint
+            .clone()
+            .unwrap_or_else(|| out.with_extension("ckpt")),
+        fresh: args.fresh,
+        out,
+        spec,
+    };
     let data = load_data(&args.data.data, args.offline)?;
-    let train_split = match args.subset {
-        Some(n) => data
-            .train
-            .stratified_subset(n, args.seed)
-            .context("bad --subset")?,
-        None => data.train.clone(),
-    };
-
-    // Resume from the checkpoint when there is one for this same run.
-    let (mut net, mut opt, mut state) = match (
-        !args.fresh && checkpoint_path.exists(),
-        &checkpoint_path,
-    ) {
-        (true, path) => {
-            let r = checkpoint::load(path)?;
-            if r.net.spec() != &spec
-                || r.config.batch_size != cfg.batch_size
-                || r.config.seed != cfg.seed
-            {
-                bail!(
-                    "checkpoint {} belongs to another run (model, batch size or seed differ): pass --fresh to start over",
-                    path.display()
-                );
-            }
-            eprintln!(
-                "Resuming from {} after epoch {}",
-                path.display(),
-                r.state.epochs_done
-            );
-            (r.net, r.opt, r.state)
-        }
-        _ => (
-            Network::new(&spec, args.seed)?,
-            Adam::new(args.lr),
-            TrainState::default(),
-        ),
-    };
-    net.class_names = data.class_names.clone();
-    let threads = rayon::current_num_threads();
     eprintln!(
         "Training {} on {} images, batch {}, {} epochs max, {} threads",
-        spec.name,
-        train_split.len(),
-        cfg.batch_size,
-        cfg.epochs,
-        threads
+        cfg.spec.name,
+        args.subset.unwrap_or(data.train.len()),
+        cfg.train.batch_size,
+        cfg.train.epochs,
+        rayon::current_num_threads()
     );
-
-    let mut on_epoch =
-        |record: &train::EpochRecord, net: &Network, opt: &Adam, state: &TrainState| {
-            println!("{}", record.keras_line(cfg.epochs));
-            let csv = train::history_csv(&state.history);
-            if let Err(e) = trainer::atomic::write_atomic(&history_path, csv.as_bytes()) {
-                eprintln!("warning: cannot write {}: {e}", history_path.display());
-            }
-            if let Err(e) = checkpoint::save(&checkpoint_path, net, opt, state, &cfg) {
-                eprintln!("warning: {e}");
-            }
-        };
-    let outcome = train::fit(
-        &mut net,
-        &mut opt,
-        &train_split,
-        &data.test,
-        &cfg,
-        &mut state,
-        &mut on_epoch,
-    )?;
-
-    if outcome.stopped_early {
-        eprintln!("Early stopping after epoch {}", outcome.history.len());
+    let epochs = cfg.train.epochs;
+    let result = run::run(&cfg, &data, &mut |r| println!("{}", r.keras_line(epochs)))?;
+    if result.stopped_early {
+        eprintln!("Early stopping after epoch {}", result.epochs_run);
     }
-    if outcome.final_epoch != outcome.history.len() {
+    if result.final_epoch != result.epochs_run {
         eprintln!(
             "Restored the weights of epoch {} (best {:?})",
-            outcome.final_epoch, args.monitor
+            result.final_epoch, args.monitor
         );
     }
-    let final_eval = train::evaluate(&mut net, &data.test, 500);
-    net.save_with_classes(&out)
-        .with_context(|| format!("cannot export {}", out.display()))?;
     println!(
-        "Saved {} (epoch {}): test loss {:.4}, test accuracy {:.4}",
-        out.display(),
-        outcome.final_epoch,
-        final_eval.loss,
-        final_eval.accuracy
+        "Saved {} (epoch {}): test loss {:.4}, test accuracy {:.4} on {} test images",
+        cfg.out.display(),
+        result.final_epoch,
+        result.test_loss,
+        result.test_accuracy,
+        result.test_images
     );
-    println!("History: {}", history_path.display());
+    println!("History: {}", cfg.history.display());
     Ok(())
 }
 
 fn evaluate(args: EvaluateArgs) -> Result<()> {
     let mut net = Network::load(&args.model)?;
-    let test = Cifar10::load_test(&args.data.data).context("cannot load the CIFAR-10 test set")?;
+    let mut test =
+        Cifar10::load_test(&args.data.data).context("cannot load the CIFAR-10 test set")?;
+    if let Some(n) = args.limit {
+        test = test.head(n);
+    }
     let names = match Cifar10::load_class_names(&args.data.data) {
         Ok(n) => n,
         Err(_) => net.class_names.clone(),
     };
     let started = Instant::now();
-    let e = train::evaluate(&mut net, &test, 500);
+    let e = train::evaluate(&mut net, &test, run::EVAL_BATCH);
     let seconds = started.elapsed().as_secs_f32();
     let matrix = ConfusionMatrix::from_predictions(net.num_classes(), &test.labels, &e.predictions);
     let report = matrix.report(&names);

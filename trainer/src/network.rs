@@ -166,6 +166,37 @@ impl Network {
         loss
     }
 
+    /// [`Network::forward_backward`] with the time spent in each layer, for profiling:
+    /// `(layer kind/name, forward seconds, backward seconds)`.
+    pub fn forward_backward_profiled(
+        &mut self,
+        labels: &[u8],
+    ) -> (BatchLoss, Vec<(String, f64, f64)>) {
+        use std::time::Instant;
+        let mut times: Vec<(String, f64, f64)> = self
+            .spec
+            .layers
+            .iter()
+            .map(|l| (l.name().unwrap_or(l.kind()).to_string(), 0.0, 0.0))
+            .collect();
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let t = Instant::now();
+            let (done, rest) = self.acts.split_at_mut(i + 1);
+            layer.forward(&done[i], &mut rest[0], Mode::Train);
+            times[i].1 = t.elapsed().as_secs_f64();
+        }
+        let last = self.layers.len();
+        let loss = softmax_cross_entropy(&self.acts[last], labels, Some(&mut self.grads[last]));
+        for i in (0..self.layers.len()).rev() {
+            let t = Instant::now();
+            let (lower, upper) = self.grads.split_at_mut(i + 1);
+            let dx = if i > 0 { Some(&mut lower[i]) } else { None };
+            self.layers[i].backward(&self.acts[i], &self.acts[i + 1], &upper[0], dx);
+            times[i].2 = t.elapsed().as_secs_f64();
+        }
+        (loss, times)
+    }
+
     /// Loss of the current input batch in evaluation mode (no gradients).
     pub fn eval_loss(&mut self, labels: &[u8]) -> BatchLoss {
         let logits = self.forward(Mode::Eval);

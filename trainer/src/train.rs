@@ -115,10 +115,10 @@ pub fn evaluate(net: &mut Network, split: &Split, batch: usize) -> Evaluation {
         let n = (split.len() - start).min(batch);
         let labels = &split.labels[start..start + n];
         net.set_input_u8(&split.images[start * IMAGE_LEN..(start + n) * IMAGE_LEN], n);
-        let b = net.eval_loss(labels);
+        let logits = net.forward(crate::layers::Mode::Eval);
+        let b = crate::loss::softmax_cross_entropy(logits, labels, None);
         loss_sum += b.loss as f64 * n as f64;
         correct += b.correct;
-        let logits = net.forward(crate::layers::Mode::Eval);
         let classes = logits.image_len();
         predictions.extend(
             logits
@@ -230,7 +230,7 @@ pub fn fit(
         }
         bar.finish_and_clear();
 
-        let v = evaluate(net, val, 500);
+        let v = evaluate(net, val, crate::run::EVAL_BATCH);
         let record = EpochRecord {
             epoch,
             loss: (loss_sum / train.len() as f64) as f32,

@@ -1,0 +1,85 @@
+//! Training throughput (images/s) of the built-in models, one full step
+//! (forward, backward, Adam) at a time, on random data.
+//!
+//! ```text
+//! cargo bench --bench train_throughput                 # model1 and model3, batch 32 and 128
+//! cargo bench --bench train_throughput -- --quick      # model1, batch 32, fewer steps
+//! cargo bench --bench train_throughput -- --profile    # also a per-layer time breakdown
+//! RAYON_NUM_THREADS=1 cargo bench --bench train_throughput   # one core
+//! ```
+//!
+//! Prints the median over repeated timed runs, so a noisy machine shows less.
+
+use rand::{Rng, SeedableRng};
+use std::time::Instant;
+use trainer::network::Network;
+use trainer::optim::Adam;
+use trainer::spec::ModelSpec;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let profile = args.iter().any(|a| a == "--profile");
+    let cases: &[(&str, usize)] = if quick {
+        &[("model1", 32)]
+    } else {
+        &[
+            ("model1", 32),
+            ("model1", 128),
+            ("model3", 32),
+            ("model3", 128),
+        ]
+    };
+    let (rounds, steps) = if quick { (3, 4) } else { (5, 8) };
+    println!("threads: {}", rayon::current_num_threads());
+    for &(model, batch) in cases {
+        let spec = ModelSpec::builtin(model).unwrap();
+        let mut net = Network::new(&spec, 1).unwrap();
+        let mut opt = Adam::default();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let images: Vec<u8> = (0..batch * spec.input.len())
+            .map(|_| rng.random())
+            .collect();
+        let labels: Vec<u8> = (0..batch).map(|_| rng.random_range(0..10)).collect();
+        let mut step = |net: &mut Network| {
+            net.set_input_u8(&images, batch);
+            net.forward_backward(&labels);
+            opt.step(net);
+        };
+        step(&mut net); // warm-up: buffers reach their size
+        let per_round: Vec<f64> = (0..rounds)
+            .map(|_| {
+                let t = Instant::now();
+                for _ in 0..steps {
+                    step(&mut net);
+                }
+                (steps * batch) as f64 / t.elapsed().as_secs_f64()
+            })
+            .collect();
+        let min = per_round.iter().cloned().fold(f64::INFINITY, f64::min);
+        let max = per_round.iter().cloned().fold(0.0, f64::max);
+        println!(
+            "train {model} batch {batch}: median {:.1} images/s (min {min:.1}, max {max:.1}, {rounds} rounds of {steps} steps)",
+            median(per_round.clone())
+        );
+        if profile {
+            net.set_input_u8(&images, batch);
+            let mut total = vec![];
+            for _ in 0..5 {
+                net.set_input_u8(&images, batch);
+                total.push(net.forward_backward_profiled(&labels).1);
+            }
+            println!("  {:<16} {:>10} {:>10}", "layer", "fwd ms", "bwd ms");
+            for i in 0..total[0].len() {
+                let f = median(total.iter().map(|t| t[i].1 * 1e3).collect());
+                let b = median(total.iter().map(|t| t[i].2 * 1e3).collect());
+                println!("  {:<16} {f:>10.2} {b:>10.2}", total[0][i].0);
+            }
+        }
+    }
+}

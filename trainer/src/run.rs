@@ -1,0 +1,148 @@
+//! One training run from start to saved weights, as `trainer train` and
+//! `trainer study` both do it: subset, resume from checkpoint, fit, restore the
+//! best weights, final evaluation, export, history CSV.
+
+use crate::checkpoint::{self, CheckpointError};
+use crate::data::{Cifar10, DataError, Split};
+use crate::network::{Network, NetworkError};
+use crate::optim::Adam;
+use crate::spec::ModelSpec;
+use crate::train::{self, EpochRecord, TrainConfig, TrainError, TrainState};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Batch size for evaluation passes (bounded so activations stay small).
+pub const EVAL_BATCH: usize = 100;
+
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub spec: ModelSpec,
+    pub train: TrainConfig,
+    pub learning_rate: f32,
+    /// Train on this many images, stratified by class.
+    pub subset: Option<usize>,
+    /// Validate on the first this-many test images.
+    pub val_subset: Option<usize>,
+    pub out: PathBuf,
+    pub history: PathBuf,
+    pub checkpoint: PathBuf,
+    /// Ignore an existing checkpoint.
+    pub fresh: bool,
+}
+
+/// What a finished run reports (also saved as JSON by the study).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunResult {
+    pub model: String,
+    pub history: Vec<EpochRecord>,
+    pub epochs_run: usize,
+    /// Epoch whose weights were saved.
+    pub final_epoch: usize,
+    pub best_epoch: Option<usize>,
+    pub stopped_early: bool,
+    pub test_loss: f32,
+    pub test_accuracy: f32,
+    pub test_images: usize,
+    pub train_images: usize,
+    /// Mean wall time of an epoch (training + validation).
+    pub seconds_per_epoch: f32,
+    pub threads: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error("checkpoint {0} belongs to another run (model, batch size or seed differ): pass --fresh to start over")]
+    ForeignCheckpoint(String),
+}
+
+/// Runs `cfg` on `data`; `on_epoch` sees each epoch's record as it finishes.
+pub fn run(
+    cfg: &RunConfig,
+    data: &Cifar10,
+    on_epoch: &mut dyn FnMut(&EpochRecord),
+) -> Result<RunResult, RunError> {
+    let train_split: Cow<Split> = match cfg.subset {
+        Some(n) => Cow::Owned(data.train.stratified_subset(n, cfg.train.seed)?),
+        None => Cow::Borrowed(&data.train),
+    };
+    let val_split: Cow<Split> = match cfg.val_subset {
+        Some(n) => Cow::Owned(data.test.head(n)),
+        None => Cow::Borrowed(&data.test),
+    };
+
+    let (mut net, mut opt, mut state) = if !cfg.fresh && cfg.checkpoint.exists() {
+        let r = checkpoint::load(&cfg.checkpoint)?;
+        if r.net.spec() != &cfg.spec
+            || r.config.batch_size != cfg.train.batch_size
+            || r.config.seed != cfg.train.seed
+        {
+            return Err(RunError::ForeignCheckpoint(
+                cfg.checkpoint.display().to_string(),
+            ));
+        }
+        eprintln!(
+            "Resuming from {} after epoch {}",
+            cfg.checkpoint.display(),
+            r.state.epochs_done
+        );
+        (r.net, r.opt, r.state)
+    } else {
+        (
+            Network::new(&cfg.spec, cfg.train.seed)?,
+            Adam::new(cfg.learning_rate),
+            TrainState::default(),
+        )
+    };
+    net.class_names = data.class_names.clone();
+
+    let started = Instant::now();
+    let mut save_epoch = |record: &EpochRecord, net: &Network, opt: &Adam, state: &TrainState| {
+        on_epoch(record);
+        let csv = train::history_csv(&state.history);
+        if let Err(e) = crate::atomic::write_atomic(&cfg.history, csv.as_bytes()) {
+            eprintln!("warning: cannot write {}: {e}", cfg.history.display());
+        }
+        if let Err(e) = checkpoint::save(&cfg.checkpoint, net, opt, state, &cfg.train) {
+            eprintln!("warning: {e}");
+        }
+    };
+    let outcome = train::fit(
+        &mut net,
+        &mut opt,
+        &train_split,
+        &val_split,
+        &cfg.train,
+        &mut state,
+        &mut save_epoch,
+    )?;
+    let _ = started;
+
+    let final_eval = train::evaluate(&mut net, &val_split, EVAL_BATCH);
+    net.save_with_classes(&cfg.out)?;
+    let history = outcome.history;
+    let seconds = history.iter().map(|r| r.seconds).sum::<f32>() / history.len().max(1) as f32;
+    Ok(RunResult {
+        model: cfg.spec.name.clone(),
+        epochs_run: history.len(),
+        history,
+        final_epoch: outcome.final_epoch,
+        best_epoch: outcome.best_epoch,
+        stopped_early: outcome.stopped_early,
+        test_loss: final_eval.loss,
+        test_accuracy: final_eval.accuracy,
+        test_images: val_split.len(),
+        train_images: train_split.len(),
+        seconds_per_epoch: seconds,
+        threads: rayon::current_num_threads(),
+    })
+}

@@ -1,0 +1,1 @@
+//! The reference study (in progress).

@@ -1,0 +1,288 @@
+//! End-to-end tests of the `trainer` command: training on a subset, export,
+//! evaluation, resume, and clear errors on bad input.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn trainer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .expect("run trainer")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The figure after `key` on the line starting with `prefix`.
+fn figure(out: &str, prefix: &str, key: &str) -> f32 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} in {out}"));
+    let rest = &line[line
+        .find(key)
+        .unwrap_or_else(|| panic!("no {key:?} in {line}"))
+        + key.len()..];
+    rest.trim_start()
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A few hundred steps of model 1 on a stratified subset: the loss falls, the
+/// accuracy is well above chance, the export reloads, and `evaluate` prints the
+/// same test loss and accuracy that training reported for those weights.
+#[test]
+fn train_subset_export_and_evaluate() {
+    let Some(data) = common::cifar10_dir("train_subset_export_and_evaluate") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m1.safetensors");
+    let o = trainer(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--subset",
+        "2000",
+        "--epochs",
+        "3",
+        "--val-subset",
+        "1000",
+        "--early-stopping",
+        "--patience",
+        "2",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let log = text(&o);
+    assert!(o.status.success(), "{log}");
+    let first = figure(&log, "Epoch 1/3", "loss:");
+    let last = figure(&log, "Epoch 3/3", "loss:");
+    assert!(
+        last < first,
+        "training loss should fall: {first} → {last}\n{log}"
+    );
+    let acc = figure(&log, "Saved", "test accuracy");
+    assert!(
+        acc > 0.25,
+        "accuracy {acc} after ~190 steps should be well above chance (0.10)\n{log}"
+    );
+
+    let history = std::fs::read_to_string(dir.path().join("m1.csv")).unwrap();
+    assert_eq!(history.lines().count(), 4, "header + 3 epochs:\n{history}");
+    assert!(history.starts_with("epoch,loss,accuracy,val_loss,val_accuracy,seconds"));
+
+    let json = dir.path().join("report.json");
+    let e = trainer(&[
+        "evaluate",
+        "--model",
+        out.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--limit",
+        "1000",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let eval_log = text(&e);
+    assert!(e.status.success(), "{eval_log}");
+    assert_eq!(
+        figure(&log, "Saved", "test loss"),
+        figure(&eval_log, "test loss:", "test loss:")
+    );
+    assert_eq!(acc, figure(&eval_log, "test loss:", "test accuracy:"));
+    assert!(eval_log.contains("weighted avg") && eval_log.contains("airplane"));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(
+        report["confusion_matrix"]["counts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        10
+    );
+    // No temporary files left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty());
+}
+
+/// A run stopped after 2 epochs and resumed to 3 ends exactly where an
+/// uninterrupted 3-epoch run does.
+#[test]
+fn resumed_run_matches_uninterrupted_run() {
+    let Some(data) = common::cifar10_dir("resumed_run_matches_uninterrupted_run") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, epochs: &str| {
+        let out = dir.path().join(name);
+        let o = trainer(&[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--subset",
+            "300",
+            "--epochs",
+            epochs,
+            "--val-subset",
+            "200",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        text(&o)
+    };
+    run("a.safetensors", "2");
+    let resumed = run("a.safetensors", "3");
+    assert!(resumed.contains("Resuming from"), "{resumed}");
+    run("b.safetensors", "3");
+    let a = std::fs::read(dir.path().join("a.safetensors")).unwrap();
+    let b = std::fs::read(dir.path().join("b.safetensors")).unwrap();
+    assert!(
+        a == b,
+        "resumed weights differ from the uninterrupted run's"
+    );
+    let strip_seconds = |p: &Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect()
+    };
+    assert_eq!(
+        strip_seconds(&dir.path().join("a.csv")),
+        strip_seconds(&dir.path().join("b.csv"))
+    );
+}
+
+#[test]
+fn truncated_data_file_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in trainer::download::EXPECTED_FILES {
+        std::fs::write(dir.path().join(name), vec![0u8; 3073]).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("batches.meta.txt"),
+        trainer::network::CIFAR10_CLASSES.join("\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("data_batch_3.bin"), vec![0u8; 3073 * 2 - 5]).unwrap();
+    let o = trainer(&[
+        "train",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--offline",
+        "--epochs",
+        "1",
+    ]);
+    let log = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        log.contains("data_batch_3.bin") && log.contains("not a multiple of the 3,073-byte record"),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn missing_data_offline_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere");
+    let o = trainer(&["train", "--data", missing.to_str().unwrap(), "--offline"]);
+    let log = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        log.contains("data_batch_1.bin") && log.contains("missing"),
+        "{log}"
+    );
+}
+
+#[test]
+fn diverging_loss_is_reported_not_saved() {
+    let Some(data) = common::cifar10_dir("diverging_loss_is_reported_not_saved") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.safetensors");
+    let o = trainer(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--subset",
+        "640",
+        "--epochs",
+        "2",
+        "--lr",
+        "1e12",
+        "--val-subset",
+        "100",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let log = text(&o);
+    assert!(!o.status.success(), "{log}");
+    assert!(log.contains("training diverged"), "{log}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn bad_spec_and_bad_model_file_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("bad.json");
+    std::fs::write(
+        &spec,
+        r#"{"name":"bad","input":{"height":32,"width":32,"channels":3},"layers":[
+  {"type":"conv2d","filters":8,"kernel":3},
+  {"type":"dense","units":10}]}"#,
+    )
+    .unwrap();
+    let o = trainer(&[
+        "train",
+        "--model",
+        spec.to_str().unwrap(),
+        "--data",
+        "/nonexistent",
+        "--offline",
+    ]);
+    let log = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        log.contains("layer 1 (dense)") && log.contains("flatten"),
+        "{log}"
+    );
+
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, b"definitely not a model").unwrap();
+    let o = trainer(&[
+        "evaluate",
+        "--model",
+        junk.to_str().unwrap(),
+        "--data",
+        "/nonexistent",
+    ]);
+    let log = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        log.contains("junk.safetensors") && !log.contains("panicked"),
+        "{log}"
+    );
+}
