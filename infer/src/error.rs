@@ -146,7 +146,9 @@ impl fmt::Display for TensorProblem {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Error::Truncated => f.write_str("model file is truncated"),
+            Error::Truncated => f.write_str(
+                "not a complete model file: shorter than the header length it announces",
+            ),
             Error::Header { offset, problem } => {
                 write!(f, "invalid safetensors header at byte {offset}: {problem}")
             }

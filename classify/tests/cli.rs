@@ -1,0 +1,349 @@
+//! The `classify` binary, run as a user would.
+
+use image::{ImageBuffer, Luma, Rgb, Rgba};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use tempfile::TempDir;
+
+const CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
+
+fn classify(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_classify"))
+        .args(args)
+        .output()
+        .expect("run classify")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn samples() -> Option<Vec<PathBuf>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/samples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        None
+    } else {
+        Some(files)
+    }
+}
+
+macro_rules! samples_or_skip {
+    () => {
+        match samples() {
+            Some(s) => s,
+            None => {
+                println!("SKIPPED: no sample PNGs in ../shared/samples");
+                return;
+            }
+        }
+    };
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A 32×32 RGB picture with some structure.
+fn rgb(w: u32, h: u32) -> ImageBuffer<Rgb<u8>, Vec<u8>> {
+    ImageBuffer::from_fn(w, h, |x, y| {
+        Rgb([(x * 8) as u8, (y * 8) as u8, ((x + y) * 4) as u8])
+    })
+}
+
+/// Parses a text line `path: class 12.3%`.
+fn parse_line(line: &str) -> (&str, &str, f32) {
+    let (path, rest) = line.rsplit_once(": ").unwrap();
+    let mut parts = rest.split_whitespace();
+    let class = parts.next().unwrap();
+    let pct = parts.next().unwrap().trim_end_matches('%').parse().unwrap();
+    (path, class, pct)
+}
+
+#[test]
+fn classifies_the_samples() {
+    let files = samples_or_skip!();
+    let args: Vec<&str> = files.iter().map(|p| s(p)).collect();
+    let out = classify(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), files.len(), "{text}");
+    let mut correct = 0;
+    for (line, file) in lines.iter().zip(&files) {
+        let (path, class, pct) = parse_line(line);
+        assert_eq!(path, s(file));
+        assert!(CLASSES.contains(&class), "{line}");
+        assert!((10.0..=100.0).contains(&pct), "{line}");
+        let truth = file
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .split('_')
+            .next()
+            .unwrap();
+        correct += usize::from(truth == class);
+    }
+    println!("{correct} of {} samples classified correctly", files.len());
+}
+
+#[test]
+fn top_k_text_and_json() {
+    let files = samples_or_skip!();
+    let out = classify(&["--top", "3", s(&files[0])]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines[0], format!("{}:", s(&files[0])));
+    let pcts: Vec<f32> = lines[1..]
+        .iter()
+        .map(|l| {
+            l.split_whitespace()
+                .last()
+                .unwrap()
+                .trim_end_matches('%')
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(pcts.windows(2).all(|w| w[0] >= w[1]), "{text}");
+
+    let out = classify(&["--json", "--top", "3", s(&files[0]), s(&files[1])]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2);
+    for (line, file) in lines.iter().zip(&files) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["file"], s(file));
+        assert_eq!(v["resized"], false);
+        assert_eq!(
+            (v["width"].as_u64(), v["height"].as_u64()),
+            (Some(32), Some(32))
+        );
+        let top = v["top"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        assert_eq!(top[0]["class"], v["class"]);
+        assert_eq!(top[0]["probability"], v["probability"]);
+        let p: Vec<f64> = top
+            .iter()
+            .map(|t| t["probability"].as_f64().unwrap())
+            .collect();
+        assert!(p.windows(2).all(|w| w[0] >= w[1]) && p.iter().sum::<f64>() <= 1.0 + 1e-6);
+        let idx = v["index"].as_u64().unwrap() as usize;
+        assert_eq!(v["class"], CLASSES[idx]);
+    }
+
+    // K larger than the number of classes lists them all.
+    let out = classify(&["--json", "--top", "50", s(&files[0])]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["top"].as_array().unwrap().len(), 10);
+}
+
+#[test]
+fn bad_files_are_reported_and_the_others_still_classified() {
+    let dir = TempDir::new().unwrap();
+    let good = dir.path().join("good.png");
+    rgb(32, 32).save(&good).unwrap();
+    // A PNG cut in the middle of its image data.
+    let png = std::fs::read(&good).unwrap();
+    let truncated = dir.path().join("truncated.png");
+    std::fs::write(&truncated, &png[..png.len() / 2]).unwrap();
+    // A PNG signature followed by garbage.
+    let corrupt = dir.path().join("corrupt.png");
+    let mut bytes = png[..16].to_vec();
+    bytes.extend(std::iter::repeat_n(0xA5, 200));
+    std::fs::write(&corrupt, bytes).unwrap();
+    let text = dir.path().join("notes.png");
+    std::fs::write(&text, "not an image at all\n").unwrap();
+    let missing = dir.path().join("missing.png");
+
+    let out = classify(&[s(&truncated), s(&good), s(&corrupt), s(&text), s(&missing)]);
+    assert_eq!(out.status.code(), Some(1));
+    let text_out = stdout(&out);
+    assert_eq!(text_out.lines().count(), 1, "{text_out}");
+    assert!(text_out.starts_with(&format!("{}: ", s(&good))));
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 4, "{err}");
+    for (line, bad) in lines.iter().zip([&truncated, &corrupt, &text, &missing]) {
+        assert!(line.starts_with("classify: error: "), "{line}");
+        assert!(
+            line.contains(s(bad)),
+            "{line} should name {}",
+            bad.display()
+        );
+    }
+    assert!(lines[3].contains("No such file"), "{}", lines[3]);
+}
+
+#[test]
+fn colour_types_bit_depths_and_jpeg() {
+    let dir = TempDir::new().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    let gray = ImageBuffer::from_fn(32, 32, |x, y| Luma([(x * 7 + y) as u8]));
+    gray.save(p("gray.png")).unwrap();
+    ImageBuffer::from_fn(32, 32, |x, y| Luma([(x * 2000 + y) as u16]))
+        .save(p("gray16.png"))
+        .unwrap();
+    ImageBuffer::from_fn(32, 32, |x, y| {
+        Rgba([x as u8 * 8, y as u8 * 8, 9, (x * y) as u8])
+    })
+    .save(p("rgba.png"))
+    .unwrap();
+    ImageBuffer::from_fn(32, 32, |x, y| {
+        Rgb([(x * 2000) as u16, (y * 2000) as u16, 7])
+    })
+    .save(p("rgb16.png"))
+    .unwrap();
+    rgb(32, 32).save(p("photo.jpg")).unwrap();
+    gray.save(p("gray.jpg")).unwrap();
+    // A palette PNG (colour type 3).
+    {
+        let file = std::fs::File::create(p("palette.png")).unwrap();
+        let mut enc = png::Encoder::new(std::io::BufWriter::new(file), 32, 32);
+        enc.set_color(png::ColorType::Indexed);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_palette(
+            (0..=255u8)
+                .flat_map(|i| [i, 255 - i, i / 2])
+                .collect::<Vec<u8>>(),
+        );
+        let mut w = enc.write_header().unwrap();
+        w.write_image_data(&(0..1024).map(|i| (i % 256) as u8).collect::<Vec<u8>>())
+            .unwrap();
+    }
+    // A JPEG named .png: the format is told by content.
+    std::fs::copy(p("photo.jpg"), p("really_a_jpeg.png")).unwrap();
+
+    let names = [
+        "gray.png",
+        "gray16.png",
+        "rgba.png",
+        "rgb16.png",
+        "photo.jpg",
+        "gray.jpg",
+        "palette.png",
+        "really_a_jpeg.png",
+    ];
+    let paths: Vec<PathBuf> = names.iter().map(|n| p(n)).collect();
+    let args: Vec<&str> = paths.iter().map(|x| s(x)).collect();
+    let out = classify(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), names.len(), "{text}");
+    for line in text.lines() {
+        assert!(!line.contains("resized"), "{line}");
+        let (_, class, _) = parse_line(line);
+        assert!(CLASSES.contains(&class), "{line}");
+    }
+}
+
+#[test]
+fn other_sizes_are_resized_and_say_so() {
+    let dir = TempDir::new().unwrap();
+    let big = dir.path().join("big.png");
+    rgb(64, 48).save(&big).unwrap();
+    let tiny = dir.path().join("tiny.png");
+    rgb(3, 5).save(&tiny).unwrap();
+    let out = classify(&[s(&big), s(&tiny)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].ends_with("(resized from 64×48 to 32×32)"),
+        "{text}"
+    );
+    assert!(lines[1].ends_with("(resized from 3×5 to 32×32)"), "{text}");
+
+    let out = classify(&["--json", s(&big)]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["resized"], true);
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(64), Some(48))
+    );
+}
+
+#[test]
+fn model_option() {
+    use trainer::network::Network;
+    use trainer::spec::ModelSpec;
+    let dir = TempDir::new().unwrap();
+    // A grayscale 8×8 model with four named classes, exported by the trainer.
+    let spec = ModelSpec::from_json_str(
+        r#"{"name": "tiny", "input": {"height": 8, "width": 8, "channels": 1}, "layers": [
+            {"type": "conv2d", "filters": 4, "kernel": 3}, {"type": "relu"},
+            {"type": "global_avg_pool"}, {"type": "dense", "units": 4}]}"#,
+    )
+    .unwrap();
+    let model = dir.path().join("tiny.safetensors");
+    Network::new(&spec, 1)
+        .unwrap()
+        .save(&model, &["north", "east", "south", "west"])
+        .unwrap();
+    let image = dir.path().join("image.png");
+    rgb(32, 32).save(&image).unwrap();
+
+    let out = classify(&["--model", s(&model), "--top", "4", s(&image)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(&format!("{}: (resized from 32×32 to 8×8)", s(&image))),
+        "{text}"
+    );
+    for class in ["north", "east", "south", "west"] {
+        assert!(text.contains(class), "{text}");
+    }
+
+    // A model that is missing, or not a model.
+    let missing = dir.path().join("nope.safetensors");
+    let out = classify(&["--model", s(&missing), s(&image)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cannot read model") && err.contains(s(&missing)),
+        "{err}"
+    );
+
+    let out = classify(&["--model", s(&image), s(&image)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("invalid model") && err.contains(s(&image)),
+        "{err}"
+    );
+    assert!(stdout(&out).is_empty());
+}
+
+#[test]
+fn usage_errors() {
+    assert_eq!(classify(&[]).status.code(), Some(2));
+    assert_eq!(classify(&["--top", "0", "x.png"]).status.code(), Some(2));
+    let out = classify(&["--help"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("--model"));
+}
