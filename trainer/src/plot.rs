@@ -10,6 +10,7 @@
 
 use crate::metrics::ConfusionMatrix;
 use crate::train::EpochRecord;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -88,7 +89,10 @@ pub fn history(path: &Path, title: &str, records: &[EpochRecord]) -> Result<(), 
             .margin(0, 10, 10, 10);
         let (left, right) = root.split_horizontally(HISTORY_SIZE.0 / 2);
         let epochs = |f: fn(&EpochRecord) -> f32| -> Vec<(f64, f64)> {
-            records.iter().map(|r| (r.epoch as f64, f(r) as f64)).collect()
+            records
+                .iter()
+                .map(|r| (r.epoch as f64, f(r) as f64))
+                .collect()
         };
         let loss = [
             ("training loss", epochs(|r| r.loss)),
@@ -147,7 +151,10 @@ pub fn accuracy_vs_time(
         .flat_map(|(_, p)| p.iter().map(|&(x, _)| x))
         .fold(0.0, f64::max);
     let x_range = 0.0..nice_upper(x_max);
-    let y_range = padded_range(series.iter().flat_map(|(_, p)| p.iter().map(|&(_, y)| y)), true);
+    let y_range = padded_range(
+        series.iter().flat_map(|(_, p)| p.iter().map(|&(_, y)| y)),
+        true,
+    );
     render(path, COMPARE_SIZE, |root| {
         let root = root.margin(0, 10, 10, 10);
         let mut chart = ChartBuilder::on(&root)
@@ -175,7 +182,8 @@ pub fn accuracy_vs_time(
         for (i, (name, points)) in series.iter().enumerate() {
             draw_series(&mut chart, name, points, PALETTE[i % PALETTE.len()])?;
         }
-        draw_legend(&mut chart, SeriesLabelPosition::LowerRight)
+        let position = quiet_corner(&chart, &series);
+        draw_legend(&mut chart, position)
     })
 }
 
@@ -306,9 +314,7 @@ fn colour_bar(area: &DrawingArea<BitMapBackend, Shift>) -> DrawResult {
         }))
         .map_err(msg)?;
     let border = Rectangle::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.6).stroke_width(1));
-    chart
-        .draw_series(std::iter::once(border))
-        .map_err(msg)?;
+    chart.draw_series(std::iter::once(border)).map_err(msg)?;
     Ok(())
 }
 
@@ -388,12 +394,7 @@ fn epoch_panel(
     for (i, (name, points)) in series.iter().enumerate() {
         draw_series(&mut chart, name, points, PALETTE[i % PALETTE.len()])?;
     }
-    let position = match scale {
-        // Accuracy rises: its lower right is free. Loss falls (validation loss may
-        // rise again late): the upper middle is usually the emptiest place.
-        Scale::Percent => SeriesLabelPosition::LowerRight,
-        Scale::Plain => SeriesLabelPosition::UpperMiddle,
-    };
+    let position = quiet_corner(&chart, series);
     draw_legend(&mut chart, position)
 }
 
@@ -426,6 +427,68 @@ where
         )
         .map_err(msg)?;
     Ok(())
+}
+
+/// Where the legend hides the fewest data: the candidate box (sized for the
+/// legend of `series`) that the fewest points of the lines fall into, sampling
+/// each segment, in order of preference when tied.
+fn quiet_corner(
+    chart: &Chart<'_, RangedCoordf64, RangedCoordf64>,
+    series: &[(&str, Vec<(f64, f64)>)],
+) -> SeriesLabelPosition {
+    use SeriesLabelPosition::*;
+    let (px_w, px_h) = chart.plotting_area().dim_in_pixel();
+    let longest = series
+        .iter()
+        .map(|(n, _)| n.chars().count())
+        .max()
+        .unwrap_or(0);
+    // Legend size as a fraction of the plot (glyphs ~9 px, rows ~21 px at 16 px type).
+    let w = ((60 + 9 * longest) as f64 / px_w.max(1) as f64).min(1.0);
+    let h = ((30 + 21 * series.len()) as f64 / px_h.max(1) as f64).min(1.0);
+    let (xr, yr) = (chart.x_range(), chart.y_range());
+    let norm = |(x, y): (f64, f64)| {
+        (
+            (x - xr.start) / (xr.end - xr.start),
+            (y - yr.start) / (yr.end - yr.start),
+        )
+    };
+    let samples: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|(_, p)| {
+            let first = p.first().map(|&q| norm(q));
+            first.into_iter().chain(p.windows(2).flat_map(move |s| {
+                let (a, b) = (norm(s[0]), norm(s[1]));
+                (1..=8).map(move |k| {
+                    let t = k as f64 / 8.0;
+                    (a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t)
+                })
+            }))
+        })
+        .collect();
+    // (position, left edge, bottom edge) in plot fractions, y upwards.
+    let mid = (1.0 - w) / 2.0;
+    let candidates = [
+        (UpperRight, 1.0 - w, 1.0 - h),
+        (LowerRight, 1.0 - w, 0.0),
+        (UpperLeft, 0.0, 1.0 - h),
+        (LowerLeft, 0.0, 0.0),
+        (UpperMiddle, mid, 1.0 - h),
+        (LowerMiddle, mid, 0.0),
+    ];
+    let covered = |x0: f64, y0: f64| {
+        samples
+            .iter()
+            .filter(|&&(x, y)| x >= x0 && x <= x0 + w && y >= y0 && y <= y0 + h)
+            .count()
+    };
+    candidates
+        .into_iter()
+        .map(|(pos, x0, y0)| (covered(x0, y0), pos))
+        .enumerate()
+        .min_by_key(|&(rank, (count, _))| (count, rank))
+        .map(|(_, (_, pos))| pos)
+        .unwrap_or(UpperRight)
 }
 
 /// The legend box of the labelled series.
@@ -503,9 +566,8 @@ fn empty(path: &Path, what: &'static str) -> Result<(), PlotError> {
 /// Registers the embedded font with plotters (once per process).
 fn register_font() -> bool {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
-    *REGISTERED.get_or_init(|| {
-        plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES).is_ok()
-    })
+    *REGISTERED
+        .get_or_init(|| plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES).is_ok())
 }
 
 /// Draws `size` pixels with `draw` on a white canvas, encodes the picture as
@@ -597,7 +659,11 @@ mod tests {
         let mut m = ConfusionMatrix::new(10);
         for i in 0..10 {
             for j in 0..10 {
-                m.counts[i][j] = if i == j { 700 + 20 * i as u64 } else { 30 - i as u64 };
+                m.counts[i][j] = if i == j {
+                    700 + 20 * i as u64
+                } else {
+                    30 - i as u64
+                };
             }
         }
         m.counts[3][5] = 180;
@@ -610,7 +676,10 @@ mod tests {
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{}", path.display());
         let img = image::load_from_memory(&bytes).unwrap().to_rgb8();
         assert_eq!(img.dimensions(), size);
-        let dark = img.pixels().filter(|p| p.0.iter().all(|&c| c < 100)).count();
+        let dark = img
+            .pixels()
+            .filter(|p| p.0.iter().all(|&c| c < 100))
+            .count();
         assert!(dark > 1000, "{} looks blank", path.display());
     }
 
