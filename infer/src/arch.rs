@@ -53,13 +53,17 @@ impl Padding {
     /// - `same`: `out = ⌈in / s⌉`, `pad_total = max((out − 1)·s + k − in, 0)`,
     ///   `pad_before = ⌊pad_total / 2⌋`.
     ///
-    /// `input`, `k` and `s` are at least 1 and at most [`MAX_DIM`].
+    /// `input`, `k` and `s` are at least 1. `None` also when the arithmetic
+    /// would overflow (possible with a 32-bit `usize`).
     pub fn output_and_pad(self, input: usize, k: usize, s: usize) -> Option<(usize, usize)> {
         match self {
             Padding::Valid => (input >= k).then(|| ((input - k) / s + 1, 0)),
             Padding::Same => {
                 let out = input.div_ceil(s);
-                let total = ((out - 1) * s + k).saturating_sub(input);
+                let total = (out - 1)
+                    .checked_mul(s)?
+                    .checked_add(k)?
+                    .saturating_sub(input);
                 Some((out, total / 2))
             }
         }
@@ -534,5 +538,13 @@ mod tests {
         assert_eq!(Padding::Same.output_and_pad(7, 3, 2), Some((4, 1)));
         assert_eq!(Padding::Valid.output_and_pad(32, 3, 1), Some((30, 0)));
         assert_eq!(Padding::Valid.output_and_pad(2, 3, 1), None);
+        // Largest sizes the spec allows: no overflow, whatever the usize width.
+        let m = MAX_DIM as usize;
+        assert_eq!(
+            Padding::Same.output_and_pad(m, m, 1),
+            Some((m, (m - 1) / 2))
+        );
+        assert_eq!(Padding::Same.output_and_pad(m, m, m), Some((1, 0)));
+        assert_eq!(Padding::Valid.output_and_pad(m, 1, m), Some((1, 0)));
     }
 }

@@ -7,6 +7,7 @@ use crate::layers::norm::{self, BatchNormParams};
 use crate::layers::pool::{self, PoolGeom};
 use crate::safetensors::{self, Metadata, TensorEntry};
 use crate::{math, Error};
+use core::fmt;
 
 /// The value of the `format` metadata entry this crate reads.
 pub const FORMAT: &str = "cifar-cnn/1";
@@ -32,7 +33,7 @@ pub struct Prediction {
 }
 
 /// What one layer computes, with its parameter bytes.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 enum Op<'a> {
     /// conv2d, and dense as a 1×1 convolution; `relu` when a following relu
     /// layer is fused into it.
@@ -49,6 +50,35 @@ enum Op<'a> {
     /// flatten (NHWC data is already in flattened order), dropout (identity at
     /// inference), and a relu fused into the layer before it.
     Identity,
+}
+
+/// Debug output shows the geometry and the parameter sizes, not the weights.
+impl fmt::Debug for Op<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Conv {
+                geom,
+                weight,
+                bias,
+                relu,
+            } => f
+                .debug_struct("Conv")
+                .field("geom", geom)
+                .field("weight_bytes", &weight.len())
+                .field("bias_bytes", &bias.len())
+                .field("relu", relu)
+                .finish(),
+            Op::MaxPool(g) => f.debug_tuple("MaxPool").field(g).finish(),
+            Op::GlobalAvgPool => f.write_str("GlobalAvgPool"),
+            Op::BatchNorm(p) => f
+                .debug_struct("BatchNorm")
+                .field("channels", &(p.gamma.len() / 4))
+                .field("epsilon", &p.epsilon)
+                .finish(),
+            Op::Relu => f.write_str("Relu"),
+            Op::Identity => f.write_str("Identity"),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -84,7 +114,7 @@ const EMPTY_LAYER: Layer<'static> = Layer {
 /// let name = model.class_name(top.class).unwrap_or("?");
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Model<'a> {
     input: Shape,
     layers: [Layer<'a>; MAX_LAYERS],
@@ -93,6 +123,19 @@ pub struct Model<'a> {
     scratch_len: usize,
     class_names: Option<&'a str>,
     backend: Backend,
+}
+
+impl fmt::Debug for Model<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Model")
+            .field("input", &self.input)
+            .field("layers", &&self.layers[..self.num_layers])
+            .field("num_classes", &self.num_classes)
+            .field("scratch_len", &self.scratch_len)
+            .field("class_names", &self.class_names)
+            .field("backend", &self.backend)
+            .finish()
+    }
 }
 
 /// Parameter tensors found so far: byte range in the data section, per layer
@@ -369,6 +412,7 @@ impl<'a> Model<'a> {
     }
 
     /// Chooses the kernels (the default is [`Backend::Auto`]).
+    #[must_use]
     pub fn with_backend(mut self, backend: Backend) -> Self {
         self.backend = backend;
         self

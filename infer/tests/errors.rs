@@ -282,6 +282,12 @@ fn sizes_names_and_argument_checks() {
     assert_eq!(model.class_name(0), Some("class0"));
     assert_eq!(model.class_name(9), Some("class9"));
     assert_eq!(model.class_name(10), None);
+    // Debug output describes the layers without dumping the weights.
+    let debug = format!("{model:?}");
+    assert!(
+        debug.contains("weight_bytes: 147456") && debug.len() < 8000,
+        "{debug}"
+    );
 
     let image = vec![0u8; 3072];
     let mut scratch = vec![0f32; 65_536];

@@ -32,9 +32,10 @@ pub(crate) fn batchnorm(p: &BatchNormParams<'_>, channels: usize, x: &mut [f32],
         scale[c] = le_f32(g) / crate::math::sqrt(le_f32(v) + p.epsilon);
         beta[c] = le_f32(b);
     }
+    let (mean, scale) = (&*mean, &*scale);
     for pixel in x.chunks_exact_mut(channels) {
-        for c in 0..channels {
-            pixel[c] = (pixel[c] - mean[c]) * scale[c] + beta[c];
+        for (((v, &m), &s), &b) in pixel.iter_mut().zip(mean).zip(scale).zip(beta.iter()) {
+            *v = (*v - m) * s + b;
         }
     }
 }
