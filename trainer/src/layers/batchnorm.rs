@@ -10,6 +10,48 @@
 
 use super::{Layer, Mode, NamedTensor};
 use crate::tensor::{ImageShape, Tensor};
+use rayon::prelude::*;
+
+/// Rows (positions) per parallel work item.
+const BLOCK_ROWS: usize = 2048;
+
+/// `sums[ch] = Σ_rows f(a[row, ch], b[row, ch])` for a pair-valued `f`, in
+/// parallel over blocks of rows; `partials` is scratch (one entry per block
+/// and channel), reused across calls.
+fn channel_sums(
+    a: &[f32],
+    b: &[f32],
+    c: usize,
+    partials: &mut Vec<(f64, f64)>,
+    sums: &mut [(f64, f64)],
+    f: impl Fn(f32, f32) -> (f64, f64) + Sync,
+) {
+    let blocks = (a.len() / c).div_ceil(BLOCK_ROWS);
+    partials.resize(blocks * c, (0.0, 0.0));
+    partials
+        .par_chunks_mut(c)
+        .zip(
+            a.par_chunks(BLOCK_ROWS * c)
+                .zip(b.par_chunks(BLOCK_ROWS * c)),
+        )
+        .for_each(|(acc, (a, b))| {
+            acc.fill((0.0, 0.0));
+            for (ra, rb) in a.chunks_exact(c).zip(b.chunks_exact(c)) {
+                for ch in 0..c {
+                    let (u, v) = f(ra[ch], rb[ch]);
+                    acc[ch].0 += u;
+                    acc[ch].1 += v;
+                }
+            }
+        });
+    sums.fill((0.0, 0.0));
+    for block in partials.chunks_exact(c) {
+        for (s, p) in sums.iter_mut().zip(block) {
+            s.0 += p.0;
+            s.1 += p.1;
+        }
+    }
+}
 
 pub struct BatchNorm {
     shape: ImageShape,
@@ -27,9 +69,11 @@ pub struct BatchNorm {
     inv_std: Vec<f32>,
     /// Mode of the last forward: backward differs (batch vs running statistics).
     last_mode: Mode,
-    /// Scratch for per-channel sums.
-    sum: Vec<f64>,
-    sum_sq: Vec<f64>,
+    /// Mean used by the last forward (batch or running), per channel.
+    mean: Vec<f32>,
+    /// Per-channel pairs of sums, and per-block partial sums (scratch).
+    sum: Vec<(f64, f64)>,
+    partials: Vec<(f64, f64)>,
 }
 
 impl BatchNorm {
@@ -48,8 +92,9 @@ impl BatchNorm {
             xhat: Vec::new(),
             inv_std: vec![0.0; c],
             last_mode: Mode::Train,
-            sum: vec![0.0; c],
-            sum_sq: vec![0.0; c],
+            mean: vec![0.0; c],
+            sum: vec![(0.0, 0.0); c],
+            partials: Vec::new(),
         }
     }
 }
@@ -64,55 +109,57 @@ impl Layer for BatchNorm {
         y.resize(x.n, self.shape);
         self.last_mode = mode;
         self.xhat.resize(x.data.len(), 0.0);
-        if mode == Mode::Eval {
-            // Fixed statistics: an affine map per channel.
-            for ch in 0..c {
-                self.inv_std[ch] = 1.0 / (self.moving_variance[ch] + self.epsilon).sqrt();
-            }
-            for ((ys, xh), xs) in y
-                .data
-                .chunks_exact_mut(c)
-                .zip(self.xhat.chunks_exact_mut(c))
-                .zip(x.data.chunks_exact(c))
-            {
+        let mean = match mode {
+            Mode::Eval => {
+                // Fixed statistics: an affine map per channel.
                 for ch in 0..c {
-                    xh[ch] = (xs[ch] - self.moving_mean[ch]) * self.inv_std[ch];
-                    ys[ch] = self.gamma[ch] * xh[ch] + self.beta[ch];
+                    self.inv_std[ch] = 1.0 / (self.moving_variance[ch] + self.epsilon).sqrt();
+                    self.mean[ch] = self.moving_mean[ch];
                 }
+                &self.mean
             }
-            return;
-        }
-        // Batch statistics, accumulated in f64 so large batches stay accurate.
-        let rows = x.data.len() / c;
-        self.sum.fill(0.0);
-        self.sum_sq.fill(0.0);
-        for xs in x.data.chunks_exact(c) {
-            for ch in 0..c {
-                let v = xs[ch] as f64;
-                self.sum[ch] += v;
-                self.sum_sq[ch] += v * v;
+            Mode::Train => {
+                // Σx and Σx² per channel, in f64 so large batches stay accurate.
+                let rows = (x.data.len() / c) as f64;
+                channel_sums(
+                    &x.data,
+                    &x.data,
+                    c,
+                    &mut self.partials,
+                    &mut self.sum,
+                    |a, _| (a as f64, a as f64 * a as f64),
+                );
+                let m = self.momentum;
+                for ch in 0..c {
+                    let mu = self.sum[ch].0 / rows;
+                    let var = (self.sum[ch].1 / rows - mu * mu).max(0.0);
+                    self.mean[ch] = mu as f32;
+                    self.inv_std[ch] = 1.0 / ((var as f32) + self.epsilon).sqrt();
+                    self.moving_mean[ch] = m * self.moving_mean[ch] + (1.0 - m) * mu as f32;
+                    self.moving_variance[ch] =
+                        m * self.moving_variance[ch] + (1.0 - m) * var as f32;
+                }
+                &self.mean
             }
-        }
-        for ch in 0..c {
-            let mu = self.sum[ch] / rows as f64;
-            let var = (self.sum_sq[ch] / rows as f64 - mu * mu).max(0.0);
-            self.sum[ch] = mu; // reuse as the mean
-            self.inv_std[ch] = 1.0 / ((var as f32) + self.epsilon).sqrt();
-            let m = self.momentum;
-            self.moving_mean[ch] = m * self.moving_mean[ch] + (1.0 - m) * mu as f32;
-            self.moving_variance[ch] = m * self.moving_variance[ch] + (1.0 - m) * var as f32;
-        }
-        for ((ys, xh), xs) in y
-            .data
-            .chunks_exact_mut(c)
-            .zip(self.xhat.chunks_exact_mut(c))
-            .zip(x.data.chunks_exact(c))
-        {
-            for ch in 0..c {
-                xh[ch] = (xs[ch] - self.sum[ch] as f32) * self.inv_std[ch];
-                ys[ch] = self.gamma[ch] * xh[ch] + self.beta[ch];
-            }
-        }
+        };
+        // x̂ = (x − μ)·inv_std,  y = γ·x̂ + β
+        let (inv_std, gamma, beta) = (&self.inv_std, &self.gamma, &self.beta);
+        y.data
+            .par_chunks_mut(BLOCK_ROWS * c)
+            .zip(self.xhat.par_chunks_mut(BLOCK_ROWS * c))
+            .zip(x.data.par_chunks(BLOCK_ROWS * c))
+            .for_each(|((y, xh), x)| {
+                for ((ys, xh), xs) in y
+                    .chunks_exact_mut(c)
+                    .zip(xh.chunks_exact_mut(c))
+                    .zip(x.chunks_exact(c))
+                {
+                    for ch in 0..c {
+                        xh[ch] = (xs[ch] - mean[ch]) * inv_std[ch];
+                        ys[ch] = gamma[ch] * xh[ch] + beta[ch];
+                    }
+                }
+            });
     }
 
     /// With `M = n·h·w` positions per channel: `dβ = Σ dy`, `dγ = Σ dy·x̂`, and
@@ -121,35 +168,43 @@ impl Layer for BatchNorm {
     fn backward(&mut self, x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
         let c = self.shape.channels;
         let rows = (x.data.len() / c) as f32;
-        self.dgamma.fill(0.0);
-        self.dbeta.fill(0.0);
-        for (g, xh) in dy.data.chunks_exact(c).zip(self.xhat.chunks_exact(c)) {
-            for ch in 0..c {
-                self.dbeta[ch] += g[ch];
-                self.dgamma[ch] += g[ch] * xh[ch];
-            }
+        channel_sums(
+            &dy.data,
+            &self.xhat,
+            c,
+            &mut self.partials,
+            &mut self.sum,
+            |g, xh| (g as f64, g as f64 * xh as f64),
+        );
+        for ch in 0..c {
+            self.dbeta[ch] = self.sum[ch].0 as f32;
+            self.dgamma[ch] = self.sum[ch].1 as f32;
         }
         let Some(dx) = dx else { return };
         dx.resize(x.n, self.shape);
-        if self.last_mode == Mode::Eval {
-            for (d, g) in dx.data.chunks_exact_mut(c).zip(dy.data.chunks_exact(c)) {
-                for ch in 0..c {
-                    d[ch] = self.gamma[ch] * self.inv_std[ch] * g[ch];
+        let train = self.last_mode == Mode::Train;
+        let (gamma, inv_std, dbeta, dgamma) =
+            (&self.gamma, &self.inv_std, &self.dbeta, &self.dgamma);
+        dx.data
+            .par_chunks_mut(BLOCK_ROWS * c)
+            .zip(dy.data.par_chunks(BLOCK_ROWS * c))
+            .zip(self.xhat.par_chunks(BLOCK_ROWS * c))
+            .for_each(|((dx, dy), xh)| {
+                for ((d, g), xh) in dx
+                    .chunks_exact_mut(c)
+                    .zip(dy.chunks_exact(c))
+                    .zip(xh.chunks_exact(c))
+                {
+                    for ch in 0..c {
+                        d[ch] = if train {
+                            gamma[ch] * inv_std[ch] / rows
+                                * (rows * g[ch] - dbeta[ch] - xh[ch] * dgamma[ch])
+                        } else {
+                            gamma[ch] * inv_std[ch] * g[ch]
+                        };
+                    }
                 }
-            }
-            return;
-        }
-        for ((d, g), xh) in dx
-            .data
-            .chunks_exact_mut(c)
-            .zip(dy.data.chunks_exact(c))
-            .zip(self.xhat.chunks_exact(c))
-        {
-            for ch in 0..c {
-                let k = self.gamma[ch] * self.inv_std[ch] / rows;
-                d[ch] = k * (rows * g[ch] - self.dbeta[ch] - xh[ch] * self.dgamma[ch]);
-            }
-        }
+            });
     }
 
     fn visit_params(&mut self, f: &mut dyn FnMut(&mut [f32], &[f32])) {

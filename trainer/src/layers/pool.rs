@@ -39,39 +39,42 @@ impl MaxPool2d {
 
     /// One image: `y[oy, ox, c] = max over the window of x[iy, ix, c]`, padded cells skipped.
     fn pool_image(&self, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
-        let (c, iw, ih) = (self.input.channels, self.input.width, self.input.height);
-        y.fill(f32::NEG_INFINITY);
+        let c = self.input.channels;
         for oy in 0..self.out.height {
+            // The input rows and columns this output row/column sees, clipped to the image.
+            let rows = self.window(oy, self.pad_top, self.input.height);
             for ox in 0..self.out.width {
+                let cols = self.window(ox, self.pad_left, self.input.width);
                 let o = (oy * self.out.width + ox) * c;
                 let (y, am) = (&mut y[o..o + c], &mut argmax[o..o + c]);
-                for ky in 0..self.size {
-                    let Some(iy) = (oy * self.stride + ky).checked_sub(self.pad_top) else {
-                        continue;
-                    };
-                    if iy >= ih {
-                        continue;
-                    }
-                    for kx in 0..self.size {
-                        let Some(ix) = (ox * self.stride + kx).checked_sub(self.pad_left) else {
-                            continue;
-                        };
-                        if ix >= iw {
-                            continue;
-                        }
-                        let i = (iy * iw + ix) * c;
-                        for ch in 0..c {
+                // The first cell of the window initialises, the others compete;
+                // `>` keeps the first maximum on ties.
+                let first = (rows.start * self.input.width + cols.start) * c;
+                y.copy_from_slice(&x[first..first + c]);
+                for (ch, a) in am.iter_mut().enumerate() {
+                    *a = (first + ch) as u32;
+                }
+                for iy in rows.clone() {
+                    for ix in cols.clone() {
+                        let i = (iy * self.input.width + ix) * c;
+                        for (ch, (y, a)) in y.iter_mut().zip(am.iter_mut()).enumerate() {
                             let v = x[i + ch];
-                            // `>` keeps the first maximum, and NaN never wins silently: see below.
-                            if v > y[ch] || (am[ch] == u32::MAX) {
-                                y[ch] = v;
-                                am[ch] = (i + ch) as u32;
+                            if v > *y {
+                                *y = v;
+                                *a = (i + ch) as u32;
                             }
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Input indices `[o·stride − pad, o·stride − pad + size)` clipped to `[0, len)`.
+    fn window(&self, o: usize, pad: usize, len: usize) -> std::ops::Range<usize> {
+        let start = (o * self.stride).saturating_sub(pad);
+        let end = (o * self.stride + self.size).saturating_sub(pad).min(len);
+        start..end
     }
 }
 
@@ -90,10 +93,7 @@ impl Layer for MaxPool2d {
             .par_chunks_mut(out_len)
             .zip(argmax.par_chunks_mut(out_len))
             .zip(x.data.par_chunks(in_len))
-            .for_each(|((y, am), x)| {
-                am.fill(u32::MAX);
-                this.pool_image(x, y, am)
-            });
+            .for_each(|((y, am), x)| this.pool_image(x, y, am));
         self.argmax = argmax;
     }
 
