@@ -3,6 +3,18 @@
 //! All of the network's heavy lifting (convolution through im2col, dense
 //! layers, and their gradients) goes through [`sgemm`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Number of [`sgemm`] calls so far (each costs `matrixmultiply` one heap
+/// allocation for its packing buffer; tests use this to check that nothing
+/// else in a training step allocates).
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Number of GEMM calls made by this process so far.
+pub fn calls() -> u64 {
+    CALLS.load(Ordering::Relaxed)
+}
+
 /// Whether an operand is used as stored or transposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -47,6 +59,7 @@ pub fn sgemm(
     if m == 0 || n == 0 {
         return;
     }
+    CALLS.fetch_add(1, Ordering::Relaxed);
     // Row and column strides of the logical (untransposed) matrices.
     let (rsa, csa) = match op_a {
         Op::N => (k as isize, 1),

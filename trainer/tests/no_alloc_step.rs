@@ -1,0 +1,68 @@
+//! Once buffers have reached their size, a training step (forward, backward,
+//! Adam) allocates nothing of its own. The only heap allocations left are the
+//! packing buffers that `matrixmultiply` allocates inside each SGEMM call, so
+//! the count must not exceed the number of GEMM calls.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn steady_state_training_step_allocates_only_inside_gemm() {
+    // Run inside a rayon pool: work submitted from outside one goes through
+    // rayon's global injector queue, which allocates a block every 63 jobs.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    pool.install(check_models);
+}
+
+fn check_models() {
+    for model in ["model1", "model3"] {
+        let spec = trainer::spec::ModelSpec::builtin(model).unwrap();
+        let mut net = trainer::network::Network::new(&spec, 1).unwrap();
+        let mut opt = trainer::optim::Adam::default();
+        let batch = 8;
+        let images: Vec<u8> = (0..batch * spec.input.len())
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let labels: Vec<u8> = (0..batch as u8).map(|i| i % 10).collect();
+        let mut step = |net: &mut trainer::network::Network| {
+            net.set_input_u8(&images, batch);
+            net.forward_backward(&labels);
+            opt.step(net);
+        };
+        step(&mut net);
+        step(&mut net);
+        let (allocs, gemms) = (ALLOCATIONS.load(Ordering::Relaxed), trainer::gemm::calls());
+        step(&mut net);
+        let allocs = ALLOCATIONS.load(Ordering::Relaxed) - allocs;
+        let gemms = trainer::gemm::calls() - gemms;
+        assert!(gemms > 0);
+        assert!(
+            allocs <= gemms,
+            "{model}: {allocs} allocations in a steady-state step, only {gemms} expected (one per GEMM)"
+        );
+    }
+}
