@@ -14,7 +14,7 @@ use core::arch::x86_64::*;
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA. The tile's slices must cover what it
-/// reads and writes, as [`super::conv::Conv::tile`] builds them:
+/// reads and writes, as `conv::Conv::tile` builds them:
 /// `x[(pixels−1)·px_in + (rows−1)·row_stride + span]`,
 /// `w[((rows−1)·w_row + (span−1)·w_tap + cols)·4]`, `bias[cols·4]`,
 /// `out[(pixels−1)·px_out + cols]`, with `cols ≤ 16`.
