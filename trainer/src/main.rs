@@ -10,6 +10,7 @@ use trainer::metrics::ConfusionMatrix;
 use trainer::network::Network;
 use trainer::run::{self, RunConfig};
 use trainer::spec::ModelSpec;
+use trainer::study::{self, StudyArgs, StudyError};
 use trainer::train::{self, EarlyStopping, Monitor, TrainConfig};
 
 #[derive(Parser)]
@@ -31,6 +32,8 @@ enum Command {
     Evaluate(EvaluateArgs),
     /// Download, verify and unpack CIFAR-10 into --data.
     Download(DataArgs),
+    /// Run the reference study (five runs, resumable) and write docs/RESULTS.md.
+    Study(StudyArgs),
 }
 
 #[derive(Args)]
@@ -120,6 +123,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Train(args) => train(args),
         Command::Evaluate(args) => evaluate(args),
+        Command::Study(args) => study(args),
         Command::Download(args) => {
             let fetched = download::ensure_dataset(
                 &args.data,
@@ -277,5 +281,13 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
         trainer::atomic::write_atomic(path, matrix.to_csv(&names).as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
+    Ok(())
+}
+
+/// `trainer study`: the data set is loaded only if some run has to train.
+fn study(args: StudyArgs) -> Result<()> {
+    let mut load =
+        || load_data(&args.data, args.offline).map_err(|e| StudyError::Data(format!("{e:#}")));
+    study::execute(&args, &mut load)?;
     Ok(())
 }

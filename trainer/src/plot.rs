@@ -132,8 +132,9 @@ pub fn compare(
     })
 }
 
-/// Validation accuracy of several runs against cumulative wall-clock minutes
-/// (training and validation time of each epoch, summed).
+/// Validation accuracy of several runs against cumulative wall-clock time
+/// (training and validation time of each epoch, summed), in seconds, minutes
+/// or hours, whichever suits the longest run.
 pub fn accuracy_vs_time(
     path: &Path,
     title: &str,
@@ -142,15 +143,19 @@ pub fn accuracy_vs_time(
     if runs.iter().all(|(_, h)| h.is_empty()) {
         return empty(path, "no run has any epoch");
     }
+    let total_seconds = runs
+        .iter()
+        .map(|(_, h)| h.iter().map(|r| r.seconds as f64).sum::<f64>())
+        .fold(0.0, f64::max);
+    let (unit, unit_seconds) = time_unit(total_seconds);
     let series: Vec<(&str, Vec<(f64, f64)>)> = runs
         .iter()
-        .map(|(name, h)| (name.as_str(), cumulative_minutes(h)))
+        .map(|(name, h)| (name.as_str(), cumulative_time(h, unit_seconds)))
         .collect();
-    let x_max = series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|&(x, _)| x))
-        .fold(0.0, f64::max);
-    let x_range = 0.0..nice_upper(x_max);
+    // 4 % of room on the right so the last point is not on the frame.
+    let x_end = (total_seconds / unit_seconds * 1.04).max(1e-3);
+    let x_range = 0.0..x_end;
+    let x_labels = 10;
     let y_range = padded_range(
         series.iter().flat_map(|(_, p)| p.iter().map(|&(_, y)| y)),
         true,
@@ -165,12 +170,13 @@ pub fn accuracy_vs_time(
             .build_cartesian_2d(x_range, y_range.clone())
             .map_err(msg)?;
         let y_fmt = percent_formatter(&y_range);
-        let decimals = if x_max < 5.0 { 1 } else { 0 };
+        let decimals = label_decimals(x_end, x_labels);
         let x_fmt = |v: &f64| format!("{v:.decimals$}");
         chart
             .configure_mesh()
-            .x_desc("wall-clock time (minutes, training + validation)")
+            .x_desc(format!("wall-clock time ({unit}, training + validation)"))
             .y_desc("validation accuracy")
+            .x_labels(x_labels)
             .x_label_formatter(&x_fmt)
             .y_label_formatter(&y_fmt)
             .light_line_style(LIGHT_LINES)
@@ -536,22 +542,37 @@ fn percent_formatter(range: &Range<f64>) -> impl Fn(&f64) -> String {
     move |v: &f64| format!("{:.*}%", decimals, v * 100.0)
 }
 
-/// A round upper bound for a time axis (at least 1 minute's worth).
-fn nice_upper(x: f64) -> f64 {
-    if x <= 0.0 {
-        return 1.0;
+/// The unit (name, seconds in one) for a time axis up to `seconds` long.
+fn time_unit(seconds: f64) -> (&'static str, f64) {
+    if seconds < 120.0 {
+        ("seconds", 1.0)
+    } else if seconds < 3.0 * 3600.0 {
+        ("minutes", 60.0)
+    } else {
+        ("hours", 3600.0)
     }
-    x * 1.04
 }
 
-/// (minutes since the start of the run, validation accuracy) after each epoch.
-fn cumulative_minutes(history: &[EpochRecord]) -> Vec<(f64, f64)> {
+/// Decimals that tell apart the labels of an axis from 0 to `span` with at
+/// most `labels` labels (plotters steps by 1, 2 or 5 × 10^k).
+fn label_decimals(span: f64, labels: usize) -> usize {
+    let step = span / labels.max(1) as f64;
+    if step >= 1.0 || step <= 0.0 {
+        0
+    } else {
+        (-step.log10()).ceil().min(6.0) as usize
+    }
+}
+
+/// (time since the start of the run in units of `unit_seconds`, validation
+/// accuracy) after each epoch.
+fn cumulative_time(history: &[EpochRecord], unit_seconds: f64) -> Vec<(f64, f64)> {
     let mut seconds = 0.0f64;
     history
         .iter()
         .map(|r| {
             seconds += r.seconds as f64;
-            (seconds / 60.0, r.val_accuracy as f64)
+            (seconds / unit_seconds, r.val_accuracy as f64)
         })
         .collect()
 }
@@ -734,6 +755,16 @@ mod tests {
         let e = compare(&bad, "t", &[("a".into(), fake_history(3, 0.0))]).unwrap_err();
         assert!(matches!(e, PlotError::Io { .. }), "{e}");
         assert!(e.to_string().contains("x.png"), "{e}");
+    }
+
+    #[test]
+    fn time_axis_units_and_decimals() {
+        assert_eq!(time_unit(5.0).0, "seconds");
+        assert_eq!(time_unit(600.0).0, "minutes");
+        assert_eq!(time_unit(5.0 * 3600.0).0, "hours");
+        assert_eq!(label_decimals(40.0, 10), 0);
+        assert_eq!(label_decimals(2.1, 10), 1);
+        assert_eq!(label_decimals(0.036, 10), 3);
     }
 
     #[test]
