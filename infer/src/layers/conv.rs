@@ -29,6 +29,7 @@
 //! vector loads, which on a little-endian CPU *is* the decoding of
 //! little-endian `f32`s; the portable kernel decodes with `f32::from_le_bytes`.
 
+use super::in_image;
 use crate::arch::Shape;
 
 /// Most output pixels in one tile (6 pixels × 2 vectors = 12 accumulator registers).
@@ -109,14 +110,6 @@ pub(crate) struct Tile<'t> {
     pub w_row: usize,
     /// Apply `max(0, ·)` before storing (a fused `relu` layer).
     pub relu: bool,
-}
-
-/// Range of kernel offsets `[lo, hi)` whose input index `start + j` lies in
-/// `[0, len)`, for a window starting at `start` (may be negative).
-fn in_image(start: isize, k: usize, len: usize) -> (usize, usize) {
-    let lo = (-start).clamp(0, k as isize) as usize;
-    let hi = (len as isize - start).clamp(lo as isize, k as isize) as usize;
-    (lo, hi)
 }
 
 /// First and one-past-last output index whose whole window lies in the input

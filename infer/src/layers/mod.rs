@@ -13,3 +13,12 @@ pub(crate) fn relu(x: &mut [f32]) {
         *v = v.max(0.0);
     }
 }
+
+/// The offsets `[lo, hi)` within a window of `k` cells starting at input index
+/// `start` (negative in the padding) whose input index `start + j` lies in
+/// `[0, len)`: the part of the window inside the image.
+pub(crate) fn in_image(start: isize, k: usize, len: usize) -> (usize, usize) {
+    let lo = (-start).clamp(0, k as isize) as usize;
+    let hi = (len as isize - start).clamp(lo as isize, k as isize) as usize;
+    (lo, hi)
+}

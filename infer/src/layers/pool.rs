@@ -1,5 +1,6 @@
 //! `maxpool2d` and `global_avg_pool`.
 
+use super::in_image;
 use crate::arch::Shape;
 
 /// Shapes and padding of a max pooling.
@@ -21,15 +22,16 @@ pub(crate) fn maxpool2d(g: &PoolGeom, x: &[f32], y: &mut [f32]) {
     let (ih, iw, c) = (g.input.h, g.input.w, g.input.c);
     let (oh, ow) = (g.output.h, g.output.w);
     let (k, s) = (g.size, g.stride);
-    let clamp = |start: isize, len: usize| {
-        let lo = start.clamp(0, len as isize) as usize;
-        let hi = (start + k as isize).clamp(0, len as isize) as usize;
-        lo..hi
+    // Input indices of the window cells inside the image.
+    let cells = |o: usize, pad: usize, len: usize| {
+        let start = (o * s) as isize - pad as isize;
+        let (lo, hi) = in_image(start, k, len);
+        (start + lo as isize) as usize..(start + hi as isize) as usize
     };
     for oy in 0..oh {
-        let rows = clamp((oy * s) as isize - g.pad_top as isize, ih);
+        let rows = cells(oy, g.pad_top, ih);
         for ox in 0..ow {
-            let cols = clamp((ox * s) as isize - g.pad_left as isize, iw);
+            let cols = cells(ox, g.pad_left, iw);
             let out = &mut y[(oy * ow + ox) * c..][..c];
             out.fill(f32::NEG_INFINITY);
             for iy in rows.clone() {
