@@ -61,7 +61,11 @@ pub fn softmax_cross_entropy(
         // −log p[t] = logsumexp(z) − z[t], computed stably. Not clamped: a
         // network whose logits overflow must show up as a non-finite loss.
         let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let lse = max as f64 + z.iter().map(|&v| ((v - max) as f64).exp()).sum::<f64>().ln();
+        let lse = max as f64
+            + z.iter()
+                .map(|&v| ((v - max) as f64).exp())
+                .sum::<f64>()
+                .ln();
         total += lse - z[t as usize] as f64;
         correct += usize::from(argmax(z) == t as usize);
         if let Some(g) = grad.as_deref_mut() {
