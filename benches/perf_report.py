@@ -1,0 +1,490 @@
+#!/usr/bin/env python3
+"""Writes docs/PERFORMANCE.md from the logs of one `benches/compare.sh` sitting.
+
+    python3 benches/perf_report.py --logs target/perf/<time> [--anchors ../shared/anchors/README.md]
+                                   [--time-log FILE] [--out docs/PERFORMANCE.md]
+
+Standard library only. Every figure in the document comes from the files in --logs
+(or, for TensorFlow, from the anchors README, labelled as recorded elsewhere); a
+figure that is missing shows as "—".
+"""
+import argparse
+import json
+import os
+import re
+import sys
+
+DASH = "—"
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def json_lines(text):
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
+
+
+def key_values(text):
+    """`key value` lines; `cpu_busy_step PCT STEP` lines go to kv["steps"] as (pct, step)."""
+    kv = {"steps": []}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "cpu_busy_step":
+            pct, _, what = value.partition(" ")
+            kv["steps"].append((int(pct), what.strip()))
+        elif key:
+            kv[key] = value.strip()
+    return kv
+
+
+def lscpu(text):
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+TRAIN_LINE = re.compile(
+    r"train (\S+) batch (\d+): median ([\d.]+) images/s \(min ([\d.]+), max ([\d.]+)"
+)
+
+
+def ours_train(text):
+    """{(model, batch): img/s} and the thread count train_throughput reported."""
+    threads = None
+    m = re.search(r"^threads: (\d+)", text, re.M)
+    if m:
+        threads = int(m.group(1))
+    rates = {}
+    for m in TRAIN_LINE.finditer(text):
+        rates[(m.group(1), int(m.group(2)))] = {
+            "median": float(m.group(3)),
+            "min": float(m.group(4)),
+            "max": float(m.group(5)),
+        }
+    return threads, rates
+
+
+def criterion_results(root):
+    """{function_id: median ns} from CRITERION_HOME/<group>/<function>/new/."""
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        if os.path.basename(dirpath) != "new" or "estimates.json" not in files:
+            continue
+        try:
+            bench = json.loads(read(os.path.join(dirpath, "benchmark.json")))
+            est = json.loads(read(os.path.join(dirpath, "estimates.json")))
+        except ValueError:
+            continue
+        out[bench.get("function_id") or bench.get("full_id")] = {
+            "median_ns": est["median"]["point_estimate"],
+            "lo_ns": est["median"]["confidence_interval"]["lower_bound"],
+            "hi_ns": est["median"]["confidence_interval"]["upper_bound"],
+            "group": bench.get("group_id"),
+        }
+    return out
+
+
+def time_log(text):
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition(": ")
+        if not sep:
+            continue
+        if key.startswith("Maximum resident set size"):
+            out["max_rss_kb"] = int(value)
+        elif key == "Command being timed":
+            out["command"] = value.strip('"')
+        elif key.startswith("Elapsed (wall clock) time"):
+            out["elapsed"] = value
+        elif key == "Exit status":
+            out["exit"] = value
+    return out
+
+
+def anchors_table(text):
+    """Rows of the anchors README's table: {what: {column header: cell}}."""
+    rows, header = {}, None
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            header = None if not line.strip() else header
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells
+        elif set("".join(cells)) <= set("-: "):
+            continue
+        else:
+            rows[cells[0]] = dict(zip(header, cells))
+    return rows
+
+
+def first_number(cell):
+    m = re.search(r"[\d,]+(?:\.\d+)?", cell or "")
+    return float(m.group(0).replace(",", "")) if m else None
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def num(x, digits=1):
+    if x is None:
+        return DASH
+    return f"{x:,.{digits}f}"
+
+
+def ratio(x, digits=2):
+    return DASH if x is None else f"{x:.{digits}f}×"
+
+
+def div(a, b):
+    return a / b if a is not None and b else None
+
+
+def verdict(ok):
+    return DASH if ok is None else ("met" if ok else "**not met**")
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- report
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--logs", required=True)
+    ap.add_argument("--anchors", default="../shared/anchors/README.md")
+    ap.add_argument("--time-log")
+    ap.add_argument("--out", default="docs/PERFORMANCE.md")
+    a = ap.parse_args()
+    L = lambda name: os.path.join(a.logs, name)  # noqa: E731
+
+    meta = key_values(read(L("meta.txt")))
+    command = read(L("command.txt")).strip() or "benches/compare.sh"
+    cpu = lscpu(read(L("lscpu.txt")))
+    quick = meta.get("quick") == "1"
+
+    t2_threads, ours2 = ours_train(read(L("train_ours_t2.txt")))
+    t1_threads, ours1 = ours_train(read(L("train_ours_t1.txt")))
+
+    yard = json_lines(read(L("yardstick.jsonl")))
+
+    def torch_train(model, batch, threads):
+        for r in yard:
+            if (r.get("what") == "train" and r.get("model") == model and r.get("batch") == batch
+                    and r.get("threads") == threads and str(r.get("framework", "")).startswith("torch")):
+                return r
+        return None
+
+    def yard_infer(prefix, threads):
+        for r in yard:
+            if (r.get("what") == "infer-1-image" and r.get("model") == "model1"
+                    and r.get("threads") == threads and str(r.get("framework", "")).startswith(prefix)):
+                return r
+        return None
+
+    versions = sorted({r["framework"] for r in yard if "framework" in r})
+    crit = criterion_results(L("criterion"))
+    infer_text = read(L("infer_ours.txt"))
+    scratch = re.search(r"^(.*): scratch (\d+) f32 = (\d+) bytes", infer_text, re.M)
+    gemm_rows = [r for r in json_lines(read(L("gemm.txt"))) if r.get("bench") == "gemm"]
+    gemm_step = next((r for r in json_lines(read(L("gemm.txt"))) if r.get("bench") == "gemm_step"), None)
+    conv_json = json_lines(read(L("conv_layers.txt")))
+    conv_rows = [r for r in conv_json if r.get("bench") == "conv_layer"]
+    conv_total = next((r for r in conv_json if r.get("bench") == "conv_total"), None)
+    no_alloc = read(L("no_alloc.txt"))
+    tl = time_log(read(a.time_log)) if a.time_log else {}
+    anchors = anchors_table(read(a.anchors))
+
+    def tf_recorded(what):
+        row = anchors.get(what)
+        if not row:
+            return None
+        col = next((k for k in row if k.lower().startswith("tensorflow")), None)
+        return first_number(row.get(col)) if col else None
+
+    tf_header = next((k for row in anchors.values() for k in row if k.lower().startswith("tensorflow")), "TensorFlow")
+
+    out = []
+    w = out.append
+    w("# Performance")
+    w("")
+    w(f"Generated by `{command}` ({os.path.basename(__file__)} from the logs in `{a.logs}`); "
+      "do not edit by hand — rerun the command instead.")
+    w("")
+    busy = []
+    for when in ("start", "end"):
+        pct = meta.get(f"cpu_busy_{when}", "")
+        if pct.isdigit() and int(pct) > 15:
+            busy.append(f"CPUs {pct}% busy over 3 s just before the {when}")
+        if meta.get(f"training_{when}", "0") not in ("", "0"):
+            busy.append(f"a `trainer train` process was running at the {when}")
+        if when == "start":
+            hot = [(pct, what) for pct, what in meta["steps"] if pct > 15]
+            if 0 < len(hot) <= 3:
+                busy += [f"CPUs {pct}% busy over 2 s before the step “{what}”" for pct, what in hot]
+            elif hot:
+                busy.append(f"CPUs more than 15% busy before {len(hot)} of the {len(meta['steps'])} steps "
+                            f"(up to {max(p for p, _ in hot)}%)")
+    if quick:
+        w("> **Smoke test (`--quick`)**: few repetitions and only some cases; not a measurement to quote.")
+        w("")
+    if busy:
+        w("> **The machine was busy** (" + "; ".join(busy) + "): these figures are not to be quoted.")
+        w("")
+
+    # Machine.
+    cores = None
+    try:
+        cores = int(cpu["Core(s) per socket"]) * int(cpu.get("Socket(s)", "1"))
+    except (KeyError, ValueError):
+        pass
+    flags = set(cpu.get("Flags", "").split())
+    simd = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f") if f in flags]
+    mem = re.search(r"MemTotal:\s+(\d+) kB", read(L("lscpu.txt")))
+    w("## Machine and sitting")
+    w("")
+    w(f"- CPU: {cpu.get('Model name', DASH)} — {cpu.get('CPU(s)', DASH)} logical CPUs, "
+      f"{cores if cores is not None else DASH} cores, {cpu.get('Thread(s) per core', DASH)} thread(s) per core; "
+      f"SIMD: {', '.join(simd) or DASH}"
+      + (f"; L2 {cpu['L2 cache']}" if "L2 cache" in cpu else "")
+      + (f", L3 {cpu['L3 cache']}" if "L3 cache" in cpu else "")
+      + (f"; memory {int(mem.group(1)) / 2**20:.1f} GiB" if mem else ""))
+    if "Hypervisor vendor" in cpu:
+        w(f"- Virtual machine ({cpu['Hypervisor vendor']})")
+    w(f"- Date (UTC): {meta.get('start', DASH)} to {meta.get('end', DASH)}")
+    steps = [p for p, _ in meta["steps"]]
+    w(f"- CPUs busy (all processes, while this script waited) at the start: {meta.get('cpu_busy_start', DASH)}%; "
+      f"before each of the {len(steps)} steps: {'at most ' + str(max(steps)) + '%' if steps else DASH}; "
+      f"at the end: {meta.get('cpu_busy_end', DASH)}%. Load average (1, 5, 15 min) before: "
+      f"{meta.get('loadavg_start', DASH)} (the build just before counts); after: {meta.get('loadavg_end', DASH)}")
+    w(f"- Code: commit {meta.get('git', DASH)}; {meta.get('rustc', DASH)}")
+    w(f"- Reference frameworks: {', '.join(versions) or DASH}, via `yardstick.py` "
+      "(same sitting, same machine)")
+    w(f"- Command: `{command}`")
+    w("")
+
+    # Summary table.
+    w("## Ours against the reference frameworks")
+    w("")
+    w("Throughput in training images per second (one full step: forward, backward, Adam; "
+      "median of repeated runs), latency in microseconds (median). "
+      "*Ratio* is how many times faster ours is (above 1: ours is faster).")
+    w("")
+    rows = []
+    targets = []
+    for model, batch in (("model1", 32), ("model1", 128), ("model3", 32), ("model3", 128)):
+        ours = (ours2.get((model, batch)) or {}).get("median")
+        pt = (torch_train(model, batch, 2) or {}).get("img_per_s")
+        r = div(ours, pt)
+        tf = tf_recorded(f"{model[:5]} {model[5:]} training, batch {batch}, 2 threads")
+        if model == "model1" and batch == 32:
+            best = max([x for x in (pt, tf) if x is not None], default=None)
+            target = f"≥ 1.5× the faster of PyTorch and TensorFlow ({tf_header}: {num(tf, 0)} img/s, recorded)"
+            ok = None if ours is None or best is None else ours >= 1.5 * best
+        elif model == "model3" and batch == 32:
+            target, ok = "≥ 1.5× PyTorch", None if r is None else r >= 1.5
+        else:
+            target, ok = "", None
+        rows.append([f"training, {model}, batch {batch}, 2 threads (img/s)", num(ours), num(pt), DASH,
+                     ratio(r), (target + ": " + verdict(ok)) if target else ""])
+    for model in ("model1", "model3"):
+        b32 = (ours2.get((model, 32)) or {}).get("median")
+        b128 = (ours2.get((model, 128)) or {}).get("median")
+        r = div(b128, b32)
+        rows.append([f"training, {model}: batch 128 per image vs batch 32 (ours)",
+                     f"{num(b128)} vs {num(b32)}", DASH, DASH, ratio(r),
+                     "batch 128 at least as fast per image: " + verdict(None if r is None else r >= 1.0)])
+    auto = crit.get("classify_auto", {}).get("median_ns")
+    portable = crit.get("classify_portable", {}).get("median_ns")
+    ours_us = auto / 1e3 if auto else None
+    for t in (1, 2):
+        pt = (yard_infer("torch", t) or {}).get("latency_us")
+        ort = (yard_infer("onnxruntime", t) or {}).get("latency_us")
+        r = div(ort, ours_us)
+        if t == 1:
+            target = "≤ ONNX Runtime's one-thread latency: " + verdict(None if r is None else r >= 1.0)
+        else:
+            target = ""
+        rows.append([f"inference, model1, one image: ours 1 thread, theirs {t} thread{'s' if t > 1 else ''} (µs)",
+                     num(ours_us), num(pt), num(ort), ratio(r) + " vs ONNX Runtime" if r else DASH, target])
+    if portable:
+        rows.append(["inference, model1, one image, portable backend (no SIMD intrinsics), 1 thread (µs)",
+                     num(portable / 1e3), DASH, DASH, DASH, ""])
+    if tl.get("max_rss_kb") is not None:
+        kb = tl["max_rss_kb"]
+        rows.append(["peak RSS of a training run (`/usr/bin/time -v`)",
+                     f"{kb / 1024:,.0f} MiB ({kb * 1024 / 1e6:,.0f} MB)", DASH, DASH, DASH,
+                     "≤ 1 GB (10⁹ bytes): " + verdict(tl["max_rss_kb"] * 1024 <= 10**9)])
+    # A quick run measures only some cases: leave out the rows it has no figure for.
+    rows = [r for r in rows if r[4] != DASH or any(c != DASH and " vs " not in c for c in r[1:4])]
+    w(table(["what", "ours", "PyTorch", "ONNX Runtime", "ratio", "target"], rows))
+    w("")
+    if scratch:
+        w(f"Inference model: {scratch.group(1)}. `infer` classifies into a caller-provided scratch buffer of "
+          f"{int(scratch.group(2)):,} f32 ({int(scratch.group(3)):,} bytes) and never spawns a thread.")
+    if no_alloc:
+        passed = "no_alloc passed" in no_alloc
+        tests = re.findall(r"^test (\S+) \.\.\. (\w+)", no_alloc, re.M)
+        names = ", ".join(f"`{n}` {s}" for n, s in tests)
+        w(f"Zero heap: `infer/tests/no_alloc.rs` (a counting global allocator around loading and classifying) "
+          f"{'**passed**' if passed else '**FAILED**'} in this sitting{(' — ' + names) if names else ''}.")
+    if tl:
+        w(f"Peak RSS from `{a.time_log}`: {tl.get('max_rss_kb', 0):,} kB for `{tl.get('command', DASH)}` "
+          f"(elapsed {tl.get('elapsed', DASH)}, exit status {tl.get('exit', DASH)}); measured when that run was made, "
+          "not necessarily in this sitting.")
+    w("")
+
+    # TensorFlow, recorded.
+    tf_rows = []
+    for model, batch in (("model1", 32), ("model1", 128), ("model3", 32), ("model3", 128)):
+        tf = tf_recorded(f"{model[:5]} {model[5:]} training, batch {batch}, 2 threads")
+        if tf is None and model == "model3":
+            row = anchors.get(f"model 3 training, batch 32 / 128, 2 threads")
+            col = next((k for k in (row or {}) if k.lower().startswith("tensorflow")), None)
+            if row and col:
+                parts = [first_number(p) for p in row[col].split("/")]
+                tf = parts[0 if batch == 32 else 1] if len(parts) == 2 else None
+        ours = (ours2.get((model, batch)) or {}).get("median")
+        if tf is not None:
+            tf_rows.append([f"training, {model}, batch {batch}, 2 threads (img/s)", num(ours), num(tf, 0),
+                            ratio(div(ours, tf))])
+    if tf_rows:
+        w(f"### {tf_header}: recorded figures, not measured in this sitting")
+        w("")
+        w(f"{tf_header} cannot be installed here. These figures are quoted from `{a.anchors}` "
+          "(measured earlier on a machine of this kind); the ratios against them are only indicative.")
+        w("")
+        w(table(["what", "ours (this sitting)", f"{tf_header} (recorded)", "ratio"], tf_rows))
+        w("")
+
+    # Scaling.
+    w("## Scaling: 1 thread against 2 (`RAYON_NUM_THREADS`)")
+    w("")
+    srows = []
+    for key in sorted(set(ours1) | set(ours2)):
+        one = (ours1.get(key) or {}).get("median")
+        two = (ours2.get(key) or {}).get("median")
+        srows.append([f"ours, training {key[0]}, batch {key[1]} (img/s)", num(one), num(two), ratio(div(two, one))])
+    for model, batch in (("model1", 32), ("model1", 128), ("model3", 32), ("model3", 128)):
+        one = (torch_train(model, batch, 1) or {}).get("img_per_s")
+        two = (torch_train(model, batch, 2) or {}).get("img_per_s")
+        if one is not None:
+            srows.append([f"PyTorch, training {model}, batch {batch} (img/s)", num(one), num(two), ratio(div(two, one))])
+    for prefix, name in (("torch", "PyTorch"), ("onnxruntime", "ONNX Runtime")):
+        one = (yard_infer(prefix, 1) or {}).get("latency_us")
+        two = (yard_infer(prefix, 2) or {}).get("latency_us")
+        if one is not None or two is not None:
+            srows.append([f"{name}, inference model1, one image (µs)", num(one), num(two), ratio(div(one, two))])
+    w(table(["what", "1 thread", "2 threads", "speed-up"], srows))
+    w("")
+    w(f"Threads reported by the training bench: {t1_threads if t1_threads is not None else DASH} and "
+      f"{t2_threads if t2_threads is not None else DASH}. Ours splits each batch into one chunk of whole "
+      "images per thread; `infer` is single-threaded by design.")
+    w("")
+
+    # GEMM.
+    w("## SGEMM: `matrixmultiply` (ours) against the `gemm` crate (burn, candle)")
+    w("")
+    if gemm_rows:
+        g0 = gemm_rows[0]
+        w(f"One thread each, at the shapes a {g0['model']} training step at batch {g0['batch']} produces "
+          f"(batch split over {g0['threads']} threads, as in training; convolution shapes are one im2col tile). "
+          "`op`: whether A, B are used as stored (N) or transposed (T). *calls* is how many such products one "
+          "step needs (FLOP-weighted). GFLOP/s is the median of alternating samples; both libraries were "
+          "checked to agree first (largest absolute difference shown). The `gemm` crate is built with its `x86-v4` feature, so "
+          "both use AVX-512 where the CPU has it (runtime dispatch).")
+        w("")
+        grows = []
+        faster_mm = 0
+        for r in gemm_rows:
+            rr = r["ratio_mm_over_gemm"]
+            faster_mm += rr > 1
+            grows.append([r["layer"], r["pass"], f"{r['m']}×{r['k']}×{r['n']}", r["op"],
+                          num(r["calls_per_step"]), num(r["matrixmultiply_gflops"]), num(r["gemm_gflops"]),
+                          ratio(rr), f"{r['max_abs_diff']:.1e}"])
+        w(table(["layer", "pass", "m×k×n", "op", "calls", "matrixmultiply GFLOP/s", "gemm GFLOP/s",
+                 "speed matrixmultiply / gemm", "max abs difference"], grows))
+        w("")
+        n = len(gemm_rows)
+        if gemm_step:
+            mm, gm = gemm_step["matrixmultiply_ms"], gemm_step["gemm_ms"]
+            winner = "`matrixmultiply`" if mm < gm else "`gemm`"
+            w(f"At these shapes {winner} is the faster overall: summed over one step's products (calls × time), "
+              f"the GEMMs of a {gemm_step['model']} step at batch {gemm_step['batch']} take "
+              f"{mm:.1f} ms with `matrixmultiply` and {gm:.1f} ms with `gemm` on one thread "
+              f"({max(mm, gm) / min(mm, gm):.2f}× in favour of {winner}). "
+              f"Shape by shape, `matrixmultiply` is faster at {faster_mm} of the {n}, `gemm` at the other "
+              f"{n - faster_mm}.")
+        else:
+            w(f"`matrixmultiply` is faster at {faster_mm} of the {n} shapes.")
+        w("")
+    else:
+        w(DASH)
+        w("")
+
+    # Convolutions.
+    w("## Convolutions of model 1, one at a time")
+    w("")
+    if conv_rows:
+        c0 = conv_rows[0]
+        w(f"`trainer::layers::Conv2d` (im2col + SGEMM) at its real input shape, batch {c0['batch']}, "
+          f"{c0['threads']} threads; median of {c0['samples']} calls. Backward includes the input gradient "
+          "except for the first layer. GFLOP/s counts the matrix products only.")
+        w("")
+        crows = []
+        for r in conv_rows:
+            crows.append([r["layer"], "×".join(map(str, r["input"])), "×".join(map(str, r["output"])),
+                          "yes" if r["dx"] else "no", num(r["fwd_ms"], 2), num(r["fwd_gflops"]),
+                          num(r["bwd_ms"], 2), num(r["bwd_gflops"])])
+        if conv_total:
+            crows.append(["**all**", "", "", "", num(conv_total["fwd_ms"], 2), "", num(conv_total["bwd_ms"], 2), ""])
+        w(table(["layer", "input", "output", "dx", "forward ms", "forward GFLOP/s", "backward ms",
+                 "backward GFLOP/s"], crows))
+        w("")
+    else:
+        w(DASH)
+        w("")
+
+    w("## Reproducing")
+    w("")
+    w("```text")
+    w("bash ../shared/anchors/setup.sh        # once: PyTorch + ONNX Runtime in /tmp/yardstick-venv")
+    w(command)
+    w("```")
+    w("")
+    w("The individual benches: `cargo bench --bench train_throughput`, `--bench infer_latency`, "
+      "`--bench gemm`, `--bench conv_layers` (each takes `-- --quick`).")
+
+    text = "\n".join(out) + "\n"
+    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
+    with open(a.out, "w", encoding="utf-8") as f:
+        f.write(text)
+    if not ours2:
+        print("perf_report: no training figures of ours found", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
