@@ -26,7 +26,7 @@
 use rand::{Rng, SeedableRng};
 use std::hint::black_box;
 use std::time::Instant;
-use trainer::gemm::{sgemm, Op};
+use trainer::gemm::{sgemm_matrixmultiply as sgemm, Op};
 use trainer::spec::{LayerSpec, ModelSpec};
 
 /// `Conv2d`'s im2col tile target, in floats (trainer/src/layers/conv.rs).

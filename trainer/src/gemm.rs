@@ -15,6 +15,24 @@ pub fn calls() -> u64 {
     CALLS.load(Ordering::Relaxed)
 }
 
+thread_local! {
+    /// Whether this thread is inside a GEMM backend call right now.
+    static IN_GEMM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the current thread is inside a GEMM backend call (the backends
+/// allocate packing buffers; an allocation-counting test tells theirs from ours).
+pub fn in_gemm() -> bool {
+    IN_GEMM.with(|f| f.get())
+}
+
+/// Marks the current thread as inside a GEMM call while `f` runs.
+fn inside_gemm(f: impl FnOnce()) {
+    IN_GEMM.with(|flag| flag.set(true));
+    f();
+    IN_GEMM.with(|flag| flag.set(false));
+}
+
 /// Whether an operand is used as stored or transposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -29,7 +47,12 @@ pub enum Op {
 /// `a` holds `A` (or `Aᵀ`, a `k×m` matrix, when `op_a == Op::T`), likewise `b`.
 /// Panics if a slice is too short for its shape: that is a bug in a layer,
 /// never a consequence of user input (shapes are checked when networks are built).
+///
+/// Runs on the backend chosen at build time: the `gemm` crate with the
+/// `gemm-backend` feature (the default: faster at our shapes on AVX-512
+/// machines, see `docs/PERFORMANCE.md`), `matrixmultiply` without it.
 #[allow(clippy::too_many_arguments)]
+#[inline]
 pub fn sgemm(
     m: usize,
     k: usize,
@@ -41,6 +64,24 @@ pub fn sgemm(
     beta: f32,
     c: &mut [f32],
 ) {
+    #[cfg(feature = "gemm-backend")]
+    inside_gemm(|| sgemm_gemm(m, k, n, a, op_a, b, op_b, beta, c));
+    #[cfg(not(feature = "gemm-backend"))]
+    inside_gemm(|| sgemm_matrixmultiply(m, k, n, a, op_a, b, op_b, beta, c));
+}
+
+/// Checks the slices and returns the (row, column) strides of the logical `A` and `B`.
+#[allow(clippy::too_many_arguments)]
+fn strides(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    op_a: Op,
+    b: &[f32],
+    op_b: Op,
+    c: &[f32],
+) -> [isize; 4] {
     assert!(
         a.len() >= m * k,
         "sgemm: A has {} values, needs {m}×{k}",
@@ -56,11 +97,6 @@ pub fn sgemm(
         "sgemm: C has {} values, needs {m}×{n}",
         c.len()
     );
-    if m == 0 || n == 0 {
-        return;
-    }
-    CALLS.fetch_add(1, Ordering::Relaxed);
-    // Row and column strides of the logical (untransposed) matrices.
     let (rsa, csa) = match op_a {
         Op::N => (k as isize, 1),
         Op::T => (1, m as isize),
@@ -69,9 +105,30 @@ pub fn sgemm(
         Op::N => (n as isize, 1),
         Op::T => (1, k as isize),
     };
-    // SAFETY: the asserts above guarantee that every index the strides can
-    // reach, (m-1)·rs + (k-1)·cs for A and likewise for B and C, lies inside
-    // the slices; `c` is uniquely borrowed so it aliases neither input.
+    [rsa, csa, rsb, csb]
+}
+
+/// [`sgemm`] on `matrixmultiply` (runtime-detected AVX2/FMA kernels).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_matrixmultiply(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    op_a: Op,
+    b: &[f32],
+    op_b: Op,
+    beta: f32,
+    c: &mut [f32],
+) {
+    let [rsa, csa, rsb, csb] = strides(m, k, n, a, op_a, b, op_b, c);
+    if m == 0 || n == 0 {
+        return;
+    }
+    CALLS.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: `strides` asserted that every index the strides can reach,
+    // (m-1)·rs + (k-1)·cs for A and likewise for B and C, lies inside the
+    // slices; `c` is uniquely borrowed so it aliases neither input.
     unsafe {
         matrixmultiply::sgemm(
             m,
@@ -88,6 +145,54 @@ pub fn sgemm(
             c.as_mut_ptr(),
             n as isize,
             1,
+        );
+    }
+}
+
+/// [`sgemm`] on the `gemm` crate (runtime-detected AVX2/AVX-512 kernels), single-threaded:
+/// our parallelism is over the batch.
+#[cfg(feature = "gemm-backend")]
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    op_a: Op,
+    b: &[f32],
+    op_b: Op,
+    beta: f32,
+    c: &mut [f32],
+) {
+    let [rsa, csa, rsb, csb] = strides(m, k, n, a, op_a, b, op_b, c);
+    if m == 0 || n == 0 {
+        return;
+    }
+    CALLS.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: as for `sgemm_matrixmultiply`. `gemm` computes
+    // dst = alpha·dst + beta·lhs·rhs, so its `alpha` is our `beta` (dst is
+    // only read when that is non-zero) and its `beta` is 1.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            beta != 0.0,
+            a.as_ptr(),
+            csa,
+            rsa,
+            b.as_ptr(),
+            csb,
+            rsb,
+            beta,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
         );
     }
 }
@@ -124,17 +229,23 @@ mod tests {
         let want = naive(m, k, n, &a, &b);
         let at = transpose(m, k, &a);
         let bt = transpose(k, n, &b);
-        for (aa, oa) in [(&a, Op::N), (&at, Op::T)] {
-            for (bb, ob) in [(&b, Op::N), (&bt, Op::T)] {
-                let mut c = vec![1.0; m * n];
-                sgemm(m, k, n, aa, oa, bb, ob, 0.0, &mut c);
-                for (x, y) in c.iter().zip(&want) {
-                    assert!((x - y).abs() < 1e-5, "{oa:?}{ob:?}: {x} vs {y}");
-                }
-                // beta = 1 accumulates.
-                sgemm(m, k, n, aa, oa, bb, ob, 1.0, &mut c);
-                for (x, y) in c.iter().zip(&want) {
-                    assert!((x - 2.0 * y).abs() < 1e-4);
+        type Gemm = fn(usize, usize, usize, &[f32], Op, &[f32], Op, f32, &mut [f32]);
+        let mut backends: Vec<Gemm> = vec![sgemm, sgemm_matrixmultiply];
+        #[cfg(feature = "gemm-backend")]
+        backends.push(sgemm_gemm);
+        for sgemm in backends {
+            for (aa, oa) in [(&a, Op::N), (&at, Op::T)] {
+                for (bb, ob) in [(&b, Op::N), (&bt, Op::T)] {
+                    let mut c = vec![1.0; m * n];
+                    sgemm(m, k, n, aa, oa, bb, ob, 0.0, &mut c);
+                    for (x, y) in c.iter().zip(&want) {
+                        assert!((x - y).abs() < 1e-5, "{oa:?}{ob:?}: {x} vs {y}");
+                    }
+                    // beta = 1 accumulates.
+                    sgemm(m, k, n, aa, oa, bb, ob, 1.0, &mut c);
+                    for (x, y) in c.iter().zip(&want) {
+                        assert!((x - 2.0 * y).abs() < 1e-4);
+                    }
                 }
             }
         }
