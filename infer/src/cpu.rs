@@ -1,55 +1,80 @@
-//! Which kernels this CPU can run, found once at run time.
+//! Which SIMD kernels this CPU can run, found once at run time.
 //!
 //! `std::is_x86_feature_detected!` is not available in `no_std`, so this asks the
-//! CPU itself: `cpuid` says whether AVX, FMA and AVX2 exist and whether the OS
-//! saves the wide registers (OSXSAVE), and `xgetbv` says whether it saves the
-//! YMM state (XCR0 bits 1 and 2). The answer is cached in an atomic.
+//! CPU itself: `cpuid` says whether AVX, FMA, AVX2 and AVX-512F exist and whether
+//! the OS uses `xsave` (OSXSAVE); `xgetbv` then says which register state the OS
+//! saves on context switches (XCR0: bits 1–2 for XMM/YMM, bits 5–7 for the
+//! AVX-512 opmask and ZMM registers). The answer is cached in an atomic.
 
-/// True when the AVX2 + FMA kernels can run.
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn has_avx2_fma() -> bool {
-    use core::sync::atomic::{AtomicU8, Ordering};
-    const UNKNOWN: u8 = 0;
-    const NO: u8 = 1;
-    const YES: u8 = 2;
-    static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
-    if cfg!(all(target_feature = "avx2", target_feature = "fma")) {
-        return true;
-    }
-    match STATE.load(Ordering::Relaxed) {
-        YES => true,
-        NO => false,
-        _ => {
-            let yes = detect_avx2_fma();
-            STATE.store(if yes { YES } else { NO }, Ordering::Relaxed);
-            yes
+/// The best kernels available, in increasing order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Level {
+    /// No usable SIMD extension (or not x86-64).
+    Portable,
+    /// AVX2 + FMA.
+    Avx2,
+    /// AVX-512F (which includes its FMA), on compilers that support it.
+    Avx512,
+}
+
+/// The best [`Level`] this CPU and this build support.
+pub(crate) fn level() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::sync::atomic::{AtomicU8, Ordering};
+        const UNKNOWN: u8 = u8::MAX;
+        static LEVEL: AtomicU8 = AtomicU8::new(UNKNOWN);
+        let cached = LEVEL.load(Ordering::Relaxed);
+        if cached != UNKNOWN {
+            return from_u8(cached);
         }
+        let level = detect();
+        LEVEL.store(level as u8, Ordering::Relaxed);
+        level
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    Level::Portable
+}
+
+#[cfg(target_arch = "x86_64")]
+fn from_u8(v: u8) -> Level {
+    match v {
+        2 => Level::Avx512,
+        1 => Level::Avx2,
+        _ => Level::Portable,
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-fn detect_avx2_fma() -> bool {
+fn detect() -> Level {
     use core::arch::x86_64::{__cpuid, __cpuid_count};
     // `__cpuid` became a safe function in newer Rust; older ones need `unsafe`.
     #[allow(unused_unsafe)]
     let (max_leaf, leaf1) = unsafe { (__cpuid(0).eax, __cpuid(1)) };
     if max_leaf < 7 {
-        return false;
+        return Level::Portable;
     }
     let fma = leaf1.ecx & (1 << 12) != 0;
     let osxsave = leaf1.ecx & (1 << 27) != 0;
     let avx = leaf1.ecx & (1 << 28) != 0;
     if !(fma && osxsave && avx) {
-        return false;
+        return Level::Portable;
     }
     // SAFETY: OSXSAVE is set, so `xgetbv` exists and is enabled by the OS.
     let xcr0 = unsafe { xgetbv0() };
-    if xcr0 & 0b110 != 0b110 {
-        return false; // the OS does not save XMM+YMM state
-    }
     #[allow(unused_unsafe)]
     let leaf7 = unsafe { __cpuid_count(7, 0) };
-    leaf7.ebx & (1 << 5) != 0
+    let avx2 = leaf7.ebx & (1 << 5) != 0;
+    let avx512f = leaf7.ebx & (1 << 16) != 0;
+    let ymm_saved = xcr0 & 0b110 == 0b110;
+    let zmm_saved = xcr0 & 0b1110_0110 == 0b1110_0110;
+    if cfg!(infer_avx512) && avx512f && zmm_saved {
+        Level::Avx512
+    } else if avx2 && ymm_saved {
+        Level::Avx2
+    } else {
+        Level::Portable
+    }
 }
 
 /// XCR0, the OS-enabled register-state mask.

@@ -12,13 +12,18 @@ use core::fmt;
 /// The value of the `format` metadata entry this crate reads.
 pub const FORMAT: &str = "cifar-cnn/1";
 
-/// Which kernels [`Model::classify`] runs.
+/// The most capable kernels [`Model::classify`] may run. The CPU's support is
+/// detected once at run time; a backend it lacks falls back to the best one
+/// below it, down to [`Backend::Portable`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Backend {
-    /// The fastest kernels this CPU supports (AVX2 + FMA on x86-64 when
-    /// available, detected once at run time), else [`Backend::Portable`].
+    /// The fastest kernels this CPU supports.
     #[default]
     Auto,
+    /// AVX-512F (x86-64; built only with Rust ≥ 1.89, which stabilised it).
+    Avx512,
+    /// AVX2 + FMA (x86-64).
+    Avx2,
     /// Plain Rust only, on every CPU.
     Portable,
 }
@@ -418,11 +423,24 @@ impl<'a> Model<'a> {
         self
     }
 
+    /// The kernel to run: the backend's, capped by what the CPU supports.
     fn kernel(&self) -> Kernel {
+        use crate::cpu::Level;
+        let cap = match self.backend {
+            Backend::Auto | Backend::Avx512 => Level::Avx512,
+            Backend::Avx2 => Level::Avx2,
+            Backend::Portable => Level::Portable,
+        };
+        let level = crate::cpu::level().min(cap);
+        #[cfg(all(target_arch = "x86_64", infer_avx512))]
+        if level == Level::Avx512 {
+            return Kernel::Avx512;
+        }
         #[cfg(target_arch = "x86_64")]
-        if self.backend == Backend::Auto && crate::cpu::has_avx2_fma() {
+        if level >= Level::Avx2 {
             return Kernel::Avx2;
         }
+        let _ = level; // unused where there are no SIMD kernels
         Kernel::Portable
     }
 

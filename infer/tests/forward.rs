@@ -25,24 +25,39 @@ fn check(tm: &TestModel, model: &Model<'_>, image: &[u8], tol: f64, what: &str) 
     probs
 }
 
-fn run_both(tm: &TestModel, seed: u64, tol: f64) {
+/// Every backend (those the CPU lacks fall back to the next one down).
+const BACKENDS: [Backend; 4] = [
+    Backend::Auto,
+    Backend::Avx512,
+    Backend::Avx2,
+    Backend::Portable,
+];
+
+/// Checks every backend against the reference, and against each other.
+fn run_all(tm: &TestModel, seed: u64, tol: f64) {
     let bytes = tm.to_bytes();
     let model = Model::from_bytes(&bytes).unwrap();
     let mut rng = Rng::new(seed);
     for _ in 0..2 {
         let image = rng.bytes(tm.input_len());
-        let auto = check(tm, &model, &image, tol, "auto");
-        let portable_model = model.clone().with_backend(Backend::Portable);
-        let portable = check(tm, &portable_model, &image, tol, "portable");
-        for (a, p) in auto.iter().zip(&portable) {
-            assert!((a - p).abs() <= 1e-5, "backends disagree: {a} vs {p}");
+        let results: Vec<Vec<f32>> = BACKENDS
+            .iter()
+            .map(|&b| {
+                let m = model.clone().with_backend(b);
+                check(tm, &m, &image, tol, &format!("{b:?}"))
+            })
+            .collect();
+        for r in &results[1..] {
+            for (a, p) in results[0].iter().zip(r) {
+                assert!((a - p).abs() <= 1e-5, "backends disagree: {a} vs {p}");
+            }
         }
     }
 }
 
 #[test]
 fn model1_matches_reference() {
-    run_both(&model1(1), 7, 1e-5);
+    run_all(&model1(1), 7, 1e-5);
 }
 
 #[test]
@@ -104,7 +119,7 @@ fn every_layer_kind_and_padding() {
     ];
     for (i, (input, layers)) in cases.into_iter().enumerate() {
         let tm = TestModel::random(input, layers, i as u64);
-        run_both(&tm, i as u64, 1e-5);
+        run_all(&tm, i as u64, 1e-5);
     }
 }
 
@@ -114,7 +129,7 @@ fn random_architectures_match_reference() {
         let mut rng = Rng::new(seed);
         let (input, layers) = random_architecture(&mut rng);
         let tm = TestModel::random(input, layers, seed);
-        run_both(&tm, seed, 1e-5);
+        run_all(&tm, seed, 1e-5);
     }
 }
 
@@ -130,7 +145,7 @@ fn misaligned_buffer_gives_identical_results() {
     let a = Model::from_bytes(&bytes).unwrap();
     let b = Model::from_bytes(file).unwrap();
     let image = Rng::new(5).bytes(tm.input_len());
-    for backend in [Backend::Auto, Backend::Portable] {
+    for backend in BACKENDS {
         let (a, b) = (
             a.clone().with_backend(backend),
             b.clone().with_backend(backend),

@@ -9,10 +9,11 @@
 //! # How it is computed
 //!
 //! Directly, without an im2col matrix, in *tiles*: up to [`MAX_PIXELS`] output
-//! pixels × up to [`MAX_COLS`] output channels, accumulated in registers.
+//! pixels × two SIMD vectors of output channels (16 with AVX2 and in the
+//! portable code, 32 with AVX-512), accumulated in registers.
 //!
 //! - With the weight layout `[ky][kx][ci][co]`, the weights of one tap
-//!   `(ky, kx, ci)` for 16 consecutive output channels are 64 contiguous bytes,
+//!   `(ky, kx, ci)` for 16 (or 32) consecutive output channels are contiguous,
 //!   so one tap is a broadcast of the input value times a weight vector, added
 //!   into the accumulators (an axpy over `co`); each weight vector loaded serves
 //!   every pixel of the tile.
@@ -34,7 +35,7 @@ use crate::arch::Shape;
 
 /// Most output pixels in one tile (6 pixels × 2 vectors = 12 accumulator registers).
 pub(crate) const MAX_PIXELS: usize = 6;
-/// Most output channels in one tile.
+/// Most output channels in one tile of the portable and AVX2 kernels.
 pub(crate) const MAX_COLS: usize = 16;
 
 /// Which implementation of the tile kernel to run.
@@ -45,6 +46,20 @@ pub(crate) enum Kernel {
     /// AVX2 + FMA; the caller has checked the CPU supports them.
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// AVX-512F; the caller has checked the CPU supports it.
+    #[cfg(all(target_arch = "x86_64", infer_avx512))]
+    Avx512,
+}
+
+impl Kernel {
+    /// Output channels per tile: two vectors' worth.
+    fn cols(self) -> usize {
+        match self {
+            #[cfg(all(target_arch = "x86_64", infer_avx512))]
+            Kernel::Avx512 => super::conv_avx512::COLS,
+            _ => MAX_COLS,
+        }
+    }
 }
 
 /// Shapes and padding of a convolution.
@@ -148,8 +163,9 @@ pub(crate) fn conv2d(
         relu,
         kernel,
     };
-    for co0 in (0..oc).step_by(MAX_COLS) {
-        let cols = (oc - co0).min(MAX_COLS);
+    let block = kernel.cols();
+    for co0 in (0..oc).step_by(block) {
+        let cols = (oc - co0).min(block);
         // Interior: all taps in the image; tiles along the rows.
         for oy in oy_lo..oy_hi {
             conv.row_tiles(y, oy, ox_lo, ox_hi, co0, cols);
@@ -269,6 +285,9 @@ impl Conv<'_> {
             // and writes (see `Tile`).
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => unsafe { super::conv_avx2::tile(&mut t) },
+            // SAFETY: as above, for AVX-512F.
+            #[cfg(all(target_arch = "x86_64", infer_avx512))]
+            Kernel::Avx512 => unsafe { super::conv_avx512::tile(&mut t) },
         }
     }
 }

@@ -1,0 +1,108 @@
+//! The convolution tile (see [`super::conv`]) with AVX-512F: the AVX2 kernel
+//! (`conv_avx2.rs`) with registers twice as wide.
+//!
+//! Accumulators: `P` pixels × 2 vectors of 16 channels (`P ≤ 6`: 12 of the 32
+//! ZMM registers), initialised with the bias. Per tap: two weight vectors are
+//! loaded (unaligned, straight from the file's bytes), and for each pixel the
+//! input value is broadcast and fused-multiply-added into its two accumulators.
+//! With fewer than 32 channels left, masked loads and stores touch only the
+//! valid lanes (masked-off lanes never fault).
+
+use super::conv::Tile;
+use core::arch::x86_64::*;
+
+/// Output channels per tile.
+pub(crate) const COLS: usize = 32;
+
+/// Runs one tile.
+///
+/// # Safety
+/// The CPU must support AVX-512F. The tile's slices must cover what it reads
+/// and writes, as `conv::Conv::tile` builds them:
+/// `x[(pixels−1)·px_in + (rows−1)·row_stride + span]`,
+/// `w[((rows−1)·w_row + (span−1)·w_tap + cols)·4]`, `bias[cols·4]`,
+/// `out[(pixels−1)·px_out + cols]`, with `cols ≤ 32`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn tile(t: &mut Tile<'_>) {
+    debug_assert!(t.cols >= 1 && t.cols <= COLS && t.pixels <= 6);
+    debug_assert!(t.bias.len() >= t.cols * 4);
+    debug_assert!(t.out.len() >= t.px_out * t.pixels.saturating_sub(1) + t.cols);
+    match (t.pixels, t.cols == COLS) {
+        (6, true) => tile_n::<6, false>(t),
+        (5, true) => tile_n::<5, false>(t),
+        (4, true) => tile_n::<4, false>(t),
+        (3, true) => tile_n::<3, false>(t),
+        (2, true) => tile_n::<2, false>(t),
+        (1, true) => tile_n::<1, false>(t),
+        (6, false) => tile_n::<6, true>(t),
+        (5, false) => tile_n::<5, true>(t),
+        (4, false) => tile_n::<4, true>(t),
+        (3, false) => tile_n::<3, true>(t),
+        (2, false) => tile_n::<2, true>(t),
+        (1, false) => tile_n::<1, true>(t),
+        _ => {}
+    }
+}
+
+/// Lane masks for the first `cols` of 32 channels, one per 16-lane vector.
+fn masks(cols: usize) -> (__mmask16, __mmask16) {
+    let lanes = |n: usize| if n >= 16 { 0xFFFF } else { (1u16 << n) - 1 };
+    (lanes(cols), lanes(cols.saturating_sub(16)))
+}
+
+/// Loads 32 little-endian `f32`s from `p` (unaligned), or only the masked
+/// lanes (the others read as zero). The second half's address is formed with
+/// `wrapping_add`: when fully masked off it may lie past the end of the data,
+/// and is never dereferenced.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn load32<const MASKED: bool>(p: *const u8, m: (__mmask16, __mmask16)) -> (__m512, __m512) {
+    let (p0, p1) = (p as *const f32, p.wrapping_add(64) as *const f32);
+    if MASKED {
+        (
+            _mm512_maskz_loadu_ps(m.0, p0),
+            _mm512_maskz_loadu_ps(m.1, p1),
+        )
+    } else {
+        (_mm512_loadu_ps(p0), _mm512_loadu_ps(p1))
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_n<const P: usize, const MASKED: bool>(t: &mut Tile<'_>) {
+    let m = masks(t.cols);
+    let (b0, b1) = load32::<MASKED>(t.bias.as_ptr(), m);
+    let mut acc = [[b0, b1]; P];
+    let x = t.x.as_ptr();
+    let w = t.w.as_ptr();
+    for r in 0..t.rows {
+        let xr = x.add(r * t.row_stride);
+        let wr = r * t.w_row;
+        for j in 0..t.span {
+            let (w0, w1) = load32::<MASKED>(w.add((wr + j * t.w_tap) * 4), m);
+            for (p, a) in acc.iter_mut().enumerate() {
+                let xv = _mm512_set1_ps(*xr.add(p * t.px_in + j));
+                a[0] = _mm512_fmadd_ps(xv, w0, a[0]);
+                a[1] = _mm512_fmadd_ps(xv, w1, a[1]);
+            }
+        }
+    }
+    let zero = _mm512_setzero_ps();
+    let out = t.out.as_mut_ptr();
+    for (p, a) in acc.iter().enumerate() {
+        let (mut v0, mut v1) = (a[0], a[1]);
+        if t.relu {
+            v0 = _mm512_max_ps(v0, zero);
+            v1 = _mm512_max_ps(v1, zero);
+        }
+        let o = out.add(p * t.px_out);
+        if MASKED {
+            _mm512_mask_storeu_ps(o, m.0, v0);
+            _mm512_mask_storeu_ps(o.wrapping_add(16), m.1, v1);
+        } else {
+            _mm512_storeu_ps(o, v0);
+            _mm512_storeu_ps(o.add(16), v1);
+        }
+    }
+}
