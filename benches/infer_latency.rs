@@ -2,8 +2,11 @@
 //!
 //! ```text
 //! cargo bench --bench infer_latency
-//! cargo bench --bench infer_latency -- classify_auto     # only the fast path
+//! cargo bench --bench infer_latency -- classify_auto     # only the best kernels
 //! ```
+//!
+//! `classify_auto` runs the best kernels the CPU has (AVX-512 or AVX2 on
+//! x86-64), `classify_avx2` caps them at AVX2, `classify_portable` is plain Rust.
 //!
 //! Uses the shipped `models/model1.safetensors` when present, else a randomly
 //! initialised model 1 exported by the trainer (the time does not depend on the
@@ -51,6 +54,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("model1_one_image");
     for (name, backend) in [
         ("classify_auto", Backend::Auto),
+        ("classify_avx2", Backend::Avx2),
         ("classify_portable", Backend::Portable),
     ] {
         let model = model.clone().with_backend(backend);

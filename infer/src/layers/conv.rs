@@ -139,6 +139,25 @@ fn full_window_range(out: usize, len: usize, k: usize, s: usize, pad: usize) -> 
     (lo, hi.max(lo))
 }
 
+/// Cuts `[lo, hi)` into runs of at most [`MAX_PIXELS`] of near-equal length
+/// (14 → 5, 5, 4 rather than 6, 6, 2: a tile of few pixels has too few
+/// independent accumulators to keep the FMA units busy). Yields `(start, len)`.
+fn tiles(lo: usize, hi: usize) -> impl Iterator<Item = (usize, usize)> {
+    let len = hi.saturating_sub(lo);
+    let count = len.div_ceil(MAX_PIXELS);
+    let (base, longer) = if count == 0 {
+        (0, 0)
+    } else {
+        (len / count, len % count)
+    };
+    (0..count).scan(lo, move |start, i| {
+        let n = base + usize::from(i < longer);
+        let tile = (*start, n);
+        *start += n;
+        Some(tile)
+    })
+}
+
 /// `y = conv(x, w) + bias`, optionally followed by relu. `x` and `y` hold at
 /// least `g.input.len()` / `g.output.len()` values; `w` and `bias` hold the
 /// tensors' bytes (`k·k·ci·co` and `co` little-endian `f32`s). The caller
@@ -173,11 +192,8 @@ pub(crate) fn conv2d(
         // Left and right edge columns, next to the interior: all kernel rows in
         // the image, the same kernel columns down a column; tiles down the column.
         for ox in (0..ox_lo).chain(ox_hi..ow) {
-            let mut oy = oy_lo;
-            while oy < oy_hi {
-                let n = (oy_hi - oy).min(MAX_PIXELS);
+            for (oy, n) in tiles(oy_lo, oy_hi) {
                 conv.tile(y, oy, ox, (1, 0), n, co0, cols);
-                oy += n;
             }
         }
         // Top and bottom rows: every pixel of such a row has the same in-image
@@ -213,11 +229,8 @@ impl Conv<'_> {
         co0: usize,
         cols: usize,
     ) {
-        let mut ox = ox_lo;
-        while ox < ox_hi {
-            let n = (ox_hi - ox).min(MAX_PIXELS);
+        for (ox, n) in tiles(ox_lo, ox_hi) {
             self.tile(y, oy, ox, (0, 1), n, co0, cols);
-            ox += n;
         }
     }
 
@@ -319,6 +332,28 @@ fn tile_portable(t: &mut Tile<'_>) {
         let out = &mut t.out[p * t.px_out..][..cols];
         for (o, &a) in out.iter_mut().zip(&acc[..cols]) {
             *o = if t.relu { a.max(0.0) } else { a };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tiles;
+    use std::vec::Vec;
+
+    #[test]
+    fn tiles_are_even_and_cover_the_range() {
+        let t = |lo, hi| tiles(lo, hi).collect::<Vec<_>>();
+        assert_eq!(t(1, 15), [(1, 5), (6, 5), (11, 4)]);
+        assert_eq!(t(0, 6), [(0, 6)]);
+        assert_eq!(t(0, 7), [(0, 4), (4, 3)]);
+        assert_eq!(t(3, 3), []);
+        assert_eq!(t(5, 2), []);
+        for len in 0..50 {
+            let v = t(2, 2 + len);
+            assert_eq!(v.iter().map(|&(_, n)| n).sum::<usize>(), len);
+            assert!(v.iter().all(|&(_, n)| (1..=6).contains(&n)));
+            assert!(v.windows(2).all(|w| w[0].0 + w[0].1 == w[1].0));
         }
     }
 }
