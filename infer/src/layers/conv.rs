@@ -145,11 +145,9 @@ fn full_window_range(out: usize, len: usize, k: usize, s: usize, pad: usize) -> 
 fn tiles(lo: usize, hi: usize) -> impl Iterator<Item = (usize, usize)> {
     let len = hi.saturating_sub(lo);
     let count = len.div_ceil(MAX_PIXELS);
-    let (base, longer) = if count == 0 {
-        (0, 0)
-    } else {
-        (len / count, len % count)
-    };
+    // (`count` is 0 only when `len` is, and then nothing is yielded.)
+    let base = len.checked_div(count).unwrap_or(0);
+    let longer = len.checked_rem(count).unwrap_or(0);
     (0..count).scan(lo, move |start, i| {
         let n = base + usize::from(i < longer);
         let tile = (*start, n);
