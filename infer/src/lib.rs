@@ -11,8 +11,9 @@
 //!   the class probabilities to a caller-provided slice.
 //!
 //! Nothing in this crate allocates; it builds for bare-metal targets such as
-//! `thumbv7em-none-eabihf`. On x86-64, convolutions and dense layers use AVX2 +
-//! FMA when the CPU has them (detected at run time), else portable code.
+//! `thumbv7em-none-eabihf`. On x86-64, convolutions and dense layers use
+//! AVX-512F or AVX2 + FMA when the CPU has them (detected at run time; see
+//! [`Backend`]), else portable code.
 //!
 //! ```no_run
 //! static MODEL: &[u8] = include_bytes!("../../models/model1.safetensors");
