@@ -129,6 +129,10 @@ for case in "${yard_train_cases[@]}"; do
         2>>"$log/yardstick.stderr" | tee -a "$log/yardstick.jsonl"
 done
 
+step "ours: training throughput with the matrixmultiply backend, 2 threads"
+RAYON_NUM_THREADS=2 "$(bin train_throughput)" "${ours_train_args[@]}" --backend matrixmultiply --only model1:32 \
+    | tee "$log/train_ours_mm.txt"
+
 step "ours: training throughput, 1 thread"
 RAYON_NUM_THREADS=1 "$(bin train_throughput)" "${ours_train_args[@]}" | tee "$log/train_ours_t1.txt"
 

@@ -188,6 +188,7 @@ def main():
 
     t2_threads, ours2 = ours_train(read(L("train_ours_t2.txt")))
     t1_threads, ours1 = ours_train(read(L("train_ours_t1.txt")))
+    _, ours_mm = ours_train(read(L("train_ours_mm.txt")))
 
     yard = json_lines(read(L("yardstick.jsonl")))
 
@@ -406,7 +407,7 @@ def main():
     w("")
 
     # GEMM.
-    w("## SGEMM: `matrixmultiply` (ours) against the `gemm` crate (burn, candle)")
+    w("## SGEMM: `matrixmultiply` against the `gemm` crate (burn, candle)")
     w("")
     if gemm_rows:
         g0 = gemm_rows[0]
@@ -441,6 +442,15 @@ def main():
         else:
             w(f"`matrixmultiply` is faster at {faster_mm} of the {n} shapes.")
         w("")
+        g_step = (ours2.get(("model1", 32)) or {}).get("median")
+        mm_step = (ours_mm.get(("model1", 32)) or {}).get("median")
+        if g_step and mm_step:
+            w(f"Whole training steps of model1 at batch 32 on {t2_threads} threads, same sitting: "
+              f"{g_step:.1f} images/s with the `gemm` backend, {mm_step:.1f} with `matrixmultiply` "
+              f"({g_step / mm_step:.2f}×). The trainer's default is the `gemm` crate (cargo feature "
+              "`gemm-backend`) because of these figures; `--no-default-features` builds it on "
+              "`matrixmultiply`, and `trainer::gemm::set_backend` switches at run time.")
+            w("")
     else:
         w(DASH)
         w("")

@@ -6,6 +6,7 @@
 //! cargo bench --bench train_throughput -- --quick      # model1, batch 32, fewer steps
 //! cargo bench --bench train_throughput -- --profile    # also a per-layer time breakdown
 //! RAYON_NUM_THREADS=1 cargo bench --bench train_throughput   # one core
+//! cargo bench --bench train_throughput -- --backend matrixmultiply --only model1:32
 //! ```
 //!
 //! Prints the median over repeated timed runs, so a noisy machine shows less.
@@ -25,19 +26,44 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let profile = args.iter().any(|a| a == "--profile");
-    let cases: &[(&str, usize)] = if quick {
-        &[("model1", 32)]
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    if let Some(name) = value("--backend") {
+        let b = match name.as_str() {
+            "matrixmultiply" => trainer::gemm::Backend::MatrixMultiply,
+            "gemm" => trainer::gemm::Backend::Gemm,
+            other => panic!("unknown --backend {other} (gemm or matrixmultiply)"),
+        };
+        assert!(
+            trainer::gemm::set_backend(b),
+            "backend {name} not compiled in"
+        );
+    }
+    let mut cases: Vec<(&str, usize)> = if quick {
+        vec![("model1", 32)]
     } else {
-        &[
+        vec![
             ("model1", 32),
             ("model1", 128),
             ("model3", 32),
             ("model3", 128),
         ]
     };
+    if let Some(only) = value("--only") {
+        let (model, batch) = only.split_once(':').expect("--only MODEL:BATCH");
+        let model = ["model1", "model2", "model3"]
+            .into_iter()
+            .find(|m| *m == model)
+            .expect("model1, model2 or model3");
+        cases = vec![(model, batch.parse().expect("batch size"))];
+    }
     let (rounds, steps) = if quick { (3, 4) } else { (5, 8) };
     println!("threads: {}", rayon::current_num_threads());
-    for &(model, batch) in cases {
+    println!("gemm backend: {:?}", trainer::gemm::backend());
+    for &(model, batch) in &cases {
         let spec = ModelSpec::builtin(model).unwrap();
         let mut net = Network::new(&spec, 1).unwrap();
         let mut opt = Adam::default();

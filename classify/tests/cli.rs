@@ -108,7 +108,11 @@ fn classifies_the_samples() {
     println!("{correct} of {} samples classified correctly", files.len());
     // The shipped model scores about 74% on the test set (16 of these 20 at
     // the time of writing); chance is 10%.
-    assert!(correct >= 12, "only {correct} of {} samples right", files.len());
+    assert!(
+        correct >= 12,
+        "only {correct} of {} samples right",
+        files.len()
+    );
 }
 
 #[test]

@@ -64,10 +64,42 @@ pub fn sgemm(
     beta: f32,
     c: &mut [f32],
 ) {
-    #[cfg(feature = "gemm-backend")]
-    inside_gemm(|| sgemm_gemm(m, k, n, a, op_a, b, op_b, beta, c));
-    #[cfg(not(feature = "gemm-backend"))]
-    inside_gemm(|| sgemm_matrixmultiply(m, k, n, a, op_a, b, op_b, beta, c));
+    inside_gemm(|| match backend() {
+        #[cfg(feature = "gemm-backend")]
+        Backend::Gemm => sgemm_gemm(m, k, n, a, op_a, b, op_b, beta, c),
+        _ => sgemm_matrixmultiply(m, k, n, a, op_a, b, op_b, beta, c),
+    });
+}
+
+/// The SGEMM implementation [`sgemm`] uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The `gemm` crate (needs the `gemm-backend` feature; the default).
+    Gemm,
+    /// `matrixmultiply`.
+    MatrixMultiply,
+}
+
+static USE_MATRIXMULTIPLY: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(!cfg!(feature = "gemm-backend"));
+
+/// The backend in use.
+pub fn backend() -> Backend {
+    if USE_MATRIXMULTIPLY.load(Ordering::Relaxed) {
+        Backend::MatrixMultiply
+    } else {
+        Backend::Gemm
+    }
+}
+
+/// Switches the backend for the whole process (benchmarks compare them this
+/// way). Returns `false` if `Gemm` is asked for without the `gemm-backend` feature.
+pub fn set_backend(b: Backend) -> bool {
+    if b == Backend::Gemm && !cfg!(feature = "gemm-backend") {
+        return false;
+    }
+    USE_MATRIXMULTIPLY.store(b == Backend::MatrixMultiply, Ordering::Relaxed);
+    true
 }
 
 /// Checks the slices and returns the (row, column) strides of the logical `A` and `B`.
