@@ -1,6 +1,6 @@
-//! SGEMM at the shapes our layers produce: `trainer::gemm::sgemm` (on
-//! `matrixmultiply`) against the `gemm` crate (what burn and candle use),
-//! both single-threaded.
+//! SGEMM at the shapes our layers produce: the trainer's two backends,
+//! `trainer::gemm::sgemm_matrixmultiply` and `trainer::gemm::sgemm_gemm` (the
+//! `gemm` crate, what burn and candle use), both single-threaded.
 //!
 //! ```text
 //! cargo bench --bench gemm                      # model 1, batch 32
@@ -26,7 +26,7 @@
 use rand::{Rng, SeedableRng};
 use std::hint::black_box;
 use std::time::Instant;
-use trainer::gemm::{sgemm_matrixmultiply as sgemm, Op};
+use trainer::gemm::{sgemm_gemm as gemm_crate, sgemm_matrixmultiply as sgemm, Op};
 use trainer::spec::{LayerSpec, ModelSpec};
 
 /// `Conv2d`'s im2col tile target, in floats (trainer/src/layers/conv.rs).
@@ -107,57 +107,6 @@ fn cases(spec: &ModelSpec, batch: usize, threads: usize) -> Vec<Case> {
         input = shape;
     }
     out
-}
-
-/// The `gemm` crate, same contract as [`sgemm`]: `C = op(A)·op(B) + beta·C`, row-major.
-#[allow(clippy::too_many_arguments)]
-fn gemm_crate(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    op_a: Op,
-    b: &[f32],
-    op_b: Op,
-    beta: f32,
-    c: &mut [f32],
-) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
-    // (row stride, column stride) of the logical matrices.
-    let (rsa, csa) = match op_a {
-        Op::N => (k as isize, 1),
-        Op::T => (1, m as isize),
-    };
-    let (rsb, csb) = match op_b {
-        Op::N => (n as isize, 1),
-        Op::T => (1, k as isize),
-    };
-    // SAFETY: the assert above keeps every strided index inside the slices;
-    // `c` is uniquely borrowed. `gemm` computes dst = alpha·dst + beta·lhs·rhs,
-    // so its `alpha` is our `beta` and its `beta` is 1.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            beta != 0.0,
-            a.as_ptr(),
-            csa,
-            rsa,
-            b.as_ptr(),
-            csb,
-            rsb,
-            beta,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
 }
 
 type GemmFn = fn(usize, usize, usize, &[f32], Op, &[f32], Op, f32, &mut [f32]);
