@@ -6,6 +6,7 @@
 //! [`network::Network::save`] as safetensors.
 
 pub mod atomic;
+pub mod augment;
 pub mod checkpoint;
 pub mod data;
 pub mod download;

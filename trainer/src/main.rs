@@ -188,6 +188,7 @@ fn train(args: TrainArgs) -> Result<()> {
                 restore_best: !args.no_restore_best,
             }),
             progress: !args.quiet,
+            ..TrainConfig::default()
         },
         learning_rate: args.lr,
         subset: args.subset,

@@ -495,6 +495,7 @@ fn train_one(
             seed: settings.seed,
             early_stopping: settings.early_stopping.clone(),
             progress: !args.quiet,
+            ..TrainConfig::default()
         },
         learning_rate: settings.learning_rate,
         subset: settings.subset,

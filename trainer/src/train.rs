@@ -2,6 +2,7 @@
 //! epoch, early stopping with restore of the best weights, a progress bar and
 //! a Keras-like line per epoch.
 
+use crate::augment::{self, Augment, Batch};
 use crate::data::{Split, IMAGE_LEN};
 use crate::network::Network;
 use crate::optim::Adam;
@@ -42,6 +43,24 @@ pub struct TrainConfig {
     pub early_stopping: Option<EarlyStopping>,
     /// Draw a progress bar during each epoch.
     pub progress: bool,
+    /// Data augmentation of the training batches (default: none).
+    #[serde(default)]
+    pub augment: Augment,
+}
+
+impl Default for TrainConfig {
+    /// The reference settings: 35 epochs, batch 32, seed 1, no early
+    /// stopping, no augmentation.
+    fn default() -> Self {
+        Self {
+            epochs: 35,
+            batch_size: 32,
+            seed: 1,
+            early_stopping: None,
+            progress: true,
+            augment: Augment::default(),
+        }
+    }
 }
 
 /// One row of the history (`history.csv`).
@@ -180,14 +199,17 @@ pub fn fit(
     }
     let steps = train.len().div_ceil(cfg.batch_size);
     let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut batch_images = Vec::with_capacity(cfg.batch_size * IMAGE_LEN);
-    let mut batch_labels = Vec::with_capacity(cfg.batch_size);
+    // Two batch buffers: one trains while the other is gathered (and augmented).
+    let mut buffers = [
+        Batch::with_capacity(cfg.batch_size),
+        Batch::with_capacity(cfg.batch_size),
+    ];
 
     while state.epochs_done < cfg.epochs && !state.stopped_early {
         let epoch = state.epochs_done + 1;
         let started = Instant::now();
-        // Each epoch's shuffle and dropout masks depend only on (seed, epoch),
-        // so a run resumed from a checkpoint repeats exactly.
+        // Each epoch's shuffle, augmentation and dropout masks depend only on
+        // (seed, epoch), so a run resumed from a checkpoint repeats exactly.
         let epoch_seed = cfg
             .seed
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -198,35 +220,43 @@ pub fn fit(
 
         let bar = progress_bar(cfg.progress, steps as u64, epoch, cfg.epochs);
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
-        for (step, idx) in order.chunks(cfg.batch_size).enumerate() {
-            batch_images.clear();
-            batch_labels.clear();
-            for &i in idx {
-                batch_images.extend_from_slice(train.image(i));
-                batch_labels.push(train.labels[i]);
-            }
-            net.set_input_u8(&batch_images, idx.len());
-            let b = net.forward_backward(&batch_labels);
-            if !b.loss.is_finite() {
-                bar.abandon();
-                return Err(TrainError::NonFinite {
-                    epoch,
-                    step: step + 1,
-                    value: b.loss,
-                });
-            }
-            opt.step(net);
-            loss_sum += b.loss as f64 * idx.len() as f64;
-            correct += b.correct;
-            if step % 20 == 0 || step + 1 == steps {
-                let seen = (step * cfg.batch_size + idx.len()) as f64;
-                bar.set_message(format!(
-                    "loss {:.4} acc {:.4}",
-                    loss_sum / seen,
-                    correct as f64 / seen
-                ));
-            }
-            bar.inc(1);
+        let mut failure = None;
+        prefetched_batches(
+            train,
+            &order,
+            cfg.batch_size,
+            &cfg.augment,
+            epoch_seed,
+            &mut buffers,
+            &mut |step, batch| {
+                net.set_input_u8(&batch.images, batch.len());
+                let b = net.forward_backward(&batch.labels);
+                if !b.loss.is_finite() {
+                    failure = Some(TrainError::NonFinite {
+                        epoch,
+                        step: step + 1,
+                        value: b.loss,
+                    });
+                    return false;
+                }
+                opt.step(net);
+                loss_sum += b.loss as f64 * batch.len() as f64;
+                correct += b.correct;
+                if step % 20 == 0 || step + 1 == steps {
+                    let seen = (step * cfg.batch_size + batch.len()) as f64;
+                    bar.set_message(format!(
+                        "loss {:.4} acc {:.4}",
+                        loss_sum / seen,
+                        correct as f64 / seen
+                    ));
+                }
+                bar.inc(1);
+                true
+            },
+        );
+        if let Some(e) = failure {
+            bar.abandon();
+            return Err(e);
         }
         bar.finish_and_clear();
 
@@ -262,6 +292,66 @@ pub fn fit(
         best_epoch: state.best.map(|(_, e)| e),
         stopped_early: state.stopped_early,
     })
+}
+
+/// Calls `train_step(step, batch)` on each batch of `order` in turn (stopping
+/// early when it returns `false`), while a scoped thread gathers and augments
+/// the next batch into the other buffer: preparing batches stays off the
+/// critical path. Batch `step` is augmented with the stream
+/// [`augment::batch_seed`]`(epoch_seed, step)`, whichever thread does it.
+fn prefetched_batches(
+    train: &Split,
+    order: &[usize],
+    batch_size: usize,
+    aug: &Augment,
+    epoch_seed: u64,
+    buffers: &mut [Batch; 2],
+    train_step: &mut dyn FnMut(usize, &Batch) -> bool,
+) {
+    use std::sync::mpsc::sync_channel;
+    let spare = std::mem::take(buffers);
+    let returned = std::thread::scope(|s| {
+        // The channels live inside the scope: if `train_step` panics, they are
+        // dropped while unwinding, which lets the batch thread end.
+        let (ready_tx, ready_rx) = sync_channel::<(usize, Batch)>(2);
+        let (free_tx, free_rx) = sync_channel::<Batch>(2);
+        for b in spare {
+            free_tx.send(b).expect("the receiver is alive");
+        }
+        let producer = s.spawn(move || {
+            for (step, idx) in order.chunks(batch_size).enumerate() {
+                let Ok(mut batch) = free_rx.recv() else {
+                    break;
+                };
+                augment::gather_batch(
+                    train,
+                    idx,
+                    aug,
+                    augment::batch_seed(epoch_seed, step),
+                    &mut batch,
+                );
+                if ready_tx.send((step, batch)).is_err() {
+                    break;
+                }
+            }
+            free_rx
+        });
+        for (step, batch) in ready_rx.iter() {
+            let go_on = train_step(step, &batch);
+            // Never blocks: the channel holds as many batches as there are.
+            let _ = free_tx.send(batch);
+            if !go_on {
+                break;
+            }
+        }
+        drop(ready_rx);
+        drop(free_tx);
+        producer.join().expect("the batch thread does not panic")
+    });
+    // Take the buffers back for the next epoch (so they keep their capacity).
+    for (slot, b) in buffers.iter_mut().zip(returned.try_iter()) {
+        *slot = b;
+    }
 }
 
 /// Keras' rule: an improvement is `current < best − min_delta` for a loss
@@ -310,4 +400,60 @@ fn progress_bar(show: bool, steps: u64, epoch: usize, epochs: usize) -> Progress
     );
     bar.set_prefix(format!("Epoch {epoch}/{epochs}"));
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::augment::PadMode;
+    use crate::data::IMAGE_LEN;
+
+    fn split_of(n: usize) -> Split {
+        Split {
+            images: (0..n * IMAGE_LEN).map(|i| (i * 7 % 251) as u8).collect(),
+            labels: (0..n).map(|i| (i % 10) as u8).collect(),
+        }
+    }
+
+    /// The prefetching thread hands over, in order, exactly the batches that a
+    /// plain gather with the same seeds makes, and stops when asked to.
+    #[test]
+    fn prefetched_batches_match_direct_gather() {
+        let split = split_of(23);
+        let order: Vec<usize> = (0..23).rev().collect();
+        let aug = Augment {
+            crop_pad: 2,
+            pad_mode: PadMode::Zero,
+            flip: true,
+            cutout: 4,
+        };
+        let mut buffers = [Batch::default(), Batch::default()];
+        for _epoch in 0..2 {
+            let mut seen = Vec::new();
+            prefetched_batches(&split, &order, 5, &aug, 42, &mut buffers, &mut |step, b| {
+                let mut expected = Batch::default();
+                let idx = &order[step * 5..(step * 5 + 5).min(23)];
+                augment::gather_batch(
+                    &split,
+                    idx,
+                    &aug,
+                    augment::batch_seed(42, step),
+                    &mut expected,
+                );
+                assert_eq!(b.images, expected.images);
+                assert_eq!(b.labels, expected.labels);
+                seen.push(step);
+                true
+            });
+            assert_eq!(seen, [0, 1, 2, 3, 4]);
+            // The buffers come back with their capacity.
+            assert!(buffers.iter().all(|b| b.images.capacity() >= 3 * IMAGE_LEN));
+        }
+        let mut steps = 0;
+        prefetched_batches(&split, &order, 5, &aug, 42, &mut buffers, &mut |_, _| {
+            steps += 1;
+            steps < 2
+        });
+        assert_eq!(steps, 2);
+    }
 }
