@@ -1,7 +1,7 @@
 //! A pure-Rust CPU trainer for small convolutional image classifiers.
 //!
 //! Data flows: [`data`] (CIFAR-10 reader) → [`network::Network`] built from a
-//! [`spec::ModelSpec`] out of [`layers`] → [`loss`] → backprop → [`optim::Adam`],
+//! [`spec::ModelSpec`] out of [`layers`] → [`loss`] → backprop → [`optim::Optimizer`] (Adam or SGD),
 //! driven by [`train`], measured by [`metrics`], saved by
 //! [`network::Network::save`] as safetensors.
 

@@ -8,6 +8,7 @@ use trainer::data::Cifar10;
 use trainer::download;
 use trainer::metrics::ConfusionMatrix;
 use trainer::network::Network;
+use trainer::optim::{Adam, Optimizer};
 use trainer::run::{self, RunConfig};
 use trainer::spec::ModelSpec;
 use trainer::study::{self, StudyArgs, StudyError};
@@ -190,7 +191,7 @@ fn train(args: TrainArgs) -> Result<()> {
             progress: !args.quiet,
             ..TrainConfig::default()
         },
-        learning_rate: args.lr,
+        optimizer: Optimizer::Adam(Adam::new(args.lr)),
         subset: args.subset,
         val_subset: args.val_subset,
         history: args

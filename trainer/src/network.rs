@@ -2,7 +2,7 @@
 //! between them, and their gradients. Also its file format (safetensors with
 //! the spec in the metadata; see `docs/FORMAT.md`).
 
-use crate::layers::{self, Layer, Mode};
+use crate::layers::{self, Layer, Mode, ParamVisitor};
 use crate::loss::{softmax_cross_entropy, softmax_in_place, BatchLoss};
 use crate::spec::{LayerSpec, ModelSpec, SpecError};
 use crate::tensor::{ImageShape, Tensor};
@@ -203,8 +203,9 @@ impl Network {
         softmax_cross_entropy(logits, labels, None)
     }
 
-    /// Calls `f(value, gradient)` on every trainable parameter, in a fixed order.
-    pub fn visit_params(&mut self, f: &mut dyn FnMut(&mut [f32], &[f32])) {
+    /// Calls `f(value, gradient, decay)` on every trainable parameter, in a
+    /// fixed order (see [`Layer::visit_params`] for `decay`).
+    pub fn visit_params(&mut self, f: &mut ParamVisitor<'_>) {
         for layer in &mut self.layers {
             layer.visit_params(f);
         }

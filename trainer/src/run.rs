@@ -5,7 +5,7 @@
 use crate::checkpoint::{self, CheckpointError};
 use crate::data::{Cifar10, DataError, Split};
 use crate::network::{Network, NetworkError};
-use crate::optim::Adam;
+use crate::optim::Optimizer;
 use crate::spec::ModelSpec;
 use crate::train::{self, EpochRecord, TrainConfig, TrainError, TrainState};
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,9 @@ pub const EVAL_BATCH: usize = 100;
 pub struct RunConfig {
     pub spec: ModelSpec,
     pub train: TrainConfig,
-    pub learning_rate: f32,
+    /// The optimiser and its settings, for a fresh run (a resumed run takes
+    /// the checkpoint's, which must have the same settings).
+    pub optimizer: Optimizer,
     /// Train on this many images, stratified by class.
     pub subset: Option<usize>,
     /// Validate on the first this-many test images.
@@ -61,7 +63,7 @@ pub enum RunError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Train(#[from] TrainError),
-    #[error("checkpoint {0} belongs to another run (model, batch size or seed differ): pass --fresh to start over")]
+    #[error("checkpoint {0} belongs to another run (model, batch size, seed or optimiser settings differ): pass --fresh to start over")]
     ForeignCheckpoint(String),
 }
 
@@ -85,6 +87,7 @@ pub fn run(
         if r.net.spec() != &cfg.spec
             || r.config.batch_size != cfg.train.batch_size
             || r.config.seed != cfg.train.seed
+            || !r.opt.same_settings(&cfg.optimizer)
         {
             return Err(RunError::ForeignCheckpoint(
                 cfg.checkpoint.display().to_string(),
@@ -99,23 +102,24 @@ pub fn run(
     } else {
         (
             Network::new(&cfg.spec, cfg.train.seed)?,
-            Adam::new(cfg.learning_rate),
+            cfg.optimizer.clone(),
             TrainState::default(),
         )
     };
     net.class_names = data.class_names.clone();
 
     let started = Instant::now();
-    let mut save_epoch = |record: &EpochRecord, net: &Network, opt: &Adam, state: &TrainState| {
-        on_epoch(record);
-        let csv = train::history_csv(&state.history);
-        if let Err(e) = crate::atomic::write_atomic(&cfg.history, csv.as_bytes()) {
-            eprintln!("warning: cannot write {}: {e}", cfg.history.display());
-        }
-        if let Err(e) = checkpoint::save(&cfg.checkpoint, net, opt, state, &cfg.train) {
-            eprintln!("warning: {e}");
-        }
-    };
+    let mut save_epoch =
+        |record: &EpochRecord, net: &Network, opt: &Optimizer, state: &TrainState| {
+            on_epoch(record);
+            let csv = train::history_csv(&state.history);
+            if let Err(e) = crate::atomic::write_atomic(&cfg.history, csv.as_bytes()) {
+                eprintln!("warning: cannot write {}: {e}", cfg.history.display());
+            }
+            if let Err(e) = checkpoint::save(&cfg.checkpoint, net, opt, state, &cfg.train) {
+                eprintln!("warning: {e}");
+            }
+        };
     let outcome = train::fit(
         &mut net,
         &mut opt,

@@ -16,6 +16,7 @@
 use crate::data::{Cifar10, Split};
 use crate::metrics::ConfusionMatrix;
 use crate::network::{Network, NetworkError};
+use crate::optim::{Adam, Optimizer};
 use crate::plot::{self, PlotError};
 use crate::run::{self, RunConfig, RunError, RunResult, EVAL_BATCH};
 use crate::spec::{ModelSpec, SpecError};
@@ -497,7 +498,7 @@ fn train_one(
             progress: !args.quiet,
             ..TrainConfig::default()
         },
-        learning_rate: settings.learning_rate,
+        optimizer: Optimizer::Adam(Adam::new(settings.learning_rate)),
         subset: settings.subset,
         val_subset: settings.val_subset,
         out: paths.model.clone(),

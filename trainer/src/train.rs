@@ -1,11 +1,11 @@
-//! The training loop: shuffled mini-batches, Adam, validation after each
+//! The training loop: shuffled (and augmented) mini-batches, the optimiser, validation after each
 //! epoch, early stopping with restore of the best weights, a progress bar and
 //! a Keras-like line per epoch.
 
 use crate::augment::{self, Augment, Batch};
 use crate::data::{Split, IMAGE_LEN};
 use crate::network::Network;
-use crate::optim::Adam;
+use crate::optim::Optimizer;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -184,12 +184,12 @@ pub struct Outcome {
 /// `on_epoch` is called after every epoch (to print, save history, checkpoint).
 pub fn fit(
     net: &mut Network,
-    opt: &mut Adam,
+    opt: &mut Optimizer,
     train: &Split,
     val: &Split,
     cfg: &TrainConfig,
     state: &mut TrainState,
-    on_epoch: &mut dyn FnMut(&EpochRecord, &Network, &Adam, &TrainState),
+    on_epoch: &mut dyn FnMut(&EpochRecord, &Network, &Optimizer, &TrainState),
 ) -> Result<Outcome, TrainError> {
     if cfg.batch_size == 0 {
         return Err(TrainError::ZeroBatch);
@@ -239,7 +239,7 @@ pub fn fit(
                     });
                     return false;
                 }
-                opt.step(net);
+                opt.step(net, 1.0);
                 loss_sum += b.loss as f64 * batch.len() as f64;
                 correct += b.correct;
                 if step % 20 == 0 || step + 1 == steps {

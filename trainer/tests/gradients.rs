@@ -100,7 +100,7 @@ fn check_layer(
 
     // Parameter gradients (the backward above filled them).
     let mut grads = Vec::new();
-    layer.visit_params(&mut |_, g| grads.push(g.to_vec()));
+    layer.visit_params(&mut |_, g, _| grads.push(g.to_vec()));
     for (p, grad) in grads.iter().enumerate() {
         for j in probe(grad.len(), rng) {
             let original = layer.tensors_mut()[p][j];
@@ -280,7 +280,7 @@ fn whole_network_gradient() {
     loss_at(&mut net);
     let mut grads = Vec::new();
     let mut param_ptrs = Vec::new();
-    net.visit_params(&mut |w, g| {
+    net.visit_params(&mut |w, g, _| {
         grads.push(g.to_vec());
         param_ptrs.push(w.as_ptr());
     });

@@ -1,5 +1,5 @@
 //! Once buffers have reached their size, a training step (forward, backward,
-//! Adam) allocates nothing of its own. The only heap allocations left are the
+//! Adam or SGD) allocates nothing of its own. The only heap allocations left are the
 //! packing buffers that the GEMM backend (`gemm` or `matrixmultiply`)
 //! allocates inside its calls; those are told apart by `trainer::gemm::in_gemm`.
 
@@ -46,10 +46,17 @@ fn steady_state_training_step_allocates_nothing_outside_gemm() {
 }
 
 fn check_models() {
-    for model in ["model1", "model3"] {
+    use trainer::optim::{Optimizer, Sgd};
+    let mut sgd = Sgd::new(0.1, 0.9, true);
+    sgd.weight_decay = 5e-4;
+    sgd.decay_bn_bias = false;
+    for (model, mut opt) in [
+        ("model1", Optimizer::default()),
+        ("model3", Optimizer::default()),
+        ("model3", Optimizer::Sgd(sgd)),
+    ] {
         let spec = trainer::spec::ModelSpec::builtin(model).unwrap();
         let mut net = trainer::network::Network::new(&spec, 1).unwrap();
-        let mut opt = trainer::optim::Adam::default();
         let batch = 8;
         let images: Vec<u8> = (0..batch * spec.input.len())
             .map(|i| (i * 7 % 251) as u8)
@@ -58,7 +65,7 @@ fn check_models() {
         let mut step = |net: &mut trainer::network::Network| {
             net.set_input_u8(&images, batch);
             net.forward_backward(&labels);
-            opt.step(net);
+            opt.step(net, 0.5);
         };
         step(&mut net);
         step(&mut net);

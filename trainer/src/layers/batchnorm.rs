@@ -8,7 +8,7 @@
 // Per-channel loops index several parallel arrays (γ, β, statistics) by channel.
 #![allow(clippy::needless_range_loop)]
 
-use super::{Layer, Mode, NamedTensor};
+use super::{Layer, Mode, NamedTensor, ParamVisitor};
 use crate::tensor::{ImageShape, Tensor};
 use rayon::prelude::*;
 
@@ -207,9 +207,9 @@ impl Layer for BatchNorm {
             });
     }
 
-    fn visit_params(&mut self, f: &mut dyn FnMut(&mut [f32], &[f32])) {
-        f(&mut self.gamma, &self.dgamma);
-        f(&mut self.beta, &self.dbeta);
+    fn visit_params(&mut self, f: &mut ParamVisitor<'_>) {
+        f(&mut self.gamma, &self.dgamma, false);
+        f(&mut self.beta, &self.dbeta, false);
     }
 
     fn tensors(&self) -> Vec<NamedTensor<'_>> {

@@ -15,7 +15,7 @@
 //! chunk walks its rows in tiles small enough for the im2col tile to stay in
 //! cache, and owns its scratch, so threads never share a write.
 
-use super::{images_per_chunk, Layer, Mode, NamedTensor};
+use super::{images_per_chunk, Layer, Mode, NamedTensor, ParamVisitor};
 use crate::gemm::{sgemm, Op};
 use crate::spec::Padding;
 use crate::tensor::{ImageShape, Tensor};
@@ -278,9 +278,9 @@ impl Layer for Conv2d {
         self.scratch = scratch;
     }
 
-    fn visit_params(&mut self, f: &mut dyn FnMut(&mut [f32], &[f32])) {
-        f(&mut self.weight, &self.dweight);
-        f(&mut self.bias, &self.dbias);
+    fn visit_params(&mut self, f: &mut ParamVisitor<'_>) {
+        f(&mut self.weight, &self.dweight, true);
+        f(&mut self.bias, &self.dbias, false);
     }
 
     fn tensors(&self) -> Vec<NamedTensor<'_>> {

@@ -1,6 +1,6 @@
 //! Fully connected layer: `y = x · W + b`, with `W` stored `[in, out]` (Keras layout).
 
-use super::{Layer, Mode, NamedTensor};
+use super::{Layer, Mode, NamedTensor, ParamVisitor};
 use crate::gemm::{sgemm, Op};
 use crate::tensor::{ImageShape, Tensor};
 
@@ -92,9 +92,9 @@ impl Layer for Dense {
         }
     }
 
-    fn visit_params(&mut self, f: &mut dyn FnMut(&mut [f32], &[f32])) {
-        f(&mut self.weight, &self.dweight);
-        f(&mut self.bias, &self.dbias);
+    fn visit_params(&mut self, f: &mut ParamVisitor<'_>) {
+        f(&mut self.weight, &self.dweight, true);
+        f(&mut self.bias, &self.dbias, false);
     }
 
     fn tensors(&self) -> Vec<NamedTensor<'_>> {

@@ -41,6 +41,9 @@ pub struct NamedTensor<'a> {
     pub data: &'a [f32],
 }
 
+/// What [`Layer::visit_params`] calls: `f(value, gradient, decay)`.
+pub type ParamVisitor<'a> = dyn FnMut(&mut [f32], &[f32], bool) + 'a;
+
 pub trait Layer: Send {
     /// Per-image output shape.
     fn output_shape(&self) -> ImageShape;
@@ -53,8 +56,11 @@ pub trait Layer: Send {
     /// `dx` is given, writes `∂L/∂x` into it (resized by the layer).
     fn backward(&mut self, x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>);
 
-    /// Calls `f(value, gradient)` for each trainable parameter, in a fixed order.
-    fn visit_params(&mut self, _f: &mut dyn FnMut(&mut [f32], &[f32])) {}
+    /// Calls `f(value, gradient, decay)` for each trainable parameter, in a
+    /// fixed order. `decay` is true for the weights (kernels, matrices) that
+    /// weight decay normally applies to, false for biases and batch-norm
+    /// scales and shifts, which it can be told to leave alone.
+    fn visit_params(&mut self, _f: &mut ParamVisitor<'_>) {}
 
     /// The tensors to save: parameters and non-trainable state (running statistics).
     fn tensors(&self) -> Vec<NamedTensor<'_>> {
