@@ -19,6 +19,7 @@ pub mod network;
 pub mod optim;
 pub mod plot;
 pub mod run;
+pub mod schedule;
 pub mod spec;
 pub mod study;
 pub mod tensor;

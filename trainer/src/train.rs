@@ -6,6 +6,7 @@ use crate::augment::{self, Augment, Batch};
 use crate::data::{Split, IMAGE_LEN};
 use crate::network::Network;
 use crate::optim::Optimizer;
+use crate::schedule::{self, Schedule};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -46,6 +47,9 @@ pub struct TrainConfig {
     /// Data augmentation of the training batches (default: none).
     #[serde(default)]
     pub augment: Augment,
+    /// Learning-rate schedule over the `epochs` (default: constant).
+    #[serde(default)]
+    pub schedule: Schedule,
 }
 
 impl Default for TrainConfig {
@@ -59,6 +63,7 @@ impl Default for TrainConfig {
             early_stopping: None,
             progress: true,
             augment: Augment::default(),
+            schedule: Schedule::default(),
         }
     }
 }
@@ -239,7 +244,8 @@ pub fn fit(
                     });
                     return false;
                 }
-                opt.step(net, 1.0);
+                let e = schedule::step_epoch(epoch, step, steps);
+                opt.step(net, cfg.schedule.factor(e, cfg.epochs as f32));
                 loss_sum += b.loss as f64 * batch.len() as f64;
                 correct += b.correct;
                 if step % 20 == 0 || step + 1 == steps {
