@@ -3,6 +3,10 @@
 //! For logits `z` and label `t`: `p = softmax(z)`, `L = −log p[t]`, averaged
 //! over the batch, and `∂L/∂z = (p − onehot(t)) / n`, which is why the two
 //! are fused: the gradient is simple and numerically safe.
+//!
+//! With label smoothing ε the target is `q = (1 − ε)·onehot(t) + ε/K` for `K`
+//! classes: `L = −Σ_c q_c log p_c = logsumexp(z) − Σ_c q_c z_c` and
+//! `∂L/∂z = (p − q) / n`. With ε = 0 both are exactly the plain ones.
 
 use crate::tensor::Tensor;
 
@@ -44,7 +48,18 @@ pub fn softmax_cross_entropy(
     labels: &[u8],
     grad: Option<&mut Tensor>,
 ) -> BatchLoss {
+    softmax_cross_entropy_smoothed(logits, labels, 0.0, grad)
+}
+
+/// [`softmax_cross_entropy`] against labels smoothed by `smoothing` (ε in `[0, 1)`).
+pub fn softmax_cross_entropy_smoothed(
+    logits: &Tensor,
+    labels: &[u8],
+    smoothing: f32,
+    grad: Option<&mut Tensor>,
+) -> BatchLoss {
     let classes = logits.image_len();
+    let (on, off) = (1.0 - smoothing, smoothing / classes as f32);
     let n = logits.n;
     assert_eq!(labels.len(), n, "one label per image");
     let mut probs = [0f32; 256];
@@ -66,12 +81,23 @@ pub fn softmax_cross_entropy(
                 .map(|&v| ((v - max) as f64).exp())
                 .sum::<f64>()
                 .ln();
-        total += lse - z[t as usize] as f64;
+        total += if smoothing == 0.0 {
+            lse - z[t as usize] as f64
+        } else {
+            let target: f64 = z
+                .iter()
+                .enumerate()
+                .map(|(c, &v)| {
+                    (on as f64 * f64::from(u8::from(c == t as usize)) + off as f64) * v as f64
+                })
+                .sum();
+            lse - target
+        };
         correct += usize::from(argmax(z) == t as usize);
         if let Some(g) = grad.as_deref_mut() {
             let g = &mut g.data[i * classes..(i + 1) * classes];
             for (c, (g, &p)) in g.iter_mut().zip(p.iter()).enumerate() {
-                *g = (p - f32::from(c == t as usize)) / n as f32;
+                *g = (p - (on * f32::from(c == t as usize) + off)) / n as f32;
             }
         }
     }

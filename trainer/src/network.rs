@@ -3,7 +3,9 @@
 //! the spec in the metadata; see `docs/FORMAT.md`).
 
 use crate::layers::{self, Layer, Mode, ParamVisitor};
-use crate::loss::{softmax_cross_entropy, softmax_in_place, BatchLoss};
+use crate::loss::{
+    softmax_cross_entropy, softmax_cross_entropy_smoothed, softmax_in_place, BatchLoss,
+};
 use crate::spec::{LayerSpec, ModelSpec, SpecError};
 use crate::tensor::{ImageShape, Tensor};
 use rand::SeedableRng;
@@ -159,9 +161,20 @@ impl Network {
     /// Forward in training mode, loss against `labels`, and backward: after
     /// this every parameter's gradient is `∂L/∂θ` for the current input batch.
     pub fn forward_backward(&mut self, labels: &[u8]) -> BatchLoss {
+        self.forward_backward_smoothed(labels, 0.0)
+    }
+
+    /// [`Network::forward_backward`] with the labels smoothed by `smoothing`
+    /// (see [`crate::loss`]); the loss returned is the smoothed one.
+    pub fn forward_backward_smoothed(&mut self, labels: &[u8], smoothing: f32) -> BatchLoss {
         self.forward(Mode::Train);
         let last = self.layers.len();
-        let loss = softmax_cross_entropy(&self.acts[last], labels, Some(&mut self.grads[last]));
+        let loss = softmax_cross_entropy_smoothed(
+            &self.acts[last],
+            labels,
+            smoothing,
+            Some(&mut self.grads[last]),
+        );
         self.backward();
         loss
     }

@@ -50,6 +50,10 @@ pub struct TrainConfig {
     /// Learning-rate schedule over the `epochs` (default: constant).
     #[serde(default)]
     pub schedule: Schedule,
+    /// Label smoothing ε of the training loss (validation loss is always
+    /// the plain cross-entropy).
+    #[serde(default)]
+    pub label_smoothing: f32,
 }
 
 impl Default for TrainConfig {
@@ -64,6 +68,7 @@ impl Default for TrainConfig {
             progress: true,
             augment: Augment::default(),
             schedule: Schedule::default(),
+            label_smoothing: 0.0,
         }
     }
 }
@@ -235,7 +240,7 @@ pub fn fit(
             &mut buffers,
             &mut |step, batch| {
                 net.set_input_u8(&batch.images, batch.len());
-                let b = net.forward_backward(&batch.labels);
+                let b = net.forward_backward_smoothed(&batch.labels, cfg.label_smoothing);
                 if !b.loss.is_finite() {
                     failure = Some(TrainError::NonFinite {
                         epoch,

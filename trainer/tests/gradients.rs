@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use trainer::layers::{self, Layer, Mode};
-use trainer::loss::softmax_cross_entropy;
+use trainer::loss::{softmax_cross_entropy, softmax_cross_entropy_smoothed};
 use trainer::spec::{ModelSpec, Padding};
 use trainer::tensor::{ImageShape, Tensor};
 
@@ -226,6 +226,50 @@ proptest! {
             let numeric = (up - down) / (2.0 * H as f64);
             prop_assert!(close(numeric, g.data[i] as f64), "dz[{}]: {} vs {}", i, numeric, g.data[i]);
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Label smoothing: the gradient `(p − q)/n` against finite differences of
+    /// the smoothed loss `−Σ q log p`.
+    #[test]
+    fn label_smoothing_gradient(n in 1usize..5, classes in 2usize..12, eps in 0.0f32..0.5, seed in any::<u64>()) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut z = random_tensor(n, ImageShape::vector(classes), &mut rng);
+        z.data.iter_mut().for_each(|v| *v *= 3.0);
+        let labels: Vec<u8> = (0..n).map(|_| rng.random_range(0..classes as u8)).collect();
+        let mut g = Tensor::default();
+        let loss = softmax_cross_entropy_smoothed(&z, &labels, eps, Some(&mut g)).loss as f64;
+        // The loss itself, from its definition.
+        let mut direct = 0.0f64;
+        for (row, &t) in z.data.chunks_exact(classes).zip(&labels) {
+            let lse = row.iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
+            for (c, &v) in row.iter().enumerate() {
+                let q = (1.0 - eps as f64) * f64::from(u8::from(c == t as usize)) + eps as f64 / classes as f64;
+                direct -= q * (v as f64 - lse);
+            }
+        }
+        prop_assert!((loss - direct / n as f64).abs() < 1e-5, "{} vs {}", loss, direct / n as f64);
+        for i in 0..z.data.len() {
+            let mut zp = z.clone();
+            zp.data[i] += H;
+            let up = softmax_cross_entropy_smoothed(&zp, &labels, eps, None).loss as f64;
+            zp.data[i] -= 2.0 * H;
+            let down = softmax_cross_entropy_smoothed(&zp, &labels, eps, None).loss as f64;
+            let numeric = (up - down) / (2.0 * H as f64);
+            prop_assert!(close(numeric, g.data[i] as f64), "dz[{}]: {} vs {}", i, numeric, g.data[i]);
+        }
+        // Each row of the gradient sums to zero, and ε = 0 is the plain loss, bit for bit.
+        for row in g.data.chunks_exact(classes) {
+            prop_assert!(row.iter().sum::<f32>().abs() < 1e-5);
+        }
+        let (mut g0, mut g1) = (Tensor::default(), Tensor::default());
+        let plain = softmax_cross_entropy(&z, &labels, Some(&mut g0));
+        let zero = softmax_cross_entropy_smoothed(&z, &labels, 0.0, Some(&mut g1));
+        prop_assert_eq!(plain, zero);
+        prop_assert_eq!(g0.data, g1.data);
     }
 }
 
