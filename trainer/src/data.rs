@@ -55,6 +55,8 @@ pub enum DataError {
     BadMeta { path: PathBuf, found: usize },
     #[error("subset of {asked} images asked, but the training set has only {available}")]
     SubsetTooLarge { asked: usize, available: usize },
+    #[error("cannot hold out {asked} of the {available} training images (at least 1, and leave at least 1 to train on)")]
+    BadHoldout { asked: usize, available: usize },
 }
 
 /// A set of labelled images: `images[i·3072..(i+1)·3072]` is image `i`, HWC.
@@ -84,6 +86,28 @@ impl Split {
             images: self.images[..n * IMAGE_LEN].to_vec(),
             labels: self.labels[..n].to_vec(),
         }
+    }
+
+    /// Splits off the last `n` images: `(first len − n, last n)`. For a
+    /// validation set held out of the training set.
+    pub fn split_last(&self, n: usize) -> Result<(Split, Split), DataError> {
+        if n == 0 || n >= self.len() {
+            return Err(DataError::BadHoldout {
+                asked: n,
+                available: self.len(),
+            });
+        }
+        let keep = self.len() - n;
+        Ok((
+            Split {
+                images: self.images[..keep * IMAGE_LEN].to_vec(),
+                labels: self.labels[..keep].to_vec(),
+            },
+            Split {
+                images: self.images[keep * IMAGE_LEN..].to_vec(),
+                labels: self.labels[keep..].to_vec(),
+            },
+        ))
     }
 
     /// The images at `indices`, in that order.
@@ -294,5 +318,21 @@ mod tests {
         sub.labels.iter().for_each(|&l| counts[l as usize] += 1);
         assert!(counts.iter().all(|&c| c == 2 || c == 3), "{counts:?}");
         assert!(s.stratified_subset(201, 1).is_err());
+    }
+
+    #[test]
+    fn split_last_holds_out_the_tail() {
+        let mut s = Split::default();
+        for i in 0..10u8 {
+            s.append_records(Path::new("x"), &record(i, |_| i)).unwrap();
+        }
+        let (train, held) = s.split_last(3).unwrap();
+        assert_eq!(train.labels, [0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(held.labels, [7, 8, 9]);
+        assert_eq!(train.images, s.images[..7 * IMAGE_LEN]);
+        assert_eq!(held.image(0), s.image(7));
+        for bad in [0, 10, 11] {
+            assert!(s.split_last(bad).is_err());
+        }
     }
 }

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod network;
 pub mod optim;
 pub mod plot;
+pub mod recipe;
 pub mod run;
 pub mod schedule;
 pub mod spec;

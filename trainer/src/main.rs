@@ -4,12 +4,15 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use trainer::augment::PadMode;
 use trainer::data::Cifar10;
 use trainer::download;
 use trainer::metrics::ConfusionMatrix;
 use trainer::network::Network;
-use trainer::optim::{Adam, Optimizer};
+use trainer::optim::OptimizerKind;
+use trainer::recipe::TrainingSpec;
 use trainer::run::{self, RunConfig};
+use trainer::schedule::ScheduleKind;
 use trainer::spec::ModelSpec;
 use trainer::study::{self, StudyArgs, StudyError};
 use trainer::train::{self, EarlyStopping, Monitor, TrainConfig};
@@ -47,12 +50,15 @@ struct DataArgs {
 #[derive(Args)]
 struct TrainArgs {
     /// Built-in model (model1, model2, model3) or a path to a JSON spec.
+    /// A spec's "training" object sets the recipe; the flags below override it.
     #[arg(long, default_value = "model1")]
     model: String,
-    #[arg(long, default_value_t = 35)]
-    epochs: usize,
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
+    /// Maximum epochs [default: 35].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Mini-batch size [default: 32].
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Seed for initialisation, shuffling and dropout.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -73,9 +79,15 @@ struct TrainArgs {
     /// Per-epoch history as CSV. Default: the --out path with .csv
     #[arg(long)]
     history: Option<PathBuf>,
-    /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f32,
+    /// Base (peak) learning rate [default: 0.001 for Adam, 0.01 for SGD].
+    #[arg(long)]
+    lr: Option<f32>,
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    /// Train on the first 50,000 − N training images and validate on the last
+    /// N instead of the test set (for choosing hyperparameters).
+    #[arg(long)]
+    holdout: Option<usize>,
     /// Stop when the monitored figure stops improving.
     #[arg(long)]
     early_stopping: bool,
@@ -100,6 +112,105 @@ struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+/// The training recipe (see trainer::recipe); each flag overrides the spec's
+/// "training" object.
+#[derive(Args)]
+struct RecipeArgs {
+    /// Optimiser [default: adam].
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerKind>,
+    /// SGD momentum [default: 0.9].
+    #[arg(long)]
+    momentum: Option<f32>,
+    /// SGD with Nesterov momentum.
+    #[arg(long)]
+    nesterov: bool,
+    /// Decoupled weight decay λ (w ← w·(1 − lr·λ) each step) [default: 0].
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// No weight decay on biases and batch-norm parameters.
+    #[arg(long)]
+    no_decay_bn_bias: bool,
+    /// Learning-rate schedule [default: constant].
+    #[arg(long, value_enum)]
+    schedule: Option<ScheduleKind>,
+    /// Linear warm-up epochs (for onecycle: the rising side) [default: 0].
+    #[arg(long)]
+    warmup_epochs: Option<f32>,
+    /// onecycle, cosine: learning-rate factor at the end [default: 0].
+    #[arg(long)]
+    final_lr_factor: Option<f32>,
+    /// step: epochs between decays [default: 10].
+    #[arg(long)]
+    step_epochs: Option<f32>,
+    /// step: factor of each decay [default: 0.1].
+    #[arg(long)]
+    step_gamma: Option<f32>,
+    /// Label smoothing ε of the training loss [default: 0].
+    #[arg(long)]
+    label_smoothing: Option<f32>,
+    /// Standard augmentation: random crop with 4 pixels of padding and flip
+    /// (the flags below adjust it).
+    #[arg(long, conflicts_with = "no_augment")]
+    augment: bool,
+    /// No augmentation at all, whatever the spec says.
+    #[arg(long)]
+    no_augment: bool,
+    /// Random crop with N pixels of padding (0–8; 0: none).
+    #[arg(long)]
+    crop_pad: Option<usize>,
+    /// What the crop pads with [default: reflect].
+    #[arg(long, value_enum)]
+    pad_mode: Option<PadMode>,
+    /// Random horizontal flip.
+    #[arg(long)]
+    flip: bool,
+    /// Cutout: zero a random N×N square (0: none).
+    #[arg(long)]
+    cutout: Option<usize>,
+}
+
+impl RecipeArgs {
+    /// The flags as a TrainingSpec (None where a flag was not given).
+    fn to_spec(
+        &self,
+        epochs: Option<usize>,
+        batch_size: Option<usize>,
+        lr: Option<f32>,
+    ) -> TrainingSpec {
+        let mut t = TrainingSpec {
+            epochs,
+            batch_size,
+            lr,
+            optimizer: self.optimizer,
+            momentum: self.momentum,
+            nesterov: self.nesterov.then_some(true),
+            weight_decay: self.weight_decay,
+            decay_bn_bias: self.no_decay_bn_bias.then_some(false),
+            schedule: self.schedule,
+            warmup_epochs: self.warmup_epochs,
+            final_lr_factor: self.final_lr_factor,
+            step_epochs: self.step_epochs,
+            step_gamma: self.step_gamma,
+            label_smoothing: self.label_smoothing,
+            crop_pad: self.crop_pad,
+            pad_mode: self.pad_mode,
+            flip: self.flip.then_some(true),
+            cutout: self.cutout,
+        };
+        if self.augment {
+            t.crop_pad = t.crop_pad.or(Some(4));
+            t.flip = Some(true);
+        }
+        if self.no_augment {
+            t.crop_pad = Some(0);
+            t.flip = Some(false);
+            t.cutout = Some(0);
+        }
+        t
+    }
 }
 
 #[derive(Args)]
@@ -169,18 +280,25 @@ fn load_data(dir: &Path, offline: bool) -> Result<Cifar10> {
 }
 
 fn train(args: TrainArgs) -> Result<()> {
-    let spec = ModelSpec::resolve(&args.model).context("bad --model")?;
+    let mut spec = ModelSpec::resolve(&args.model).context("bad --model")?;
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/{}.safetensors", spec.name)));
-    if args.batch_size == 0 {
+    if args.batch_size == Some(0) {
         bail!("--batch-size must be at least 1");
     }
+    let from_spec = spec.training.take().unwrap_or_default();
+    let recipe = args
+        .recipe
+        .to_spec(args.epochs, args.batch_size, args.lr)
+        .or(&from_spec)
+        .resolve()
+        .map_err(|e| anyhow::anyhow!("bad training settings: {e}"))?;
     let cfg = RunConfig {
         train: TrainConfig {
-            epochs: args.epochs,
-            batch_size: args.batch_size,
+            epochs: recipe.epochs,
+            batch_size: recipe.batch_size,
             seed: args.seed,
             early_stopping: args.early_stopping.then_some(EarlyStopping {
                 monitor: args.monitor,
@@ -189,11 +307,14 @@ fn train(args: TrainArgs) -> Result<()> {
                 restore_best: !args.no_restore_best,
             }),
             progress: !args.quiet,
-            ..TrainConfig::default()
+            augment: recipe.augment.clone(),
+            schedule: recipe.schedule.clone(),
+            label_smoothing: recipe.label_smoothing,
         },
-        optimizer: Optimizer::Adam(Adam::new(args.lr)),
+        optimizer: recipe.optimizer.clone(),
         subset: args.subset,
         val_subset: args.val_subset,
+        holdout: args.holdout,
         history: args
             .history
             .clone()
@@ -207,14 +328,19 @@ fn train(args: TrainArgs) -> Result<()> {
         spec,
     };
     let data = load_data(&args.data.data, args.offline)?;
+    let available = data.train.len() - args.holdout.unwrap_or(0).min(data.train.len());
     eprintln!(
         "Training {} on {} images, batch {}, {} epochs max, {} threads",
         cfg.spec.name,
-        args.subset.unwrap_or(data.train.len()),
+        args.subset.unwrap_or(available),
         cfg.train.batch_size,
         cfg.train.epochs,
         rayon::current_num_threads()
     );
+    eprintln!("Recipe: {}", recipe.describe());
+    if let Some(n) = args.holdout {
+        eprintln!("Validating on the last {n} training images (held out), not on the test set");
+    }
     let epochs = cfg.train.epochs;
     let result = run::run(&cfg, &data, &mut |r| println!("{}", r.keras_line(epochs)))?;
     if result.stopped_early {
@@ -226,8 +352,13 @@ fn train(args: TrainArgs) -> Result<()> {
             result.final_epoch, args.monitor
         );
     }
+    let (what, images) = if result.held_out {
+        ("validation", "held-out training images")
+    } else {
+        ("test", "test images")
+    };
     println!(
-        "Saved {} (epoch {}): test loss {:.4}, test accuracy {:.4} on {} test images",
+        "Saved {} (epoch {}): {what} loss {:.4}, {what} accuracy {:.4} on {} {images}",
         cfg.out.display(),
         result.final_epoch,
         result.test_loss,

@@ -104,7 +104,8 @@ impl Network {
         }
         let count = layers.len() + 1;
         Ok(Self {
-            spec: spec.clone(),
+            // The architecture only: the training recipe is not part of the model.
+            spec: spec.without_training(),
             names: spec
                 .layers
                 .iter()

@@ -25,8 +25,11 @@ pub struct RunConfig {
     pub optimizer: Optimizer,
     /// Train on this many images, stratified by class.
     pub subset: Option<usize>,
-    /// Validate on the first this-many test images.
+    /// Validate on the first this-many images of the validation set.
     pub val_subset: Option<usize>,
+    /// Hold out the last this-many training images: train on the others and
+    /// validate on these instead of the test set (for tuning).
+    pub holdout: Option<usize>,
     pub out: PathBuf,
     pub history: PathBuf,
     pub checkpoint: PathBuf,
@@ -44,9 +47,14 @@ pub struct RunResult {
     pub final_epoch: usize,
     pub best_epoch: Option<usize>,
     pub stopped_early: bool,
+    /// Loss and accuracy of the saved weights on the validation set: the
+    /// test set, or the held-out training images when `held_out`.
     pub test_loss: f32,
     pub test_accuracy: f32,
     pub test_images: usize,
+    /// Validated on images held out of the training set, not on the test set.
+    #[serde(default)]
+    pub held_out: bool,
     pub train_images: usize,
     /// Mean wall time of an epoch (training + validation).
     pub seconds_per_epoch: f32,
@@ -63,7 +71,7 @@ pub enum RunError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Train(#[from] TrainError),
-    #[error("checkpoint {0} belongs to another run (model, batch size, seed or optimiser settings differ): pass --fresh to start over")]
+    #[error("checkpoint {0} belongs to another run (model, batch size, seed, optimiser or training recipe differ): pass --fresh to start over")]
     ForeignCheckpoint(String),
 }
 
@@ -73,21 +81,31 @@ pub fn run(
     data: &Cifar10,
     on_epoch: &mut dyn FnMut(&EpochRecord),
 ) -> Result<RunResult, RunError> {
+    let (train_all, val_all): (Cow<Split>, Cow<Split>) = match cfg.holdout {
+        Some(n) => {
+            let (train, held) = data.train.split_last(n)?;
+            (Cow::Owned(train), Cow::Owned(held))
+        }
+        None => (Cow::Borrowed(&data.train), Cow::Borrowed(&data.test)),
+    };
     let train_split: Cow<Split> = match cfg.subset {
-        Some(n) => Cow::Owned(data.train.stratified_subset(n, cfg.train.seed)?),
-        None => Cow::Borrowed(&data.train),
+        Some(n) => Cow::Owned(train_all.stratified_subset(n, cfg.train.seed)?),
+        None => train_all,
     };
     let val_split: Cow<Split> = match cfg.val_subset {
-        Some(n) => Cow::Owned(data.test.head(n)),
-        None => Cow::Borrowed(&data.test),
+        Some(n) => Cow::Owned(val_all.head(n)),
+        None => val_all,
     };
 
     let (mut net, mut opt, mut state) = if !cfg.fresh && cfg.checkpoint.exists() {
         let r = checkpoint::load(&cfg.checkpoint)?;
-        if r.net.spec() != &cfg.spec
+        if r.net.spec() != &cfg.spec.without_training()
             || r.config.batch_size != cfg.train.batch_size
             || r.config.seed != cfg.train.seed
             || !r.opt.same_settings(&cfg.optimizer)
+            || r.config.augment != cfg.train.augment
+            || r.config.schedule != cfg.train.schedule
+            || r.config.label_smoothing != cfg.train.label_smoothing
         {
             return Err(RunError::ForeignCheckpoint(
                 cfg.checkpoint.display().to_string(),
@@ -145,6 +163,7 @@ pub fn run(
         test_loss: final_eval.loss,
         test_accuracy: final_eval.accuracy,
         test_images: val_split.len(),
+        held_out: cfg.holdout.is_some(),
         train_images: train_split.len(),
         seconds_per_epoch: seconds,
         threads: rayon::current_num_threads(),

@@ -145,6 +145,11 @@ pub struct ModelSpec {
     pub name: String,
     pub input: ImageShape,
     pub layers: Vec<LayerSpec>,
+    /// The training recipe that goes with the model (optional; the
+    /// `trainer train` flags override it). Not part of the architecture: a
+    /// network and its exported file hold the spec without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<crate::recipe::TrainingSpec>,
 }
 
 /// Why a spec was rejected.
@@ -222,6 +227,14 @@ impl ModelSpec {
             Self::from_file(Path::new(name_or_path))
         } else {
             Err(SpecError::UnknownBuiltin(name_or_path.to_string()))
+        }
+    }
+
+    /// The architecture alone (without the `training` object).
+    pub fn without_training(&self) -> ModelSpec {
+        ModelSpec {
+            training: None,
+            ..self.clone()
         }
     }
 
@@ -403,6 +416,26 @@ mod tests {
         for name in ["model2", "model3"] {
             assert_eq!(ModelSpec::builtin(name).unwrap().num_classes(), 10);
         }
+    }
+
+    #[test]
+    fn training_object_parses_and_stays_out_of_the_architecture() {
+        let spec = spec_with(r#"{"type":"flatten"},{"type":"dense","units":2}"#).unwrap();
+        assert!(spec.training.is_none());
+        let json = r#"{"name":"t","input":{"height":8,"width":8,"channels":3},
+            "layers":[{"type":"flatten"},{"type":"dense","units":2}],
+            "training":{"optimizer":"sgd","lr":0.1,"crop_pad":4,"flip":true}}"#;
+        let with = ModelSpec::from_json_str(json).unwrap();
+        let t = with.training.clone().unwrap();
+        assert_eq!((t.lr, t.crop_pad, t.flip), (Some(0.1), Some(4), Some(true)));
+        assert_eq!(with.without_training(), spec);
+        assert!(!with.without_training().to_json().contains("training"));
+        let net = crate::network::Network::new(&with, 1).unwrap();
+        assert_eq!(net.spec(), &spec);
+        let err = ModelSpec::from_json_str(&json.replace("crop_pad", "crop"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field"), "{err}");
     }
 
     #[test]

@@ -501,6 +501,7 @@ fn train_one(
         optimizer: Optimizer::Adam(Adam::new(settings.learning_rate)),
         subset: settings.subset,
         val_subset: settings.val_subset,
+        holdout: None,
         out: paths.model.clone(),
         history: paths.history.clone(),
         checkpoint: paths.checkpoint.clone(),

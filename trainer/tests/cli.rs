@@ -297,3 +297,194 @@ fn bad_spec_and_bad_model_file_are_clear_errors() {
         "{log}"
     );
 }
+
+/// The saved tensors of a model file, by name.
+fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let net = trainer::network::Network::load(path).unwrap();
+    net.named_tensors()
+        .into_iter()
+        .map(|(n, _, d)| (n, d.to_vec()))
+        .collect()
+}
+
+/// The training-recipe flags: SGD with Nesterov momentum and decoupled weight
+/// decay, a warm-up and step schedule, label smoothing, crop + flip + cutout.
+/// The recipe is reported, and a run stopped after one epoch and resumed ends
+/// exactly where an uninterrupted one does (augmentation, schedule and SGD
+/// velocity all carry over); resuming with another recipe is refused.
+#[test]
+fn recipe_flags_train_and_resume_exactly() {
+    let Some(data) = common::cifar10_dir("recipe_flags_train_and_resume_exactly") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = [
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.05",
+        "--nesterov",
+        "--weight-decay",
+        "5e-4",
+        "--no-decay-bn-bias",
+        "--schedule",
+        "step",
+        "--step-epochs",
+        "1",
+        "--step-gamma",
+        "0.5",
+        "--warmup-epochs",
+        "0.5",
+        "--label-smoothing",
+        "0.1",
+        "--augment",
+        "--pad-mode",
+        "zero",
+        "--cutout",
+        "8",
+    ];
+    let run = |name: &str, epochs: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--model",
+            "model3",
+            "--subset",
+            "200",
+            "--epochs",
+            epochs,
+            "--val-subset",
+            "200",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        trainer(&args)
+    };
+    let o = run("a.safetensors", "1", &recipe);
+    let log = text(&o);
+    assert!(o.status.success(), "{log}");
+    assert!(
+        log.contains("Recipe: SGD lr 0.05, Nesterov momentum 0.9, weight decay 0.0005 (not on BN/biases); schedule step ×0.5 every 1 epochs, warm-up 0.5 epochs; augmentation crop 4 zero, flip, cutout 8; label smoothing 0.1"),
+        "{log}"
+    );
+    // Another recipe cannot resume this checkpoint.
+    let o = run("a.safetensors", "2", &recipe[..recipe.len() - 2]);
+    let log = text(&o);
+    assert!(!o.status.success(), "{log}");
+    assert!(log.contains("belongs to another run"), "{log}");
+    let o = run("a.safetensors", "2", &recipe);
+    let log = text(&o);
+    assert!(o.status.success() && log.contains("Resuming from"), "{log}");
+    let o = run("b.safetensors", "2", &recipe);
+    assert!(o.status.success(), "{}", text(&o));
+    let (a, b) = (
+        tensors(&dir.path().join("a.safetensors")),
+        tensors(&dir.path().join("b.safetensors")),
+    );
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x == y, "{name}: resumed weights differ");
+    }
+}
+
+/// `--holdout N` validates on the last N training images instead of the test
+/// set and says so; a spec's "training" object sets the recipe, the flags
+/// override it, and the exported model (architecture only) evaluates.
+#[test]
+fn holdout_and_spec_training_object() {
+    let Some(data) = common::cifar10_dir("holdout_and_spec_training_object") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("tiny.json");
+    std::fs::write(
+        &spec,
+        r#"{"name":"tiny","input":{"height":32,"width":32,"channels":3},
+  "layers":[{"type":"conv2d","filters":8,"kernel":3,"stride":2},{"type":"batchnorm"},{"type":"relu"},
+    {"type":"global_avg_pool"},{"type":"dense","units":10}],
+  "training":{"optimizer":"sgd","lr":0.5,"momentum":0.8,"flip":true,"epochs":1,"schedule":"cosine"}}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("tiny.safetensors");
+    let o = trainer(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        spec.to_str().unwrap(),
+        "--lr",
+        "0.02",
+        "--subset",
+        "100",
+        "--holdout",
+        "300",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let log = text(&o);
+    assert!(o.status.success(), "{log}");
+    assert!(
+        log.contains("Recipe: SGD lr 0.02, momentum 0.8; schedule cosine to 0×; augmentation flip"),
+        "{log}"
+    );
+    assert!(log.contains("Epoch 1/1"), "{log}");
+    assert!(
+        log.contains("validation accuracy") && log.contains("on 300 held-out training images"),
+        "{log}"
+    );
+    let e = trainer(&[
+        "evaluate",
+        "--model",
+        out.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--limit",
+        "50",
+    ]);
+    assert!(e.status.success(), "{}", text(&e));
+    // Too large a holdout is a clear error.
+    let o = trainer(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--holdout",
+        "50000",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let log = text(&o);
+    assert!(!o.status.success());
+    assert!(log.contains("cannot hold out 50000"), "{log}");
+}
+
+#[test]
+fn bad_recipe_flags_are_clear_errors() {
+    let o = trainer(&[
+        "train",
+        "--momentum",
+        "0.9",
+        "--data",
+        "/nonexistent",
+        "--offline",
+    ]);
+    let log = text(&o);
+    assert!(!o.status.success());
+    assert!(log.contains("settings of SGD"), "{log}");
+    let o = trainer(&[
+        "train",
+        "--label-smoothing",
+        "1.5",
+        "--data",
+        "/nonexistent",
+        "--offline",
+    ]);
+    let log = text(&o);
+    assert!(!o.status.success());
+    assert!(log.contains("label smoothing 1.5"), "{log}");
+}
