@@ -57,12 +57,13 @@ impl MaxPool2d {
                 for iy in rows.clone() {
                     for ix in cols.clone() {
                         let i = (iy * self.input.width + ix) * c;
-                        for (ch, (y, a)) in y.iter_mut().zip(am.iter_mut()).enumerate() {
-                            let v = x[i + ch];
-                            if v > *y {
-                                *y = v;
-                                *a = (i + ch) as u32;
-                            }
+                        // Branch-free compare-and-select over the channels, so
+                        // it vectorises and random data costs no mispredictions.
+                        let cell = x[i..i + c].iter().zip(i as u32..);
+                        for ((y, a), (&v, index)) in y.iter_mut().zip(am.iter_mut()).zip(cell) {
+                            let better = v > *y;
+                            *y = if better { v } else { *y };
+                            *a = if better { index } else { *a };
                         }
                     }
                 }
