@@ -57,6 +57,12 @@ pub struct Network {
     acts: Vec<Tensor>,
     /// `grads[i] = ∂L/∂acts[i]` (`grads[0]` is never computed).
     grads: Vec<Tensor>,
+    /// For an `add` layer `i`, the activation index of its skip input.
+    skips: Vec<Option<usize>>,
+    /// Gradient reaching `acts[s]` through skip connections, added to
+    /// `grads[s]` once the layer consuming `acts[s]` has written it.
+    skip_grads: Vec<Tensor>,
+    skip_pending: Vec<bool>,
     /// Class names in label order.
     pub class_names: Vec<String>,
 }
@@ -80,18 +86,20 @@ impl Network {
                 } => Box::new(layers::Conv2d::new(
                     input, filters, kernel, stride, padding, &mut rng,
                 )),
-                LayerSpec::Relu => Box::new(layers::Relu::new(input)),
+                LayerSpec::Relu { .. } => Box::new(layers::Relu::new(input)),
                 LayerSpec::MaxPool2d {
                     size,
                     stride,
                     padding,
+                    ..
                 } => Box::new(layers::MaxPool2d::new(input, size, stride, padding)),
-                LayerSpec::GlobalAvgPool => Box::new(layers::GlobalAvgPool::new(input)),
+                LayerSpec::GlobalAvgPool { .. } => Box::new(layers::GlobalAvgPool::new(input)),
                 LayerSpec::BatchNorm {
                     momentum, epsilon, ..
                 } => Box::new(layers::BatchNorm::new(input, momentum, epsilon)),
-                LayerSpec::Flatten => Box::new(layers::Flatten::new(input)),
-                LayerSpec::Dropout { rate } => {
+                LayerSpec::Flatten { .. } => Box::new(layers::Flatten::new(input)),
+                LayerSpec::Add { .. } => Box::new(layers::Add::new(input)),
+                LayerSpec::Dropout { rate, .. } => {
                     Box::new(layers::Dropout::new(input, rate, seed ^ (i as u64) << 32))
                 }
                 LayerSpec::Dense { units, .. } => {
@@ -103,6 +111,20 @@ impl Network {
             layers.push(built);
         }
         let count = layers.len() + 1;
+        // Activation index (`acts[j + 1]` is layer j's output) of each add's skip input.
+        let skips = spec
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| match l {
+                LayerSpec::Add { from, .. } => Some(
+                    spec.source_of(i, from)
+                        .expect("validated: the source comes first")
+                        + 1,
+                ),
+                _ => None,
+            })
+            .collect();
         Ok(Self {
             // The architecture only: the training recipe is not part of the model.
             spec: spec.without_training(),
@@ -114,6 +136,9 @@ impl Network {
             layers,
             acts: (0..count).map(|_| Tensor::default()).collect(),
             grads: (0..count).map(|_| Tensor::default()).collect(),
+            skips,
+            skip_grads: (0..count).map(|_| Tensor::default()).collect(),
+            skip_pending: vec![false; count],
             class_names: CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
         })
     }
@@ -143,19 +168,50 @@ impl Network {
 
     /// Runs every layer on the current input; returns the logits.
     pub fn forward(&mut self, mode: Mode) -> &Tensor {
-        for (i, layer) in self.layers.iter_mut().enumerate() {
-            let (done, rest) = self.acts.split_at_mut(i + 1);
-            layer.forward(&done[i], &mut rest[0], mode);
+        for i in 0..self.layers.len() {
+            self.forward_layer(i, mode);
         }
         self.acts.last().expect("at least the input")
     }
 
+    /// `acts[i + 1] = layer i (acts[i])`, plus the skip input for an add.
+    fn forward_layer(&mut self, i: usize, mode: Mode) {
+        let (done, rest) = self.acts.split_at_mut(i + 1);
+        self.layers[i].forward(&done[i], &mut rest[0], mode);
+        if let Some(s) = self.skips[i] {
+            layers::add_assign(&mut rest[0].data, &done[s].data);
+        }
+    }
+
     /// Backpropagates from `grads[last] = ∂L/∂logits`, filling every layer's parameter gradients.
     fn backward(&mut self) {
+        self.skip_pending.fill(false);
         for i in (0..self.layers.len()).rev() {
-            let (lower, upper) = self.grads.split_at_mut(i + 1);
-            let dx = if i > 0 { Some(&mut lower[i]) } else { None };
-            self.layers[i].backward(&self.acts[i], &self.acts[i + 1], &upper[0], dx);
+            self.backward_layer(i);
+        }
+    }
+
+    /// Layer `i`'s backward: `grads[i]` from `grads[i + 1]`. An add also
+    /// sends `grads[i + 1]` to its skip input; that share is added to
+    /// `grads[s]` right after the layer consuming `acts[s]` (layer `s`, which
+    /// comes later in backward order, or this one) has overwritten it.
+    fn backward_layer(&mut self, i: usize) {
+        let (lower, upper) = self.grads.split_at_mut(i + 1);
+        let dx = if i > 0 { Some(&mut lower[i]) } else { None };
+        self.layers[i].backward(&self.acts[i], &self.acts[i + 1], &upper[0], dx);
+        if let Some(s) = self.skips[i] {
+            let dy = &upper[0];
+            let pending = &mut self.skip_grads[s];
+            if self.skip_pending[s] {
+                layers::add_assign(&mut pending.data, &dy.data);
+            } else {
+                pending.resize(dy.n, dy.image_shape());
+                pending.data.copy_from_slice(&dy.data);
+                self.skip_pending[s] = true;
+            }
+        }
+        if i > 0 && self.skip_pending[i] {
+            layers::add_assign(&mut self.grads[i].data, &self.skip_grads[i].data);
         }
     }
 
@@ -193,19 +249,17 @@ impl Network {
             .iter()
             .map(|l| (l.name().unwrap_or(l.kind()).to_string(), 0.0, 0.0))
             .collect();
-        for (i, layer) in self.layers.iter_mut().enumerate() {
+        for (i, time) in times.iter_mut().enumerate() {
             let t = Instant::now();
-            let (done, rest) = self.acts.split_at_mut(i + 1);
-            layer.forward(&done[i], &mut rest[0], Mode::Train);
-            times[i].1 = t.elapsed().as_secs_f64();
+            self.forward_layer(i, Mode::Train);
+            time.1 = t.elapsed().as_secs_f64();
         }
         let last = self.layers.len();
         let loss = softmax_cross_entropy(&self.acts[last], labels, Some(&mut self.grads[last]));
+        self.skip_pending.fill(false);
         for i in (0..self.layers.len()).rev() {
             let t = Instant::now();
-            let (lower, upper) = self.grads.split_at_mut(i + 1);
-            let dx = if i > 0 { Some(&mut lower[i]) } else { None };
-            self.layers[i].backward(&self.acts[i], &self.acts[i + 1], &upper[0], dx);
+            self.backward_layer(i);
             times[i].2 = t.elapsed().as_secs_f64();
         }
         (loss, times)

@@ -104,8 +104,23 @@ impl Recipe {
 }
 
 impl TrainingSpec {
-    /// Each field of `self`, or `fallback`'s where `self` has none.
+    /// Each field of `self`, or `fallback`'s where `self` has none. When
+    /// `self` names another optimiser than `fallback`, `fallback`'s learning
+    /// rate, momentum and Nesterov (meant for its optimiser) are dropped.
     pub fn or(&self, fallback: &TrainingSpec) -> TrainingSpec {
+        let switched = self.optimizer.is_some()
+            && self.optimizer.unwrap_or_default() != fallback.optimizer.unwrap_or_default();
+        let fallback = &if switched {
+            TrainingSpec {
+                lr: None,
+                momentum: None,
+                nesterov: None,
+                ..fallback.clone()
+            }
+        } else {
+            fallback.clone()
+        };
+        // (Defined here so that `fallback` is the one above.)
         macro_rules! pick {
             ($($f:ident),*) => { TrainingSpec { $($f: self.$f.or(fallback.$f)),* } };
         }
@@ -264,6 +279,37 @@ mod tests {
             }
         );
         assert_eq!(r.label_smoothing, 0.2);
+    }
+
+    #[test]
+    fn switching_optimizer_drops_the_other_ones_settings() {
+        let spec = TrainingSpec {
+            optimizer: Some(OptimizerKind::Sgd),
+            lr: Some(0.4),
+            momentum: Some(0.8),
+            nesterov: Some(true),
+            weight_decay: Some(1e-3),
+            ..TrainingSpec::default()
+        };
+        let adam = TrainingSpec {
+            optimizer: Some(OptimizerKind::Adam),
+            ..TrainingSpec::default()
+        };
+        let r = adam.or(&spec).resolve().unwrap();
+        let expected = Adam {
+            weight_decay: 1e-3,
+            ..Adam::new(DEFAULT_ADAM_LR)
+        };
+        assert_eq!(r.optimizer, Optimizer::Adam(expected));
+        // Naming the same optimiser keeps them.
+        let sgd = TrainingSpec {
+            optimizer: Some(OptimizerKind::Sgd),
+            ..TrainingSpec::default()
+        };
+        assert_eq!(
+            sgd.or(&spec).resolve().unwrap().optimizer.learning_rate(),
+            0.4
+        );
     }
 
     #[test]

@@ -72,9 +72,14 @@ pub enum LayerSpec {
         #[serde(default = "default_same")]
         padding: Padding,
     },
-    Relu,
+    Relu {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
     #[serde(rename = "maxpool2d")]
     MaxPool2d {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
         #[serde(default = "default_pool")]
         size: usize,
         #[serde(default = "default_pool")]
@@ -82,7 +87,10 @@ pub enum LayerSpec {
         #[serde(default = "default_valid")]
         padding: Padding,
     },
-    GlobalAvgPool,
+    GlobalAvgPool {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
     #[serde(rename = "batchnorm")]
     BatchNorm {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,14 +100,26 @@ pub enum LayerSpec {
         #[serde(default = "default_epsilon")]
         epsilon: f32,
     },
-    Flatten,
+    Flatten {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
     Dropout {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
         rate: f32,
     },
     Dense {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
         units: usize,
+    },
+    /// Residual connection: the input plus the output of the earlier layer
+    /// named `from` (same shape).
+    Add {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        from: String,
     },
 }
 
@@ -108,23 +128,31 @@ impl LayerSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             LayerSpec::Conv2d { .. } => "conv2d",
-            LayerSpec::Relu => "relu",
+            LayerSpec::Relu { .. } => "relu",
             LayerSpec::MaxPool2d { .. } => "maxpool2d",
-            LayerSpec::GlobalAvgPool => "global_avg_pool",
+            LayerSpec::GlobalAvgPool { .. } => "global_avg_pool",
             LayerSpec::BatchNorm { .. } => "batchnorm",
-            LayerSpec::Flatten => "flatten",
+            LayerSpec::Flatten { .. } => "flatten",
             LayerSpec::Dropout { .. } => "dropout",
             LayerSpec::Dense { .. } => "dense",
+            LayerSpec::Add { .. } => "add",
         }
     }
 
-    /// The parameter name prefix, for layers that have parameters.
+    /// The layer's name: given in the spec (any layer may have one, for an
+    /// `add` to refer to), or assigned to parameter layers (`conv1`, …), whose
+    /// tensors it prefixes.
     pub fn name(&self) -> Option<&str> {
         match self {
             LayerSpec::Conv2d { name, .. }
+            | LayerSpec::Relu { name }
+            | LayerSpec::MaxPool2d { name, .. }
+            | LayerSpec::GlobalAvgPool { name }
             | LayerSpec::BatchNorm { name, .. }
-            | LayerSpec::Dense { name, .. } => name.as_deref(),
-            _ => None,
+            | LayerSpec::Flatten { name }
+            | LayerSpec::Dropout { name, .. }
+            | LayerSpec::Dense { name, .. }
+            | LayerSpec::Add { name, .. } => name.as_deref(),
         }
     }
 
@@ -253,9 +281,9 @@ impl ModelSpec {
             if let Some((prefix, slot)) = layer.name_slot() {
                 let count = counters.entry(prefix).or_insert(0);
                 *count += 1;
-                let name = slot
-                    .get_or_insert_with(|| format!("{prefix}{count}"))
-                    .clone();
+                slot.get_or_insert_with(|| format!("{prefix}{count}"));
+            }
+            if let Some(name) = layer.name().map(str::to_string) {
                 if name.is_empty() || name.contains(['"', '\\', ',']) {
                     return Err(self.layer_error_at(index, kind, format!("invalid name {name:?}")));
                 }
@@ -323,6 +351,7 @@ impl ModelSpec {
                     size,
                     stride,
                     padding,
+                    ..
                 } => {
                     if *size == 0 || *stride == 0 {
                         return Err(err("size and stride must be at least 1".into()));
@@ -340,9 +369,19 @@ impl ModelSpec {
                         .ok_or_else(too_small)?;
                     ImageShape::new(h, w, shape.channels)
                 }
-                LayerSpec::GlobalAvgPool => ImageShape::vector(shape.channels),
-                LayerSpec::Flatten => ImageShape::vector(shape.len()),
-                LayerSpec::Relu => shape,
+                LayerSpec::GlobalAvgPool { .. } => ImageShape::vector(shape.channels),
+                LayerSpec::Flatten { .. } => ImageShape::vector(shape.len()),
+                LayerSpec::Relu { .. } => shape,
+                LayerSpec::Add { from, .. } => {
+                    let source = self.source_of(index, from).map_err(&err)?;
+                    if shapes[source] != shape {
+                        return Err(err(format!(
+                            "layer {from:?} gives {}, but the input here is {shape}: an add needs the same shape",
+                            shapes[source]
+                        )));
+                    }
+                    shape
+                }
                 LayerSpec::BatchNorm {
                     momentum, epsilon, ..
                 } => {
@@ -351,7 +390,7 @@ impl ModelSpec {
                     }
                     shape
                 }
-                LayerSpec::Dropout { rate } => {
+                LayerSpec::Dropout { rate, .. } => {
                     if !(0.0..1.0).contains(rate) {
                         return Err(err(format!("rate {rate} must be in [0, 1)")));
                     }
@@ -372,6 +411,15 @@ impl ModelSpec {
             shapes.push(shape);
         }
         Ok(shapes)
+    }
+
+    /// The index of the layer named `from`, which must come before layer `index`.
+    pub fn source_of(&self, index: usize, from: &str) -> Result<usize, String> {
+        match self.layers.iter().position(|l| l.name() == Some(from)) {
+            Some(j) if j < index => Ok(j),
+            Some(_) => Err(format!("layer {from:?} does not come before this add")),
+            None => Err(format!("no layer is named {from:?}")),
+        }
     }
 
     /// Checks the whole spec: every layer fits, and the output is a vector of logits.
@@ -436,6 +484,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn add_layers_check_their_source() {
+        let ok = spec_with(
+            r#"{"type":"conv2d","filters":3,"kernel":3,"name":"a"},{"type":"relu","name":"r"},
+               {"type":"add","from":"r"},{"type":"add","from":"a"},{"type":"flatten"},{"type":"dense","units":2}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.source_of(3, "a"), Ok(0));
+        assert_eq!(ok.layers[1].name(), Some("r"));
+        let again = ModelSpec::from_json_str(&ok.to_json()).unwrap();
+        assert_eq!(again, ok);
+        let err = |layers: &str| spec_with(layers).unwrap_err().to_string();
+        let e = err(r#"{"type":"add","from":"x"},{"type":"flatten"},{"type":"dense","units":2}"#);
+        assert!(
+            e.contains("layer 0 (add)") && e.contains("no layer is named \"x\""),
+            "{e}"
+        );
+        let e = err(
+            r#"{"type":"add","from":"f"},{"type":"flatten","name":"f"},{"type":"dense","units":2}"#,
+        );
+        assert!(e.contains("does not come before"), "{e}");
+        let e = err(
+            r#"{"type":"relu","name":"r"},{"type":"conv2d","filters":4,"kernel":3},{"type":"add","from":"r"},{"type":"flatten"},{"type":"dense","units":2}"#,
+        );
+        assert!(
+            e.contains("layer 2 (add)") && e.contains("same shape"),
+            "{e}"
+        );
+        let e = err(
+            r#"{"type":"relu","name":"conv1"},{"type":"conv2d","filters":4,"kernel":3},{"type":"flatten"},{"type":"dense","units":2}"#,
+        );
+        assert!(e.contains("duplicate name \"conv1\""), "{e}");
+    }
+
+    #[test]
+    fn builtins_keep_their_canonical_form() {
+        // No names appear on layers that were not given one (infer reads this form).
+        let json = ModelSpec::builtin("model1").unwrap().to_json();
+        assert!(json.contains(r#"{"type":"relu"}"#), "{json}");
+        assert!(json.contains(r#"{"type":"flatten"}"#), "{json}");
+        assert!(!json.contains("training"));
     }
 
     #[test]

@@ -311,10 +311,41 @@ fn whole_network_gradient() {
             {"type":"dense","units":3}]}"#,
     )
     .unwrap();
-    let mut net = trainer::network::Network::new(&spec, 3).unwrap();
+    network_gradient_check(&spec);
+}
+
+/// A residual network: two `add` layers skipping over a conv–BN–ReLU block
+/// (one from a named ReLU, one from a named batch norm), and one adding a
+/// layer's output to itself; gradients through the skips against finite
+/// differences.
+#[test]
+fn residual_network_gradient() {
+    let spec = ModelSpec::from_json_str(
+        r#"{"name":"res","input":{"height":6,"width":6,"channels":3},"layers":[
+            {"type":"conv2d","filters":4,"kernel":3},
+            {"type":"relu","name":"stem"},
+            {"type":"conv2d","filters":4,"kernel":3},
+            {"type":"batchnorm","name":"mid"},
+            {"type":"relu"},
+            {"type":"conv2d","filters":4,"kernel":1},
+            {"type":"add","from":"stem"},
+            {"type":"add","from":"mid","name":"sum2"},
+            {"type":"maxpool2d","name":"pool"},
+            {"type":"add","from":"pool"},
+            {"type":"flatten"},
+            {"type":"dense","units":3}]}"#,
+    )
+    .unwrap();
+    network_gradient_check(&spec);
+}
+
+/// Every parameter gradient of `spec`'s network (training mode, a batch of 4
+/// random images) against finite differences of the loss.
+fn network_gradient_check(spec: &ModelSpec) {
+    let mut net = trainer::network::Network::new(spec, 3).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let n = 4;
-    let images: Vec<u8> = (0..n * 7 * 7 * 3).map(|_| rng.random()).collect();
+    let images: Vec<u8> = (0..n * spec.input.len()).map(|_| rng.random()).collect();
     let labels = [0u8, 2, 1, 2];
     let loss_at = |net: &mut trainer::network::Network| {
         net.reseed(5);

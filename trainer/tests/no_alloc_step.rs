@@ -53,9 +53,17 @@ fn check_models() {
     for (model, mut opt) in [
         ("model1", Optimizer::default()),
         ("model3", Optimizer::default()),
-        ("model3", Optimizer::Sgd(sgd)),
+        ("model3", Optimizer::Sgd(sgd.clone())),
+        ("fast", Optimizer::Sgd(sgd)),
     ] {
-        let spec = trainer::spec::ModelSpec::builtin(model).unwrap();
+        // models/fast.json: a residual network (add layers, skip gradients).
+        let spec = match model {
+            "fast" => {
+                trainer::spec::ModelSpec::from_json_str(include_str!("../../models/fast.json"))
+                    .unwrap()
+            }
+            _ => trainer::spec::ModelSpec::builtin(model).unwrap(),
+        };
         let mut net = trainer::network::Network::new(&spec, 1).unwrap();
         let batch = 8;
         let images: Vec<u8> = (0..batch * spec.input.len())

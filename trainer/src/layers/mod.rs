@@ -6,6 +6,7 @@
 //! mask, normalised activations); buffers are resized in place, so after the
 //! first batch of the largest size the training loop allocates nothing.
 
+mod add;
 mod batchnorm;
 mod conv;
 mod dense;
@@ -15,6 +16,8 @@ mod gap;
 mod pool;
 mod relu;
 
+pub(crate) use add::add_assign;
+pub use add::Add;
 pub use batchnorm::BatchNorm;
 pub use conv::Conv2d;
 pub use dense::Dense;
