@@ -1,9 +1,10 @@
 //! A pure-Rust CPU trainer for small convolutional image classifiers.
 //!
-//! Data flows: [`data`] (CIFAR-10 reader) → [`network::Network`] built from a
-//! [`spec::ModelSpec`] out of [`layers`] → [`loss`] → backprop → [`optim::Optimizer`] (Adam or SGD),
-//! driven by [`train`], measured by [`metrics`], saved by
-//! [`network::Network::save`] as safetensors.
+//! Data flows: [`data`] (CIFAR-10 reader) → [`augment`] (on a second thread)
+//! → [`network::Network`] built from a [`spec::ModelSpec`] out of [`layers`] →
+//! [`loss`] → backprop → [`optim::Optimizer`] (Adam or SGD) at the rate of a
+//! [`schedule`], driven by [`train`] with a [`recipe`], measured by
+//! [`metrics`], saved by [`network::Network::save`] as safetensors.
 
 pub mod atomic;
 pub mod augment;
