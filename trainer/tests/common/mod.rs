@@ -23,3 +23,21 @@ pub fn cifar10_dir(test: &str) -> Option<PathBuf> {
     eprintln!("SKIPPED {test}: CIFAR-10 not found (set CIFAR10_DIR or put it in ../shared/cifar10/cifar-10-batches-bin)");
     None
 }
+
+/// Runs the `trainer` binary of this package with `args`, on two threads.
+pub fn trainer(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .expect("run trainer")
+}
+
+/// Standard output then standard error, as text.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
