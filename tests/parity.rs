@@ -3,7 +3,7 @@
 //! probability must agree within 1e-4 and the top class must be the same
 //! (unless the trainer itself sees a near-tie: top two within 1e-5).
 //!
-//! Networks: the built-in specs and a spec exercising batchnorm,
+//! Networks: the built-in specs (the residual `fast` included) and a spec exercising batchnorm,
 //! global_avg_pool, a stride-2 valid conv and a same maxpool on odd sizes, all
 //! randomly initialised (batchnorm statistics randomised too, so it is not the
 //! identity), plus the shipped `models/model1.safetensors` when present.
@@ -127,6 +127,24 @@ fn builtin_specs_randomly_initialised() {
         let bytes = export(&net);
         compare(name, &mut net, &bytes, &images, n);
     }
+}
+
+/// `models/fast.json`: the ResNet-9-like net with two residual `add`s, whose
+/// skip inputs `infer` keeps in its scratch.
+#[test]
+fn fast_residual_randomly_initialised() {
+    let cifar = cifar_images();
+    let n = if cifar.is_some() { IMAGES } else { 200 };
+    let images = cifar.unwrap_or_else(|| random_images(32 * 32 * 3, n, 4));
+    let spec = ModelSpec::builtin("fast").unwrap();
+    let mut net = Network::new(&spec, 14).unwrap();
+    randomise(&mut net, 4);
+    let bytes = export(&net);
+    let model = Model::from_bytes(&bytes).unwrap();
+    // conv2's input and output side by side (32·32·32 + 32·32·64); the stashes
+    // (pool1: 16·16·64, pool3: 4·4·256) are alive only after it.
+    assert_eq!(model.scratch_len(), 98_304);
+    compare("fast", &mut net, &bytes, &images, n);
 }
 
 #[test]

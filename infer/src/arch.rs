@@ -5,8 +5,11 @@
 //! The parser mirrors the trainer's spec reader: unknown or misplaced fields are
 //! errors (the trainer's `deny_unknown_fields`), missing fields take the
 //! documented defaults, and unnamed parameter layers are named `conv1, conv2, …,
-//! bn1, …, dense1, …` by their rank among the layers of their type.
+//! bn1, …, dense1, …` by their rank among the layers of their type. Any layer
+//! may carry a `name`; an `add` layer's `from` must name an earlier layer
+//! (checked here; the shapes are checked when the model is planned).
 
+use crate::error::AddProblem;
 use crate::json::{JsonError, Parser, Source, Unescape};
 use crate::Error;
 
@@ -94,6 +97,11 @@ pub(crate) enum Kind {
     Dense {
         units: usize,
     },
+    /// Residual connection: adds the output of layer `source` (an earlier one)
+    /// to the current activation.
+    Add {
+        source: usize,
+    },
 }
 
 /// A layer name, stored inline (at most [`MAX_NAME`] bytes).
@@ -148,7 +156,8 @@ impl Name {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct LayerSpec {
     pub kind: Kind,
-    /// The parameter-name prefix (empty for layers without parameters).
+    /// The layer's name: the parameter-name prefix of a parameter layer (given
+    /// or default), the spec's `name` for others (empty when it has none).
     pub name: Name,
 }
 
@@ -184,6 +193,8 @@ pub(crate) fn parse(raw: &[u8], base: usize) -> Result<Spec, Error> {
         }; MAX_LAYERS],
         len: 0,
     };
+    // The `from` of each add layer, resolved once every layer is named.
+    let mut from = [Name::EMPTY; MAX_LAYERS];
     let (mut seen_input, mut seen_layers, mut seen_name) = (false, false, false);
     p.begin_object().map_err(arch_err)?;
     let mut first = true;
@@ -199,7 +210,7 @@ pub(crate) fn parse(raw: &[u8], base: usize) -> Result<Spec, Error> {
                 &mut seen_input
             }
             Some(b"layers") => {
-                parse_layers(&mut p, &mut spec)?;
+                parse_layers(&mut p, &mut spec, &mut from)?;
                 &mut seen_layers
             }
             _ => return Err(arch_err(p.error("unknown field in the model spec"))),
@@ -216,6 +227,7 @@ pub(crate) fn parse(raw: &[u8], base: usize) -> Result<Spec, Error> {
         return Err(arch_err(p.error("the model spec has no layers")));
     }
     assign_names(&mut spec)?;
+    resolve_sources(&mut spec, &from)?;
     Ok(spec)
 }
 
@@ -267,9 +279,11 @@ struct Fields {
     epsilon: Option<f32>,
     rate: Option<f32>,
     units: Option<usize>,
+    from: Option<Name>,
 }
 
-const TYPES: [&[u8]; 8] = [
+/// The `type` names, in the order of the tags [`build_layer`] matches on.
+const TYPES: [&[u8]; 9] = [
     b"conv2d",
     b"relu",
     b"maxpool2d",
@@ -278,9 +292,16 @@ const TYPES: [&[u8]; 8] = [
     b"flatten",
     b"dropout",
     b"dense",
+    b"add",
 ];
 
-fn parse_layers<S: Source>(p: &mut Parser<S>, spec: &mut Spec) -> Result<(), Error> {
+/// Reads the `layers` array into `spec`; the `from` of an add layer goes to
+/// `from[index]`.
+fn parse_layers<S: Source>(
+    p: &mut Parser<S>,
+    spec: &mut Spec,
+    from: &mut [Name; MAX_LAYERS],
+) -> Result<(), Error> {
     p.begin_array().map_err(arch_err)?;
     let mut first = true;
     while p.next_item(&mut first).map_err(arch_err)? {
@@ -290,6 +311,7 @@ fn parse_layers<S: Source>(p: &mut Parser<S>, spec: &mut Spec) -> Result<(), Err
         }
         let f = parse_fields(p)?;
         spec.layers[index] = build_layer(index, &f)?;
+        from[index] = f.from.unwrap_or(Name::EMPTY);
         spec.len += 1;
     }
     Ok(())
@@ -312,13 +334,12 @@ fn parse_fields<S: Source>(p: &mut Parser<S>) -> Result<Fields, Error> {
                 f.kind.replace(tag as u8).is_some()
             }
             Some(b"name") => {
-                let mut buf = [0u8; MAX_NAME];
-                let n = p.string(&mut buf).map_err(arch_err)?;
-                let n = n
-                    .filter(|n| !n.is_empty())
-                    .and_then(Name::new)
-                    .ok_or_else(|| arch_err(p.error("layer name empty or longer than 32 bytes")))?;
+                let n = name_value(p, "layer name empty or longer than 32 bytes")?;
                 f.name.replace(n).is_some()
+            }
+            Some(b"from") => {
+                let n = name_value(p, "`from` empty or longer than 32 bytes")?;
+                f.from.replace(n).is_some()
             }
             Some(b"filters") => f.filters.replace(dim(p)?).is_some(),
             Some(b"kernel") => f.kernel.replace(dim(p)?).is_some(),
@@ -346,6 +367,15 @@ fn parse_fields<S: Source>(p: &mut Parser<S>) -> Result<Fields, Error> {
     Ok(f)
 }
 
+/// A string value that is a layer name: 1 to [`MAX_NAME`] bytes.
+fn name_value<S: Source>(p: &mut Parser<S>, problem: &'static str) -> Result<Name, Error> {
+    let mut buf = [0u8; MAX_NAME];
+    let n = p.string(&mut buf).map_err(arch_err)?;
+    n.filter(|n| !n.is_empty())
+        .and_then(Name::new)
+        .ok_or_else(|| arch_err(p.error(problem)))
+}
+
 /// Checks a layer's fields against its type and fills in the defaults.
 fn build_layer(index: usize, f: &Fields) -> Result<LayerSpec, Error> {
     let err = |problem| Error::Layer { index, problem };
@@ -360,6 +390,7 @@ fn build_layer(index: usize, f: &Fields) -> Result<LayerSpec, Error> {
     const EPSILON: u16 = 128;
     const RATE: u16 = 256;
     const UNITS: u16 = 512;
+    const FROM: u16 = 1024;
     let present = [
         (NAME, f.name.is_some()),
         (FILTERS, f.filters.is_some()),
@@ -371,6 +402,7 @@ fn build_layer(index: usize, f: &Fields) -> Result<LayerSpec, Error> {
         (EPSILON, f.epsilon.is_some()),
         (RATE, f.rate.is_some()),
         (UNITS, f.units.is_some()),
+        (FROM, f.from.is_some()),
     ]
     .iter()
     .filter(|(_, p)| *p)
@@ -386,16 +418,16 @@ fn build_layer(index: usize, f: &Fields) -> Result<LayerSpec, Error> {
                 padding: f.padding.unwrap_or(Padding::Same),
             },
         ),
-        1 => (0, Kind::Relu),
+        1 => (NAME, Kind::Relu),
         2 => (
-            SIZE | STRIDE | PADDING,
+            NAME | SIZE | STRIDE | PADDING,
             Kind::MaxPool2d {
                 size: f.size.unwrap_or(2),
                 stride: f.stride.unwrap_or(2),
                 padding: f.padding.unwrap_or(Padding::Valid),
             },
         ),
-        3 => (0, Kind::GlobalAvgPool),
+        3 => (NAME, Kind::GlobalAvgPool),
         4 => {
             let epsilon = f.epsilon.unwrap_or(1e-3);
             if epsilon <= 0.0 {
@@ -403,17 +435,22 @@ fn build_layer(index: usize, f: &Fields) -> Result<LayerSpec, Error> {
             }
             (NAME | MOMENTUM | EPSILON, Kind::BatchNorm { epsilon })
         }
-        5 => (0, Kind::Flatten),
+        5 => (NAME, Kind::Flatten),
         6 => {
             f.rate.ok_or(err("dropout needs `rate`"))?;
-            (RATE, Kind::Dropout)
+            (NAME | RATE, Kind::Dropout)
         }
-        _ => (
+        7 => (
             NAME | UNITS,
             Kind::Dense {
                 units: f.units.ok_or(err("dense needs `units`"))?,
             },
         ),
+        _ => {
+            // The source is resolved by `resolve_sources`, once all layers are named.
+            f.from.ok_or(err("add needs `from`"))?;
+            (NAME | FROM, Kind::Add { source: 0 })
+        }
     };
     if present & !allowed != 0 {
         return Err(err("field not allowed for this layer type"));
@@ -424,31 +461,52 @@ fn build_layer(index: usize, f: &Fields) -> Result<LayerSpec, Error> {
     })
 }
 
-/// Gives unnamed parameter layers their default names and rejects duplicates.
+/// Gives unnamed parameter layers their default names and rejects duplicate
+/// names (among all layers, as the trainer does).
 fn assign_names(spec: &mut Spec) -> Result<(), Error> {
     let mut counts = [0usize; 3];
     for index in 0..spec.len {
         let layer = &mut spec.layers[index];
-        let (slot, prefix) = match layer.kind {
-            Kind::Conv2d { .. } => (0, "conv"),
-            Kind::BatchNorm { .. } => (1, "bn"),
-            Kind::Dense { .. } => (2, "dense"),
-            _ => continue,
+        let default = match layer.kind {
+            Kind::Conv2d { .. } => Some((0, "conv")),
+            Kind::BatchNorm { .. } => Some((1, "bn")),
+            Kind::Dense { .. } => Some((2, "dense")),
+            _ => None,
         };
-        counts[slot] += 1;
-        if layer.name.len == 0 {
-            layer.name = Name::numbered(prefix, counts[slot]);
+        if let Some((slot, prefix)) = default {
+            counts[slot] += 1;
+            if layer.name.len == 0 {
+                layer.name = Name::numbered(prefix, counts[slot]);
+            }
         }
         let name = layer.name;
-        if spec.layers[..index]
-            .iter()
-            .any(|other| other.name.len > 0 && other.name == name)
-        {
+        if name.len > 0 && spec.layers[..index].iter().any(|other| other.name == name) {
             return Err(Error::Layer {
                 index,
                 problem: "duplicate layer name",
             });
         }
+    }
+    Ok(())
+}
+
+/// Points every add layer at the layer its `from` names, which must come
+/// before it (the trainer's rule).
+fn resolve_sources(spec: &mut Spec, from: &[Name; MAX_LAYERS]) -> Result<(), Error> {
+    for (index, from) in from.iter().enumerate().take(spec.len) {
+        let Kind::Add { .. } = spec.layers[index].kind else {
+            continue;
+        };
+        let err = |problem| Error::Add { index, problem };
+        let source = spec
+            .layers()
+            .iter()
+            .position(|l| l.name == *from)
+            .ok_or(err(AddProblem::UnknownSource))?;
+        if source >= index {
+            return Err(err(AddProblem::NotEarlier { source }));
+        }
+        spec.layers[index].kind = Kind::Add { source };
     }
     Ok(())
 }
@@ -527,6 +585,102 @@ mod tests {
         assert!(wrap(r#"{"type":"dense","units":2,"bias":true}"#).is_some());
         assert!(wrap(r#"{"type":"dense","units":2}"#).is_none());
         assert_eq!(parse_str("{}").err().map(|_| ()), Some(()));
+    }
+
+    /// A spec on a 4×4×1 input with these layers.
+    fn with_layers(layers: &str) -> Result<Spec, Error> {
+        let spec = std::format!(
+            r#"{{"input":{{"height":4,"width":4,"channels":1}},"layers":[{layers}]}}"#
+        );
+        parse_str(&spec)
+    }
+
+    #[test]
+    fn names_on_every_layer_and_add_sources() {
+        let s = with_layers(
+            r#"{"type":"conv2d","filters":2,"kernel":3},{"type":"relu","name":"r"},
+            {"type":"maxpool2d","name":"p"},{"type":"batchnorm","name":"b"},
+            {"type":"add","from":"p"},{"type":"add","name":"a2","from":"conv1"},
+            {"type":"dropout","rate":0.1,"name":"d"},{"type":"global_avg_pool","name":"g"},
+            {"type":"flatten","name":"f"},{"type":"dense","units":2}"#,
+        )
+        .unwrap();
+        let names: [&[u8]; 10] = [
+            b"conv1", b"r", b"p", b"b", b"", b"a2", b"d", b"g", b"f", b"dense1",
+        ];
+        for (l, n) in s.layers().iter().zip(names) {
+            assert_eq!(l.name.as_bytes(), n);
+        }
+        // `from` may name a layer by its default name.
+        assert_eq!(s.layers()[4].kind, Kind::Add { source: 2 });
+        assert_eq!(s.layers()[5].kind, Kind::Add { source: 0 });
+    }
+
+    #[test]
+    fn rejects_bad_adds() {
+        let add_err = |index, problem| Some(Error::Add { index, problem });
+        let relu_conv = r#"{"type":"relu","name":"r"},{"type":"conv2d","filters":1,"kernel":1}"#;
+        // Unknown name, the add itself, a later layer.
+        assert_eq!(
+            with_layers(&std::format!(r#"{relu_conv},{{"type":"add","from":"x"}}"#)).err(),
+            add_err(2, AddProblem::UnknownSource)
+        );
+        assert_eq!(
+            with_layers(&std::format!(
+                r#"{relu_conv},{{"type":"add","name":"a","from":"a"}}"#
+            ))
+            .err(),
+            add_err(2, AddProblem::NotEarlier { source: 2 })
+        );
+        assert_eq!(
+            with_layers(&std::format!(
+                r#"{relu_conv},{{"type":"add","from":"conv2"}},{{"type":"conv2d","filters":1,"kernel":1}}"#
+            ))
+            .err(),
+            add_err(2, AddProblem::NotEarlier { source: 3 })
+        );
+        // Field problems: no `from`, an empty or too long one, `from` elsewhere,
+        // an add's unknown field.
+        let layer_err = |s: &str| match with_layers(s) {
+            Err(Error::Layer { index, .. }) => Some(index),
+            Err(Error::Architecture { .. }) => None,
+            other => panic!("{s}: {:?}", other.err()),
+        };
+        assert_eq!(
+            layer_err(&std::format!(r#"{relu_conv},{{"type":"add"}}"#)),
+            Some(2)
+        );
+        assert_eq!(layer_err(r#"{"type":"relu","from":"r"}"#), Some(0));
+        assert_eq!(layer_err(r#"{"type":"add","from":""}"#), None);
+        assert_eq!(
+            layer_err(&std::format!(
+                r#"{{"type":"add","from":"{}"}}"#,
+                "x".repeat(33)
+            )),
+            None
+        );
+        assert_eq!(
+            layer_err(r#"{"type":"add","from":"r","rate":0.5}"#),
+            Some(0)
+        );
+        // Names are unique across all layers, default names included.
+        assert_eq!(
+            with_layers(
+                r#"{"type":"relu","name":"conv1"},{"type":"conv2d","filters":1,"kernel":1}"#
+            )
+            .err(),
+            Some(Error::Layer {
+                index: 1,
+                problem: "duplicate layer name"
+            })
+        );
+        assert_eq!(
+            with_layers(r#"{"type":"relu","name":"x"},{"type":"flatten","name":"x"}"#).err(),
+            Some(Error::Layer {
+                index: 1,
+                problem: "duplicate layer name"
+            })
+        );
     }
 
     #[test]

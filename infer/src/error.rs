@@ -36,6 +36,14 @@ pub enum Error {
         /// What was wrong.
         problem: &'static str,
     },
+    /// The `from` of the `add` layer at `index` (into the spec's `layers`)
+    /// cannot be used.
+    Add {
+        /// Index of the add layer in the spec.
+        index: usize,
+        /// What was wrong.
+        problem: AddProblem,
+    },
     /// The architecture has more layers than [`crate::MAX_LAYERS`].
     TooManyLayers,
     /// A parameter tensor of layer `layer` is missing, duplicated or malformed.
@@ -107,6 +115,23 @@ impl Param {
     }
 }
 
+/// What is wrong with an `add` layer's `from` (see [`Error::Add`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddProblem {
+    /// No layer has that name.
+    UnknownSource,
+    /// It names layer `source`: the add itself or a later layer.
+    NotEarlier {
+        /// Index of the named layer.
+        source: usize,
+    },
+    /// The output of layer `source` has another shape than the add's input.
+    ShapeMismatch {
+        /// Index of the named layer.
+        source: usize,
+    },
+}
+
 /// What is wrong with a parameter tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TensorProblem {
@@ -143,6 +168,22 @@ impl fmt::Display for TensorProblem {
     }
 }
 
+impl fmt::Display for AddProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            AddProblem::UnknownSource => f.write_str("`from` names no layer"),
+            AddProblem::NotEarlier { source } => write!(
+                f,
+                "`from` names layer {source}, which does not come before the add"
+            ),
+            AddProblem::ShapeMismatch { source } => write!(
+                f,
+                "`from` names layer {source}, whose output shape differs from the add's input"
+            ),
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -157,6 +198,9 @@ impl fmt::Display for Error {
                 write!(f, "invalid architecture (file byte {offset}): {problem}")
             }
             Error::Layer { index, problem } => write!(f, "architecture layer {index}: {problem}"),
+            Error::Add { index, problem } => {
+                write!(f, "architecture layer {index} (add): {problem}")
+            }
             Error::TooManyLayers => {
                 write!(f, "architecture has more than {} layers", crate::MAX_LAYERS)
             }

@@ -40,7 +40,8 @@ mod layers;
 mod math;
 mod model;
 mod safetensors;
+mod scratch;
 
 pub use arch::{MAX_LAYERS, MAX_NAME};
-pub use error::{Error, Param, TensorProblem};
+pub use error::{AddProblem, Error, Param, TensorProblem};
 pub use model::{Backend, Model, Prediction, FORMAT};

@@ -1,11 +1,12 @@
 //! [`Model`]: a checked, zero-copy view of a model file, and the forward pass.
 
 use crate::arch::{self, Kind, Shape, Spec, MAX_LAYERS};
-use crate::error::{Param, TensorProblem};
+use crate::error::{AddProblem, Param, TensorProblem};
 use crate::layers::conv::{self, ConvGeom, Kernel};
 use crate::layers::norm::{self, BatchNormParams};
 use crate::layers::pool::{self, PoolGeom};
 use crate::safetensors::{self, Metadata, TensorEntry};
+use crate::scratch::{self, Demand};
 use crate::{math, Error};
 use core::fmt;
 
@@ -52,6 +53,10 @@ enum Op<'a> {
     GlobalAvgPool,
     BatchNorm(BatchNormParams<'a>),
     Relu,
+    /// add: the skip input is the stash starting at scratch index `stash`.
+    Add {
+        stash: usize,
+    },
     /// flatten (NHWC data is already in flattened order), dropout (identity at
     /// inference), and a relu fused into the layer before it.
     Identity,
@@ -81,6 +86,7 @@ impl fmt::Debug for Op<'_> {
                 .field("epsilon", &p.epsilon)
                 .finish(),
             Op::Relu => f.write_str("Relu"),
+            Op::Add { stash } => f.debug_struct("Add").field("stash", stash).finish(),
             Op::Identity => f.write_str("Identity"),
         }
     }
@@ -94,6 +100,10 @@ struct Layer<'a> {
     out_len: usize,
     /// Output channels (for batchnorm's per-channel tables).
     channels: usize,
+    /// The layer's working region is `scratch[..region]` (see `scratch.rs`).
+    region: usize,
+    /// Where its output is stashed for a later add, if one reads it.
+    stash: Option<usize>,
 }
 
 const EMPTY_LAYER: Layer<'static> = Layer {
@@ -101,6 +111,8 @@ const EMPTY_LAYER: Layer<'static> = Layer {
     in_len: 0,
     out_len: 0,
     channels: 0,
+    region: 0,
+    stash: None,
 };
 
 /// A model, parsed and checked, borrowing its weights from the file's bytes.
@@ -213,12 +225,15 @@ impl<'a> Model<'a> {
         Ok(model)
     }
 
-    /// Computes every layer's shapes and geometry, the scratch size and the
+    /// Computes every layer's shapes and geometry, the scratch layout and the
     /// number of classes; fuses `relu` layers into the conv/dense before them.
     fn plan(&mut self, spec: &Spec) -> Result<(), Error> {
         let too_big = Error::Metadata("model too large for this platform");
         let mut shape = spec.input;
-        let mut scratch = shape.len().ok_or(too_big)?;
+        // Every layer's output shape (an add checks its source's) and what it
+        // asks of the scratch.
+        let mut shapes = [Shape::default(); MAX_LAYERS];
+        let mut demands = [Demand::default(); MAX_LAYERS];
         for (index, l) in spec.layers().iter().enumerate() {
             let err = |problem| Error::Layer { index, problem };
             let in_len = shape.len().ok_or(too_big)?;
@@ -307,6 +322,17 @@ impl<'a> Model<'a> {
                 ),
                 Kind::Dropout => (Op::Identity, shape),
                 Kind::Relu => (Op::Relu, shape),
+                Kind::Add { source } => {
+                    // `source < index`, checked by the parser.
+                    if shapes[source] != shape {
+                        return Err(Error::Add {
+                            index,
+                            problem: AddProblem::ShapeMismatch { source },
+                        });
+                    }
+                    // The stash's place is known once the scratch is laid out.
+                    (Op::Add { stash: 0 }, shape)
+                }
             };
             let out_len = out.len().ok_or(too_big)?;
             // Scratch: an out-of-place layer needs its input and output side by
@@ -316,13 +342,23 @@ impl<'a> Model<'a> {
                 Op::BatchNorm(_) => out.c.checked_mul(3).and_then(|t| t.checked_add(out_len)),
                 _ => Some(out_len),
             };
-            scratch = scratch.max(need.ok_or(too_big)?);
+            demands[index] = Demand {
+                need: need.ok_or(too_big)?,
+                out_len,
+                reads: match l.kind {
+                    Kind::Add { source } => Some(source),
+                    _ => None,
+                },
+            };
             self.layers[index] = Layer {
                 op,
                 in_len,
                 out_len,
                 channels: out.c,
+                region: 0,
+                stash: None,
             };
+            shapes[index] = out;
             shape = out;
         }
         if !shape.is_vector() {
@@ -332,9 +368,29 @@ impl<'a> Model<'a> {
             });
         }
         self.num_classes = shape.c;
-        self.scratch_len = scratch;
-        // Fuse relu into a conv/dense right before it.
-        for i in 1..self.num_layers {
+        let n = self.num_layers;
+        let input_len = spec.input.len().ok_or(too_big)?;
+        let layers = &mut self.layers;
+        self.scratch_len = scratch::layout(input_len, &demands[..n], |i, place| {
+            layers[i].region = place.region;
+            layers[i].stash = place.stash;
+        })
+        .ok_or(too_big)?;
+        for (i, d) in demands[..n].iter().enumerate() {
+            if let Some(source) = d.reads {
+                let stash = self.layers[source].stash;
+                debug_assert!(stash.is_some(), "an add's source is stashed");
+                self.layers[i].op = Op::Add {
+                    stash: stash.unwrap_or(0),
+                };
+            }
+        }
+        // Fuse relu into a conv/dense right before it, unless an add reads the
+        // conv/dense's own (pre-relu) output.
+        for i in 1..n {
+            if self.layers[i - 1].stash.is_some() {
+                continue;
+            }
             if let (Op::Relu, Op::Conv { relu, .. }) =
                 (self.layers[i].op, &mut self.layers[i - 1].op)
             {
@@ -395,7 +451,8 @@ impl<'a> Model<'a> {
     /// `f32` elements of scratch that [`Model::classify`] needs (multiply by 4
     /// for bytes; see [`Model::scratch_bytes`]). It is the largest, over the
     /// layers, of input + output values (two activations side by side, see
-    /// [`Model::classify`]).
+    /// [`Model::classify`]) plus the outputs kept at that point for a later
+    /// `add`.
     pub fn scratch_len(&self) -> usize {
         self.scratch_len
     }
@@ -450,7 +507,8 @@ impl<'a> Model<'a> {
     ///   values are scaled to `x / 255`.
     /// - `scratch`: at least [`Model::scratch_len`] `f32`s, contents ignored.
     ///   The activations of consecutive layers alternate between its front and
-    ///   its back, so at most two are alive at once and nothing else is needed.
+    ///   its back, so at most two are alive at once, besides the layer outputs
+    ///   that a later `add` reads, kept at the very back until then.
     /// - `probs`: at least [`Model::num_classes`] values; receives the class
     ///   probabilities (the softmax of the logits) in its first `num_classes`.
     ///
@@ -482,24 +540,34 @@ impl<'a> Model<'a> {
         }
         let kernel = self.kernel();
         let s = &mut scratch[..self.scratch_len];
-        // The current activation: `len` values at the front (or back) of `s`.
-        let mut front = true;
+        // The current activation: `s[at..at + len]`, at the front or the back
+        // of the working region of the layer about to run (see `scratch.rs`).
+        let mut at = 0;
         let mut len = image.len();
         for (x, &p) in s.iter_mut().zip(image) {
             *x = f32::from(p) / 255.0;
         }
         for layer in &self.layers[..self.num_layers] {
-            let (x, free) = split_active(s, front, len);
+            at = scratch::settle(s, at, len, layer.region);
+            let (work, stashes) = s.split_at_mut(layer.region);
+            let front = at == 0;
+            let (x, free) = split_active(work, front, len);
             match &layer.op {
                 Op::Identity => {}
                 Op::Relu => crate::layers::relu(x),
                 Op::BatchNorm(p) => norm::batchnorm(p, layer.channels, x, free),
+                Op::Add { stash } => {
+                    let skip = &stashes[stash - layer.region..][..len];
+                    crate::layers::add(x, skip);
+                }
                 op => {
                     // Out of place: the output goes to the far end of the free part.
                     let y = if front {
                         let n = free.len();
+                        at = layer.region - layer.out_len;
                         &mut free[n - layer.out_len..]
                     } else {
+                        at = 0;
                         &mut free[..layer.out_len]
                     };
                     match op {
@@ -520,12 +588,14 @@ impl<'a> Model<'a> {
                         }
                         _ => {}
                     }
-                    front = !front;
                 }
             }
             len = layer.out_len;
+            if let Some(to) = layer.stash {
+                scratch::stash(s, at, len, to);
+            }
         }
-        let (logits, _) = split_active(s, front, len);
+        let logits = &s[at..at + len];
         let class = math::softmax(logits, probs);
         Ok(Prediction {
             class,

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{json_string, model1, raw_file, Entry, SafeTensors, Shape, TestModel, L};
-use infer::{Error, Model, Param, TensorProblem};
+use infer::{AddProblem, Error, Model, Param, TensorProblem};
 
 fn small() -> TestModel {
     TestModel::random(
@@ -227,6 +227,112 @@ fn metadata_problems() {
         Ok(())
     );
     assert_eq!(with(r#""name":"test","#, ""), Ok(()));
+}
+
+/// conv1 → relu ("skip1") → conv2 (3 filters) → conv3 → add skip1 → flatten → dense1.
+fn residual() -> TestModel {
+    let conv = |filters| L::Conv {
+        filters,
+        k: 3,
+        stride: 1,
+        same: true,
+    };
+    TestModel::random(
+        Shape { h: 4, w: 4, c: 1 },
+        vec![
+            conv(2),
+            L::Relu,
+            conv(3),
+            conv(2),
+            L::Add { from: 1 },
+            L::Flatten,
+            L::Dense { units: 3 },
+        ],
+        0,
+    )
+}
+
+#[test]
+fn add_problems() {
+    let base = residual().safetensors();
+    let arch = base.metadata[1].1.clone();
+    let with = |from: &str, to: &str| {
+        assert!(arch.contains(from), "{from}");
+        let mut st = base.clone();
+        st.metadata[1].1 = arch.replacen(from, to, 1);
+        load(&st)
+    };
+    assert_eq!(load(&base), Ok(()));
+    let add = r#"{"type":"add","from":"skip1"}"#;
+    let err = |problem| Err(Error::Add { index: 4, problem });
+    assert_eq!(
+        with(add, r#"{"type":"add","from":"skip9"}"#),
+        err(AddProblem::UnknownSource)
+    );
+    // Itself, a later layer.
+    assert_eq!(
+        with(add, r#"{"type":"add","name":"a","from":"a"}"#),
+        err(AddProblem::NotEarlier { source: 4 })
+    );
+    assert_eq!(
+        with(add, r#"{"type":"add","from":"dense1"}"#),
+        err(AddProblem::NotEarlier { source: 6 })
+    );
+    // conv2 gives 4×4×3, the add's input is 4×4×2.
+    assert_eq!(
+        with(add, r#"{"type":"add","from":"conv2"}"#),
+        err(AddProblem::ShapeMismatch { source: 2 })
+    );
+    // A default name is a valid source.
+    assert_eq!(with(add, r#"{"type":"add","from":"conv1"}"#), Ok(()));
+    assert!(matches!(
+        with(add, r#"{"type":"add"}"#),
+        Err(Error::Layer { index: 4, .. })
+    ));
+    assert!(matches!(
+        with(add, r#"{"type":"add","from":""}"#),
+        Err(Error::Architecture { .. })
+    ));
+    assert!(matches!(
+        with(r#""type":"flatten""#, r#""type":"flatten","from":"skip1""#),
+        Err(Error::Layer { index: 5, .. })
+    ));
+    assert_eq!(
+        Error::Add {
+            index: 4,
+            problem: AddProblem::ShapeMismatch { source: 2 }
+        }
+        .to_string(),
+        "architecture layer 4 (add): `from` names layer 2, whose output shape differs from the add's input"
+    );
+    assert_eq!(
+        Error::Add {
+            index: 4,
+            problem: AddProblem::UnknownSource
+        }
+        .to_string(),
+        "architecture layer 4 (add): `from` names no layer"
+    );
+}
+
+#[test]
+fn residual_scratch_is_exact() {
+    let tm = residual();
+    let bytes = tm.to_bytes();
+    let model = Model::from_bytes(&bytes).unwrap();
+    // conv2 (32 in + 48 out) beside skip1's stash (32).
+    assert_eq!(model.scratch_len(), 112);
+    let image = vec![7u8; 16];
+    let mut scratch = vec![f32::NAN; 112];
+    let mut probs = [0f32; 3];
+    assert!(model.classify(&image, &mut scratch, &mut probs).is_ok());
+    assert_eq!(
+        model.classify(&image, &mut scratch[..111], &mut probs),
+        Err(Error::ScratchTooSmall {
+            needed: 112,
+            actual: 111
+        })
+    );
 }
 
 #[test]

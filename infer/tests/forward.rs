@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{model1, random_architecture, Rng, Shape, TestModel, L};
-use infer::{Backend, Model};
+use common::{model1, random_architecture, random_residual_architecture, Rng, Shape, TestModel, L};
+use infer::{Backend, Error, Model};
 
 /// Classifies `image` and checks it against the reference, within `tol` on every
 /// probability; returns the probabilities.
@@ -131,6 +131,146 @@ fn random_architectures_match_reference() {
         let tm = TestModel::random(input, layers, seed);
         run_all(&tm, seed, 1e-5);
     }
+}
+
+/// `models/fast.json`'s shape (a ResNet-9-like net: conv/batchnorm/relu blocks,
+/// two residual adds), scaled down to a 16×16 input and fewer filters.
+fn small_fast() -> (Shape, Vec<L>) {
+    let block = |filters| {
+        [
+            L::Conv {
+                filters,
+                k: 3,
+                stride: 1,
+                same: true,
+            },
+            L::Bn { eps: 1e-3 },
+            L::Relu,
+        ]
+    };
+    let pool = L::MaxPool {
+        size: 2,
+        stride: 2,
+        same: false,
+    };
+    let mut layers = vec![];
+    layers.extend(block(8));
+    layers.extend(block(16));
+    layers.push(pool.clone()); // 6: "pool1"
+    layers.extend(block(16));
+    layers.extend(block(16));
+    layers.push(L::Add { from: 6 });
+    layers.extend(block(32));
+    layers.push(pool.clone());
+    layers.extend(block(48));
+    layers.push(pool); // 21: "pool3"
+    layers.extend(block(48));
+    layers.extend(block(48));
+    layers.push(L::Add { from: 21 });
+    layers.push(L::Gap);
+    layers.push(L::Dense { units: 10 });
+    (Shape { h: 16, w: 16, c: 3 }, layers)
+}
+
+#[test]
+fn fast_shaped_residual_net_matches_reference() {
+    let (input, layers) = small_fast();
+    run_all(&TestModel::random(input, layers, 4), 4, 1e-5);
+}
+
+/// Adds whose outputs feed the next add (a ResNet chain): the stash an add
+/// reads is given back as the add's own output is stashed, in its place. With
+/// one or two convs between the adds the activation is at either end of the
+/// working region then.
+#[test]
+fn chained_residual_blocks() {
+    let conv = || L::Conv {
+        filters: 4,
+        k: 3,
+        stride: 1,
+        same: true,
+    };
+    let layers = vec![
+        conv(),
+        conv(),
+        L::Add { from: 0 },
+        conv(),
+        conv(),
+        L::Add { from: 2 },
+        conv(),
+        L::Add { from: 5 },
+        L::Relu,
+        conv(),
+        L::Bn { eps: 1e-3 },
+        conv(),
+        L::Add { from: 7 },
+        L::Add { from: 5 },
+        L::Gap,
+        L::Dense { units: 5 },
+    ];
+    let tm = TestModel::random(Shape { h: 6, w: 5, c: 4 }, layers, 8);
+    run_all(&tm, 8, 1e-5);
+}
+
+#[test]
+fn random_residual_architectures_match_reference() {
+    for seed in 0..300 {
+        let mut rng = Rng::new(1000 + seed);
+        let (input, layers) = random_residual_architecture(&mut rng);
+        let tm = TestModel::random(input, layers, seed);
+        run_all(&tm, seed, 1e-5);
+    }
+}
+
+/// A residual net small enough to check by hand, with a scratch of exactly
+/// `scratch_len` values (one less is refused).
+#[test]
+fn add_by_hand() {
+    // x (1×1×2) → dense1 → relu → dense2 → add dense1 (its pre-relu output).
+    let mut tm = TestModel::random(
+        Shape { h: 1, w: 1, c: 2 },
+        vec![
+            L::Dense { units: 2 },
+            L::Relu,
+            L::Dense { units: 2 },
+            L::Add { from: 0 },
+        ],
+        0,
+    );
+    let set = |tm: &mut TestModel, name: &str, values: &[f32]| {
+        let t = tm.tensors.iter_mut().find(|t| t.0 == name).unwrap();
+        t.2 = values.to_vec();
+    };
+    // Weights are [in, units]: w[i][o].
+    set(&mut tm, "dense1.weight", &[1.0, 2.0, 3.0, -4.0]);
+    set(&mut tm, "dense1.bias", &[0.5, -1.5]);
+    set(&mut tm, "dense2.weight", &[1.0, 0.0, 0.0, 1.0]);
+    set(&mut tm, "dense2.bias", &[0.0, 1.0]);
+    assert!(tm.arch_json().contains(r#"{"type":"add","from":"dense1"}"#));
+    let bytes = tm.to_bytes();
+    let model = Model::from_bytes(&bytes).unwrap();
+    // x = (1, 0.2); dense1 = (0.5 + 1 + 0.6, −1.5 + 2 − 0.8) = (2.1, −0.3);
+    // relu = (2.1, 0); dense2 = (2.1, 1); add = (2.1 + 2.1, 1 − 0.3) = (4.2, 0.7).
+    let image = [255u8, 51];
+    // Scratch: dense2's input and output (2 + 2) beside dense1's stash (2).
+    assert_eq!(model.scratch_len(), 6);
+    let mut scratch = [f32::NAN; 6];
+    let mut probs = [0f32; 2];
+    let top = model.classify(&image, &mut scratch, &mut probs).unwrap();
+    let p1 = 1.0 / (1.0 + (4.2f64 - 0.7).exp());
+    assert_eq!(top.class, 0);
+    assert!(
+        (f64::from(probs[1]) - p1).abs() < 1e-6,
+        "{probs:?}, want {p1}"
+    );
+    assert!((f64::from(probs[0]) - (1.0 - p1)).abs() < 1e-6);
+    assert_eq!(
+        model.classify(&image, &mut scratch[..5], &mut probs),
+        Err(Error::ScratchTooSmall {
+            needed: 6,
+            actual: 5
+        })
+    );
 }
 
 #[test]

@@ -79,14 +79,47 @@ fn loading_and_classifying_never_allocate() {
         ],
         2,
     );
-    let files = [model1(1).to_bytes(), other.to_bytes()];
+    // With residual adds: stashes, and a relu that is not fused into the conv
+    // whose output an add reads.
+    let conv = || L::Conv {
+        filters: 8,
+        k: 3,
+        stride: 1,
+        same: true,
+    };
+    let residual = TestModel::random(
+        Shape { h: 8, w: 8, c: 3 },
+        vec![
+            conv(),
+            L::Bn { eps: 1e-3 },
+            L::Relu,
+            conv(),
+            L::Relu,
+            conv(),
+            L::Add { from: 2 },
+            L::Add { from: 3 },
+            L::MaxPool {
+                size: 2,
+                stride: 2,
+                same: false,
+            },
+            L::Gap,
+            L::Dense { units: 4 },
+        ],
+        3,
+    );
+    let files = [model1(1).to_bytes(), other.to_bytes(), residual.to_bytes()];
     let mut broken = files[0].clone();
     broken.truncate(broken.len() - 1);
     let mut rng = Rng::new(9);
-    let images = [rng.bytes(32 * 32 * 3), rng.bytes(11 * 9 * 3)];
+    let images = [
+        rng.bytes(32 * 32 * 3),
+        rng.bytes(11 * 9 * 3),
+        rng.bytes(8 * 8 * 3),
+    ];
     let mut scratch = vec![0f32; 1 << 17];
     let mut probs = [0f32; 16];
-    let mut classes = Vec::with_capacity(8);
+    let mut classes = Vec::with_capacity(12);
 
     let n = allocations_in(|| {
         for (file, image) in files.iter().zip(&images) {
@@ -106,7 +139,7 @@ fn loading_and_classifying_never_allocate() {
         assert!(Model::from_bytes(&files[0][..100]).is_err());
     });
     assert_eq!(n, 0, "infer allocated {n} times");
-    assert_eq!(classes.len(), 8);
+    assert_eq!(classes.len(), 12);
     assert!(classes.iter().all(|&(_, named)| named));
 
     // The counter does see allocations made while watching.

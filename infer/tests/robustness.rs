@@ -8,7 +8,8 @@ use infer::Model;
 use proptest::prelude::*;
 use std::sync::OnceLock;
 
-/// A small but complete model: every layer kind, every tensor kind.
+/// A small but complete model: every layer kind (a residual add included),
+/// every tensor kind.
 fn valid_file() -> &'static [u8] {
     static FILE: OnceLock<Vec<u8>> = OnceLock::new();
     FILE.get_or_init(|| {
@@ -23,6 +24,7 @@ fn valid_file() -> &'static [u8] {
                 },
                 L::Bn { eps: 1e-3 },
                 L::Relu,
+                L::Add { from: 1 },
                 L::MaxPool {
                     size: 2,
                     stride: 2,

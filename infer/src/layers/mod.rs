@@ -16,6 +16,15 @@ pub(crate) fn relu(x: &mut [f32]) {
     }
 }
 
+/// `add` (a residual connection): `x[i] = x[i] + skip[i]`, in place, where
+/// `skip` is the stashed output of an earlier layer, of the same shape.
+pub(crate) fn add(x: &mut [f32], skip: &[f32]) {
+    debug_assert_eq!(x.len(), skip.len());
+    for (v, &s) in x.iter_mut().zip(skip) {
+        *v += s;
+    }
+}
+
 /// The offsets `[lo, hi)` within a window of `k` cells starting at input index
 /// `start` (negative in the padding) whose input index `start + j` lies in
 /// `[0, len)`: the part of the window inside the image.

@@ -55,6 +55,10 @@ pub enum L {
     Dense {
         units: usize,
     },
+    /// Residual connection: adds the output of layer `from` (an earlier index).
+    Add {
+        from: usize,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -82,7 +86,8 @@ pub fn out_and_pad(input: usize, k: usize, s: usize, same: bool) -> Option<(usiz
 pub struct TestModel {
     pub input: Shape,
     pub layers: Vec<L>,
-    /// Layer names for parameter layers (`None` for the others).
+    /// Layer names: every parameter layer's, and `skip{i}` for the other
+    /// layers that an add reads (`None` for the rest).
     pub names: Vec<Option<String>>,
     pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
     pub class_names: Vec<String>,
@@ -95,6 +100,12 @@ impl TestModel {
         let mut out = vec![];
         for l in layers {
             s = match *l {
+                L::Add { from } => {
+                    if *out.get(from)? != s {
+                        return None;
+                    }
+                    s
+                }
                 L::Conv {
                     filters,
                     k,
@@ -190,6 +201,11 @@ impl TestModel {
             }
             prev = out;
         }
+        for l in &layers {
+            if let L::Add { from } = *l {
+                names[from].get_or_insert_with(|| format!("skip{from}"));
+            }
+        }
         let classes = shapes.last().unwrap().c;
         TestModel {
             input,
@@ -203,6 +219,12 @@ impl TestModel {
     /// The canonical architecture JSON (every field present).
     pub fn arch_json(&self) -> String {
         let pad = |same: bool| if same { "same" } else { "valid" };
+        // `,"name":"…"` for a named layer without parameters.
+        let named = |n: &Option<String>| {
+            n.as_ref()
+                .map(|n| format!(r#","name":"{n}""#))
+                .unwrap_or_default()
+        };
         let layers: Vec<String> = self
             .layers
             .iter()
@@ -218,21 +240,27 @@ impl TestModel {
                     n.as_ref().unwrap(),
                     pad(same)
                 ),
-                L::Relu => r#"{"type":"relu"}"#.into(),
+                L::Relu => format!(r#"{{"type":"relu"{}}}"#, named(n)),
                 L::MaxPool { size, stride, same } => format!(
-                    r#"{{"type":"maxpool2d","size":{size},"stride":{stride},"padding":"{}"}}"#,
+                    r#"{{"type":"maxpool2d"{},"size":{size},"stride":{stride},"padding":"{}"}}"#,
+                    named(n),
                     pad(same)
                 ),
-                L::Gap => r#"{"type":"global_avg_pool"}"#.into(),
+                L::Gap => format!(r#"{{"type":"global_avg_pool"{}}}"#, named(n)),
                 L::Bn { eps } => format!(
                     r#"{{"type":"batchnorm","name":"{}","momentum":0.99,"epsilon":{eps}}}"#,
                     n.as_ref().unwrap()
                 ),
-                L::Flatten => r#"{"type":"flatten"}"#.into(),
-                L::Dropout => r#"{"type":"dropout","rate":0.25}"#.into(),
+                L::Flatten => format!(r#"{{"type":"flatten"{}}}"#, named(n)),
+                L::Dropout => format!(r#"{{"type":"dropout"{},"rate":0.25}}"#, named(n)),
                 L::Dense { units } => format!(
                     r#"{{"type":"dense","name":"{}","units":{units}}}"#,
                     n.as_ref().unwrap()
+                ),
+                L::Add { from } => format!(
+                    r#"{{"type":"add"{},"from":"{}"}}"#,
+                    named(n),
+                    self.names[from].as_ref().unwrap()
                 ),
             })
             .collect();
@@ -289,6 +317,8 @@ impl TestModel {
     pub fn forward(&self, image: &[u8]) -> Vec<f64> {
         let mut s = self.input;
         let mut x: Vec<f64> = image.iter().map(|&v| f64::from(v) / 255.0).collect();
+        // Every layer's output, for the adds.
+        let mut outputs: Vec<Vec<f64>> = vec![];
         for (l, name) in self.layers.iter().zip(&self.names) {
             let p = |suffix: &str| -> Vec<f64> {
                 self.tensor(&format!("{}.{suffix}", name.as_ref().unwrap()))
@@ -405,6 +435,11 @@ impl TestModel {
                     }
                 }
                 L::Dropout => {}
+                L::Add { from } => {
+                    for (v, s) in x.iter_mut().zip(&outputs[from]) {
+                        *v += s;
+                    }
+                }
                 L::Dense { units } => {
                     let (w, b) = (p("weight"), p("bias"));
                     let y = (0..units)
@@ -418,6 +453,7 @@ impl TestModel {
                     };
                 }
             }
+            outputs.push(x.clone());
         }
         let max = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let e: Vec<f64> = x.iter().map(|v| (v - max).exp()).collect();
@@ -590,6 +626,87 @@ pub fn random_architecture(rng: &mut Rng) -> (Shape, Vec<L>) {
             units: rng.range(1, 12),
         });
         if TestModel::shapes(input, &layers).is_some() {
+            return (input, layers);
+        }
+    }
+}
+
+/// A random architecture with residual connections: each `add` reads a random
+/// earlier layer of the current shape (possibly the one just before it, a conv
+/// or dense whose relu must then not be fused, or one read by several adds).
+pub fn random_residual_architecture(rng: &mut Rng) -> (Shape, Vec<L>) {
+    loop {
+        let input = Shape {
+            h: rng.range(1, 9),
+            w: rng.range(1, 9),
+            c: rng.range(1, 4),
+        };
+        let mut layers: Vec<L> = vec![];
+        let mut adds = 0;
+        let mut body = |layers: &mut Vec<L>, rng: &mut Rng, steps: usize| {
+            for _ in 0..steps {
+                let shapes = TestModel::shapes(input, layers).unwrap();
+                let current = shapes.last().copied().unwrap_or(input);
+                let sources: Vec<usize> = (0..shapes.len())
+                    .filter(|&i| shapes[i] == current)
+                    .collect();
+                let layer = if !sources.is_empty() && rng.range(0, 2) == 0 {
+                    adds += 1;
+                    L::Add {
+                        from: sources[rng.range(0, sources.len() - 1)],
+                    }
+                } else {
+                    match rng.range(0, 6) {
+                        0..=2 => L::Conv {
+                            filters: if rng.range(0, 1) == 0 {
+                                current.c
+                            } else {
+                                rng.range(1, 24)
+                            },
+                            k: rng.range(1, 3),
+                            stride: rng.range(1, 2),
+                            same: rng.range(0, 3) > 0,
+                        },
+                        3 => L::MaxPool {
+                            size: rng.range(1, 3),
+                            stride: rng.range(1, 2),
+                            same: true,
+                        },
+                        4 => L::Bn { eps: 1e-3 },
+                        5 => L::Relu,
+                        _ => L::Dropout,
+                    }
+                };
+                layers.push(layer);
+                if TestModel::shapes(input, layers).is_none() {
+                    layers.pop();
+                }
+            }
+        };
+        let steps = rng.range(2, 10);
+        body(&mut layers, rng, steps);
+        layers.push(if rng.range(0, 1) == 0 {
+            L::Gap
+        } else {
+            L::Flatten
+        });
+        // A dense block on the vector: dense, relu, add (reads the dense's
+        // pre-relu output or the vector before it, when the widths agree).
+        if rng.range(0, 1) == 0 {
+            let width = TestModel::shapes(input, &layers).unwrap().last().unwrap().c;
+            let units = if rng.range(0, 1) == 0 {
+                width
+            } else {
+                rng.range(1, 30)
+            };
+            layers.push(L::Dense { units });
+            layers.push(L::Relu);
+            body(&mut layers, rng, 2);
+        }
+        layers.push(L::Dense {
+            units: rng.range(1, 12),
+        });
+        if adds > 0 && TestModel::shapes(input, &layers).is_some() {
             return (input, layers);
         }
     }
