@@ -177,6 +177,22 @@ pub fn augment_image(src: &[u8], dst: &mut [u8], aug: &Augment, d: &Draw) {
     }
 }
 
+/// Writes the mirror image (left–right) of `src`, one 32×32×3 HWC image,
+/// into `dst`: `dst[y, x] = src[y, W − 1 − x]`. The view that test-time
+/// augmentation adds.
+pub fn mirror_image(src: &[u8], dst: &mut [u8]) {
+    debug_assert_eq!(src.len(), IMAGE_LEN);
+    debug_assert_eq!(dst.len(), IMAGE_LEN);
+    for (src_row, dst_row) in src
+        .chunks_exact(WIDTH * CHANNELS)
+        .zip(dst.chunks_exact_mut(WIDTH * CHANNELS))
+    {
+        for (x, out) in dst_row.chunks_exact_mut(CHANNELS).enumerate() {
+            out.copy_from_slice(&src_row[(WIDTH - 1 - x) * CHANNELS..][..CHANNELS]);
+        }
+    }
+}
+
 /// The seed of the augmentation stream of batch `step` of an epoch.
 pub fn batch_seed(epoch_seed: u64, step: usize) -> u64 {
     splitmix64(splitmix64(epoch_seed ^ 0xA076_1D64_78BD_642F).wrapping_add(step as u64))

@@ -49,7 +49,7 @@ struct DataArgs {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// Built-in model (model1, model2, model3) or a path to a JSON spec.
+    /// Built-in model (model1, model2, model3, fast) or a path to a JSON spec.
     /// A spec's "training" object sets the recipe; the flags below override it.
     #[arg(long, default_value = "model1")]
     model: String,
@@ -112,6 +112,10 @@ struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Also report the saved weights' figures with test-time augmentation
+    /// (each image averaged with its mirror image).
+    #[arg(long)]
+    tta: bool,
 }
 
 /// The training recipe (see trainer::recipe); each flag overrides the spec's
@@ -229,6 +233,10 @@ struct EvaluateArgs {
     /// Write the confusion matrix as CSV to this file.
     #[arg(long)]
     csv: Option<PathBuf>,
+    /// Also report loss and accuracy with test-time augmentation (each image
+    /// averaged with its mirror image), beside the plain figures.
+    #[arg(long)]
+    tta: bool,
 }
 
 fn main() -> Result<()> {
@@ -324,6 +332,7 @@ fn train(args: TrainArgs) -> Result<()> {
             .clone()
             .unwrap_or_else(|| out.with_extension("ckpt")),
         fresh: args.fresh,
+        tta: args.tta,
         out,
         spec,
     };
@@ -365,6 +374,12 @@ fn train(args: TrainArgs) -> Result<()> {
         result.test_accuracy,
         result.test_images
     );
+    if let Some(t) = result.tta {
+        println!(
+            "With test-time augmentation (flips): {what} loss {:.4}, {what} accuracy {:.4}",
+            t.loss, t.accuracy
+        );
+    }
     println!("History: {}", cfg.history.display());
     Ok(())
 }
@@ -392,9 +407,18 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
         test.len()
     );
     println!(
-        "test loss: {:.4} - test accuracy: {:.4}\n",
+        "test loss: {:.4} - test accuracy: {:.4}",
         e.loss, e.accuracy
     );
+    let tta = args.tta.then(|| {
+        let t = train::evaluate_tta(&mut net, &test, run::EVAL_BATCH);
+        println!(
+            "with test-time augmentation (flips): test loss: {:.4} - test accuracy: {:.4}",
+            t.loss, t.accuracy
+        );
+        t
+    });
+    println!("\nPer-class report and confusion matrix without test-time augmentation:\n");
     println!("{report}");
     println!("Confusion matrix (rows: true class, columns: predicted):");
     println!("{}", matrix.to_text(&names));
@@ -403,6 +427,7 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
             "model": args.model.display().to_string(),
             "loss": e.loss,
             "accuracy": e.accuracy,
+            "tta": tta.as_ref().map(|t| serde_json::json!({"loss": t.loss, "accuracy": t.accuracy})),
             "report": report,
             "confusion_matrix": matrix,
             "class_names": names,

@@ -648,6 +648,7 @@ mod tests {
                     val_loss: 1.2 / t.sqrt() + 0.02 * t,
                     val_accuracy: 0.7 - offset - 0.35 / t,
                     seconds: 50.0 + 10.0 * offset,
+                    lr: 1e-3,
                 }
             })
             .collect()

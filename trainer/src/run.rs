@@ -11,7 +11,6 @@ use crate::train::{self, EpochRecord, TrainConfig, TrainError, TrainState};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::path::PathBuf;
-use std::time::Instant;
 
 /// Batch size for evaluation passes (bounded so activations stay small).
 pub const EVAL_BATCH: usize = 100;
@@ -35,6 +34,9 @@ pub struct RunConfig {
     pub checkpoint: PathBuf,
     /// Ignore an existing checkpoint.
     pub fresh: bool,
+    /// Also evaluate the saved weights with test-time augmentation
+    /// ([`train::evaluate_tta`]), reported beside the plain figures.
+    pub tta: bool,
 }
 
 /// What a finished run reports (also saved as JSON by the study).
@@ -55,10 +57,21 @@ pub struct RunResult {
     /// Validated on images held out of the training set, not on the test set.
     #[serde(default)]
     pub held_out: bool,
+    /// Loss and accuracy of the saved weights on the same images with
+    /// test-time augmentation (image and mirror image averaged), when asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tta: Option<TtaFigures>,
     pub train_images: usize,
     /// Mean wall time of an epoch (training + validation).
     pub seconds_per_epoch: f32,
     pub threads: usize,
+}
+
+/// Figures with test-time augmentation by horizontal flips.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TtaFigures {
+    pub loss: f32,
+    pub accuracy: f32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,7 +139,6 @@ pub fn run(
     };
     net.class_names = data.class_names.clone();
 
-    let started = Instant::now();
     let mut save_epoch =
         |record: &EpochRecord, net: &Network, opt: &Optimizer, state: &TrainState| {
             on_epoch(record);
@@ -147,9 +159,15 @@ pub fn run(
         &mut state,
         &mut save_epoch,
     )?;
-    let _ = started;
 
     let final_eval = train::evaluate(&mut net, &val_split, EVAL_BATCH);
+    let tta = cfg.tta.then(|| {
+        let e = train::evaluate_tta(&mut net, &val_split, EVAL_BATCH);
+        TtaFigures {
+            loss: e.loss,
+            accuracy: e.accuracy,
+        }
+    });
     net.save_with_classes(&cfg.out)?;
     let history = outcome.history;
     let seconds = history.iter().map(|r| r.seconds).sum::<f32>() / history.len().max(1) as f32;
@@ -164,6 +182,7 @@ pub fn run(
         test_accuracy: final_eval.accuracy,
         test_images: val_split.len(),
         held_out: cfg.holdout.is_some(),
+        tta,
         train_images: train_split.len(),
         seconds_per_epoch: seconds,
         threads: rayon::current_num_threads(),

@@ -202,7 +202,7 @@ pub enum SpecError {
     },
     #[error("model spec {model:?}: {problem}")]
     Model { model: String, problem: String },
-    #[error("unknown built-in model {0:?} (built in: model1, model2, model3; or give a path to a .json spec)")]
+    #[error("unknown built-in model {0:?} (built in: model1, model2, model3, fast; or give a path to a .json spec)")]
     UnknownBuiltin(String),
 }
 
@@ -211,6 +211,7 @@ const BUILTINS: &[(&str, &str)] = &[
     ("model1", include_str!("../../models/model1.json")),
     ("model2", include_str!("../../models/model2.json")),
     ("model3", include_str!("../../models/model3.json")),
+    ("fast", include_str!("../../models/fast.json")),
 ];
 
 impl ModelSpec {
@@ -238,7 +239,7 @@ impl ModelSpec {
         Self::parse(&text, &path.display().to_string())
     }
 
-    /// One of the shipped specs: `model1`, `model2`, `model3`.
+    /// One of the shipped specs: `model1`, `model2`, `model3`, `fast`.
     pub fn builtin(name: &str) -> Result<Self, SpecError> {
         let (_, json) = BUILTINS
             .iter()

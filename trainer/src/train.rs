@@ -82,6 +82,9 @@ pub struct EpochRecord {
     pub val_loss: f32,
     pub val_accuracy: f32,
     pub seconds: f32,
+    /// Learning rate of the epoch's last step (0 in histories made before it was recorded).
+    #[serde(default)]
+    pub lr: f32,
 }
 
 impl EpochRecord {
@@ -93,12 +96,18 @@ impl EpochRecord {
         )
     }
 
-    pub const CSV_HEADER: &'static str = "epoch,loss,accuracy,val_loss,val_accuracy,seconds";
+    pub const CSV_HEADER: &'static str = "epoch,loss,accuracy,val_loss,val_accuracy,seconds,lr";
 
     pub fn csv_row(&self) -> String {
         format!(
-            "{},{:.6},{:.6},{:.6},{:.6},{:.3}",
-            self.epoch, self.loss, self.accuracy, self.val_loss, self.val_accuracy, self.seconds
+            "{},{:.6},{:.6},{:.6},{:.6},{:.3},{:.6e}",
+            self.epoch,
+            self.loss,
+            self.accuracy,
+            self.val_loss,
+            self.val_accuracy,
+            self.seconds,
+            self.lr
         )
     }
 }
@@ -155,6 +164,49 @@ pub fn evaluate(net: &mut Network, split: &Split, batch: usize) -> Evaluation {
                 .chunks_exact(classes)
                 .map(|z| crate::loss::argmax(z) as u8),
         );
+    }
+    let n = split.len().max(1);
+    Evaluation {
+        loss: (loss_sum / n as f64) as f32,
+        accuracy: correct as f32 / n as f32,
+        predictions,
+    }
+}
+
+/// Evaluation with test-time augmentation (TTA) by horizontal flips: each
+/// image and its mirror image go through the network (evaluation mode) and
+/// their class probabilities are averaged,
+/// `p̄ = ½ (softmax(f(x)) + softmax(f(mirror x)))`; the prediction is
+/// `argmax p̄` and the loss `−ln p̄[label]`. Costs two forward passes.
+pub fn evaluate_tta(net: &mut Network, split: &Split, batch: usize) -> Evaluation {
+    let batch = batch.max(1);
+    let mut mirrored = vec![0u8; batch.min(split.len()) * IMAGE_LEN];
+    let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+    let mut predictions = Vec::with_capacity(split.len());
+    for start in (0..split.len()).step_by(batch) {
+        let n = (split.len() - start).min(batch);
+        let images = &split.images[start * IMAGE_LEN..(start + n) * IMAGE_LEN];
+        let labels = &split.labels[start..start + n];
+        for (src, dst) in images
+            .chunks_exact(IMAGE_LEN)
+            .zip(mirrored.chunks_exact_mut(IMAGE_LEN))
+        {
+            crate::augment::mirror_image(src, dst);
+        }
+        let mut probs = net.predict_proba(images, n);
+        let flipped = net.predict_proba(&mirrored[..n * IMAGE_LEN], n);
+        for (p, q) in probs.iter_mut().zip(&flipped) {
+            *p = 0.5 * (*p + q);
+        }
+        let classes = probs.len() / n;
+        for (p, &t) in probs.chunks_exact(classes).zip(labels) {
+            let predicted = crate::loss::argmax(p);
+            // Clamped so that a probability that underflows to 0 gives a
+            // large finite loss rather than infinity.
+            loss_sum -= f64::from(p[t as usize].max(f32::MIN_POSITIVE)).ln();
+            correct += usize::from(predicted == t as usize);
+            predictions.push(predicted as u8);
+        }
     }
     let n = split.len().max(1);
     Evaluation {
@@ -279,6 +331,11 @@ pub fn fit(
             val_loss: v.loss,
             val_accuracy: v.accuracy,
             seconds: started.elapsed().as_secs_f32(),
+            lr: opt.learning_rate()
+                * cfg.schedule.factor(
+                    schedule::step_epoch(epoch, steps - 1, steps),
+                    cfg.epochs as f32,
+                ),
         };
         state.history.push(record.clone());
         state.epochs_done = epoch;
@@ -424,6 +481,92 @@ mod tests {
             images: (0..n * IMAGE_LEN).map(|i| (i * 7 % 251) as u8).collect(),
             labels: (0..n).map(|i| (i % 10) as u8).collect(),
         }
+    }
+
+    fn small_net() -> Network {
+        let spec = crate::spec::ModelSpec::from_json_str(
+            r#"{"name":"tiny","input":{"height":32,"width":32,"channels":3},"layers":[
+                {"type":"conv2d","filters":4,"kernel":3},{"type":"relu"},
+                {"type":"maxpool2d"},{"type":"flatten"},{"type":"dense","units":10}]}"#,
+        )
+        .unwrap();
+        Network::new(&spec, 3).unwrap()
+    }
+
+    fn mirrored(split: &Split) -> Split {
+        let mut images = vec![0u8; split.images.len()];
+        for (src, dst) in split
+            .images
+            .chunks_exact(IMAGE_LEN)
+            .zip(images.chunks_exact_mut(IMAGE_LEN))
+        {
+            augment::mirror_image(src, dst);
+        }
+        Split {
+            images,
+            labels: split.labels.clone(),
+        }
+    }
+
+    /// TTA averages an image with its mirror image, so it gives the same
+    /// figures on a split and on the mirrored split — which plain evaluation
+    /// does not (the network is not mirror-symmetric).
+    #[test]
+    fn tta_is_invariant_to_mirroring_the_test_set() {
+        let mut net = small_net();
+        let split = split_of(37);
+        let flipped = mirrored(&split);
+        let (a, b) = (
+            evaluate_tta(&mut net, &split, 10),
+            evaluate_tta(&mut net, &flipped, 16),
+        );
+        assert!((a.loss - b.loss).abs() < 1e-5, "{} vs {}", a.loss, b.loss);
+        assert_eq!(a.predictions, b.predictions);
+        let (p, q) = (
+            evaluate(&mut net, &split, 10),
+            evaluate(&mut net, &flipped, 10),
+        );
+        assert!(
+            (p.loss - q.loss).abs() > 1e-4,
+            "the test images are symmetric"
+        );
+        assert!(a.loss.is_finite() && a.predictions.len() == 37);
+    }
+
+    /// On images that are their own mirror image, TTA is plain evaluation.
+    #[test]
+    fn tta_on_symmetric_images_is_plain_evaluation() {
+        let mut net = small_net();
+        let mut split = split_of(23);
+        for img in split.images.chunks_exact_mut(IMAGE_LEN) {
+            for y in 0..32 {
+                for x in 16..32 {
+                    for c in 0..3 {
+                        img[(y * 32 + x) * 3 + c] = img[(y * 32 + 31 - x) * 3 + c];
+                    }
+                }
+            }
+        }
+        assert_eq!(mirrored(&split).images, split.images);
+        let (plain, tta) = (
+            evaluate(&mut net, &split, 7),
+            evaluate_tta(&mut net, &split, 7),
+        );
+        assert!((plain.loss - tta.loss).abs() < 1e-5);
+        assert_eq!(plain.accuracy, tta.accuracy);
+        assert_eq!(plain.predictions, tta.predictions);
+    }
+
+    #[test]
+    fn mirror_image_reverses_each_row_of_pixels() {
+        let src: Vec<u8> = (0..IMAGE_LEN).map(|i| (i % 251) as u8).collect();
+        let mut dst = vec![0u8; IMAGE_LEN];
+        augment::mirror_image(&src, &mut dst);
+        // Pixel (y=2, x=0) comes from (y=2, x=31), channels kept in order.
+        assert_eq!(dst[(2 * 32) * 3..][..3], src[(2 * 32 + 31) * 3..][..3]);
+        let mut back = vec![0u8; IMAGE_LEN];
+        augment::mirror_image(&dst, &mut back);
+        assert_eq!(back, src);
     }
 
     /// The prefetching thread hands over, in order, exactly the batches that a

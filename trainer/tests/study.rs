@@ -6,7 +6,6 @@ mod common;
 
 use serde_json::Value;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use common::{text, trainer};
 
@@ -73,7 +72,7 @@ fn smoke_run_report_skip_and_force() {
     check_result(&result);
     let csv = std::fs::read_to_string(run_dir.join("history.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
-    assert!(csv.starts_with("epoch,loss,accuracy,val_loss,val_accuracy,seconds"));
+    assert!(csv.starts_with("epoch,loss,accuracy,val_loss,val_accuracy,seconds,lr"));
     assert!(run_dir.join("model.safetensors").exists());
     assert!(run_dir.join("model.ckpt").exists());
 
@@ -97,13 +96,11 @@ fn smoke_run_report_skip_and_force() {
 
     // A rerun finds result.json and trains nothing.
     let before = std::fs::read(run_dir.join("result.json")).unwrap();
-    let started = Instant::now();
     let o = trainer(&args);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(out.contains("skipping model3-10k"), "{out}");
     assert!(!out.contains("Epoch 1/2"), "{out}");
-    assert!(started.elapsed() < Duration::from_secs(5), "{out}");
     assert_eq!(std::fs::read(run_dir.join("result.json")).unwrap(), before);
 
     // --force trains it again from scratch.
@@ -221,10 +218,70 @@ fn report_only_without_results() {
         "model2-50",
         "model3-es",
         "model3-10k",
+        "fast",
     ] {
         assert!(row(&md, id).contains("not run yet"), "{md}");
     }
     assert!(!md.contains("!["), "no charts without results");
+}
+
+/// The run beyond the study trains with its spec's recipe (SGD, batch 512,
+/// augmentation) and reports test-time augmentation, wall time and the
+/// accuracy-against-time table.
+#[test]
+fn fast_run_uses_its_recipe_and_reports_tta() {
+    let Some(data) = common::cifar10_dir("fast_run_uses_its_recipe_and_reports_tta") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("study");
+    let results = tmp.path().join("RESULTS.md");
+    let o = trainer(&[
+        "study",
+        "--only",
+        "fast",
+        "--subset",
+        "600",
+        "--epochs-cap",
+        "1",
+        "--val-subset",
+        "100",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--results",
+        results.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--offline",
+        "--quiet",
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    let result = read_json(&dir.join("fast/result.json"));
+    let settings = &result["settings"];
+    assert_eq!(settings["batch_size"], 512);
+    assert_eq!(settings["recipe"]["optimizer"], "sgd");
+    assert_eq!(settings["recipe"]["epochs"], 1);
+    let run = &result["run"];
+    assert_eq!(run["train_images"], 600);
+    let lr = run["history"][0]["lr"].as_f64().unwrap();
+    assert!(
+        (0.0..0.2).contains(&lr),
+        "one-cycle rate after epoch 1 of 1: {lr}"
+    );
+    let tta = run["tta"]["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&tta));
+    let wall = result["wall_seconds"].as_f64().unwrap();
+    let trained: f64 = run["history"][0]["seconds"].as_f64().unwrap();
+    assert!(wall >= trained, "wall {wall} < epoch {trained}");
+
+    let md = std::fs::read_to_string(&results).unwrap();
+    let r = row(&md, "fast");
+    assert!(r.starts_with("| fast ⚠ smoke test | — | — |"), "{r}");
+    assert!(r.contains(&format!("TTA {:.2} %", tta * 100.0)), "{r}");
+    assert!(md.contains("| epoch | elapsed | learning rate |"), "{md}");
+    assert!(md.contains("With test-time augmentation"), "{md}");
+    assert!(md.contains("Wall time of the whole run"), "{md}");
 }
 
 #[test]
