@@ -1020,7 +1020,7 @@ fn run_section(md: &mut String, r: &StudyResult) {
         )
         .unwrap();
     }
-    writeln!(md, "- Command: `{}`\n", r.command).unwrap();
+    writeln!(md, "- Command: `{}`", r.command).unwrap();
     writeln!(md, "![{} history](img/{})\n", r.id, history_png(&r.id)).unwrap();
     writeln!(
         md,
@@ -1029,12 +1029,51 @@ fn run_section(md: &mut String, r: &StudyResult) {
         confusion_png(&r.id)
     )
     .unwrap();
+    match first_reached(&r.run.history, 0.75) {
+        Some((epoch, t)) => writeln!(
+            md,
+            "- Time to 75 % validation accuracy: {} (after epoch {epoch}; training and \
+             validation time of the epochs).",
+            minutes(t)
+        ),
+        None => {
+            let best = r
+                .run
+                .history
+                .iter()
+                .max_by(|a, b| a.val_accuracy.total_cmp(&b.val_accuracy));
+            match best {
+                Some(b) => writeln!(
+                    md,
+                    "- 75 % validation accuracy not reached (best {} after epoch {}).",
+                    percent(b.val_accuracy),
+                    b.epoch
+                ),
+                None => Ok(()),
+            }
+        }
+    }
+    .unwrap();
+    md.push('\n');
     if r.settings.recipe.is_some() {
         accuracy_vs_time(md, r);
     }
     let report = r.confusion_matrix().report(&r.class_names);
     writeln!(md, "Per-class report (saved weights, test images):\n").unwrap();
     writeln!(md, "```text\n{report}```").unwrap();
+}
+
+/// The first epoch whose validation accuracy is at least `threshold`, and
+/// the cumulative time (training and validation) at its end.
+fn first_reached(history: &[EpochRecord], threshold: f32) -> Option<(usize, f32)> {
+    let mut elapsed = 0.0;
+    for e in history {
+        elapsed += e.seconds;
+        if e.val_accuracy >= threshold {
+            return Some((e.epoch, elapsed));
+        }
+    }
+    None
 }
 
 /// "12 min 05 s".
@@ -1054,8 +1093,6 @@ fn accuracy_vs_time(md: &mut String, r: &StudyResult) {
     md.push_str("| epoch | elapsed | learning rate | train loss | val accuracy |\n");
     md.push_str("|---:|---:|---:|---:|---:|\n");
     let mut elapsed = 0.0;
-    let mut reached: Vec<(f32, Option<(usize, f32)>)> =
-        vec![(0.80, None), (0.85, None), (0.90, None), (0.93, None)];
     for e in &r.run.history {
         elapsed += e.seconds;
         writeln!(
@@ -1068,15 +1105,10 @@ fn accuracy_vs_time(md: &mut String, r: &StudyResult) {
             percent(e.val_accuracy)
         )
         .unwrap();
-        for (threshold, first) in &mut reached {
-            if first.is_none() && e.val_accuracy >= *threshold {
-                *first = Some((e.epoch, elapsed));
-            }
-        }
     }
     md.push('\n');
-    for (threshold, first) in reached {
-        match first {
+    for threshold in [0.80, 0.85, 0.90, 0.93] {
+        match first_reached(&r.run.history, threshold) {
             Some((epoch, t)) => writeln!(
                 md,
                 "- {} first reached after epoch {epoch}, at {}.",
@@ -1251,6 +1283,27 @@ mod tests {
         json.as_object_mut().unwrap().remove("recipe");
         let back: Settings = serde_json::from_value(json).unwrap();
         assert_eq!(back, study);
+    }
+
+    #[test]
+    fn first_epoch_reaching_a_threshold() {
+        let h: Vec<EpochRecord> = [(0.5, 10.0), (0.76, 20.0), (0.74, 30.0), (0.8, 40.0)]
+            .iter()
+            .enumerate()
+            .map(|(i, &(val_accuracy, seconds))| EpochRecord {
+                epoch: i + 1,
+                loss: 1.0,
+                accuracy: 0.5,
+                val_loss: 1.0,
+                val_accuracy,
+                seconds,
+                lr: 0.0,
+            })
+            .collect();
+        assert_eq!(first_reached(&h, 0.75), Some((2, 30.0)));
+        assert_eq!(first_reached(&h, 0.8), Some((4, 100.0)));
+        assert_eq!(first_reached(&h, 0.9), None);
+        assert_eq!(minutes(125.4), "2 min 05 s");
     }
 
     #[test]
