@@ -318,6 +318,7 @@ fn train(args: TrainArgs) -> Result<()> {
             augment: recipe.augment.clone(),
             schedule: recipe.schedule.clone(),
             label_smoothing: recipe.label_smoothing,
+            ..TrainConfig::default()
         },
         optimizer: recipe.optimizer.clone(),
         subset: args.subset,

@@ -7,7 +7,7 @@ use crate::data::{Cifar10, DataError, Split};
 use crate::network::{Network, NetworkError};
 use crate::optim::Optimizer;
 use crate::spec::ModelSpec;
-use crate::train::{self, EpochRecord, TrainConfig, TrainError, TrainState};
+use crate::train::{self, DataSelection, EpochRecord, TrainConfig, TrainError, TrainState};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -84,7 +84,7 @@ pub enum RunError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Train(#[from] TrainError),
-    #[error("checkpoint {0} belongs to another run (model, batch size, seed, optimiser or training recipe differ): pass --fresh to start over")]
+    #[error("checkpoint {0} belongs to another run (model, batch size, seed, optimiser, training recipe, --subset or --holdout differ): pass --fresh to start over")]
     ForeignCheckpoint(String),
 }
 
@@ -110,6 +110,13 @@ pub fn run(
         None => val_all,
     };
 
+    let train_cfg = TrainConfig {
+        data: DataSelection {
+            subset: cfg.subset,
+            holdout: cfg.holdout,
+        },
+        ..cfg.train.clone()
+    };
     let (mut net, mut opt, mut state) = if !cfg.fresh && cfg.checkpoint.exists() {
         let r = checkpoint::load(&cfg.checkpoint)?;
         if r.net.spec() != &cfg.spec.without_training()
@@ -119,6 +126,7 @@ pub fn run(
             || r.config.augment != cfg.train.augment
             || r.config.schedule != cfg.train.schedule
             || r.config.label_smoothing != cfg.train.label_smoothing
+            || r.config.data != train_cfg.data
         {
             return Err(RunError::ForeignCheckpoint(
                 cfg.checkpoint.display().to_string(),
@@ -146,7 +154,7 @@ pub fn run(
             if let Err(e) = crate::atomic::write_atomic(&cfg.history, csv.as_bytes()) {
                 eprintln!("warning: cannot write {}: {e}", cfg.history.display());
             }
-            if let Err(e) = checkpoint::save(&cfg.checkpoint, net, opt, state, &cfg.train) {
+            if let Err(e) = checkpoint::save(&cfg.checkpoint, net, opt, state, &train_cfg) {
                 eprintln!("warning: {e}");
             }
         };

@@ -614,6 +614,7 @@ fn train_one(
             augment: recipe.augment.clone(),
             schedule: recipe.schedule.clone(),
             label_smoothing: recipe.label_smoothing,
+            ..TrainConfig::default()
         },
         optimizer: recipe.optimizer.clone(),
         subset: settings.subset,

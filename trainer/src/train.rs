@@ -54,6 +54,19 @@ pub struct TrainConfig {
     /// the plain cross-entropy).
     #[serde(default)]
     pub label_smoothing: f32,
+    /// Which training images the run uses (set by [`crate::run::run`] from
+    /// its `--subset` and `--holdout`), so a checkpoint is never resumed on
+    /// other images.
+    #[serde(default)]
+    pub data: DataSelection,
+}
+
+/// The training images of a run: all 50,000, or the first 50,000 − `holdout`,
+/// then a stratified `subset` of those.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataSelection {
+    pub subset: Option<usize>,
+    pub holdout: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -69,6 +82,7 @@ impl Default for TrainConfig {
             augment: Augment::default(),
             schedule: Schedule::default(),
             label_smoothing: 0.0,
+            data: DataSelection::default(),
         }
     }
 }

@@ -366,6 +366,13 @@ fn recipe_flags_train_and_resume_exactly() {
     let log = text(&o);
     assert!(!o.status.success(), "{log}");
     assert!(log.contains("belongs to another run"), "{log}");
+    // Nor the same recipe on other training images (a held-out split).
+    let mut held_out = recipe.to_vec();
+    held_out.extend(["--holdout", "1000"]);
+    let o = run("a.safetensors", "2", &held_out);
+    let log = text(&o);
+    assert!(!o.status.success(), "{log}");
+    assert!(log.contains("belongs to another run"), "{log}");
     let o = run("a.safetensors", "2", &recipe);
     let log = text(&o);
     assert!(o.status.success() && log.contains("Resuming from"), "{log}");
