@@ -49,6 +49,7 @@ fn train_subset_export_and_evaluate() {
         "--patience",
         "2",
         "--quiet",
+        "--tta",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -81,6 +82,7 @@ fn train_subset_export_and_evaluate() {
         "1000",
         "--json",
         json.to_str().unwrap(),
+        "--tta",
     ]);
     let eval_log = text(&e);
     assert!(e.status.success(), "{eval_log}");
@@ -90,8 +92,25 @@ fn train_subset_export_and_evaluate() {
     );
     assert_eq!(acc, figure(&eval_log, "test loss:", "test accuracy:"));
     assert!(eval_log.contains("weighted avg") && eval_log.contains("airplane"));
+    // Test-time augmentation: reported on its own line, the same figures in
+    // training's report, evaluate's and the JSON file.
+    let tta = figure(&log, "With test-time augmentation", "test accuracy");
+    assert!((0.0..=1.0).contains(&tta), "{log}");
+    assert_eq!(
+        tta,
+        figure(&eval_log, "with test-time augmentation", "test accuracy:")
+    );
+    assert_eq!(
+        figure(&log, "With test-time augmentation", "test loss"),
+        figure(&eval_log, "with test-time augmentation", "test loss:")
+    );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let json_tta = report["tta"]["accuracy"].as_f64().unwrap();
+    assert!(
+        (json_tta - f64::from(tta)).abs() < 1e-4,
+        "{json_tta} vs {tta}"
+    );
     assert_eq!(
         report["confusion_matrix"]["counts"]
             .as_array()
