@@ -6,7 +6,8 @@
 //! Networks: the built-in specs (the residual `fast` included) and a spec exercising batchnorm,
 //! global_avg_pool, a stride-2 valid conv and a same maxpool on odd sizes, all
 //! randomly initialised (batchnorm statistics randomised too, so it is not the
-//! identity), plus the shipped `models/model1.safetensors` when present.
+//! identity), plus the shipped `models/model1.safetensors` and
+//! `models/fast.safetensors` when present.
 //! Images: the first 1,000 CIFAR-10 test images when the data is present
 //! (`../shared/cifar10/cifar-10-batches-bin`), else random images.
 
@@ -176,23 +177,29 @@ fn odd_sizes_batchnorm_global_pool_strides() {
 
 #[test]
 fn shipped_model1() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/model1.safetensors");
+    check_shipped("models/model1.safetensors");
+}
+
+/// The default model of `classify`: the residual network of models/fast.json.
+#[test]
+fn shipped_fast() {
+    check_shipped("models/fast.safetensors");
+}
+
+/// A model shipped in the repository gives the same probabilities in infer
+/// as in the trainer on the CIFAR-10 test images, and names its classes.
+fn check_shipped(file: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
     let Ok(bytes) = std::fs::read(&path) else {
         println!("SKIPPED: {} is not there yet", path.display());
         return;
     };
     let Some(images) = cifar_images() else {
-        println!("SKIPPED the shipped model: it needs the CIFAR-10 test images");
+        println!("SKIPPED {file}: it needs the CIFAR-10 test images");
         return;
     };
     let mut net = Network::load(&path).expect("trainer loads its own file");
-    compare(
-        "models/model1.safetensors",
-        &mut net,
-        &bytes,
-        &images,
-        IMAGES,
-    );
+    compare(file, &mut net, &bytes, &images, IMAGES);
     let model = Model::from_bytes(&bytes).unwrap();
     assert_eq!(model.class_name(0), Some("airplane"));
     assert_eq!(model.class_name(9), Some("truck"));
