@@ -1,4 +1,5 @@
-//! Single-image latency of `infer` on model 1, one thread (infer never spawns any).
+//! Single-image latency of `infer` on model 1 and on the residual `fast`
+//! model (classify's default), one thread (infer never spawns any).
 //!
 //! ```text
 //! cargo bench --bench infer_latency
@@ -8,9 +9,9 @@
 //! `classify_auto` runs the best kernels the CPU has (AVX-512 or AVX2 on
 //! x86-64), `classify_avx2` caps them at AVX2, `classify_portable` is plain Rust.
 //!
-//! Uses the shipped `models/model1.safetensors` when present, else a randomly
-//! initialised model 1 exported by the trainer (the time does not depend on the
-//! weights' values). The image is the first CIFAR-10 test image when the data is
+//! Uses the shipped `models/model1.safetensors` (`models/fast.safetensors`)
+//! when present, else a randomly initialised model exported by the trainer
+//! (the time does not depend on the weights' values). The image is the first CIFAR-10 test image when the data is
 //! at `../shared/cifar10/cifar-10-batches-bin`, else a fixed pattern.
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -18,17 +19,20 @@ use infer::{Backend, Model};
 use std::hint::black_box;
 use std::path::Path;
 
-fn model_bytes() -> (Vec<u8>, &'static str) {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/model1.safetensors");
+/// The shipped `models/<name>.safetensors`, else the built-in spec `name`
+/// randomly initialised and exported by the trainer; and where it came from.
+fn model_bytes(name: &str) -> (Vec<u8>, String) {
+    let file = format!("models/{name}.safetensors");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(&file);
     if let Ok(bytes) = std::fs::read(&shipped) {
-        return (bytes, "models/model1.safetensors");
+        return (bytes, file);
     }
-    let spec = trainer::spec::ModelSpec::builtin("model1").expect("built-in spec");
+    let spec = trainer::spec::ModelSpec::builtin(name).expect("built-in spec");
     let net = trainer::network::Network::new(&spec, 1).expect("network");
     let names: Vec<String> = (0..10).map(|i| format!("class{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let bytes = net.to_safetensors_bytes(&names).expect("export");
-    (bytes, "model 1, random initialisation (trainer)")
+    (bytes, format!("{name}, random initialisation (trainer)"))
 }
 
 fn image() -> Vec<u8> {
@@ -40,7 +44,7 @@ fn image() -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
-    let (bytes, origin) = model_bytes();
+    let (bytes, origin) = model_bytes("model1");
     let model = Model::from_bytes(&bytes).expect("model 1 loads");
     let image = image();
     println!(
@@ -68,6 +72,24 @@ fn bench(c: &mut Criterion) {
     }
     group.bench_function("load", |b| {
         b.iter(|| Model::from_bytes(black_box(&bytes)).unwrap().num_classes())
+    });
+    group.finish();
+
+    let (bytes, origin) = model_bytes("fast");
+    let model = Model::from_bytes(&bytes).expect("fast loads");
+    println!(
+        "{origin}: scratch {} f32 = {} bytes",
+        model.scratch_len(),
+        model.scratch_bytes()
+    );
+    let mut scratch = vec![0f32; model.scratch_len()];
+    let mut group = c.benchmark_group("fast_one_image");
+    group.bench_function("classify_auto", |b| {
+        b.iter(|| {
+            model
+                .classify(black_box(&image), &mut scratch, &mut probs)
+                .unwrap()
+        })
     });
     group.finish();
 }
