@@ -21,17 +21,18 @@ use infer::Model;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// The model shipped with the program: model 1 trained on CIFAR-10.
+/// The model shipped with the program: the residual network of
+/// `models/fast.json` trained on CIFAR-10 (`trainer study --only fast`).
 static DEFAULT_MODEL: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../models/model1.safetensors"
+    "/../models/fast.safetensors"
 ));
 
 /// Classify images with a CNN exported by the trainer.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// Model file (safetensors from `trainer`); default: the built-in CIFAR-10 model 1.
+    /// Model file (safetensors from `trainer`); default: the built-in CIFAR-10 model (models/fast.safetensors).
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
 

@@ -106,10 +106,10 @@ fn classifies_the_samples() {
         correct += usize::from(truth == class);
     }
     println!("{correct} of {} samples classified correctly", files.len());
-    // The shipped model scores about 74% on the test set (16 of these 20 at
-    // the time of writing); chance is 10%.
+    // The shipped model (models/fast.safetensors) scores about 89% on the
+    // test set (all 20 of these at the time of writing); chance is 10%.
     assert!(
-        correct >= 12,
+        correct >= 17,
         "only {correct} of {} samples right",
         files.len()
     );
