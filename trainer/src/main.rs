@@ -36,7 +36,7 @@ enum Command {
     Evaluate(EvaluateArgs),
     /// Download, verify and unpack CIFAR-10 into --data.
     Download(DataArgs),
-    /// Run the reference study (five runs, resumable) and write docs/RESULTS.md.
+    /// Run the reference study (its five runs, then the fast runs; resumable) and write docs/RESULTS.md.
     Study(StudyArgs),
 }
 

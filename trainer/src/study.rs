@@ -1,5 +1,6 @@
 //! `trainer study`: the reference Keras study — five training runs of the
-//! three models — as one resumable command that writes `docs/RESULTS.md`.
+//! three models — and our runs beyond it (the residual `fast` network with its
+//! own recipe), as one resumable command that writes `docs/RESULTS.md`.
 //!
 //! Each run lives in `<dir>/<id>/`: `model.safetensors` (the saved weights),
 //! `history.csv` (one row per epoch), `model.ckpt` (checkpoint after every
