@@ -160,13 +160,7 @@ fn resumed_run_matches_uninterrupted_run() {
     run("b.safetensors", "3");
     // Compare the tensors (the files' bytes may differ: safetensors writes the
     // metadata map in no fixed order).
-    let weights = |name: &str| -> Vec<(String, Vec<f32>)> {
-        let net = trainer::network::Network::load(&dir.path().join(name)).unwrap();
-        net.named_tensors()
-            .into_iter()
-            .map(|(n, _, d)| (n, d.to_vec()))
-            .collect()
-    };
+    let weights = |name: &str| tensors(&dir.path().join(name));
     let (a, b) = (weights("a.safetensors"), weights("b.safetensors"));
     assert_eq!(a.len(), b.len());
     for ((name, x), (_, y)) in a.iter().zip(&b) {

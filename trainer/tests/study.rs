@@ -25,6 +25,42 @@ fn check_png(path: &Path, size: (u32, u32)) {
     );
 }
 
+/// `trainer study --only <id>` at smoke size: `[subset, epochs cap,
+/// validation subset]`, writing into `dir` and `results`, offline and quiet.
+fn smoke_study(
+    id: &str,
+    [subset, epochs, val_subset]: [&str; 3],
+    dir: &Path,
+    results: &Path,
+    data: &Path,
+) -> Vec<String> {
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    [
+        "study",
+        "--only",
+        id,
+        "--subset",
+        subset,
+        "--epochs-cap",
+        epochs,
+        "--val-subset",
+        val_subset,
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain([
+        "--dir".into(),
+        path(dir),
+        "--results".into(),
+        path(results),
+        "--data".into(),
+        path(data),
+        "--offline".into(),
+        "--quiet".into(),
+    ])
+    .collect()
+}
+
 /// The table row of `id` in the report.
 fn row<'a>(md: &'a str, id: &str) -> &'a str {
     md.lines()
@@ -43,25 +79,8 @@ fn smoke_run_report_skip_and_force() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("study");
     let results = tmp.path().join("docs/RESULTS.md");
-    let args = [
-        "study",
-        "--only",
-        "model3-10k",
-        "--subset",
-        "300",
-        "--epochs-cap",
-        "2",
-        "--val-subset",
-        "200",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--results",
-        results.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--offline",
-        "--quiet",
-    ];
+    let owned = smoke_study("model3-10k", ["300", "2", "200"], &dir, &results, &data);
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let o = trainer(&args);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
@@ -237,25 +256,8 @@ fn fast_run_uses_its_recipe_and_reports_tta() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("study");
     let results = tmp.path().join("RESULTS.md");
-    let o = trainer(&[
-        "study",
-        "--only",
-        "fast",
-        "--subset",
-        "600",
-        "--epochs-cap",
-        "1",
-        "--val-subset",
-        "100",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--results",
-        results.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--offline",
-        "--quiet",
-    ]);
+    let args = smoke_study("fast", ["600", "1", "100"], &dir, &results, &data);
+    let o = trainer(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     let result = read_json(&dir.join("fast/result.json"));
