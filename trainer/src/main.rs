@@ -239,8 +239,20 @@ struct EvaluateArgs {
     tta: bool,
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
+/// Errors are printed as one chain of causes (`trainer: error: … : …`),
+/// without the backtrace `anyhow` would add under `RUST_BACKTRACE`.
+fn main() -> std::process::ExitCode {
+    match execute(Cli::parse().command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("trainer: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(command: Command) -> Result<()> {
+    match command {
         Command::Train(args) => train(args),
         Command::Evaluate(args) => evaluate(args),
         Command::Study(args) => study(args),
