@@ -156,12 +156,23 @@ impl Conv2d {
             let (oy, ox) = (p / self.out.width, p % self.out.width);
             let dx = &mut dx[img * in_len..(img + 1) * in_len];
             for ky in 0..k {
+                let src = &row[ky * k * cin..(ky + 1) * k * cin];
+                // Fast path as in im2col: the whole kernel row lands on one
+                // contiguous run of `dx`.
+                if let (Some(a), Some(b)) =
+                    (self.source(oy, ox, ky, 0), self.source(oy, ox, ky, k - 1))
+                {
+                    if b - a == k - 1 {
+                        add_assign(&mut dx[a * cin..(b + 1) * cin], src);
+                        continue;
+                    }
+                }
                 for kx in 0..k {
                     if let Some(i) = self.source(oy, ox, ky, kx) {
-                        let src = &row[(ky * k + kx) * cin..(ky * k + kx + 1) * cin];
-                        for (d, &g) in dx[i * cin..(i + 1) * cin].iter_mut().zip(src) {
-                            *d += g;
-                        }
+                        add_assign(
+                            &mut dx[i * cin..(i + 1) * cin],
+                            &src[kx * cin..(kx + 1) * cin],
+                        );
                     }
                 }
             }
