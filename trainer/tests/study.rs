@@ -238,6 +238,7 @@ fn report_only_without_results() {
         "model3-es",
         "model3-10k",
         "fast",
+        "fast-50",
         "fast-12",
     ] {
         assert!(row(&md, id).contains("not run yet"), "{md}");
