@@ -129,6 +129,9 @@ for case in "${yard_train_cases[@]}"; do
         2>>"$log/yardstick.stderr" | tee -a "$log/yardstick.jsonl"
 done
 
+step "ours: where a model-1 training step goes, batch 32, 2 threads"
+RAYON_NUM_THREADS=2 "$(bin train_throughput)" --quick --only model1:32 --profile | tee "$log/train_profile.txt"
+
 step "ours: training throughput with the matrixmultiply backend, 2 threads"
 RAYON_NUM_THREADS=2 "$(bin train_throughput)" "${ours_train_args[@]}" --backend matrixmultiply --only model1:32 \
     | tee "$log/train_ours_mm.txt"

@@ -94,7 +94,10 @@ def criterion_results(root):
             est = json.loads(read(os.path.join(dirpath, "estimates.json")))
         except ValueError:
             continue
-        out[bench.get("function_id") or bench.get("full_id")] = {
+        # Keyed "group/function": two groups both have a `classify_auto`.
+        key = f'{bench.get("group_id")}/{bench.get("function_id")}' if bench.get("function_id") \
+            else bench.get("full_id")
+        out[key] = {
             "median_ns": est["median"]["point_estimate"],
             "lo_ns": est["median"]["confidence_interval"]["lower_bound"],
             "hi_ns": est["median"]["confidence_interval"]["upper_bound"],
@@ -216,6 +219,11 @@ def main():
     conv_rows = [r for r in conv_json if r.get("bench") == "conv_layer"]
     conv_total = next((r for r in conv_json if r.get("bench") == "conv_total"), None)
     no_alloc = read(L("no_alloc.txt"))
+    profile_text = read(L("train_profile.txt"))
+    profile_threads = (ours_train(profile_text)[0] or "?") if profile_text else None
+    # Rows "  conv2  3.90  8.45" after the "layer fwd ms bwd ms" header.
+    profile = [(m.group(1), float(m.group(2)), float(m.group(3)))
+               for m in re.finditer(r"^  (\w+)\s+([\d.]+)\s+([\d.]+)$", profile_text, re.M)]
     tl = time_log(read(a.time_log)) if a.time_log else {}
     anchors = anchors_table(read(a.anchors))
 
@@ -318,8 +326,9 @@ def main():
         rows.append([f"training, {model}: batch 128 per image vs batch 32 (ours)",
                      f"{num(b128)} vs {num(b32)}", DASH, DASH, ratio(r),
                      "batch 128 at least as fast per image: " + verdict(None if r is None else r >= 1.0)])
-    auto = crit.get("classify_auto", {}).get("median_ns")
-    portable = crit.get("classify_portable", {}).get("median_ns")
+    auto = crit.get("model1_one_image/classify_auto", {}).get("median_ns")
+    portable = crit.get("model1_one_image/classify_portable", {}).get("median_ns")
+    fast = crit.get("fast_one_image/classify_auto", {}).get("median_ns")
     ours_us = auto / 1e3 if auto else None
     for t in (1, 2):
         pt = (yard_infer("torch", t) or {}).get("latency_us")
@@ -334,6 +343,9 @@ def main():
     if portable:
         rows.append(["inference, model1, one image, portable backend (no SIMD intrinsics), 1 thread (µs)",
                      num(portable / 1e3), DASH, DASH, DASH, ""])
+    if fast:
+        rows.append(["inference, fast (models/fast.json, the default of `classify`), one image, 1 thread (µs)",
+                     num(fast / 1e3), DASH, DASH, DASH, ""])
     if tl.get("max_rss_kb") is not None:
         kb = tl["max_rss_kb"]
         rows.append(["peak RSS of a training run (`/usr/bin/time -v`)",
@@ -473,6 +485,31 @@ def main():
             crows.append(["**all**", "", "", "", num(conv_total["fwd_ms"], 2), "", num(conv_total["bwd_ms"], 2), ""])
         w(table(["layer", "input", "output", "dx", "forward ms", "forward GFLOP/s", "backward ms",
                  "backward GFLOP/s"], crows))
+        w("")
+    else:
+        w(DASH)
+        w("")
+
+    # Where a whole training step goes.
+    w("## Where a training step of model 1 goes")
+    w("")
+    if profile:
+        total = sum(f + b for _, f, b in profile)
+        w(f"`train_throughput --only model1:32 --profile`, {profile_threads} thread{'' if profile_threads == 1 else 's'}: each layer's forward and "
+          "backward timed on its own (median of 5 steps), batch 32. *share* is of the sum over all layers.")
+        w("")
+        prow = [[name, num(f, 2), num(b, 2), f"{100 * (f + b) / total:.1f} %"] for name, f, b in profile]
+        prow.append(["**all**", num(sum(f for _, f, _ in profile), 2), num(sum(b for _, _, b in profile), 2),
+                     "100 %"])
+        w(table(["layer", "forward ms", "backward ms", "share"], prow))
+        w("")
+        kinds = {}
+        for name, f, b in profile:
+            kind = re.sub(r"\d+$", "", name)  # conv2 -> conv; maxpool2d stays
+            kinds[kind] = kinds.get(kind, 0.0) + f + b
+        conv = kinds.get("conv", 0.0)
+        w(f"Convolutions (im2col, SGEMM, col2im) take {100 * conv / total:.0f} % of the step; everything else "
+          f"(ReLU, pooling, dropout, dense layers) {100 * (1 - conv / total):.0f} %.")
         w("")
     else:
         w(DASH)
