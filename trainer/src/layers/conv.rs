@@ -21,8 +21,9 @@ use crate::spec::Padding;
 use crate::tensor::{ImageShape, Tensor};
 use rayon::prelude::*;
 
-/// Target size of one im2col tile, in floats (256 KiB: fits in L2).
-const TILE_FLOATS: usize = 1 << 16;
+/// Target size of one im2col tile, in floats (1 MiB: half of this machine's
+/// 2 MiB L2 per core; 1 MiB ran a model-1 step 3 % faster than 256 KiB).
+const TILE_FLOATS: usize = 1 << 18;
 
 pub struct Conv2d {
     input: ImageShape,
@@ -318,5 +319,106 @@ impl Layer for Conv2d {
 fn add_assign(acc: &mut [f32], x: &[f32]) {
     for (a, &b) in acc.iter_mut().zip(x) {
         *a += b;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Direct convolution, `same` padding, stride 1: `y[p, co] = b[co] + Σ x · w`.
+    fn direct(conv: &Conv2d, x: &[f32]) -> Vec<f32> {
+        let (inp, out, k) = (conv.input, conv.out, conv.kernel);
+        let mut y = vec![0.0; out.len()];
+        for oy in 0..out.height {
+            for ox in 0..out.width {
+                for co in 0..out.channels {
+                    let mut s = conv.bias[co] as f64;
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let Some(i) = conv.source(oy, ox, ky, kx) else {
+                                continue;
+                            };
+                            for ci in 0..inp.channels {
+                                let w = conv.weight
+                                    [((ky * k + kx) * inp.channels + ci) * out.channels + co];
+                                s += (x[i * inp.channels + ci] * w) as f64;
+                            }
+                        }
+                    }
+                    y[(oy * out.width + ox) * out.channels + co] = s as f32;
+                }
+            }
+        }
+        y
+    }
+
+    /// An image with more output rows than one im2col tile holds, so forward
+    /// and backward cross tile boundaries. Forward is checked against the
+    /// direct sum. For backward, `L = Σ dy ⊙ y` is linear in each weight,
+    /// bias and input, so its gradient entry is exactly the change of `L`
+    /// under a unit step of that entry, computed with the direct sum.
+    #[test]
+    fn tiled_forward_and_backward_match_direct_sums() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let input = ImageShape::new(40, 40, 64);
+        let mut conv = Conv2d::new(input, 5, 3, 1, Padding::Same, &mut rng);
+        conv.bias
+            .iter_mut()
+            .for_each(|b| *b = rng.random_range(-0.5..0.5));
+        assert!(
+            conv.out.pixels() > 2 * conv.tile_rows(),
+            "needs several tiles"
+        );
+        let mut x = Tensor::zeros(1, input);
+        x.data
+            .iter_mut()
+            .for_each(|v| *v = rng.random_range(-1.0..1.0));
+
+        let mut y = Tensor::default();
+        conv.forward(&x, &mut y, Mode::Train);
+        let want = direct(&conv, &x.data);
+        for (a, b) in y.data.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-4, "forward {a} vs direct {b}");
+        }
+
+        let mut dy = Tensor::zeros(1, conv.out);
+        dy.data
+            .iter_mut()
+            .for_each(|v| *v = rng.random_range(-1.0..1.0));
+        let mut dx = Tensor::default();
+        conv.backward(&x, &y, &dy, Some(&mut dx));
+        let dot = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum::<f64>()
+        };
+        // L(w) is linear in w, x and b: each gradient entry is the change of L
+        // under a unit step of that entry.
+        let base = dot(&want, &dy.data);
+        for j in [0, 7, 1000, conv.weight.len() - 1] {
+            conv.weight[j] += 1.0;
+            let numeric = dot(&direct(&conv, &x.data), &dy.data) - base;
+            conv.weight[j] -= 1.0;
+            assert!((numeric - conv.dweight[j] as f64).abs() < 1e-2, "dW[{j}]");
+        }
+        for co in 0..conv.out.channels {
+            let numeric: f64 = dy
+                .data
+                .iter()
+                .skip(co)
+                .step_by(conv.out.channels)
+                .map(|&g| g as f64)
+                .sum();
+            assert!((numeric - conv.dbias[co] as f64).abs() < 1e-2, "db[{co}]");
+        }
+        for i in [0, 64 * 41 + 3, x.data.len() / 2, x.data.len() - 1] {
+            let mut xp = x.data.clone();
+            xp[i] += 1.0;
+            let numeric = dot(&direct(&conv, &xp), &dy.data) - base;
+            assert!((numeric - dx.data[i] as f64).abs() < 1e-2, "dx[{i}]");
+        }
     }
 }
