@@ -133,14 +133,14 @@ impl Conv2d {
                     (self.source(oy, ox, ky, 0), self.source(oy, ox, ky, k - 1))
                 {
                     if b - a == k - 1 {
-                        dst.copy_from_slice(&x[a * cin..(b + 1) * cin]);
+                        copy_short(dst, &x[a * cin..(b + 1) * cin]);
                         continue;
                     }
                 }
                 for kx in 0..k {
                     let d = &mut dst[kx * cin..(kx + 1) * cin];
                     match self.source(oy, ox, ky, kx) {
-                        Some(i) => d.copy_from_slice(&x[i * cin..(i + 1) * cin]),
+                        Some(i) => copy_short(d, &x[i * cin..(i + 1) * cin]),
                         None => d.fill(0.0),
                     }
                 }
@@ -313,6 +313,21 @@ impl Layer for Conv2d {
 
     fn tensors_mut(&mut self) -> Vec<&mut [f32]> {
         vec![&mut self.weight, &mut self.bias]
+    }
+}
+
+/// `dst = src` for the short runs im2col copies (one kernel row: `k·Cin`
+/// floats), in 16-float blocks the compiler keeps inline instead of one
+/// `memcpy` call per run (a model-1 step measured ~2 % faster on 1 thread).
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let (mut d, mut s) = (dst.chunks_exact_mut(16), src.chunks_exact(16));
+    for (d, s) in (&mut d).zip(&mut s) {
+        let block: [f32; 16] = s.try_into().expect("16 floats");
+        d.copy_from_slice(&block);
+    }
+    for (d, &s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = s;
     }
 }
 
