@@ -30,7 +30,7 @@ use trainer::gemm::{sgemm_gemm as gemm_crate, sgemm_matrixmultiply as sgemm, Op}
 use trainer::spec::{LayerSpec, ModelSpec};
 
 /// `Conv2d`'s im2col tile target, in floats (trainer/src/layers/conv.rs).
-const TILE_FLOATS: usize = 1 << 16;
+const TILE_FLOATS: usize = trainer::layers::CONV_TILE_FLOATS;
 
 struct Case {
     layer: String,

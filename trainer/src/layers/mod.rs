@@ -19,7 +19,7 @@ mod relu;
 pub(crate) use add::add_assign;
 pub use add::Add;
 pub use batchnorm::BatchNorm;
-pub use conv::Conv2d;
+pub use conv::{Conv2d, TILE_FLOATS as CONV_TILE_FLOATS};
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use flatten::Flatten;
