@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// The model shipped with the program: the residual network of
-/// `models/fast.json` trained on CIFAR-10 (`trainer study --only fast`).
+/// `models/fast.json` trained on CIFAR-10 (`trainer study --only fast-50`).
 static DEFAULT_MODEL: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../models/fast.safetensors"

@@ -139,8 +139,8 @@ pub const RUNS: [StudyRun; 8] = [
     },
     // Beyond the study: the residual network of models/fast.json with its
     // own recipe (SGD + Nesterov, one-cycle, augmentation, label smoothing),
-    // for the two time budgets: 2 hours (50 epochs; its spec's 30 epochs
-    // are the first, shorter try) and 30 minutes.
+    // for the two time budgets: 2 hours (`fast-50`; `fast`, 30 epochs, was
+    // the first, shorter try) and 30 minutes (`fast-12`).
     StudyRun {
         id: "fast",
         model: "fast",

@@ -117,6 +117,16 @@ impl Conv2d {
         (iy < self.input.height && ix < self.input.width).then_some(iy * self.input.width + ix)
     }
 
+    /// First source pixel of kernel row `ky` at output `(oy, ox)` when the
+    /// whole row is inside the image and, with stride 1 in NHWC, its `k·Cin`
+    /// values are contiguous in memory; `None` otherwise (go tap by tap).
+    #[inline]
+    fn whole_row(&self, oy: usize, ox: usize, ky: usize) -> Option<usize> {
+        let first = self.source(oy, ox, ky, 0)?;
+        let last = self.source(oy, ox, ky, self.kernel - 1)?;
+        (last - first == self.kernel - 1).then_some(first)
+    }
+
     /// im2col for output rows `rows` of a chunk: `cols[r − start, (ky, kx, ci)]`.
     fn im2col(&self, x: &[f32], rows: std::ops::Range<usize>, cols: &mut [f32]) {
         let (cin, k, kk) = (self.input.channels, self.kernel, self.k());
@@ -127,15 +137,9 @@ impl Conv2d {
             let x = &x[img * in_len..(img + 1) * in_len];
             for ky in 0..k {
                 let dst = &mut row[ky * k * cin..(ky + 1) * k * cin];
-                // Fast path: the whole kernel row is inside the image and, with
-                // stride 1 in NHWC, contiguous in memory.
-                if let (Some(a), Some(b)) =
-                    (self.source(oy, ox, ky, 0), self.source(oy, ox, ky, k - 1))
-                {
-                    if b - a == k - 1 {
-                        copy_short(dst, &x[a * cin..(b + 1) * cin]);
-                        continue;
-                    }
+                if let Some(a) = self.whole_row(oy, ox, ky) {
+                    copy_short(dst, &x[a * cin..(a + k) * cin]);
+                    continue;
                 }
                 for kx in 0..k {
                     let d = &mut dst[kx * cin..(kx + 1) * cin];
@@ -158,15 +162,9 @@ impl Conv2d {
             let dx = &mut dx[img * in_len..(img + 1) * in_len];
             for ky in 0..k {
                 let src = &row[ky * k * cin..(ky + 1) * k * cin];
-                // Fast path as in im2col: the whole kernel row lands on one
-                // contiguous run of `dx`.
-                if let (Some(a), Some(b)) =
-                    (self.source(oy, ox, ky, 0), self.source(oy, ox, ky, k - 1))
-                {
-                    if b - a == k - 1 {
-                        add_assign(&mut dx[a * cin..(b + 1) * cin], src);
-                        continue;
-                    }
+                if let Some(a) = self.whole_row(oy, ox, ky) {
+                    add_assign(&mut dx[a * cin..(a + k) * cin], src);
+                    continue;
                 }
                 for kx in 0..k {
                     if let Some(i) = self.source(oy, ox, ky, kx) {
@@ -331,6 +329,8 @@ fn copy_short(dst: &mut [f32], src: &[f32]) {
     }
 }
 
+/// `acc += x`, serially: called inside each thread's chunk (unlike the
+/// rayon-parallel `layers::add_assign`, which is for whole tensors).
 fn add_assign(acc: &mut [f32], x: &[f32]) {
     for (a, &b) in acc.iter_mut().zip(x) {
         *a += b;
