@@ -7,6 +7,7 @@
 //! cargo bench --bench train_throughput -- --profile    # also a per-layer time breakdown
 //! RAYON_NUM_THREADS=1 cargo bench --bench train_throughput   # one core
 //! cargo bench --bench train_throughput -- --backend matrixmultiply --only model1:32
+//! cargo bench --bench train_throughput -- --conv im2col  # no Winograd for 3×3 layers
 //! ```
 //!
 //! Prints the median over repeated timed runs, so a noisy machine shows less.
@@ -42,6 +43,13 @@ fn main() {
             "backend {name} not compiled in"
         );
     }
+    if let Some(conv) = value("--conv") {
+        match conv.as_str() {
+            "im2col" => trainer::layers::set_winograd(false),
+            "winograd" => trainer::layers::set_winograd(true),
+            other => panic!("unknown --conv {other} (winograd or im2col)"),
+        }
+    }
     let mut cases: Vec<(&str, usize)> = if quick {
         vec![("model1", 32)]
     } else {
@@ -63,6 +71,15 @@ fn main() {
     let (rounds, steps) = if quick { (3, 4) } else { (5, 8) };
     println!("threads: {}", rayon::current_num_threads());
     println!("gemm backend: {:?}", trainer::gemm::backend());
+    println!(
+        "3×3 stride-1 convolutions with ≥ {} input channels: {}",
+        trainer::layers::WINOGRAD_MIN_CHANNELS,
+        if trainer::layers::winograd_enabled() {
+            "Winograd"
+        } else {
+            "im2col"
+        }
+    );
     for &(model, batch) in &cases {
         let spec = ModelSpec::builtin(model).unwrap();
         let mut net = Network::new(&spec, 1).unwrap();

@@ -142,6 +142,20 @@ proptest! {
         check_layer(&mut layer, &x, Mode::Train, &mut rng)?;
     }
 
+    /// The Winograd route of 3×3 stride-1 layers, forced on at any channel count.
+    #[test]
+    fn conv2d_winograd(n in 1usize..4, h in 1usize..9, w in 1usize..9, cin in 1usize..6, cout in 1usize..6,
+                       padding in padding(), seed in any::<u64>()) {
+        prop_assume!(padding == Padding::Same || (h >= 3 && w >= 3));
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let input = ImageShape::new(h, w, cin);
+        let mut layer = layers::Conv2d::new(input, cout, 3, 1, padding, &mut rng);
+        prop_assert!(layer.set_algorithm(layers::ConvAlgorithm::Winograd));
+        layer.bias.iter_mut().for_each(|b| *b = rng.random_range(-0.5..0.5));
+        let x = random_tensor(n, input, &mut rng);
+        check_layer(&mut layer, &x, Mode::Train, &mut rng)?;
+    }
+
     #[test]
     fn dense(n in 1usize..5, inputs in 1usize..20, units in 1usize..10, seed in any::<u64>()) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -15,11 +15,15 @@ mod flatten;
 mod gap;
 mod pool;
 mod relu;
+mod winograd;
 
 pub(crate) use add::add_assign;
 pub use add::Add;
 pub use batchnorm::BatchNorm;
-pub use conv::{Conv2d, TILE_FLOATS as CONV_TILE_FLOATS};
+pub use conv::{
+    set_winograd, winograd_enabled, Algorithm as ConvAlgorithm, Conv2d,
+    TILE_FLOATS as CONV_TILE_FLOATS, WINOGRAD_MIN_CHANNELS,
+};
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use flatten::Flatten;

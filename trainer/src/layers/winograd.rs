@@ -1,0 +1,763 @@
+//! Winograd F(2×2, 3×3): 3×3 stride-1 convolutions with 2.25× fewer multiplies.
+//!
+//! The output is cut into 2×2 tiles. Tile `t` reads the 4×4 input patch `d`
+//! that covers its receptive field (zero outside the image), and per pair of
+//! channels (ci, co), with `g` the 3×3 kernel,
+//!
+//! ```text
+//! Y = Aᵀ [ U ⊙ V ] A,    U = G g Gᵀ (4×4),    V = Bᵀ d B (4×4)
+//!
+//! Bᵀ = [1  0 −1  0]    G = [1   0   0]    Aᵀ = [1  1  1  0]
+//!      [0  1  1  0]        [½   ½   ½]         [0  1 −1 −1]
+//!      [0 −1  1  0]        [½  −½   ½]
+//!      [0  1  0 −1]        [0   0   1]
+//! ```
+//!
+//! summed over input channels. At each of the 16 positions ξ of the 4×4
+//! transformed tile that sum is a matrix product over a block of tiles:
+//!
+//! ```text
+//! M_ξ[tiles×Cout] = V_ξ[tiles×Cin] · U_ξ[Cin×Cout]          (16 GEMMs)
+//! ```
+//!
+//! so a 2×2 output tile costs 16·Cin·Cout multiply-adds instead of im2col's
+//! 4·9·Cin·Cout. Every step is linear, so backward is the same pipeline
+//! transposed, in the same tiles:
+//!
+//! ```text
+//! dM_ξ = A dY Aᵀ,   dU_ξ = Σ_tiles V_ξᵀ dM_ξ,   dV_ξ = dM_ξ U_ξᵀ,
+//! dd = B dV Bᵀ (added into dx: neighbouring patches overlap),   dg = Gᵀ dU G
+//! ```
+//!
+//! Layouts: `U` is 16 `Cin×Cout` matrices (`ξ = 4·i + j`); in a block of `nb`
+//! tiles, `V` is 16 `nb×Cin` matrices and `M` 16 `nb×Cout` matrices, all
+//! row-major and contiguous, as the GEMMs want them. The small transforms work
+//! on `N` channels at once (`[f32; N]` lanes, contiguous in NHWC) so that the
+//! compiler vectorises them.
+
+use crate::gemm::{sgemm, Op};
+use crate::tensor::ImageShape;
+use std::array;
+use std::ops::Range;
+
+/// Entries of the weight transforms done at once (once per step, not per
+/// tile: these are not dispatched by CPU; 4 lanes fit SSE2's registers).
+const WEIGHT_LANES: usize = 4;
+
+/// Target size of one block's `V` plus `M`, in floats (1 MiB: half of this
+/// machine's L2 per core, as for the im2col tiles).
+const BLOCK_FLOATS: usize = 1 << 18;
+
+type Lanes<const N: usize> = [f32; N];
+
+/// The geometry of a Winograd convolution: input, output, padding and tiles.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Geometry {
+    pub input: ImageShape,
+    pub out: ImageShape,
+    pub pad_top: usize,
+    pub pad_left: usize,
+    /// Tiles per image down and across: `⌈out/2⌉`.
+    tiles_y: usize,
+    tiles_x: usize,
+}
+
+/// What one thread needs for its chunk of the batch.
+#[derive(Default)]
+pub(super) struct Scratch {
+    /// `V` of one block (reused for `dV` in backward).
+    v: Vec<f32>,
+    /// `M` of one block (or `dM` in backward).
+    m: Vec<f32>,
+    /// This chunk's partial `dU`.
+    pub du: Vec<f32>,
+    /// This chunk's partial bias gradient.
+    pub dbias: Vec<f32>,
+}
+
+impl Geometry {
+    pub fn new(input: ImageShape, out: ImageShape, pad_top: usize, pad_left: usize) -> Self {
+        Self {
+            input,
+            out,
+            pad_top,
+            pad_left,
+            tiles_y: out.height.div_ceil(2),
+            tiles_x: out.width.div_ceil(2),
+        }
+    }
+
+    fn tiles_per_image(&self) -> usize {
+        self.tiles_y * self.tiles_x
+    }
+
+    /// Tiles per block, so that a block's `V` and `M` are about [`BLOCK_FLOATS`].
+    fn block_tiles(&self) -> usize {
+        (BLOCK_FLOATS / (16 * (self.input.channels + self.out.channels))).clamp(8, 1024)
+    }
+
+    /// Floats of transformed weights: 16 `Cin×Cout` matrices.
+    pub fn u_len(&self) -> usize {
+        16 * self.input.channels * self.out.channels
+    }
+
+    pub fn ensure_scratch(&self, s: &mut Scratch) {
+        let nb = self.block_tiles();
+        let (cin, cout) = (self.input.channels, self.out.channels);
+        s.v.resize(16 * stride(nb, cin), 0.0);
+        s.m.resize(16 * stride(nb, cout), 0.0);
+        s.du.resize(self.u_len(), 0.0);
+        s.dbias.resize(cout, 0.0);
+    }
+
+    /// Image, first input row and column of the 4×4 patch of tile `t` of a
+    /// chunk (negative: starts in the padding).
+    fn patch_origin(&self, t: usize) -> (usize, isize, isize) {
+        let (img, r) = (t / self.tiles_per_image(), t % self.tiles_per_image());
+        let (ty, tx) = (r / self.tiles_x, r % self.tiles_x);
+        let iy = (2 * ty) as isize - self.pad_top as isize;
+        let ix = (2 * tx) as isize - self.pad_left as isize;
+        (img, iy, ix)
+    }
+
+    /// Offsets into a chunk's input of the 16 pixels of tile `t`'s patch
+    /// (`None`: outside the image, i.e. zero).
+    fn patch(&self, t: usize) -> [[Option<usize>; 4]; 4] {
+        let (img, iy, ix) = self.patch_origin(t);
+        let (h, w, c) = (self.input.height, self.input.width, self.input.channels);
+        array::from_fn(|r| {
+            array::from_fn(|col| {
+                let (y, x) = (iy + r as isize, ix + col as isize);
+                (y >= 0 && x >= 0 && (y as usize) < h && (x as usize) < w)
+                    .then(|| ((img * h + y as usize) * w + x as usize) * c)
+            })
+        })
+    }
+
+    /// Offsets into a chunk's output of the 2×2 pixels of tile `t` (`None`:
+    /// past the bottom or right edge of an odd-sized output).
+    fn outputs(&self, t: usize) -> [[Option<usize>; 2]; 2] {
+        let (img, r) = (t / self.tiles_per_image(), t % self.tiles_per_image());
+        let (ty, tx) = (r / self.tiles_x, r % self.tiles_x);
+        let (h, w, c) = (self.out.height, self.out.width, self.out.channels);
+        array::from_fn(|a| {
+            array::from_fn(|b| {
+                let (y, x) = (2 * ty + a, 2 * tx + b);
+                (y < h && x < w).then(|| ((img * h + y) * w + x) * c)
+            })
+        })
+    }
+
+    /// Forward for one chunk of whole images: `y = conv(x, g) + bias`, with
+    /// `u` the transformed weights ([`transform_weights`]).
+    pub fn forward_chunk(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        u: &[f32],
+        bias: &[f32],
+        s: &mut Scratch,
+    ) {
+        let (cin, cout) = (self.input.channels, self.out.channels);
+        let tiles = x.len() / self.input.len() * self.tiles_per_image();
+        for t0 in (0..tiles).step_by(self.block_tiles()) {
+            let t1 = (t0 + self.block_tiles()).min(tiles);
+            let nb = t1 - t0;
+            let (sv, sm) = (stride(nb, cin), stride(nb, cout));
+            let (v, m) = (&mut s.v[..16 * sv], &mut s.m[..16 * sm]);
+            self.transform_input(x, t0..t1, v);
+            for xi in 0..16 {
+                // M_ξ[nb×Cout] = V_ξ[nb×Cin] · U_ξ[Cin×Cout]
+                sgemm(
+                    nb,
+                    cin,
+                    cout,
+                    &v[xi * sv..],
+                    Op::N,
+                    &u[xi * cin * cout..],
+                    Op::N,
+                    0.0,
+                    &mut m[xi * sm..][..nb * cout],
+                );
+            }
+            self.transform_output(m, t0..t1, bias, y);
+        }
+    }
+
+    /// Backward for one chunk: partial `dU` and bias gradient into the
+    /// scratch; `dx` if asked. `u` must be the transform of the weights the
+    /// forward pass used.
+    pub fn backward_chunk(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        mut dx: Option<&mut [f32]>,
+        u: &[f32],
+        s: &mut Scratch,
+    ) {
+        let (cin, cout) = (self.input.channels, self.out.channels);
+        let tiles = x.len() / self.input.len() * self.tiles_per_image();
+        s.du.fill(0.0);
+        s.dbias.fill(0.0);
+        for row in dy.chunks_exact(cout) {
+            for (d, &g) in s.dbias.iter_mut().zip(row) {
+                *d += g;
+            }
+        }
+        if let Some(dx) = dx.as_deref_mut() {
+            dx.fill(0.0);
+        }
+        for t0 in (0..tiles).step_by(self.block_tiles()) {
+            let t1 = (t0 + self.block_tiles()).min(tiles);
+            let nb = t1 - t0;
+            let (sv, sm) = (stride(nb, cin), stride(nb, cout));
+            let (v, dm) = (&mut s.v[..16 * sv], &mut s.m[..16 * sm]);
+            self.transform_output_adjoint(dy, t0..t1, dm);
+            self.transform_input(x, t0..t1, v);
+            for xi in 0..16 {
+                // dU_ξ[Cin×Cout] += V_ξᵀ[Cin×nb] · dM_ξ[nb×Cout]
+                sgemm(
+                    cin,
+                    nb,
+                    cout,
+                    &v[xi * sv..],
+                    Op::T,
+                    &dm[xi * sm..],
+                    Op::N,
+                    1.0,
+                    &mut s.du[xi * cin * cout..(xi + 1) * cin * cout],
+                );
+            }
+            let Some(dx) = dx.as_deref_mut() else {
+                continue;
+            };
+            // V is spent: its buffer takes dV.
+            for xi in 0..16 {
+                // dV_ξ[nb×Cin] = dM_ξ[nb×Cout] · U_ξᵀ[Cout×Cin]
+                sgemm(
+                    nb,
+                    cout,
+                    cin,
+                    &dm[xi * sm..],
+                    Op::N,
+                    &u[xi * cin * cout..],
+                    Op::T,
+                    0.0,
+                    &mut v[xi * sv..][..nb * cin],
+                );
+            }
+            self.transform_input_adjoint(v, t0..t1, dx);
+        }
+    }
+
+    /// `V_ξ[t − t0, ci] = (Bᵀ d B)_ξ` for the tiles `t0..t1` of a chunk.
+    #[inline(always)]
+    fn transform_input_n<const N: usize>(&self, x: &[f32], tiles: Range<usize>, v: &mut [f32]) {
+        let (c, nb) = (self.input.channels, tiles.len());
+        for (j, t) in tiles.enumerate() {
+            let patch = self.patch(t);
+            let mut c0 = 0;
+            while c0 < c {
+                // N channels at a time, then the last ones one at a time.
+                if c - c0 >= N {
+                    self.input_lanes::<N>(x, &patch, c0, &mut v[j * c..], stride(nb, c));
+                    c0 += N;
+                } else {
+                    self.input_lanes::<1>(x, &patch, c0, &mut v[j * c..], stride(nb, c));
+                    c0 += 1;
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn input_lanes<const N: usize>(
+        &self,
+        x: &[f32],
+        patch: &[[Option<usize>; 4]; 4],
+        c0: usize,
+        v: &mut [f32],
+        xi_stride: usize,
+    ) {
+        let mut d = [[[0.0; N]; 4]; 4];
+        for (d, p) in d.iter_mut().flatten().zip(patch.iter().flatten()) {
+            if let Some(i) = p {
+                *d = load(&x[i + c0..]);
+            }
+        }
+        let out = sandwich(&d, bt);
+        for (xi, lanes) in out.iter().flatten().enumerate() {
+            v[xi * xi_stride + c0..][..N].copy_from_slice(lanes);
+        }
+    }
+
+    /// `dx[patch of t] += (B dV Bᵀ)` for the tiles `t0..t1` of a chunk (the
+    /// adjoint of [`Self::transform_input`]; the padding part is dropped).
+    #[inline(always)]
+    fn transform_input_adjoint_n<const N: usize>(
+        &self,
+        dv: &[f32],
+        tiles: Range<usize>,
+        dx: &mut [f32],
+    ) {
+        let (c, nb) = (self.input.channels, tiles.len());
+        for (j, t) in tiles.enumerate() {
+            let patch = self.patch(t);
+            let mut c0 = 0;
+            while c0 < c {
+                if c - c0 >= N {
+                    input_adjoint_lanes::<N>(&dv[j * c..], stride(nb, c), &patch, c0, dx);
+                    c0 += N;
+                } else {
+                    input_adjoint_lanes::<1>(&dv[j * c..], stride(nb, c), &patch, c0, dx);
+                    c0 += 1;
+                }
+            }
+        }
+    }
+
+    /// `y[tile t] = (Aᵀ M A) + bias` for the tiles `t0..t1` of a chunk.
+    #[inline(always)]
+    fn transform_output_n<const N: usize>(
+        &self,
+        m: &[f32],
+        tiles: Range<usize>,
+        bias: &[f32],
+        y: &mut [f32],
+    ) {
+        let (c, nb) = (self.out.channels, tiles.len());
+        for (j, t) in tiles.enumerate() {
+            let outputs = self.outputs(t);
+            let mut c0 = 0;
+            while c0 < c {
+                if c - c0 >= N {
+                    output_lanes::<N>(&m[j * c..], stride(nb, c), &outputs, bias, c0, y);
+                    c0 += N;
+                } else {
+                    output_lanes::<1>(&m[j * c..], stride(nb, c), &outputs, bias, c0, y);
+                    c0 += 1;
+                }
+            }
+        }
+    }
+
+    /// `dM = A dY Aᵀ` for the tiles `t0..t1` of a chunk (the adjoint of
+    /// [`Self::transform_output`]; outputs past an odd edge count as zero).
+    #[inline(always)]
+    fn transform_output_adjoint_n<const N: usize>(
+        &self,
+        dy: &[f32],
+        tiles: Range<usize>,
+        dm: &mut [f32],
+    ) {
+        let (c, nb) = (self.out.channels, tiles.len());
+        for (j, t) in tiles.enumerate() {
+            let outputs = self.outputs(t);
+            let mut c0 = 0;
+            while c0 < c {
+                if c - c0 >= N {
+                    output_adjoint_lanes::<N>(dy, &outputs, c0, &mut dm[j * c..], stride(nb, c));
+                    c0 += N;
+                } else {
+                    output_adjoint_lanes::<1>(dy, &outputs, c0, &mut dm[j * c..], stride(nb, c));
+                    c0 += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Which SIMD instructions the transforms are compiled for, by CPU (checked at
+/// run time, so that the default build runs on any x86-64).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Simd {
+    Avx512,
+    Avx2,
+    Baseline,
+}
+
+fn simd() -> Simd {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Simd::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Simd::Avx2;
+        }
+    }
+    Simd::Baseline
+}
+
+/// For each `name => generic`, a method `name` that runs `generic::<N>`
+/// compiled for this CPU's widest vectors: `N` = 16 lanes with AVX-512 (one
+/// register), 8 with AVX2, 4 otherwise (SSE2). Lanes that fit in registers
+/// are what make the transforms fast: a 4×4 tile of 16-lane vectors is 16
+/// AVX-512 registers but 64 SSE ones, which spill.
+macro_rules! simd_dispatch {
+    ($(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) => $generic:ident;)*) => {
+        impl Geometry {
+            $(
+                fn $name(&self $(, $arg: $ty)*) {
+                    #[cfg(target_arch = "x86_64")]
+                    {
+                        #[target_feature(enable = "avx512f")]
+                        fn avx512(g: &Geometry $(, $arg: $ty)*) {
+                            g.$generic::<16>($($arg),*)
+                        }
+                        #[target_feature(enable = "avx2")]
+                        fn avx2(g: &Geometry $(, $arg: $ty)*) {
+                            g.$generic::<8>($($arg),*)
+                        }
+                        match simd() {
+                            // SAFETY: the CPU has the features (checked at run time).
+                            Simd::Avx512 => return unsafe { avx512(self $(, $arg)*) },
+                            Simd::Avx2 => return unsafe { avx2(self $(, $arg)*) },
+                            Simd::Baseline => {}
+                        }
+                    }
+                    self.$generic::<4>($($arg),*)
+                }
+            )*
+        }
+    };
+}
+
+simd_dispatch! {
+    fn transform_input(&self, x: &[f32], tiles: Range<usize>, v: &mut [f32]) => transform_input_n;
+    fn transform_input_adjoint(&self, dv: &[f32], tiles: Range<usize>, dx: &mut [f32]) => transform_input_adjoint_n;
+    fn transform_output(&self, m: &[f32], tiles: Range<usize>, bias: &[f32], y: &mut [f32]) => transform_output_n;
+    fn transform_output_adjoint(&self, dy: &[f32], tiles: Range<usize>, dm: &mut [f32]) => transform_output_adjoint_n;
+}
+
+#[inline(always)]
+fn input_adjoint_lanes<const N: usize>(
+    dv: &[f32],
+    xi_stride: usize,
+    patch: &[[Option<usize>; 4]; 4],
+    c0: usize,
+    dx: &mut [f32],
+) {
+    let dv: [[Lanes<N>; 4]; 4] = load_xi(dv, xi_stride, c0);
+    let dd = sandwich(&dv, b);
+    for (r, row) in dd.iter().enumerate() {
+        for (col, lanes) in row.iter().enumerate() {
+            if let Some(i) = patch[r][col] {
+                for (d, &g) in dx[i + c0..][..N].iter_mut().zip(lanes) {
+                    *d += g;
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn output_lanes<const N: usize>(
+    m: &[f32],
+    xi_stride: usize,
+    outputs: &[[Option<usize>; 2]; 2],
+    bias: &[f32],
+    c0: usize,
+    y: &mut [f32],
+) {
+    let m: [[Lanes<N>; 4]; 4] = load_xi(m, xi_stride, c0);
+    let out = sandwich(&m, at);
+    let bias: Lanes<N> = load(&bias[c0..]);
+    for (a, row) in out.iter().enumerate() {
+        for (b, lanes) in row.iter().enumerate() {
+            if let Some(o) = outputs[a][b] {
+                for ((y, &v), &bias) in y[o + c0..][..N].iter_mut().zip(lanes).zip(&bias) {
+                    *y = v + bias;
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn output_adjoint_lanes<const N: usize>(
+    dy: &[f32],
+    outputs: &[[Option<usize>; 2]; 2],
+    c0: usize,
+    dm: &mut [f32],
+    xi_stride: usize,
+) {
+    let mut d = [[[0.0; N]; 2]; 2];
+    for (d, o) in d.iter_mut().flatten().zip(outputs.iter().flatten()) {
+        if let Some(o) = o {
+            *d = load(&dy[o + c0..]);
+        }
+    }
+    let out = sandwich(&d, a);
+    for (xi, lanes) in out.iter().flatten().enumerate() {
+        dm[xi * xi_stride + c0..][..N].copy_from_slice(lanes);
+    }
+}
+
+/// `U = G g Gᵀ` for every (ci, co): `w` is `[3][3][Cin][Cout]`, `u` is `[16][Cin][Cout]`.
+pub(super) fn transform_weights(w: &[f32], u: &mut [f32]) {
+    let e = w.len() / 9;
+    assert_eq!(u.len(), 16 * e, "U is 16 Cin×Cout matrices");
+    per_entry(e, |k, n| {
+        if n == WEIGHT_LANES {
+            weight_lanes::<WEIGHT_LANES>(w, u, e, k)
+        } else {
+            weight_lanes::<1>(w, u, e, k)
+        }
+    });
+}
+
+/// `dg = Gᵀ dU G` for every (ci, co): the adjoint of [`transform_weights`].
+pub(super) fn weight_gradient(du: &[f32], dw: &mut [f32]) {
+    let e = dw.len() / 9;
+    assert_eq!(du.len(), 16 * e, "dU is 16 Cin×Cout matrices");
+    per_entry(e, |k, n| {
+        if n == WEIGHT_LANES {
+            weight_adjoint_lanes::<WEIGHT_LANES>(du, dw, e, k)
+        } else {
+            weight_adjoint_lanes::<1>(du, dw, e, k)
+        }
+    });
+}
+
+/// Calls `f(k, n)` over `0..e` in runs of `n` = [`WEIGHT_LANES`] entries, then 1.
+fn per_entry(e: usize, mut f: impl FnMut(usize, usize)) {
+    let mut k = 0;
+    while k < e {
+        let n = if e - k >= WEIGHT_LANES {
+            WEIGHT_LANES
+        } else {
+            1
+        };
+        f(k, n);
+        k += n;
+    }
+}
+
+#[inline(always)]
+fn weight_lanes<const N: usize>(w: &[f32], u: &mut [f32], e: usize, k: usize) {
+    let mut g = [[[0.0; N]; 3]; 3];
+    for (tap, g) in g.iter_mut().flatten().enumerate() {
+        *g = load(&w[tap * e + k..]);
+    }
+    for (xi, lanes) in sandwich(&g, gm).iter().flatten().enumerate() {
+        u[xi * e + k..][..N].copy_from_slice(lanes);
+    }
+}
+
+#[inline(always)]
+fn weight_adjoint_lanes<const N: usize>(du: &[f32], dw: &mut [f32], e: usize, k: usize) {
+    let du: [[Lanes<N>; 4]; 4] = load_xi(du, e, k);
+    for (tap, lanes) in sandwich(&du, gt).iter().flatten().enumerate() {
+        dw[tap * e + k..][..N].copy_from_slice(lanes);
+    }
+}
+
+/// Floats from `V_ξ` (or `M_ξ`) to `V_ξ₊₁` in a block of `nb` tiles × `c`
+/// channels: the matrix plus one cache line, so that the 16 streams a tile
+/// writes do not fall in the same cache set (`nb·c` is often a multiple of
+/// 4 KiB, and 16 such streams thrash an 8-way L1).
+fn stride(nb: usize, c: usize) -> usize {
+    nb * c + 16
+}
+
+/// The 4×4 lanes `s[ξ·stride + c0 ..][..N]`, `ξ = 4·i + j`.
+#[inline(always)]
+fn load_xi<const N: usize>(s: &[f32], stride: usize, c0: usize) -> [[Lanes<N>; 4]; 4] {
+    let mut out = [[[0.0; N]; 4]; 4];
+    for (xi, lanes) in out.iter_mut().flatten().enumerate() {
+        *lanes = load(&s[xi * stride + c0..]);
+    }
+    out
+}
+
+/// The first `N` values of `s` as lanes.
+#[inline(always)]
+fn load<const N: usize>(s: &[f32]) -> Lanes<N> {
+    s[..N].try_into().expect("N values")
+}
+
+/// `L X Lᵀ` for a square `X` of lanes, with `f(v) = L v` (one matrix along
+/// the columns, then along the rows): `f` is one of the 1-D transforms below.
+#[inline(always)]
+fn sandwich<const N: usize, const I: usize, const O: usize>(
+    x: &[[Lanes<N>; I]; I],
+    f: impl Fn(&[Lanes<N>; I]) -> [Lanes<N>; O],
+) -> [[Lanes<N>; O]; O] {
+    // t = L X: column c of t is f(column c of X).
+    let mut t = [[[0.0; N]; I]; O];
+    let mut column = [[0.0; N]; I];
+    for c in 0..I {
+        for r in 0..I {
+            column[r] = x[r][c];
+        }
+        let fc = f(&column);
+        for o in 0..O {
+            t[o][c] = fc[o];
+        }
+    }
+    // L X Lᵀ = t Lᵀ: row o is f(row o of t).
+    let mut out = [[[0.0; N]; O]; O];
+    for o in 0..O {
+        out[o] = f(&t[o]);
+    }
+    out
+}
+
+/// `Bᵀ d`.
+#[inline(always)]
+fn bt<const N: usize>(d: &[Lanes<N>; 4]) -> [Lanes<N>; 4] {
+    let mut o = [[0.0; N]; 4];
+    for i in 0..N {
+        o[0][i] = d[0][i] - d[2][i];
+        o[1][i] = d[1][i] + d[2][i];
+        o[2][i] = d[2][i] - d[1][i];
+        o[3][i] = d[1][i] - d[3][i];
+    }
+    o
+}
+
+/// `B v` (the adjoint of [`bt`]).
+#[inline(always)]
+fn b<const N: usize>(v: &[Lanes<N>; 4]) -> [Lanes<N>; 4] {
+    let mut o = [[0.0; N]; 4];
+    for i in 0..N {
+        o[0][i] = v[0][i];
+        o[1][i] = v[1][i] - v[2][i] + v[3][i];
+        o[2][i] = v[1][i] + v[2][i] - v[0][i];
+        o[3][i] = -v[3][i];
+    }
+    o
+}
+
+/// `Aᵀ m`.
+#[inline(always)]
+fn at<const N: usize>(m: &[Lanes<N>; 4]) -> [Lanes<N>; 2] {
+    let mut o = [[0.0; N]; 2];
+    for i in 0..N {
+        o[0][i] = m[0][i] + m[1][i] + m[2][i];
+        o[1][i] = m[1][i] - m[2][i] - m[3][i];
+    }
+    o
+}
+
+/// `A y` (the adjoint of [`at`]).
+#[inline(always)]
+fn a<const N: usize>(y: &[Lanes<N>; 2]) -> [Lanes<N>; 4] {
+    let mut o = [[0.0; N]; 4];
+    for i in 0..N {
+        o[0][i] = y[0][i];
+        o[1][i] = y[0][i] + y[1][i];
+        o[2][i] = y[0][i] - y[1][i];
+        o[3][i] = -y[1][i];
+    }
+    o
+}
+
+/// `G g`.
+#[inline(always)]
+fn gm<const N: usize>(g: &[Lanes<N>; 3]) -> [Lanes<N>; 4] {
+    let mut o = [[0.0; N]; 4];
+    for i in 0..N {
+        o[0][i] = g[0][i];
+        o[1][i] = 0.5 * (g[0][i] + g[1][i] + g[2][i]);
+        o[2][i] = 0.5 * (g[0][i] - g[1][i] + g[2][i]);
+        o[3][i] = g[2][i];
+    }
+    o
+}
+
+/// `Gᵀ u` (the adjoint of [`gm`]).
+#[inline(always)]
+fn gt<const N: usize>(u: &[Lanes<N>; 4]) -> [Lanes<N>; 3] {
+    let mut o = [[0.0; N]; 3];
+    for i in 0..N {
+        o[0][i] = u[0][i] + 0.5 * (u[1][i] + u[2][i]);
+        o[1][i] = 0.5 * (u[1][i] - u[2][i]);
+        o[2][i] = u[3][i] + 0.5 * (u[1][i] + u[2][i]);
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The 1-D transforms are the matrices in the module comment, and each
+    /// adjoint is the transpose: `⟨L v, w⟩ = ⟨v, Lᵀ w⟩` on unit vectors.
+    #[test]
+    fn transforms_are_the_documented_matrices_and_adjoints_transpose() {
+        fn matrix<const I: usize, const O: usize>(
+            f: impl Fn(&[Lanes<1>; I]) -> [Lanes<1>; O],
+        ) -> [[f32; I]; O] {
+            let cols: [[Lanes<1>; O]; I] =
+                array::from_fn(|c| f(&array::from_fn(|r| [f32::from(r == c)])));
+            array::from_fn(|o| array::from_fn(|c| cols[c][o][0]))
+        }
+        let bt_m = matrix(bt::<1>);
+        assert_eq!(
+            bt_m,
+            [
+                [1., 0., -1., 0.],
+                [0., 1., 1., 0.],
+                [0., -1., 1., 0.],
+                [0., 1., 0., -1.]
+            ]
+        );
+        let at_m = matrix(at::<1>);
+        assert_eq!(at_m, [[1., 1., 1., 0.], [0., 1., -1., -1.]]);
+        let g_m = matrix(gm::<1>);
+        assert_eq!(
+            g_m,
+            [
+                [1., 0., 0.],
+                [0.5, 0.5, 0.5],
+                [0.5, -0.5, 0.5],
+                [0., 0., 1.]
+            ]
+        );
+        let b_m = matrix(b::<1>);
+        let a_m = matrix(a::<1>);
+        let gt_m = matrix(gt::<1>);
+        for i in 0..4 {
+            for j in 0..4 {
+                assert_eq!(b_m[i][j], bt_m[j][i]);
+            }
+            for j in 0..2 {
+                assert_eq!(a_m[i][j], at_m[j][i]);
+            }
+            for j in 0..3 {
+                assert_eq!(gt_m[j][i], g_m[i][j]);
+            }
+        }
+    }
+
+    /// One channel pair, one tile: `Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A` is the 2×2
+    /// valid correlation of the 4×4 patch `d` with the 3×3 kernel `g`.
+    #[test]
+    fn one_tile_is_a_correlation() {
+        let d: [[Lanes<1>; 4]; 4] =
+            array::from_fn(|r| array::from_fn(|c| [(r * 4 + c) as f32 * 0.37 - 2.0]));
+        let g: [[Lanes<1>; 3]; 3] =
+            array::from_fn(|r| array::from_fn(|c| [((r * 3 + c) as f32).sin()]));
+        let (u, v) = (sandwich(&g, gm), sandwich(&d, bt));
+        let prod: [[Lanes<1>; 4]; 4] =
+            array::from_fn(|i| array::from_fn(|j| [u[i][j][0] * v[i][j][0]]));
+        let y = sandwich(&prod, at);
+        for oy in 0..2 {
+            for ox in 0..2 {
+                let mut want = 0.0;
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        want += d[oy + ky][ox + kx][0] * g[ky][kx][0];
+                    }
+                }
+                assert!(
+                    (y[oy][ox][0] - want).abs() < 1e-4,
+                    "{oy},{ox}: {} vs {want}",
+                    y[oy][ox][0]
+                );
+            }
+        }
+    }
+}
