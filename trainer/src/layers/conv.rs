@@ -331,7 +331,7 @@ impl Layer for Conv2d {
         match (self.used, &self.winograd) {
             (Algorithm::Winograd, Some(g)) => {
                 self.u.resize(g.u_len(), 0.0);
-                winograd::transform_weights(&self.weight, &mut self.u);
+                g.transform_weights(&self.weight, &mut self.u);
                 let (u, bias) = (&self.u, &self.bias);
                 chunks.for_each(|((y, x), s)| g.forward_chunk(x, y, u, bias, &mut s.winograd));
             }
@@ -376,15 +376,24 @@ impl Layer for Conv2d {
         // Sum the per-chunk partial gradients.
         let chunks = &scratch[..n.div_ceil(per)];
         self.dbias.fill(0.0);
-        if self.used == Algorithm::Winograd {
-            // dU summed over chunks, then dW = Gᵀ dU G.
+        if let (Algorithm::Winograd, Some(g)) = (self.used, &self.winograd) {
+            // dU summed over chunks (in parallel over parts of dU), then dW = Gᵀ dU G.
             self.du.resize(self.u.len(), 0.0);
-            self.du.fill(0.0);
+            let (first, rest) = chunks.split_first().expect("at least one chunk");
+            const PART: usize = 1 << 14;
+            self.du
+                .par_chunks_mut(PART)
+                .enumerate()
+                .for_each(|(i, du)| {
+                    du.copy_from_slice(&first.winograd.du[i * PART..][..du.len()]);
+                    for s in rest {
+                        add_assign(du, &s.winograd.du[i * PART..][..du.len()]);
+                    }
+                });
             for s in chunks {
-                add_assign(&mut self.du, &s.winograd.du);
                 add_assign(&mut self.dbias, &s.winograd.dbias);
             }
-            winograd::weight_gradient(&self.du, &mut self.dweight);
+            g.weight_gradient(&self.du, &mut self.dweight);
         } else {
             self.dweight.fill(0.0);
             for s in chunks {

@@ -38,14 +38,25 @@ impl Layer for Dropout {
             return;
         }
         let scale = 1.0 / (1.0 - self.rate);
+        // A value is kept when its uniform draw `u ∈ [0, 1)` is ≥ rate. `u` is
+        // `Rng::random::<f32>()`, i.e. the top 24 bits of a `u32` times 2⁻²⁴, so
+        // the test is `bits >> 8 ≥ ⌈rate · 2²⁴⌉` on `u32`s drawn in bulk (the
+        // same stream and the same masks as one `random` call per value).
+        let threshold = (self.rate as f64 * (1u64 << 24) as f64).ceil() as u32;
         self.mask.resize(x.data.len(), 0.0);
-        for ((m, y), &x) in self.mask.iter_mut().zip(&mut y.data).zip(&x.data) {
-            *m = if self.rng.random::<f32>() >= self.rate {
-                scale
-            } else {
-                0.0
-            };
-            *y = x * *m;
+        let mut bits = [0u32; 256];
+        for ((m, y), x) in self
+            .mask
+            .chunks_mut(bits.len())
+            .zip(y.data.chunks_mut(bits.len()))
+            .zip(x.data.chunks(bits.len()))
+        {
+            let bits = &mut bits[..m.len()];
+            self.rng.fill(bits);
+            for (((m, y), &x), &b) in m.iter_mut().zip(y).zip(x).zip(bits.iter()) {
+                *m = if b >> 8 >= threshold { scale } else { 0.0 };
+                *y = x * *m;
+            }
         }
     }
 
@@ -64,5 +75,34 @@ impl Layer for Dropout {
 
     fn reseed(&mut self, seed: u64) {
         self.rng = ChaCha8Rng::seed_from_u64(seed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bulk draw keeps exactly the values that one `random::<f32>() ≥ rate`
+    /// per value would keep, with the same seed (same stream, same masks).
+    #[test]
+    fn bulk_masks_match_one_draw_per_value() {
+        let shape = ImageShape::vector(700);
+        for (seed, rate) in [(1, 0.2), (2, 0.5), (3, 0.3), (4, 1e-7), (5, 0.999_999)] {
+            let mut layer = Dropout::new(shape, rate, seed);
+            let mut x = Tensor::zeros(3, shape);
+            x.data.fill(1.0);
+            let mut y = Tensor::default();
+            layer.forward(&x, &mut y, Mode::Train);
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let scale = 1.0 / (1.0 - rate);
+            for (i, &m) in layer.mask.iter().enumerate() {
+                let want = if rng.random::<f32>() >= rate {
+                    scale
+                } else {
+                    0.0
+                };
+                assert_eq!(m, want, "value {i}, rate {rate}");
+            }
+        }
     }
 }

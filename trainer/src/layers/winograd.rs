@@ -1,27 +1,32 @@
-//! Winograd F(2×2, 3×3): 3×3 stride-1 convolutions with 2.25× fewer multiplies.
+//! Winograd F(4×4, 3×3): 3×3 stride-1 convolutions with 4× fewer multiplies.
 //!
-//! The output is cut into 2×2 tiles. Tile `t` reads the 4×4 input patch `d`
+//! The output is cut into 4×4 tiles. Tile `t` reads the 6×6 input patch `d`
 //! that covers its receptive field (zero outside the image), and per pair of
 //! channels (ci, co), with `g` the 3×3 kernel,
 //!
 //! ```text
-//! Y = Aᵀ [ U ⊙ V ] A,    U = G g Gᵀ (4×4),    V = Bᵀ d B (4×4)
+//! Y = Aᵀ [ U ⊙ V ] A,    U = G g Gᵀ (6×6),    V = Bᵀ d B (6×6)
 //!
-//! Bᵀ = [1  0 −1  0]    G = [1   0   0]    Aᵀ = [1  1  1  0]
-//!      [0  1  1  0]        [½   ½   ½]         [0  1 −1 −1]
-//!      [0 −1  1  0]        [½  −½   ½]
-//!      [0  1  0 −1]        [0   0   1]
+//! Bᵀ = [4  0 −5  0  1  0]    G = [ 1/4     0     0 ]    Aᵀ = [1  1  1  1  1  0]
+//!      [0 −4 −4  1  1  0]        [−1/6  −1/6  −1/6 ]         [0  1 −1  2 −2  0]
+//!      [0  4 −4 −1  1  0]        [−1/6   1/6  −1/6 ]         [0  1  1  4  4  0]
+//!      [0 −2 −1  2  1  0]        [1/24  1/12   1/6 ]         [0  1 −1  8 −8  1]
+//!      [0  2 −1 −2  1  0]        [1/24 −1/12   1/6 ]
+//!      [0  4  0 −5  0  1]        [   0     0     1 ]
 //! ```
 //!
-//! summed over input channels. At each of the 16 positions ξ of the 4×4
-//! transformed tile that sum is a matrix product over a block of tiles:
+//! (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016;
+//! interpolation points 0, ±1, ±2, ∞), summed over input channels. At each of
+//! the 36 positions ξ of the 6×6 transformed tile that sum is a matrix product
+//! over a block of tiles:
 //!
 //! ```text
-//! M_ξ[tiles×Cout] = V_ξ[tiles×Cin] · U_ξ[Cin×Cout]          (16 GEMMs)
+//! M_ξ[tiles×Cout] = V_ξ[tiles×Cin] · U_ξ[Cin×Cout]          (36 GEMMs)
 //! ```
 //!
-//! so a 2×2 output tile costs 16·Cin·Cout multiply-adds instead of im2col's
-//! 4·9·Cin·Cout. Every step is linear, so backward is the same pipeline
+//! so a 4×4 output tile costs 36·Cin·Cout multiply-adds instead of im2col's
+//! 16·9·Cin·Cout, and the transformed input is 2.25× the input where im2col's
+//! matrix is 9×. Every step is linear, so backward is the same pipeline
 //! transposed, in the same tiles:
 //!
 //! ```text
@@ -29,26 +34,30 @@
 //! dd = B dV Bᵀ (added into dx: neighbouring patches overlap),   dg = Gᵀ dU G
 //! ```
 //!
-//! Layouts: `U` is 16 `Cin×Cout` matrices (`ξ = 4·i + j`); in a block of `nb`
-//! tiles, `V` is 16 `nb×Cin` matrices and `M` 16 `nb×Cout` matrices, all
+//! Layouts: `U` is 36 `Cin×Cout` matrices (`ξ = 6·i + j`); in a block of `nb`
+//! tiles, `V` is 36 `nb×Cin` matrices and `M` 36 `nb×Cout` matrices, each
 //! row-major and contiguous, as the GEMMs want them. The small transforms work
 //! on `N` channels at once (`[f32; N]` lanes, contiguous in NHWC) so that the
 //! compiler vectorises them.
 
 use crate::gemm::{sgemm, Op};
 use crate::tensor::ImageShape;
+use rayon::prelude::*;
 use std::array;
 use std::ops::Range;
-
-/// Entries of the weight transforms done at once (once per step, not per
-/// tile: these are not dispatched by CPU; 4 lanes fit SSE2's registers).
-const WEIGHT_LANES: usize = 4;
 
 /// Target size of one block's `V` plus `M`, in floats (1 MiB: half of this
 /// machine's L2 per core, as for the im2col tiles).
 const BLOCK_FLOATS: usize = 1 << 18;
 
 type Lanes<const N: usize> = [f32; N];
+
+/// Output tile side.
+const TILE: usize = 4;
+/// Input patch side: the tile plus the kernel's reach.
+const PATCH: usize = TILE + 2;
+/// Positions of a transformed tile: the number of GEMMs per block.
+const XI: usize = PATCH * PATCH;
 
 /// The geometry of a Winograd convolution: input, output, padding and tiles.
 #[derive(Clone, Copy, Debug)]
@@ -57,7 +66,7 @@ pub(super) struct Geometry {
     pub out: ImageShape,
     pub pad_top: usize,
     pub pad_left: usize,
-    /// Tiles per image down and across: `⌈out/2⌉`.
+    /// Tiles per image down and across: `⌈out/4⌉`.
     tiles_y: usize,
     tiles_x: usize,
 }
@@ -82,8 +91,8 @@ impl Geometry {
             out,
             pad_top,
             pad_left,
-            tiles_y: out.height.div_ceil(2),
-            tiles_x: out.width.div_ceil(2),
+            tiles_y: out.height.div_ceil(TILE),
+            tiles_x: out.width.div_ceil(TILE),
         }
     }
 
@@ -91,38 +100,46 @@ impl Geometry {
         self.tiles_y * self.tiles_x
     }
 
-    /// Tiles per block, so that a block's `V` and `M` are about [`BLOCK_FLOATS`].
+    /// Tiles per block: so that a block's `V` and `M` are about
+    /// [`BLOCK_FLOATS`], but at least `2·Cin·Cout / (Cin + Cout)`. Each block
+    /// reads all of `U` (and backward updates all of `dU`), `XI·Cin·Cout`
+    /// floats, against `XI·nb·(Cin + Cout)` of `V` and `M`: the floor keeps
+    /// that traffic at most half of the block's own, which matters for small
+    /// images with many channels (8×8×128: 4 tiles per image, `U` 2.4 MB).
     fn block_tiles(&self) -> usize {
-        (BLOCK_FLOATS / (16 * (self.input.channels + self.out.channels))).clamp(8, 1024)
+        let (cin, cout) = (self.input.channels, self.out.channels);
+        (BLOCK_FLOATS / (XI * (cin + cout)))
+            .max(2 * cin * cout / (cin + cout))
+            .clamp(8, 4096)
     }
 
-    /// Floats of transformed weights: 16 `Cin×Cout` matrices.
+    /// Floats of transformed weights: 36 `Cin×Cout` matrices.
     pub fn u_len(&self) -> usize {
-        16 * self.input.channels * self.out.channels
+        XI * self.input.channels * self.out.channels
     }
 
     pub fn ensure_scratch(&self, s: &mut Scratch) {
         let nb = self.block_tiles();
         let (cin, cout) = (self.input.channels, self.out.channels);
-        s.v.resize(16 * stride(nb, cin), 0.0);
-        s.m.resize(16 * stride(nb, cout), 0.0);
+        s.v.resize(XI * stride(nb, cin), 0.0);
+        s.m.resize(XI * stride(nb, cout), 0.0);
         s.du.resize(self.u_len(), 0.0);
         s.dbias.resize(cout, 0.0);
     }
 
-    /// Image, first input row and column of the 4×4 patch of tile `t` of a
+    /// Image, first input row and column of the 6×6 patch of tile `t` of a
     /// chunk (negative: starts in the padding).
     fn patch_origin(&self, t: usize) -> (usize, isize, isize) {
         let (img, r) = (t / self.tiles_per_image(), t % self.tiles_per_image());
         let (ty, tx) = (r / self.tiles_x, r % self.tiles_x);
-        let iy = (2 * ty) as isize - self.pad_top as isize;
-        let ix = (2 * tx) as isize - self.pad_left as isize;
+        let iy = (TILE * ty) as isize - self.pad_top as isize;
+        let ix = (TILE * tx) as isize - self.pad_left as isize;
         (img, iy, ix)
     }
 
-    /// Offsets into a chunk's input of the 16 pixels of tile `t`'s patch
+    /// Offsets into a chunk's input of the 36 pixels of tile `t`'s patch
     /// (`None`: outside the image, i.e. zero).
-    fn patch(&self, t: usize) -> [[Option<usize>; 4]; 4] {
+    fn patch(&self, t: usize) -> [[Option<usize>; PATCH]; PATCH] {
         let (img, iy, ix) = self.patch_origin(t);
         let (h, w, c) = (self.input.height, self.input.width, self.input.channels);
         array::from_fn(|r| {
@@ -134,15 +151,15 @@ impl Geometry {
         })
     }
 
-    /// Offsets into a chunk's output of the 2×2 pixels of tile `t` (`None`:
+    /// Offsets into a chunk's output of the 4×4 pixels of tile `t` (`None`:
     /// past the bottom or right edge of an odd-sized output).
-    fn outputs(&self, t: usize) -> [[Option<usize>; 2]; 2] {
+    fn outputs(&self, t: usize) -> [[Option<usize>; TILE]; TILE] {
         let (img, r) = (t / self.tiles_per_image(), t % self.tiles_per_image());
         let (ty, tx) = (r / self.tiles_x, r % self.tiles_x);
         let (h, w, c) = (self.out.height, self.out.width, self.out.channels);
         array::from_fn(|a| {
             array::from_fn(|b| {
-                let (y, x) = (2 * ty + a, 2 * tx + b);
+                let (y, x) = (TILE * ty + a, TILE * tx + b);
                 (y < h && x < w).then(|| ((img * h + y) * w + x) * c)
             })
         })
@@ -164,9 +181,9 @@ impl Geometry {
             let t1 = (t0 + self.block_tiles()).min(tiles);
             let nb = t1 - t0;
             let (sv, sm) = (stride(nb, cin), stride(nb, cout));
-            let (v, m) = (&mut s.v[..16 * sv], &mut s.m[..16 * sm]);
+            let (v, m) = (&mut s.v[..XI * sv], &mut s.m[..XI * sm]);
             self.transform_input(x, t0..t1, v);
-            for xi in 0..16 {
+            for xi in 0..XI {
                 // M_ξ[nb×Cout] = V_ξ[nb×Cin] · U_ξ[Cin×Cout]
                 sgemm(
                     nb,
@@ -197,7 +214,6 @@ impl Geometry {
     ) {
         let (cin, cout) = (self.input.channels, self.out.channels);
         let tiles = x.len() / self.input.len() * self.tiles_per_image();
-        s.du.fill(0.0);
         s.dbias.fill(0.0);
         for row in dy.chunks_exact(cout) {
             for (d, &g) in s.dbias.iter_mut().zip(row) {
@@ -211,11 +227,11 @@ impl Geometry {
             let t1 = (t0 + self.block_tiles()).min(tiles);
             let nb = t1 - t0;
             let (sv, sm) = (stride(nb, cin), stride(nb, cout));
-            let (v, dm) = (&mut s.v[..16 * sv], &mut s.m[..16 * sm]);
+            let (v, dm) = (&mut s.v[..XI * sv], &mut s.m[..XI * sm]);
             self.transform_output_adjoint(dy, t0..t1, dm);
             self.transform_input(x, t0..t1, v);
-            for xi in 0..16 {
-                // dU_ξ[Cin×Cout] += V_ξᵀ[Cin×nb] · dM_ξ[nb×Cout]
+            for xi in 0..XI {
+                // dU_ξ[Cin×Cout] (+)= V_ξᵀ[Cin×nb] · dM_ξ[nb×Cout]
                 sgemm(
                     cin,
                     nb,
@@ -224,7 +240,7 @@ impl Geometry {
                     Op::T,
                     &dm[xi * sm..],
                     Op::N,
-                    1.0,
+                    if t0 == 0 { 0.0 } else { 1.0 },
                     &mut s.du[xi * cin * cout..(xi + 1) * cin * cout],
                 );
             }
@@ -232,7 +248,7 @@ impl Geometry {
                 continue;
             };
             // V is spent: its buffer takes dV.
-            for xi in 0..16 {
+            for xi in 0..XI {
                 // dV_ξ[nb×Cin] = dM_ξ[nb×Cout] · U_ξᵀ[Cout×Cin]
                 sgemm(
                     nb,
@@ -274,16 +290,18 @@ impl Geometry {
     fn input_lanes<const N: usize>(
         &self,
         x: &[f32],
-        patch: &[[Option<usize>; 4]; 4],
+        patch: &[[Option<usize>; PATCH]; PATCH],
         c0: usize,
         v: &mut [f32],
         xi_stride: usize,
     ) {
-        let mut d = [[[0.0; N]; 4]; 4];
+        // (Every entry is written, so no zero-fill of the whole array first.)
+        let mut d = [[[0.0; N]; PATCH]; PATCH];
         for (d, p) in d.iter_mut().flatten().zip(patch.iter().flatten()) {
-            if let Some(i) = p {
-                *d = load(&x[i + c0..]);
-            }
+            *d = match p {
+                Some(i) => load(&x[i + c0..]),
+                None => [0.0; N],
+            };
         }
         let out = sandwich(&d, bt);
         for (xi, lanes) in out.iter().flatten().enumerate() {
@@ -392,8 +410,8 @@ fn simd() -> Simd {
 /// For each `name => generic`, a method `name` that runs `generic::<N>`
 /// compiled for this CPU's widest vectors: `N` = 16 lanes with AVX-512 (one
 /// register), 8 with AVX2, 4 otherwise (SSE2). Lanes that fit in registers
-/// are what make the transforms fast: a 4×4 tile of 16-lane vectors is 16
-/// AVX-512 registers but 64 SSE ones, which spill.
+/// are what make the transforms fast: a row of a 6×6 tile in 16-lane
+/// vectors is 6 AVX-512 registers but 24 SSE ones.
 macro_rules! simd_dispatch {
     ($(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) => $generic:ident;)*) => {
         impl Geometry {
@@ -434,11 +452,11 @@ simd_dispatch! {
 fn input_adjoint_lanes<const N: usize>(
     dv: &[f32],
     xi_stride: usize,
-    patch: &[[Option<usize>; 4]; 4],
+    patch: &[[Option<usize>; PATCH]; PATCH],
     c0: usize,
     dx: &mut [f32],
 ) {
-    let dv: [[Lanes<N>; 4]; 4] = load_xi(dv, xi_stride, c0);
+    let dv: [[Lanes<N>; PATCH]; PATCH] = load_xi(dv, xi_stride, c0);
     let dd = sandwich(&dv, b);
     for (r, row) in dd.iter().enumerate() {
         for (col, lanes) in row.iter().enumerate() {
@@ -455,12 +473,12 @@ fn input_adjoint_lanes<const N: usize>(
 fn output_lanes<const N: usize>(
     m: &[f32],
     xi_stride: usize,
-    outputs: &[[Option<usize>; 2]; 2],
+    outputs: &[[Option<usize>; TILE]; TILE],
     bias: &[f32],
     c0: usize,
     y: &mut [f32],
 ) {
-    let m: [[Lanes<N>; 4]; 4] = load_xi(m, xi_stride, c0);
+    let m: [[Lanes<N>; PATCH]; PATCH] = load_xi(m, xi_stride, c0);
     let out = sandwich(&m, at);
     let bias: Lanes<N> = load(&bias[c0..]);
     for (a, row) in out.iter().enumerate() {
@@ -477,16 +495,17 @@ fn output_lanes<const N: usize>(
 #[inline(always)]
 fn output_adjoint_lanes<const N: usize>(
     dy: &[f32],
-    outputs: &[[Option<usize>; 2]; 2],
+    outputs: &[[Option<usize>; TILE]; TILE],
     c0: usize,
     dm: &mut [f32],
     xi_stride: usize,
 ) {
-    let mut d = [[[0.0; N]; 2]; 2];
+    let mut d = [[[0.0; N]; TILE]; TILE];
     for (d, o) in d.iter_mut().flatten().zip(outputs.iter().flatten()) {
-        if let Some(o) = o {
-            *d = load(&dy[o + c0..]);
-        }
+        *d = match o {
+            Some(o) => load(&dy[o + c0..]),
+            None => [0.0; N],
+        };
     }
     let out = sandwich(&d, a);
     for (xi, lanes) in out.iter().flatten().enumerate() {
@@ -494,77 +513,96 @@ fn output_adjoint_lanes<const N: usize>(
     }
 }
 
-/// `U = G g Gᵀ` for every (ci, co): `w` is `[3][3][Cin][Cout]`, `u` is `[16][Cin][Cout]`.
-pub(super) fn transform_weights(w: &[f32], u: &mut [f32]) {
-    let e = w.len() / 9;
-    assert_eq!(u.len(), 16 * e, "U is 16 Cin×Cout matrices");
-    per_entry(e, |k, n| {
-        if n == WEIGHT_LANES {
-            weight_lanes::<WEIGHT_LANES>(w, u, e, k)
-        } else {
-            weight_lanes::<1>(w, u, e, k)
+impl Geometry {
+    /// `U = G g Gᵀ` for every (ci, co): `w` is `[3][3][Cin][Cout]`, `u` is
+    /// `[36][Cin][Cout]`. In parallel over the rows `i` of G: `U_ξ` for
+    /// `ξ = 6i..6i + 6` are one contiguous part of `u`.
+    pub fn transform_weights(&self, w: &[f32], u: &mut [f32]) {
+        let e = self.input.channels * self.out.channels;
+        assert_eq!((w.len(), u.len()), (9 * e, XI * e), "weight shapes");
+        u.par_chunks_mut(PATCH * e)
+            .enumerate()
+            .for_each(|(i, ui)| self.weight_row(w, i, ui));
+    }
+
+    /// `dg = Gᵀ dU G` for every (ci, co), the adjoint of
+    /// [`Self::transform_weights`]; in parallel over the kernel rows `a`.
+    pub fn weight_gradient(&self, du: &[f32], dw: &mut [f32]) {
+        let e = self.input.channels * self.out.channels;
+        assert_eq!((du.len(), dw.len()), (XI * e, 9 * e), "weight shapes");
+        dw.par_chunks_mut(3 * e)
+            .enumerate()
+            .for_each(|(a, dwa)| self.weight_gradient_row(du, a, dwa));
+    }
+
+    /// `U_ξ` for `ξ = 6i..6i + 6`.
+    #[inline(always)]
+    fn weight_row_n<const N: usize>(&self, w: &[f32], i: usize, ui: &mut [f32]) {
+        let e = w.len() / 9;
+        let mut k = 0;
+        while k + N <= e {
+            weight_lanes::<N>(w, i, ui, e, k);
+            k += N;
         }
-    });
-}
-
-/// `dg = Gᵀ dU G` for every (ci, co): the adjoint of [`transform_weights`].
-pub(super) fn weight_gradient(du: &[f32], dw: &mut [f32]) {
-    let e = dw.len() / 9;
-    assert_eq!(du.len(), 16 * e, "dU is 16 Cin×Cout matrices");
-    per_entry(e, |k, n| {
-        if n == WEIGHT_LANES {
-            weight_adjoint_lanes::<WEIGHT_LANES>(du, dw, e, k)
-        } else {
-            weight_adjoint_lanes::<1>(du, dw, e, k)
+        for k in k..e {
+            weight_lanes::<1>(w, i, ui, e, k);
         }
-    });
-}
+    }
 
-/// Calls `f(k, n)` over `0..e` in runs of `n` = [`WEIGHT_LANES`] entries, then 1.
-fn per_entry(e: usize, mut f: impl FnMut(usize, usize)) {
-    let mut k = 0;
-    while k < e {
-        let n = if e - k >= WEIGHT_LANES {
-            WEIGHT_LANES
-        } else {
-            1
-        };
-        f(k, n);
-        k += n;
+    /// Kernel row `a` of `dg`.
+    #[inline(always)]
+    fn weight_gradient_row_n<const N: usize>(&self, du: &[f32], a: usize, dwa: &mut [f32]) {
+        let e = du.len() / XI;
+        let mut k = 0;
+        while k + N <= e {
+            weight_adjoint_lanes::<N>(du, a, dwa, e, k);
+            k += N;
+        }
+        for k in k..e {
+            weight_adjoint_lanes::<1>(du, a, dwa, e, k);
+        }
     }
 }
 
+simd_dispatch! {
+    fn weight_row(&self, w: &[f32], i: usize, ui: &mut [f32]) => weight_row_n;
+    fn weight_gradient_row(&self, du: &[f32], a: usize, dwa: &mut [f32]) => weight_gradient_row_n;
+}
+
+/// `U_ξ`, `ξ = 6i..6i + 6`, at entries `k..k + N`: row `i` of `G g`, times `Gᵀ`.
 #[inline(always)]
-fn weight_lanes<const N: usize>(w: &[f32], u: &mut [f32], e: usize, k: usize) {
-    let mut g = [[[0.0; N]; 3]; 3];
-    for (tap, g) in g.iter_mut().flatten().enumerate() {
-        *g = load(&w[tap * e + k..]);
+fn weight_lanes<const N: usize>(w: &[f32], i: usize, ui: &mut [f32], e: usize, k: usize) {
+    let mut row = [[0.0; N]; 3];
+    for (b, row) in row.iter_mut().enumerate() {
+        let column = [0, 1, 2].map(|a| load(&w[(3 * a + b) * e + k..]));
+        *row = gm(&column)[i];
     }
-    for (xi, lanes) in sandwich(&g, gm).iter().flatten().enumerate() {
-        u[xi * e + k..][..N].copy_from_slice(lanes);
+    for (j, lanes) in gm(&row).iter().enumerate() {
+        ui[j * e + k..][..N].copy_from_slice(lanes);
     }
 }
 
+/// Row `a` of `dg = Gᵀ dU G` at entries `k..k + N`.
 #[inline(always)]
-fn weight_adjoint_lanes<const N: usize>(du: &[f32], dw: &mut [f32], e: usize, k: usize) {
-    let du: [[Lanes<N>; 4]; 4] = load_xi(du, e, k);
-    for (tap, lanes) in sandwich(&du, gt).iter().flatten().enumerate() {
-        dw[tap * e + k..][..N].copy_from_slice(lanes);
+fn weight_adjoint_lanes<const N: usize>(du: &[f32], a: usize, dwa: &mut [f32], e: usize, k: usize) {
+    let du: [[Lanes<N>; PATCH]; PATCH] = load_xi(du, e, k);
+    for (b, lanes) in sandwich(&du, gt)[a].iter().enumerate() {
+        dwa[b * e + k..][..N].copy_from_slice(lanes);
     }
 }
 
 /// Floats from `V_ξ` (or `M_ξ`) to `V_ξ₊₁` in a block of `nb` tiles × `c`
-/// channels: the matrix plus one cache line, so that the 16 streams a tile
+/// channels: the matrix plus one cache line, so that the 36 streams a tile
 /// writes do not fall in the same cache set (`nb·c` is often a multiple of
-/// 4 KiB, and 16 such streams thrash an 8-way L1).
+/// 4 KiB, and that many streams in one cache set thrash an 8-way L1).
 fn stride(nb: usize, c: usize) -> usize {
     nb * c + 16
 }
 
-/// The 4×4 lanes `s[ξ·stride + c0 ..][..N]`, `ξ = 4·i + j`.
+/// The 6×6 lanes `s[ξ·stride + c0 ..][..N]`, `ξ = 6·i + j`.
 #[inline(always)]
-fn load_xi<const N: usize>(s: &[f32], stride: usize, c0: usize) -> [[Lanes<N>; 4]; 4] {
-    let mut out = [[[0.0; N]; 4]; 4];
+fn load_xi<const N: usize>(s: &[f32], stride: usize, c0: usize) -> [[Lanes<N>; PATCH]; PATCH] {
+    let mut out = [[[0.0; N]; PATCH]; PATCH];
     for (xi, lanes) in out.iter_mut().flatten().enumerate() {
         *lanes = load(&s[xi * stride + c0..]);
     }
@@ -606,75 +644,97 @@ fn sandwich<const N: usize, const I: usize, const O: usize>(
 
 /// `Bᵀ d`.
 #[inline(always)]
-fn bt<const N: usize>(d: &[Lanes<N>; 4]) -> [Lanes<N>; 4] {
-    let mut o = [[0.0; N]; 4];
+fn bt<const N: usize>(d: &[Lanes<N>; PATCH]) -> [Lanes<N>; PATCH] {
+    let mut o = [[0.0; N]; PATCH];
     for i in 0..N {
-        o[0][i] = d[0][i] - d[2][i];
-        o[1][i] = d[1][i] + d[2][i];
-        o[2][i] = d[2][i] - d[1][i];
-        o[3][i] = d[1][i] - d[3][i];
+        let (p, q) = (d[4][i] - 4.0 * d[2][i], d[3][i] - 4.0 * d[1][i]);
+        let (r, s) = (d[4][i] - d[2][i], 2.0 * (d[3][i] - d[1][i]));
+        o[0][i] = 4.0 * d[0][i] - 5.0 * d[2][i] + d[4][i];
+        o[1][i] = p + q;
+        o[2][i] = p - q;
+        o[3][i] = r + s;
+        o[4][i] = r - s;
+        o[5][i] = 4.0 * d[1][i] - 5.0 * d[3][i] + d[5][i];
     }
     o
 }
 
 /// `B v` (the adjoint of [`bt`]).
 #[inline(always)]
-fn b<const N: usize>(v: &[Lanes<N>; 4]) -> [Lanes<N>; 4] {
-    let mut o = [[0.0; N]; 4];
+fn b<const N: usize>(v: &[Lanes<N>; PATCH]) -> [Lanes<N>; PATCH] {
+    let mut o = [[0.0; N]; PATCH];
     for i in 0..N {
-        o[0][i] = v[0][i];
-        o[1][i] = v[1][i] - v[2][i] + v[3][i];
-        o[2][i] = v[1][i] + v[2][i] - v[0][i];
-        o[3][i] = -v[3][i];
+        let (p, q) = (v[1][i] + v[2][i], v[3][i] + v[4][i]);
+        let (r, s) = (v[2][i] - v[1][i], v[3][i] - v[4][i]);
+        o[0][i] = 4.0 * v[0][i];
+        o[1][i] = 4.0 * (r + v[5][i]) - 2.0 * s;
+        o[2][i] = -5.0 * v[0][i] - 4.0 * p - q;
+        o[3][i] = 2.0 * s - r - 5.0 * v[5][i];
+        o[4][i] = v[0][i] + p + q;
+        o[5][i] = v[5][i];
     }
     o
 }
 
 /// `Aᵀ m`.
 #[inline(always)]
-fn at<const N: usize>(m: &[Lanes<N>; 4]) -> [Lanes<N>; 2] {
-    let mut o = [[0.0; N]; 2];
+fn at<const N: usize>(m: &[Lanes<N>; PATCH]) -> [Lanes<N>; TILE] {
+    let mut o = [[0.0; N]; TILE];
     for i in 0..N {
-        o[0][i] = m[0][i] + m[1][i] + m[2][i];
-        o[1][i] = m[1][i] - m[2][i] - m[3][i];
+        let (p, q) = (m[1][i] + m[2][i], m[3][i] + m[4][i]);
+        let (r, s) = (m[1][i] - m[2][i], m[3][i] - m[4][i]);
+        o[0][i] = m[0][i] + p + q;
+        o[1][i] = r + 2.0 * s;
+        o[2][i] = p + 4.0 * q;
+        o[3][i] = r + 8.0 * s + m[5][i];
     }
     o
 }
 
 /// `A y` (the adjoint of [`at`]).
 #[inline(always)]
-fn a<const N: usize>(y: &[Lanes<N>; 2]) -> [Lanes<N>; 4] {
-    let mut o = [[0.0; N]; 4];
+fn a<const N: usize>(y: &[Lanes<N>; TILE]) -> [Lanes<N>; PATCH] {
+    let mut o = [[0.0; N]; PATCH];
     for i in 0..N {
+        let (p, q) = (y[0][i] + y[2][i], y[1][i] + y[3][i]);
+        let (r, s) = (y[0][i] + 4.0 * y[2][i], 2.0 * y[1][i] + 8.0 * y[3][i]);
         o[0][i] = y[0][i];
-        o[1][i] = y[0][i] + y[1][i];
-        o[2][i] = y[0][i] - y[1][i];
-        o[3][i] = -y[1][i];
+        o[1][i] = p + q;
+        o[2][i] = p - q;
+        o[3][i] = r + s;
+        o[4][i] = r - s;
+        o[5][i] = y[3][i];
     }
     o
 }
 
 /// `G g`.
 #[inline(always)]
-fn gm<const N: usize>(g: &[Lanes<N>; 3]) -> [Lanes<N>; 4] {
-    let mut o = [[0.0; N]; 4];
+fn gm<const N: usize>(g: &[Lanes<N>; 3]) -> [Lanes<N>; PATCH] {
+    let mut o = [[0.0; N]; PATCH];
     for i in 0..N {
-        o[0][i] = g[0][i];
-        o[1][i] = 0.5 * (g[0][i] + g[1][i] + g[2][i]);
-        o[2][i] = 0.5 * (g[0][i] - g[1][i] + g[2][i]);
-        o[3][i] = g[2][i];
+        let (p, q) = (g[0][i] + g[2][i], g[1][i]);
+        let (r, s) = (g[0][i] / 24.0 + g[2][i] / 6.0, g[1][i] / 12.0);
+        o[0][i] = g[0][i] / 4.0;
+        o[1][i] = -(p + q) / 6.0;
+        o[2][i] = -(p - q) / 6.0;
+        o[3][i] = r + s;
+        o[4][i] = r - s;
+        o[5][i] = g[2][i];
     }
     o
 }
 
 /// `Gᵀ u` (the adjoint of [`gm`]).
 #[inline(always)]
-fn gt<const N: usize>(u: &[Lanes<N>; 4]) -> [Lanes<N>; 3] {
+fn gt<const N: usize>(u: &[Lanes<N>; PATCH]) -> [Lanes<N>; 3] {
     let mut o = [[0.0; N]; 3];
     for i in 0..N {
-        o[0][i] = u[0][i] + 0.5 * (u[1][i] + u[2][i]);
-        o[1][i] = 0.5 * (u[1][i] - u[2][i]);
-        o[2][i] = u[3][i] + 0.5 * (u[1][i] + u[2][i]);
+        let (p, q) = (u[1][i] + u[2][i], u[3][i] + u[4][i]);
+        let (r, s) = (u[2][i] - u[1][i], u[3][i] - u[4][i]);
+        o[0][i] = u[0][i] / 4.0 - p / 6.0 + q / 24.0;
+        o[1][i] = r / 6.0 + s / 12.0;
+        o[2][i] = -p / 6.0 + q / 6.0 + u[5][i];
     }
     o
 }
@@ -683,69 +743,79 @@ fn gt<const N: usize>(u: &[Lanes<N>; 4]) -> [Lanes<N>; 3] {
 mod tests {
     use super::*;
 
-    /// The 1-D transforms are the matrices in the module comment, and each
-    /// adjoint is the transpose: `⟨L v, w⟩ = ⟨v, Lᵀ w⟩` on unit vectors.
-    #[test]
-    fn transforms_are_the_documented_matrices_and_adjoints_transpose() {
-        fn matrix<const I: usize, const O: usize>(
-            f: impl Fn(&[Lanes<1>; I]) -> [Lanes<1>; O],
-        ) -> [[f32; I]; O] {
-            let cols: [[Lanes<1>; O]; I] =
-                array::from_fn(|c| f(&array::from_fn(|r| [f32::from(r == c)])));
-            array::from_fn(|o| array::from_fn(|c| cols[c][o][0]))
-        }
-        let bt_m = matrix(bt::<1>);
-        assert_eq!(
-            bt_m,
-            [
-                [1., 0., -1., 0.],
-                [0., 1., 1., 0.],
-                [0., -1., 1., 0.],
-                [0., 1., 0., -1.]
-            ]
-        );
-        let at_m = matrix(at::<1>);
-        assert_eq!(at_m, [[1., 1., 1., 0.], [0., 1., -1., -1.]]);
-        let g_m = matrix(gm::<1>);
-        assert_eq!(
-            g_m,
-            [
-                [1., 0., 0.],
-                [0.5, 0.5, 0.5],
-                [0.5, -0.5, 0.5],
-                [0., 0., 1.]
-            ]
-        );
-        let b_m = matrix(b::<1>);
-        let a_m = matrix(a::<1>);
-        let gt_m = matrix(gt::<1>);
-        for i in 0..4 {
-            for j in 0..4 {
-                assert_eq!(b_m[i][j], bt_m[j][i]);
-            }
-            for j in 0..2 {
-                assert_eq!(a_m[i][j], at_m[j][i]);
-            }
-            for j in 0..3 {
-                assert_eq!(gt_m[j][i], g_m[i][j]);
-            }
+    fn matrix<const I: usize, const O: usize>(
+        f: impl Fn(&[Lanes<1>; I]) -> [Lanes<1>; O],
+    ) -> [[f32; I]; O] {
+        let cols: [[Lanes<1>; O]; I] =
+            array::from_fn(|c| f(&array::from_fn(|r| [f32::from(r == c)])));
+        array::from_fn(|o| array::from_fn(|c| cols[c][o][0]))
+    }
+
+    fn assert_close<const I: usize, const O: usize>(got: [[f32; I]; O], want: [[f32; I]; O]) {
+        for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+            assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
         }
     }
 
-    /// One channel pair, one tile: `Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A` is the 2×2
-    /// valid correlation of the 4×4 patch `d` with the 3×3 kernel `g`.
+    /// The 1-D transforms are the matrices in the module comment, and each
+    /// adjoint is the transpose.
+    #[test]
+    fn transforms_are_the_documented_matrices_and_adjoints_transpose() {
+        let bt_m = matrix(bt::<1>);
+        assert_close(
+            bt_m,
+            [
+                [4., 0., -5., 0., 1., 0.],
+                [0., -4., -4., 1., 1., 0.],
+                [0., 4., -4., -1., 1., 0.],
+                [0., -2., -1., 2., 1., 0.],
+                [0., 2., -1., -2., 1., 0.],
+                [0., 4., 0., -5., 0., 1.],
+            ],
+        );
+        let at_m = matrix(at::<1>);
+        assert_close(
+            at_m,
+            [
+                [1., 1., 1., 1., 1., 0.],
+                [0., 1., -1., 2., -2., 0.],
+                [0., 1., 1., 4., 4., 0.],
+                [0., 1., -1., 8., -8., 1.],
+            ],
+        );
+        let g_m = matrix(gm::<1>);
+        let (s, t, w) = (1. / 6., 1. / 12., 1. / 24.);
+        assert_close(
+            g_m,
+            [
+                [0.25, 0., 0.],
+                [-s, -s, -s],
+                [-s, s, -s],
+                [w, t, s],
+                [w, -t, s],
+                [0., 0., 1.],
+            ],
+        );
+        let (b_m, a_m, gt_m) = (matrix(b::<1>), matrix(a::<1>), matrix(gt::<1>));
+        assert_close(b_m, array::from_fn(|i| array::from_fn(|j| bt_m[j][i])));
+        assert_close(a_m, array::from_fn(|i| array::from_fn(|j| at_m[j][i])));
+        assert_close(gt_m, array::from_fn(|i| array::from_fn(|j| g_m[j][i])));
+    }
+
+    /// One channel pair, one tile: `Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A` is the 4×4
+    /// valid correlation of the 6×6 patch `d` with the 3×3 kernel `g`.
     #[test]
     fn one_tile_is_a_correlation() {
-        let d: [[Lanes<1>; 4]; 4] =
-            array::from_fn(|r| array::from_fn(|c| [(r * 4 + c) as f32 * 0.37 - 2.0]));
+        let d: [[Lanes<1>; PATCH]; PATCH] =
+            array::from_fn(|r| array::from_fn(|c| [((r * 7 + c * 3) % 11) as f32 * 0.37 - 2.0]));
         let g: [[Lanes<1>; 3]; 3] =
             array::from_fn(|r| array::from_fn(|c| [((r * 3 + c) as f32).sin()]));
         let (u, v) = (sandwich(&g, gm), sandwich(&d, bt));
-        let prod: [[Lanes<1>; 4]; 4] =
+        let prod: [[Lanes<1>; PATCH]; PATCH] =
             array::from_fn(|i| array::from_fn(|j| [u[i][j][0] * v[i][j][0]]));
         let y = sandwich(&prod, at);
-        for oy in 0..2 {
-            for ox in 0..2 {
+        for oy in 0..TILE {
+            for ox in 0..TILE {
                 let mut want = 0.0;
                 for ky in 0..3 {
                     for kx in 0..3 {
