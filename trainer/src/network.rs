@@ -63,8 +63,34 @@ pub struct Network {
     /// `grads[s]` once the layer consuming `acts[s]` has written it.
     skip_grads: Vec<Tensor>,
     skip_pending: Vec<bool>,
+    /// `fused[i]`: layer `i` is a relu computed by the convolution before it
+    /// ([`layers::Conv2d::fuse_relu`]); it only moves tensors into place.
+    fused: Vec<bool>,
     /// Class names in label order.
     pub class_names: Vec<String>,
+}
+
+/// For each layer, whether it is a relu to fuse into the convolution right
+/// before it: always, unless an `add` takes that convolution's output (before
+/// the relu) as its skip input, which fusing would overwrite.
+fn relus_to_fuse(spec: &ModelSpec) -> Vec<bool> {
+    let skip_sources: Vec<usize> = spec
+        .layers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| match l {
+            LayerSpec::Add { from, .. } => spec.source_of(i, from).ok(),
+            _ => None,
+        })
+        .collect();
+    (0..spec.layers.len())
+        .map(|i| {
+            i > 0
+                && matches!(spec.layers[i], LayerSpec::Relu { .. })
+                && matches!(spec.layers[i - 1], LayerSpec::Conv2d { .. })
+                && !skip_sources.contains(&(i - 1))
+        })
+        .collect()
 }
 
 impl Network {
@@ -75,6 +101,7 @@ impl Network {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut input = spec.input;
         let mut layers: Vec<Box<dyn Layer>> = Vec::with_capacity(spec.layers.len());
+        let fused = relus_to_fuse(spec);
         for (i, layer) in spec.layers.iter().enumerate() {
             let built: Box<dyn Layer> = match *layer {
                 LayerSpec::Conv2d {
@@ -83,9 +110,14 @@ impl Network {
                     stride,
                     padding,
                     ..
-                } => Box::new(layers::Conv2d::new(
-                    input, filters, kernel, stride, padding, &mut rng,
-                )),
+                } => {
+                    let mut conv =
+                        layers::Conv2d::new(input, filters, kernel, stride, padding, &mut rng);
+                    if fused.get(i + 1) == Some(&true) {
+                        conv.fuse_relu();
+                    }
+                    Box::new(conv)
+                }
                 LayerSpec::Relu { .. } => Box::new(layers::Relu::new(input)),
                 LayerSpec::MaxPool2d {
                     size,
@@ -139,6 +171,7 @@ impl Network {
             skips,
             skip_grads: (0..count).map(|_| Tensor::default()).collect(),
             skip_pending: vec![false; count],
+            fused,
             class_names: CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
         })
     }
@@ -176,6 +209,12 @@ impl Network {
 
     /// `acts[i + 1] = layer i (acts[i])`, plus the skip input for an add.
     fn forward_layer(&mut self, i: usize, mode: Mode) {
+        if self.fused[i] {
+            // The convolution already applied this relu: its output becomes
+            // this layer's (acts[i] is left stale and rewritten next step).
+            self.acts.swap(i, i + 1);
+            return;
+        }
         let (done, rest) = self.acts.split_at_mut(i + 1);
         self.layers[i].forward(&done[i], &mut rest[0], mode);
         if let Some(s) = self.skips[i] {
@@ -196,9 +235,20 @@ impl Network {
     /// `grads[s]` right after the layer consuming `acts[s]` (layer `s`, which
     /// comes later in backward order, or this one) has overwritten it.
     fn backward_layer(&mut self, i: usize) {
+        if self.fused[i] {
+            // ∂L/∂(relu output) goes to the convolution unmasked: it masks it
+            // with the relu output, which it is given as its `y` (acts[i + 2]).
+            self.grads.swap(i, i + 1);
+            return;
+        }
         let (lower, upper) = self.grads.split_at_mut(i + 1);
         let dx = if i > 0 { Some(&mut lower[i]) } else { None };
-        self.layers[i].backward(&self.acts[i], &self.acts[i + 1], &upper[0], dx);
+        let y = if self.fused.get(i + 1) == Some(&true) {
+            &self.acts[i + 2]
+        } else {
+            &self.acts[i + 1]
+        };
+        self.layers[i].backward(&self.acts[i], y, &upper[0], dx);
         if let Some(s) = self.skips[i] {
             let dy = &upper[0];
             let pending = &mut self.skip_grads[s];
@@ -237,7 +287,9 @@ impl Network {
     }
 
     /// [`Network::forward_backward`] with the time spent in each layer, for profiling:
-    /// `(layer kind/name, forward seconds, backward seconds)`.
+    /// `(layer kind/name, forward seconds, backward seconds)`. A relu fused into
+    /// the convolution before it is listed as `relu (fused)`, with its time
+    /// counted in the convolution's.
     pub fn forward_backward_profiled(
         &mut self,
         labels: &[u8],
@@ -247,7 +299,16 @@ impl Network {
             .spec
             .layers
             .iter()
-            .map(|l| (l.name().unwrap_or(l.kind()).to_string(), 0.0, 0.0))
+            .zip(&self.fused)
+            .map(|(l, &fused)| {
+                let label = l.name().unwrap_or(l.kind());
+                let label = if fused {
+                    format!("{label} (fused)")
+                } else {
+                    label.to_string()
+                };
+                (label, 0.0, 0.0)
+            })
             .collect();
         for (i, time) in times.iter_mut().enumerate() {
             let t = Instant::now();

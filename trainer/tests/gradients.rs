@@ -328,6 +328,26 @@ fn whole_network_gradient() {
     network_gradient_check(&spec);
 }
 
+/// Convolutions with relus fused into them (network-level), by both
+/// algorithms: 3 input channels (im2col) and 16 (Winograd), the second with a
+/// relu whose output is a skip input (allowed) and a batch norm after it.
+#[test]
+fn fused_relu_network_gradient() {
+    let spec = ModelSpec::from_json_str(
+        r#"{"name":"fused","input":{"height":6,"width":5,"channels":3},"layers":[
+            {"type":"conv2d","filters":16,"kernel":3},
+            {"type":"relu"},
+            {"type":"conv2d","filters":4,"kernel":3},
+            {"type":"relu","name":"r2"},
+            {"type":"batchnorm"},
+            {"type":"add","from":"r2"},
+            {"type":"flatten"},
+            {"type":"dense","units":3}]}"#,
+    )
+    .unwrap();
+    network_gradient_check(&spec);
+}
+
 /// A residual network: two `add` layers skipping over a conv–BN–ReLU block
 /// (one from a named ReLU, one from a named batch norm), and one adding a
 /// layer's output to itself; gradients through the skips against finite

@@ -75,6 +75,8 @@ pub struct Conv2d {
     algorithm: Option<Algorithm>,
     /// The algorithm of the last forward pass (backward follows it).
     used: Algorithm,
+    /// A following relu fused into this layer (see [`Conv2d::fuse_relu`]).
+    relu: bool,
     /// Winograd: the geometry and the transformed weights of the last forward.
     winograd: Option<Geometry>,
     u: Vec<f32>,
@@ -88,6 +90,8 @@ struct Scratch {
     dcols: Vec<f32>,
     dweight: Vec<f32>,
     dbias: Vec<f32>,
+    /// One tile of `dy` masked by a fused relu.
+    dy: Vec<f32>,
     winograd: winograd::Scratch,
 }
 
@@ -128,10 +132,22 @@ impl Conv2d {
             scratch: Vec::new(),
             algorithm: None,
             used: Algorithm::Im2col,
+            relu: false,
             winograd: (kernel == 3 && stride == 1)
                 .then(|| Geometry::new(input, ImageShape::new(oh, ow, filters), pad_top, pad_left)),
             u: Vec::new(),
             du: Vec::new(),
+        }
+    }
+
+    /// Fuses a relu that follows this layer into it: forward stores
+    /// `max(0, conv(x))`, and backward takes `dy` and `y` of that relu's output
+    /// (the gradient is masked by `y > 0` here). Saves the relu's two passes
+    /// over memory; the network does this when the spec allows.
+    pub fn fuse_relu(&mut self) {
+        self.relu = true;
+        if let Some(g) = &mut self.winograd {
+            g.relu = true;
         }
     }
 
@@ -180,6 +196,9 @@ impl Conv2d {
                     s.dcols.resize(tile * k, 0.0);
                     s.dweight.resize(k * cout, 0.0);
                     s.dbias.resize(cout, 0.0);
+                    if self.relu {
+                        s.dy.resize(tile * cout, 0.0);
+                    }
                 }
             }
         }
@@ -268,11 +287,22 @@ impl Conv2d {
             }
             // Y[m×Cout] += cols[m×K] · W[K×Cout]
             sgemm(m, kk, cout, &s.cols, Op::N, &self.weight, Op::N, 1.0, y);
+            if self.relu {
+                y.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
         }
     }
 
     /// Backward for one chunk: partial dW, db into the scratch; dx if asked.
-    fn backward_chunk(&self, x: &[f32], dy: &[f32], mut dx: Option<&mut [f32]>, s: &mut Scratch) {
+    /// `y` is the forward output (for a fused relu's mask).
+    fn backward_chunk(
+        &self,
+        x: &[f32],
+        y: &[f32],
+        dy: &[f32],
+        mut dx: Option<&mut [f32]>,
+        s: &mut Scratch,
+    ) {
         let (kk, cout) = (self.k(), self.out.channels);
         let rows = dy.len() / cout;
         s.dweight.fill(0.0);
@@ -283,7 +313,16 @@ impl Conv2d {
         for start in (0..rows).step_by(self.tile_rows()) {
             let end = (start + self.tile_rows()).min(rows);
             let m = end - start;
-            let dy = &dy[start * cout..end * cout];
+            let mut dy = &dy[start * cout..end * cout];
+            if self.relu {
+                // dy ⊙ [y > 0] for this tile.
+                let y = &y[start * cout..end * cout];
+                let masked = &mut s.dy[..m * cout];
+                for ((d, &g), &y) in masked.iter_mut().zip(dy).zip(y) {
+                    *d = if y > 0.0 { g } else { 0.0 };
+                }
+                dy = masked;
+            }
             for row in dy.chunks_exact(cout) {
                 for (d, &g) in s.dbias.iter_mut().zip(row) {
                     *d += g;
@@ -343,21 +382,27 @@ impl Layer for Conv2d {
         self.scratch = scratch;
     }
 
-    fn backward(&mut self, x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
+    fn backward(&mut self, x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
         let n = x.n;
         let per = images_per_chunk(n);
         self.ensure_scratch(n.div_ceil(per));
         let mut scratch = std::mem::take(&mut self.scratch);
         let this = &*self;
         // One chunk's backward, by the algorithm of the forward pass.
-        let chunk = |x: &[f32], dy: &[f32], dx: Option<&mut [f32]>, s: &mut Scratch| match (
-            this.used,
-            &this.winograd,
-        ) {
-            (Algorithm::Winograd, Some(g)) => g.backward_chunk(x, dy, dx, &this.u, &mut s.winograd),
-            _ => this.backward_chunk(x, dy, dx, s),
+        let chunk = |(x, y): (&[f32], &[f32]),
+                     dy: &[f32],
+                     dx: Option<&mut [f32]>,
+                     s: &mut Scratch| match (this.used, &this.winograd) {
+            (Algorithm::Winograd, Some(g)) => {
+                g.backward_chunk(x, y, dy, dx, &this.u, &mut s.winograd)
+            }
+            _ => this.backward_chunk(x, y, dy, dx, s),
         };
-        let x_chunks = x.data.par_chunks(per * self.input.len());
+        // (x, y) of each chunk.
+        let x_chunks = x
+            .data
+            .par_chunks(per * self.input.len())
+            .zip(y.data.par_chunks(per * self.out.len()));
         let dy_chunks = dy.data.par_chunks(per * self.out.len());
         match dx {
             Some(dx) => {
@@ -631,5 +676,57 @@ mod tests {
         assert_eq!(conv.algorithm(), Algorithm::Im2col, "too few channels");
         let conv = Conv2d::new(input, 8, 3, 1, Padding::Same, &mut rng);
         assert_eq!(conv.algorithm(), Algorithm::Winograd);
+    }
+
+    /// A fused relu gives what the convolution followed by a relu layer gives:
+    /// the same output, and the same gradients for the relu's `dy`.
+    #[test]
+    fn fused_relu_matches_conv_then_relu() {
+        use crate::layers::Relu;
+        for algorithm in [Algorithm::Im2col, Algorithm::Winograd] {
+            let input = ImageShape::new(9, 10, 16);
+            let build = || {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+                let mut conv = Conv2d::new(input, 20, 3, 1, Padding::Same, &mut rng);
+                conv.bias
+                    .iter_mut()
+                    .for_each(|b| *b = rng.random_range(-0.5..0.5));
+                assert!(conv.set_algorithm(algorithm));
+                conv
+            };
+            let (mut plain, mut fused) = (build(), build());
+            fused.fuse_relu();
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+            let mut x = Tensor::zeros(3, input);
+            x.data
+                .iter_mut()
+                .for_each(|v| *v = rng.random_range(-1.0..1.0));
+            let mut relu = Relu::new(plain.out);
+            let (mut y, mut r, mut yf) = (Tensor::default(), Tensor::default(), Tensor::default());
+            plain.forward(&x, &mut y, Mode::Train);
+            relu.forward(&y, &mut r, Mode::Train);
+            fused.forward(&x, &mut yf, Mode::Train);
+            assert_eq!(yf.data, r.data, "{algorithm:?} forward");
+            assert!(r.data.contains(&0.0) && r.data.iter().any(|&v| v > 0.0));
+
+            let mut dy = Tensor::zeros(3, plain.out);
+            dy.data
+                .iter_mut()
+                .for_each(|v| *v = rng.random_range(-1.0..1.0));
+            let (mut dmasked, mut dx, mut dxf) =
+                (Tensor::default(), Tensor::default(), Tensor::default());
+            relu.backward(&y, &r, &dy, Some(&mut dmasked));
+            plain.backward(&x, &y, &dmasked, Some(&mut dx));
+            fused.backward(&x, &yf, &dy, Some(&mut dxf));
+            for (name, a, b) in [
+                ("dx", &dx.data, &dxf.data),
+                ("dW", &plain.dweight, &fused.dweight),
+                ("db", &plain.dbias, &fused.dbias),
+            ] {
+                for (a, b) in a.iter().zip(b.iter()) {
+                    assert!((a - b).abs() <= 1e-5, "{algorithm:?} {name}: {a} vs {b}");
+                }
+            }
+        }
     }
 }

@@ -46,8 +46,8 @@ use rayon::prelude::*;
 use std::array;
 use std::ops::Range;
 
-/// Target size of one block's `V` plus `M`, in floats (1 MiB: half of this
-/// machine's L2 per core, as for the im2col tiles).
+/// Target size of one block's `V` plus `M`, in floats (1 MiB, as for the
+/// im2col tiles; 256 KiB to 1 MiB measured the same on a model-1 step).
 const BLOCK_FLOATS: usize = 1 << 18;
 
 type Lanes<const N: usize> = [f32; N];
@@ -66,6 +66,9 @@ pub(super) struct Geometry {
     pub out: ImageShape,
     pub pad_top: usize,
     pub pad_left: usize,
+    /// Whether a relu after the convolution is fused into it: forward stores
+    /// `max(0, ·)`, backward masks `dy` by `y > 0` (`y` being that output).
+    pub relu: bool,
     /// Tiles per image down and across: `⌈out/4⌉`.
     tiles_y: usize,
     tiles_x: usize,
@@ -91,6 +94,7 @@ impl Geometry {
             out,
             pad_top,
             pad_left,
+            relu: false,
             tiles_y: out.height.div_ceil(TILE),
             tiles_x: out.width.div_ceil(TILE),
         }
@@ -165,7 +169,8 @@ impl Geometry {
         })
     }
 
-    /// Forward for one chunk of whole images: `y = conv(x, g) + bias`, with
+    /// Forward for one chunk of whole images: `y = conv(x, g) + bias` (then
+    /// relu if fused), with
     /// `u` the transformed weights ([`transform_weights`]).
     pub fn forward_chunk(
         &self,
@@ -202,11 +207,12 @@ impl Geometry {
     }
 
     /// Backward for one chunk: partial `dU` and bias gradient into the
-    /// scratch; `dx` if asked. `u` must be the transform of the weights the
-    /// forward pass used.
+    /// scratch; `dx` if asked. `y` is the forward output; `u` must be the
+    /// transform of the weights the forward pass used.
     pub fn backward_chunk(
         &self,
         x: &[f32],
+        y: &[f32],
         dy: &[f32],
         mut dx: Option<&mut [f32]>,
         u: &[f32],
@@ -215,9 +221,10 @@ impl Geometry {
         let (cin, cout) = (self.input.channels, self.out.channels);
         let tiles = x.len() / self.input.len() * self.tiles_per_image();
         s.dbias.fill(0.0);
-        for row in dy.chunks_exact(cout) {
-            for (d, &g) in s.dbias.iter_mut().zip(row) {
-                *d += g;
+        for (row, y) in dy.chunks_exact(cout).zip(y.chunks_exact(cout)) {
+            for ((d, &g), &y) in s.dbias.iter_mut().zip(row).zip(y) {
+                // (A select, not a branch: the sign of y is a coin flip.)
+                *d += if self.relu && y <= 0.0 { 0.0 } else { g };
             }
         }
         if let Some(dx) = dx.as_deref_mut() {
@@ -228,7 +235,7 @@ impl Geometry {
             let nb = t1 - t0;
             let (sv, sm) = (stride(nb, cin), stride(nb, cout));
             let (v, dm) = (&mut s.v[..XI * sv], &mut s.m[..XI * sm]);
-            self.transform_output_adjoint(dy, t0..t1, dm);
+            self.transform_output_adjoint(dy, y, t0..t1, dm);
             self.transform_input(x, t0..t1, v);
             for xi in 0..XI {
                 // dU_ξ[Cin×Cout] (+)= V_ξᵀ[Cin×nb] · dM_ξ[nb×Cout]
@@ -295,14 +302,12 @@ impl Geometry {
         v: &mut [f32],
         xi_stride: usize,
     ) {
-        // (Every entry is written, so no zero-fill of the whole array first.)
-        let mut d = [[[0.0; N]; PATCH]; PATCH];
-        for (d, p) in d.iter_mut().flatten().zip(patch.iter().flatten()) {
-            *d = match p {
+        let d: [[Lanes<N>; PATCH]; PATCH] = array::from_fn(|r| {
+            array::from_fn(|c| match patch[r][c] {
                 Some(i) => load(&x[i + c0..]),
                 None => [0.0; N],
-            };
-        }
+            })
+        });
         let out = sandwich(&d, bt);
         for (xi, lanes) in out.iter().flatten().enumerate() {
             v[xi * xi_stride + c0..][..N].copy_from_slice(lanes);
@@ -349,10 +354,10 @@ impl Geometry {
             let mut c0 = 0;
             while c0 < c {
                 if c - c0 >= N {
-                    output_lanes::<N>(&m[j * c..], stride(nb, c), &outputs, bias, c0, y);
+                    output_lanes::<N>(&m[j * c..], stride(nb, c), &outputs, bias, self.relu, c0, y);
                     c0 += N;
                 } else {
-                    output_lanes::<1>(&m[j * c..], stride(nb, c), &outputs, bias, c0, y);
+                    output_lanes::<1>(&m[j * c..], stride(nb, c), &outputs, bias, self.relu, c0, y);
                     c0 += 1;
                 }
             }
@@ -365,6 +370,7 @@ impl Geometry {
     fn transform_output_adjoint_n<const N: usize>(
         &self,
         dy: &[f32],
+        y: &[f32],
         tiles: Range<usize>,
         dm: &mut [f32],
     ) {
@@ -374,10 +380,26 @@ impl Geometry {
             let mut c0 = 0;
             while c0 < c {
                 if c - c0 >= N {
-                    output_adjoint_lanes::<N>(dy, &outputs, c0, &mut dm[j * c..], stride(nb, c));
+                    output_adjoint_lanes::<N>(
+                        dy,
+                        y,
+                        self.relu,
+                        &outputs,
+                        c0,
+                        &mut dm[j * c..],
+                        stride(nb, c),
+                    );
                     c0 += N;
                 } else {
-                    output_adjoint_lanes::<1>(dy, &outputs, c0, &mut dm[j * c..], stride(nb, c));
+                    output_adjoint_lanes::<1>(
+                        dy,
+                        y,
+                        self.relu,
+                        &outputs,
+                        c0,
+                        &mut dm[j * c..],
+                        stride(nb, c),
+                    );
                     c0 += 1;
                 }
             }
@@ -445,7 +467,7 @@ simd_dispatch! {
     fn transform_input(&self, x: &[f32], tiles: Range<usize>, v: &mut [f32]) => transform_input_n;
     fn transform_input_adjoint(&self, dv: &[f32], tiles: Range<usize>, dx: &mut [f32]) => transform_input_adjoint_n;
     fn transform_output(&self, m: &[f32], tiles: Range<usize>, bias: &[f32], y: &mut [f32]) => transform_output_n;
-    fn transform_output_adjoint(&self, dy: &[f32], tiles: Range<usize>, dm: &mut [f32]) => transform_output_adjoint_n;
+    fn transform_output_adjoint(&self, dy: &[f32], y: &[f32], tiles: Range<usize>, dm: &mut [f32]) => transform_output_adjoint_n;
 }
 
 #[inline(always)]
@@ -475,6 +497,7 @@ fn output_lanes<const N: usize>(
     xi_stride: usize,
     outputs: &[[Option<usize>; TILE]; TILE],
     bias: &[f32],
+    relu: bool,
     c0: usize,
     y: &mut [f32],
 ) {
@@ -485,7 +508,7 @@ fn output_lanes<const N: usize>(
         for (b, lanes) in row.iter().enumerate() {
             if let Some(o) = outputs[a][b] {
                 for ((y, &v), &bias) in y[o + c0..][..N].iter_mut().zip(lanes).zip(&bias) {
-                    *y = v + bias;
+                    *y = if relu { (v + bias).max(0.0) } else { v + bias };
                 }
             }
         }
@@ -493,8 +516,11 @@ fn output_lanes<const N: usize>(
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn output_adjoint_lanes<const N: usize>(
     dy: &[f32],
+    y: &[f32],
+    relu: bool,
     outputs: &[[Option<usize>; TILE]; TILE],
     c0: usize,
     dm: &mut [f32],
@@ -503,6 +529,14 @@ fn output_adjoint_lanes<const N: usize>(
     let mut d = [[[0.0; N]; TILE]; TILE];
     for (d, o) in d.iter_mut().flatten().zip(outputs.iter().flatten()) {
         *d = match o {
+            Some(o) if relu => {
+                let (g, y): (Lanes<N>, Lanes<N>) = (load(&dy[o + c0..]), load(&y[o + c0..]));
+                let mut d = [0.0; N];
+                for ((d, g), y) in d.iter_mut().zip(g).zip(y) {
+                    *d = if y > 0.0 { g } else { 0.0 };
+                }
+                d
+            }
             Some(o) => load(&dy[o + c0..]),
             None => [0.0; N],
         };
@@ -622,24 +656,12 @@ fn sandwich<const N: usize, const I: usize, const O: usize>(
     x: &[[Lanes<N>; I]; I],
     f: impl Fn(&[Lanes<N>; I]) -> [Lanes<N>; O],
 ) -> [[Lanes<N>; O]; O] {
-    // t = L X: column c of t is f(column c of X).
-    let mut t = [[[0.0; N]; I]; O];
-    let mut column = [[0.0; N]; I];
-    for c in 0..I {
-        for r in 0..I {
-            column[r] = x[r][c];
-        }
-        let fc = f(&column);
-        for o in 0..O {
-            t[o][c] = fc[o];
-        }
-    }
+    // t = L X: column c of t is f(column c of X); cols[c] holds it.
+    // (Built with `from_fn`, not zero-filled then written: a 6×6 tile of
+    // 16-lane vectors is 2.3 KB, and the zero-fill would be a `memset` call.)
+    let cols: [[Lanes<N>; O]; I] = array::from_fn(|c| f(&array::from_fn(|r| x[r][c])));
     // L X Lᵀ = t Lᵀ: row o is f(row o of t).
-    let mut out = [[[0.0; N]; O]; O];
-    for o in 0..O {
-        out[o] = f(&t[o]);
-    }
-    out
+    array::from_fn(|o| f(&array::from_fn(|c| cols[c][o])))
 }
 
 /// `Bᵀ d`.
