@@ -136,6 +136,11 @@ step "ours: training throughput with the matrixmultiply backend, 2 threads"
 RAYON_NUM_THREADS=2 "$(bin train_throughput)" "${ours_train_args[@]}" --backend matrixmultiply --only model1:32 \
     | tee "$log/train_ours_mm.txt"
 
+step "ours: training throughput without Winograd (all convolutions im2col), 2 threads"
+for case in model1:32 model3:32; do
+    RAYON_NUM_THREADS=2 "$(bin train_throughput)" "${ours_train_args[@]}" --conv im2col --only "$case"
+done | tee "$log/train_ours_im2col.txt"
+
 step "ours: training throughput, 1 thread"
 RAYON_NUM_THREADS=1 "$(bin train_throughput)" "${ours_train_args[@]}" | tee "$log/train_ours_t1.txt"
 

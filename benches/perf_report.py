@@ -192,6 +192,7 @@ def main():
     t2_threads, ours2 = ours_train(read(L("train_ours_t2.txt")))
     t1_threads, ours1 = ours_train(read(L("train_ours_t1.txt")))
     _, ours_mm = ours_train(read(L("train_ours_mm.txt")))
+    _, ours_im2col = ours_train(read(L("train_ours_im2col.txt")))
 
     yard = json_lines(read(L("yardstick.jsonl")))
 
@@ -221,9 +222,10 @@ def main():
     no_alloc = read(L("no_alloc.txt"))
     profile_text = read(L("train_profile.txt"))
     profile_threads = (ours_train(profile_text)[0] or "?") if profile_text else None
-    # Rows "  conv2  3.90  8.45" after the "layer fwd ms bwd ms" header.
+    # Rows "  conv2  3.90  8.45" (or "  relu (fused)  0.00  0.00") after the
+    # "layer fwd ms bwd ms" header.
     profile = [(m.group(1), float(m.group(2)), float(m.group(3)))
-               for m in re.finditer(r"^  (\w+)\s+([\d.]+)\s+([\d.]+)$", profile_text, re.M)]
+               for m in re.finditer(r"^  (\w+(?: \(fused\))?)\s+([\d.]+)\s+([\d.]+)$", profile_text, re.M)]
     tl = time_log(read(a.time_log)) if a.time_log else {}
     anchors = anchors_table(read(a.anchors))
 
@@ -424,7 +426,9 @@ def main():
     if gemm_rows:
         g0 = gemm_rows[0]
         w(f"One thread each, at the shapes a {g0['model']} training step at batch {g0['batch']} produces "
-          f"(batch split over {g0['threads']} threads, as in training; convolution shapes are one im2col tile). "
+          f"(batch split over {g0['threads']} threads, as in training; convolution shapes are one im2col tile, "
+          "as when every convolution runs by im2col: with Winograd, conv2–conv6 instead make 36 products per "
+          "block of tiles with k = Cin). "
           "`op`: whether A, B are used as stored (N) or transposed (T). *calls* is how many such products one "
           "step needs (FLOP-weighted). GFLOP/s is the median of alternating samples; both libraries were "
           "checked to agree first (largest absolute difference shown). The `gemm` crate is built with its `x86-v4` feature, so "
@@ -472,22 +476,50 @@ def main():
     w("")
     if conv_rows:
         c0 = conv_rows[0]
-        w(f"`trainer::layers::Conv2d` (im2col + SGEMM) at its real input shape, batch {c0['batch']}, "
+        w(f"`trainer::layers::Conv2d` at its real input shape, batch {c0['batch']}, "
           f"{c0['threads']} threads; median of {c0['samples']} calls. Backward includes the input gradient "
-          "except for the first layer. GFLOP/s counts the matrix products only.")
+          "except for the first layer. Each layer runs by its default algorithm (**bold**): Winograd "
+          "F(4×4, 3×3) for 3×3 stride-1 layers with at least 16 input channels, im2col + SGEMM otherwise; "
+          "Winograd layers are also timed by im2col for comparison. GFLOP/s is *effective*: a direct "
+          "convolution's multiply-adds over the time, so Winograd's fewer multiplies show as a higher rate.")
         w("")
         crows = []
         for r in conv_rows:
+            alg = r.get("algorithm", "im2col")
+            if r.get("default", True):
+                alg = f"**{alg}**"
             crows.append([r["layer"], "×".join(map(str, r["input"])), "×".join(map(str, r["output"])),
-                          "yes" if r["dx"] else "no", num(r["fwd_ms"], 2), num(r["fwd_gflops"]),
+                          "yes" if r["dx"] else "no", alg, num(r["fwd_ms"], 2), num(r["fwd_gflops"]),
                           num(r["bwd_ms"], 2), num(r["bwd_gflops"])])
         if conv_total:
-            crows.append(["**all**", "", "", "", num(conv_total["fwd_ms"], 2), "", num(conv_total["bwd_ms"], 2), ""])
-        w(table(["layer", "input", "output", "dx", "forward ms", "forward GFLOP/s", "backward ms",
-                 "backward GFLOP/s"], crows))
+            crows.append(["**all** (default algorithms)", "", "", "", "", num(conv_total["fwd_ms"], 2), "",
+                          num(conv_total["bwd_ms"], 2), ""])
+        w(table(["layer", "input", "output", "dx", "algorithm", "forward ms", "forward GFLOP/s",
+                 "backward ms", "backward GFLOP/s"], crows))
         w("")
+        pairs = {}
+        for r in conv_rows:
+            pairs.setdefault(r["layer"], {})[r.get("algorithm", "im2col")] = r
+        both = [p for p in pairs.values() if "winograd" in p and "im2col" in p]
+        if both:
+            tw = sum(p["winograd"]["fwd_ms"] + p["winograd"]["bwd_ms"] for p in both)
+            ti = sum(p["im2col"]["fwd_ms"] + p["im2col"]["bwd_ms"] for p in both)
+            w(f"Over the {len(both)} layers where Winograd applies, forward and backward take "
+              f"{tw:.2f} ms by Winograd and {ti:.2f} ms by im2col ({ti / tw:.2f}×).")
+            w("")
     else:
         w(DASH)
+        w("")
+
+    wrows = []
+    for key in [("model1", 32), ("model3", 32)]:
+        wi, im = (ours2.get(key) or {}).get("median"), (ours_im2col.get(key) or {}).get("median")
+        if wi and im:
+            wrows.append(f"{key[0]} batch {key[1]}: {wi:,.1f} images/s with Winograd, {im:,.1f} with "
+                         f"im2col only ({wi / im:.2f}×)")
+    if wrows:
+        w(f"Whole training steps on {t2_threads} threads, same sitting, with and without Winograd for the "
+          "3×3 layers (`train_throughput --conv im2col`): " + "; ".join(wrows) + ".")
         w("")
 
     # Where a whole training step goes.
@@ -508,8 +540,13 @@ def main():
             kind = re.sub(r"\d+$", "", name)  # conv2 -> conv; maxpool2d stays
             kinds[kind] = kinds.get(kind, 0.0) + f + b
         conv = kinds.get("conv", 0.0)
-        w(f"Convolutions (im2col, SGEMM, col2im) take {100 * conv / total:.0f} % of the step; everything else "
-          f"(ReLU, pooling, dropout, dense layers) {100 * (1 - conv / total):.0f} %.")
+        fused = sum(1 for name, _, _ in profile if name.endswith("(fused)"))
+        w(f"Convolutions (Winograd or im2col + SGEMM{', with the ReLUs fused into them' if fused else ''}) "
+          f"take {100 * conv / total:.0f} % of the step; everything else "
+          f"(pooling, dropout, dense layers{', the ReLU after a dense layer' if fused else ', ReLU'}) "
+          f"{100 * (1 - conv / total):.0f} %."
+          + (f" The {fused} rows *relu (fused)* are ReLUs computed inside the convolution before them "
+             "(their time is in the convolution's)." if fused else ""))
         w("")
     else:
         w(DASH)
