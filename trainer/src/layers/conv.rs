@@ -609,9 +609,19 @@ mod tests {
     /// Winograd against im2col on the same layer: forward output, input,
     /// weight and bias gradients. Shapes cover odd sizes (partial tiles),
     /// both paddings, channel counts that are not a multiple of the lanes,
-    /// and batches with several blocks of tiles per chunk.
+    /// and batches with several blocks of tiles per chunk; each SIMD version
+    /// of the transforms this CPU can run (AVX-512, AVX2, baseline).
     #[test]
     fn winograd_matches_im2col() {
+        use super::winograd::{set_limit, Simd};
+        for level in [Simd::Avx512, Simd::Avx2, Simd::Baseline] {
+            set_limit(level);
+            winograd_matches_im2col_case();
+        }
+        set_limit(Simd::Avx512);
+    }
+
+    fn winograd_matches_im2col_case() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
         let cases = [
             (3, 32, 32, 32, 32, Padding::Same),
@@ -682,6 +692,15 @@ mod tests {
     /// the same output, and the same gradients for the relu's `dy`.
     #[test]
     fn fused_relu_matches_conv_then_relu() {
+        use super::winograd::{set_limit, Simd};
+        for level in [Simd::Avx512, Simd::Avx2, Simd::Baseline] {
+            set_limit(level);
+            fused_relu_case();
+        }
+        set_limit(Simd::Avx512);
+    }
+
+    fn fused_relu_case() {
         use crate::layers::Relu;
         for algorithm in [Algorithm::Im2col, Algorithm::Winograd] {
             let input = ImageShape::new(9, 10, 16);

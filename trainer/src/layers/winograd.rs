@@ -40,6 +40,9 @@
 //! on `N` channels at once (`[f32; N]` lanes, contiguous in NHWC) so that the
 //! compiler vectorises them.
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
 use crate::gemm::{sgemm, Op};
 use crate::tensor::ImageShape;
 use rayon::prelude::*;
@@ -409,8 +412,8 @@ impl Geometry {
 
 /// Which SIMD instructions the transforms are compiled for, by CPU (checked at
 /// run time, so that the default build runs on any x86-64).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Simd {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Simd {
     Avx512,
     Avx2,
     Baseline,
@@ -419,14 +422,40 @@ enum Simd {
 fn simd() -> Simd {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        let limit = limit();
+        if limit <= Simd::Avx512 && std::arch::is_x86_feature_detected!("avx512f") {
             return Simd::Avx512;
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if limit <= Simd::Avx2 && std::arch::is_x86_feature_detected!("avx2") {
             return Simd::Avx2;
         }
     }
     Simd::Baseline
+}
+
+/// Tests cap the SIMD level to run every version of the transforms on one
+/// machine (a process-wide setting: concurrent tests just run another
+/// version, with the same results up to rounding).
+#[cfg(test)]
+static LIMIT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+#[cfg(test)]
+pub(super) fn set_limit(level: Simd) {
+    LIMIT.store(level as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[cfg(test)]
+fn limit() -> Simd {
+    match LIMIT.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => Simd::Avx512,
+        1 => Simd::Avx2,
+        _ => Simd::Baseline,
+    }
+}
+
+#[cfg(not(test))]
+fn limit() -> Simd {
+    Simd::Avx512
 }
 
 /// For each `name => generic`, a method `name` that runs `generic::<N>`
@@ -435,7 +464,7 @@ fn simd() -> Simd {
 /// are what make the transforms fast: a row of a 6×6 tile in 16-lane
 /// vectors is 6 AVX-512 registers but 24 SSE ones.
 macro_rules! simd_dispatch {
-    ($(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) => $generic:ident;)*) => {
+    ($(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) => $generic:ident $(| $wide:ident)?;)*) => {
         impl Geometry {
             $(
                 fn $name(&self $(, $arg: $ty)*) {
@@ -443,7 +472,7 @@ macro_rules! simd_dispatch {
                     {
                         #[target_feature(enable = "avx512f")]
                         fn avx512(g: &Geometry $(, $arg: $ty)*) {
-                            g.$generic::<16>($($arg),*)
+                            simd_dispatch!(@avx512 g, $generic, [$($wide)?], ($($arg),*))
                         }
                         #[target_feature(enable = "avx2")]
                         fn avx2(g: &Geometry $(, $arg: $ty)*) {
@@ -461,13 +490,20 @@ macro_rules! simd_dispatch {
             )*
         }
     };
+    // AVX-512: the hand-written version when there is one, else the generic code.
+    (@avx512 $g:ident, $generic:ident, [], ($($arg:ident),*)) => { $g.$generic::<16>($($arg),*) };
+    (@avx512 $g:ident, $generic:ident, [$wide:ident], ($($arg:ident),*)) => { $g.$wide($($arg),*) };
 }
 
 simd_dispatch! {
-    fn transform_input(&self, x: &[f32], tiles: Range<usize>, v: &mut [f32]) => transform_input_n;
-    fn transform_input_adjoint(&self, dv: &[f32], tiles: Range<usize>, dx: &mut [f32]) => transform_input_adjoint_n;
-    fn transform_output(&self, m: &[f32], tiles: Range<usize>, bias: &[f32], y: &mut [f32]) => transform_output_n;
-    fn transform_output_adjoint(&self, dy: &[f32], y: &[f32], tiles: Range<usize>, dm: &mut [f32]) => transform_output_adjoint_n;
+    fn transform_input(&self, x: &[f32], tiles: Range<usize>, v: &mut [f32])
+        => transform_input_n | transform_input_avx512;
+    fn transform_input_adjoint(&self, dv: &[f32], tiles: Range<usize>, dx: &mut [f32])
+        => transform_input_adjoint_n | transform_input_adjoint_avx512;
+    fn transform_output(&self, m: &[f32], tiles: Range<usize>, bias: &[f32], y: &mut [f32])
+        => transform_output_n | transform_output_avx512;
+    fn transform_output_adjoint(&self, dy: &[f32], y: &[f32], tiles: Range<usize>, dm: &mut [f32])
+        => transform_output_adjoint_n | transform_output_adjoint_avx512;
 }
 
 #[inline(always)]
