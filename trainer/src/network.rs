@@ -63,16 +63,17 @@ pub struct Network {
     /// `grads[s]` once the layer consuming `acts[s]` has written it.
     skip_grads: Vec<Tensor>,
     skip_pending: Vec<bool>,
-    /// `fused[i]`: layer `i` is a relu computed by the convolution before it
-    /// ([`layers::Conv2d::fuse_relu`]); it only moves tensors into place.
+    /// `fused[i]`: layer `i` is a relu computed by the layer before it
+    /// ([`layers::Conv2d::fuse_relu`], [`layers::BatchNorm::fuse_relu`]); it
+    /// only moves tensors into place.
     fused: Vec<bool>,
     /// Class names in label order.
     pub class_names: Vec<String>,
 }
 
-/// For each layer, whether it is a relu to fuse into the convolution right
-/// before it: always, unless an `add` takes that convolution's output (before
-/// the relu) as its skip input, which fusing would overwrite.
+/// For each layer, whether it is a relu to fuse into the convolution or batch
+/// norm right before it: always, unless an `add` takes that layer's output
+/// (before the relu) as its skip input, which fusing would overwrite.
 fn relus_to_fuse(spec: &ModelSpec) -> Vec<bool> {
     let skip_sources: Vec<usize> = spec
         .layers
@@ -87,7 +88,10 @@ fn relus_to_fuse(spec: &ModelSpec) -> Vec<bool> {
         .map(|i| {
             i > 0
                 && matches!(spec.layers[i], LayerSpec::Relu { .. })
-                && matches!(spec.layers[i - 1], LayerSpec::Conv2d { .. })
+                && matches!(
+                    spec.layers[i - 1],
+                    LayerSpec::Conv2d { .. } | LayerSpec::BatchNorm { .. }
+                )
                 && !skip_sources.contains(&(i - 1))
         })
         .collect()
@@ -128,7 +132,13 @@ impl Network {
                 LayerSpec::GlobalAvgPool { .. } => Box::new(layers::GlobalAvgPool::new(input)),
                 LayerSpec::BatchNorm {
                     momentum, epsilon, ..
-                } => Box::new(layers::BatchNorm::new(input, momentum, epsilon)),
+                } => {
+                    let mut bn = layers::BatchNorm::new(input, momentum, epsilon);
+                    if fused.get(i + 1) == Some(&true) {
+                        bn.fuse_relu();
+                    }
+                    Box::new(bn)
+                }
                 LayerSpec::Flatten { .. } => Box::new(layers::Flatten::new(input)),
                 LayerSpec::Add { .. } => Box::new(layers::Add::new(input)),
                 LayerSpec::Dropout { rate, .. } => {
@@ -210,7 +220,7 @@ impl Network {
     /// `acts[i + 1] = layer i (acts[i])`, plus the skip input for an add.
     fn forward_layer(&mut self, i: usize, mode: Mode) {
         if self.fused[i] {
-            // The convolution already applied this relu: its output becomes
+            // The layer before already applied this relu: its output becomes
             // this layer's (acts[i] is left stale and rewritten next step).
             self.acts.swap(i, i + 1);
             return;
@@ -236,8 +246,8 @@ impl Network {
     /// comes later in backward order, or this one) has overwritten it.
     fn backward_layer(&mut self, i: usize) {
         if self.fused[i] {
-            // ∂L/∂(relu output) goes to the convolution unmasked: it masks it
-            // with the relu output, which it is given as its `y` (acts[i + 2]).
+            // ∂L/∂(relu output) goes to the layer before unmasked: it masks it
+            // (a convolution with the relu output, given as its `y`: acts[i + 2]).
             self.grads.swap(i, i + 1);
             return;
         }
@@ -288,8 +298,8 @@ impl Network {
 
     /// [`Network::forward_backward`] with the time spent in each layer, for profiling:
     /// `(layer kind/name, forward seconds, backward seconds)`. A relu fused into
-    /// the convolution before it is listed as `relu (fused)`, with its time
-    /// counted in the convolution's.
+    /// the layer before it is listed as `relu (fused)`, with its time
+    /// counted in that layer's.
     pub fn forward_backward_profiled(
         &mut self,
         labels: &[u8],

@@ -328,9 +328,9 @@ fn whole_network_gradient() {
     network_gradient_check(&spec);
 }
 
-/// Convolutions with relus fused into them (network-level), by both
-/// algorithms: 3 input channels (im2col) and 16 (Winograd), the second with a
-/// relu whose output is a skip input (allowed) and a batch norm after it.
+/// Relus fused into the layer before them (network-level): convolutions by
+/// both algorithms (3 input channels: im2col; 16: Winograd), the second with
+/// a relu whose output is a skip input (allowed), and a batch norm.
 #[test]
 fn fused_relu_network_gradient() {
     let spec = ModelSpec::from_json_str(
@@ -340,6 +340,7 @@ fn fused_relu_network_gradient() {
             {"type":"conv2d","filters":4,"kernel":3},
             {"type":"relu","name":"r2"},
             {"type":"batchnorm"},
+            {"type":"relu"},
             {"type":"add","from":"r2"},
             {"type":"flatten"},
             {"type":"dense","units":3}]}"#,

@@ -4,6 +4,11 @@
 //! (biased) variance over all `n·h·w` positions, and the running statistics
 //! updated as `m ← momentum · m + (1 − momentum) · μ_B` (Keras). Evaluation
 //! uses the running statistics instead.
+//!
+//! Backward recomputes `x̂ = (x − μ)·inv_std` from `x` rather than keeping it
+//! (one tensor less to write and hold). A following relu can be fused in
+//! ([`BatchNorm::fuse_relu`]): forward stores `max(0, y)`, and backward masks
+//! `dy` by `y > 0`, recomputed from `x` with the very operations of forward.
 
 // Per-channel loops index several parallel arrays (γ, β, statistics) by channel.
 #![allow(clippy::needless_range_loop)]
@@ -14,18 +19,72 @@ use rayon::prelude::*;
 
 /// Rows (positions) per parallel work item.
 const BLOCK_ROWS: usize = 2048;
+/// Rows summed in `f32` (vectorised over channels) before the sums are added
+/// into the `f64` totals: few enough that `f32` loses nothing that matters,
+/// while the totals over a large batch stay exact to `f64` precision.
+const GROUP_ROWS: usize = 64;
+/// Channels summed at once (the `f32` group sums live on the stack).
+const GROUP_CHANNELS: usize = 64;
 
-/// `sums[ch] = Σ_rows f(a[row, ch], b[row, ch])` for a pair-valued `f`, in
-/// parallel over blocks of rows; `partials` is scratch (one entry per block
-/// and channel), reused across calls.
+/// What the element-wise loops need of one channel.
+#[derive(Clone, Copy, Debug, Default)]
+struct Channel {
+    mean: f32,
+    inv_std: f32,
+    gamma: f32,
+    beta: f32,
+}
+
+/// [`Channel`] for every channel, kept as four arrays (so that the loops load
+/// 4–16 channels' worth of each with one vector load).
+#[derive(Clone, Copy)]
+struct PerChannel<'a> {
+    mean: &'a [f32],
+    inv_std: &'a [f32],
+    gamma: &'a [f32],
+    beta: &'a [f32],
+}
+
+impl<'a> PerChannel<'a> {
+    fn len(&self) -> usize {
+        self.mean.len()
+    }
+
+    fn range(self, r: std::ops::Range<usize>) -> Self {
+        PerChannel {
+            mean: &self.mean[r.clone()],
+            inv_std: &self.inv_std[r.clone()],
+            gamma: &self.gamma[r.clone()],
+            beta: &self.beta[r],
+        }
+    }
+
+    fn iter(self) -> impl Iterator<Item = Channel> + 'a {
+        self.mean
+            .iter()
+            .zip(self.inv_std)
+            .zip(self.gamma.iter().zip(self.beta))
+            .map(|((&mean, &inv_std), (&gamma, &beta))| Channel {
+                mean,
+                inv_std,
+                gamma,
+                beta,
+            })
+    }
+}
+
+/// `sums[ch] = Σ_rows f(a[row, ch], b[row, ch], per[ch])` for a pair-valued
+/// `f`, in parallel over blocks of rows; `partials` is scratch (one entry per
+/// block and channel), reused across calls.
 fn channel_sums(
     a: &[f32],
     b: &[f32],
-    c: usize,
+    per: PerChannel<'_>,
     partials: &mut Vec<(f64, f64)>,
     sums: &mut [(f64, f64)],
-    f: impl Fn(f32, f32) -> (f64, f64) + Sync,
+    f: impl Fn(f32, f32, Channel) -> (f32, f32) + Sync,
 ) {
+    let c = per.len();
     let blocks = (a.len() / c).div_ceil(BLOCK_ROWS);
     partials.resize(blocks * c, (0.0, 0.0));
     partials
@@ -36,11 +95,31 @@ fn channel_sums(
         )
         .for_each(|(acc, (a, b))| {
             acc.fill((0.0, 0.0));
-            for (ra, rb) in a.chunks_exact(c).zip(b.chunks_exact(c)) {
-                for ch in 0..c {
-                    let (u, v) = f(ra[ch], rb[ch]);
-                    acc[ch].0 += u;
-                    acc[ch].1 += v;
+            for c0 in (0..c).step_by(GROUP_CHANNELS) {
+                let width = GROUP_CHANNELS.min(c - c0);
+                let acc = &mut acc[c0..c0 + width];
+                let per = per.range(c0..c0 + width);
+                for (ga, gb) in a.chunks(GROUP_ROWS * c).zip(b.chunks(GROUP_ROWS * c)) {
+                    let (mut su, mut sv) = ([0f32; GROUP_CHANNELS], [0f32; GROUP_CHANNELS]);
+                    let (su, sv) = (&mut su[..width], &mut sv[..width]);
+                    for (ra, rb) in ga.chunks_exact(c).zip(gb.chunks_exact(c)) {
+                        let (ra, rb) = (&ra[c0..c0 + width], &rb[c0..c0 + width]);
+                        for ((((u, v), &x), &y), p) in su
+                            .iter_mut()
+                            .zip(sv.iter_mut())
+                            .zip(ra)
+                            .zip(rb)
+                            .zip(per.iter())
+                        {
+                            let (du, dv) = f(x, y, p);
+                            *u += du;
+                            *v += dv;
+                        }
+                    }
+                    for ((acc, &u), &v) in acc.iter_mut().zip(su.iter()).zip(sv.iter()) {
+                        acc.0 += u as f64;
+                        acc.1 += v as f64;
+                    }
                 }
             }
         });
@@ -63,9 +142,9 @@ pub struct BatchNorm {
     pub moving_variance: Vec<f32>,
     dgamma: Vec<f32>,
     dbeta: Vec<f32>,
-    /// `x̂ = (x − μ_B) / sqrt(σ²_B + ε)` from the last training forward.
-    xhat: Vec<f32>,
-    /// `1 / sqrt(σ²_B + ε)` per channel, from the last training forward.
+    /// A following relu computed here.
+    relu: bool,
+    /// `1 / sqrt(σ² + ε)` per channel, used by the last forward.
     inv_std: Vec<f32>,
     /// Mode of the last forward: backward differs (batch vs running statistics).
     last_mode: Mode,
@@ -73,6 +152,9 @@ pub struct BatchNorm {
     mean: Vec<f32>,
     /// Per-channel pairs of sums, and per-block partial sums (scratch).
     sum: Vec<(f64, f64)>,
+    /// Backward's `dx = a·dy − b − k·x̂` coefficients: all `a`, then all `b`,
+    /// then all `k` (scratch).
+    coef: Vec<f32>,
     partials: Vec<(f64, f64)>,
 }
 
@@ -89,13 +171,122 @@ impl BatchNorm {
             moving_variance: vec![1.0; c],
             dgamma: vec![0.0; c],
             dbeta: vec![0.0; c],
-            xhat: Vec::new(),
+            relu: false,
             inv_std: vec![0.0; c],
             last_mode: Mode::Train,
             mean: vec![0.0; c],
             sum: vec![(0.0, 0.0); c],
+            coef: vec![0.0; 3 * c],
             partials: Vec::new(),
         }
+    }
+}
+
+impl BatchNorm {
+    /// Fuses a relu that follows this layer into it (see the module comment).
+    pub fn fuse_relu(&mut self) {
+        self.relu = true;
+    }
+}
+
+/// `y = γ·(x − μ)·inv_std + β` before any relu. Backward recomputes a fused
+/// relu's mask with this same function, so it matches forward exactly.
+#[inline(always)]
+fn normalise(x: f32, p: Channel) -> f32 {
+    p.gamma * ((x - p.mean) * p.inv_std) + p.beta
+}
+
+/// `(dy', x̂)` of one value: `dy` masked by a fused relu (when `RELU`), and
+/// `x̂ = (x − μ)·inv_std`.
+#[inline(always)]
+fn grad_terms<const RELU: bool>(g: f32, x: f32, p: Channel) -> (f32, f32) {
+    let g = if RELU && normalise(x, p) <= 0.0 {
+        0.0
+    } else {
+        g
+    };
+    (g, (x - p.mean) * p.inv_std)
+}
+
+impl BatchNorm {
+    fn per(&self) -> PerChannel<'_> {
+        PerChannel {
+            mean: &self.mean,
+            inv_std: &self.inv_std,
+            gamma: &self.gamma,
+            beta: &self.beta,
+        }
+    }
+
+    /// Backward's sums and `dx`, with the relu mask compiled in or out.
+    fn backward_impl<const RELU: bool>(
+        &mut self,
+        x: &Tensor,
+        dy: &Tensor,
+        dx: Option<&mut Tensor>,
+    ) {
+        let c = self.shape.channels;
+        let rows = (x.data.len() / c) as f32;
+        let per = PerChannel {
+            mean: &self.mean,
+            inv_std: &self.inv_std,
+            gamma: &self.gamma,
+            beta: &self.beta,
+        };
+        channel_sums(
+            &dy.data,
+            &x.data,
+            per,
+            &mut self.partials,
+            &mut self.sum,
+            |g, x, p| {
+                let (g, xh) = grad_terms::<RELU>(g, x, p);
+                (g, g * xh)
+            },
+        );
+        for ch in 0..c {
+            self.dbeta[ch] = self.sum[ch].0 as f32;
+            self.dgamma[ch] = self.sum[ch].1 as f32;
+        }
+        let Some(dx) = dx else { return };
+        dx.resize(x.n, self.shape);
+        // dx = γ·inv_std/M · (M·dy − dβ − x̂·dγ) = a·dy − b − c·x̂ in training,
+        // a·dy in evaluation.
+        let train = self.last_mode == Mode::Train;
+        for ch in 0..c {
+            let a = self.gamma[ch] * self.inv_std[ch];
+            let (b, k) = if train {
+                (a * self.dbeta[ch] / rows, a * self.dgamma[ch] / rows)
+            } else {
+                (0.0, 0.0)
+            };
+            (self.coef[ch], self.coef[c + ch], self.coef[2 * c + ch]) = (a, b, k);
+        }
+        let per = self.per();
+        let (ca, rest) = self.coef.split_at(c);
+        let (cb, ck) = rest.split_at(c);
+        dx.data
+            .par_chunks_mut(BLOCK_ROWS * c)
+            .zip(dy.data.par_chunks(BLOCK_ROWS * c))
+            .zip(x.data.par_chunks(BLOCK_ROWS * c))
+            .for_each(|((dx, dy), x)| {
+                for ((d, g), x) in dx
+                    .chunks_exact_mut(c)
+                    .zip(dy.chunks_exact(c))
+                    .zip(x.chunks_exact(c))
+                {
+                    for ((((d, &g), &x), p), ((&a, &b), &k)) in d
+                        .iter_mut()
+                        .zip(g)
+                        .zip(x)
+                        .zip(per.iter())
+                        .zip(ca.iter().zip(cb).zip(ck))
+                    {
+                        let (g, xh) = grad_terms::<RELU>(g, x, p);
+                        *d = a * g - b - k * xh;
+                    }
+                }
+            });
     }
 }
 
@@ -108,26 +299,31 @@ impl Layer for BatchNorm {
         let c = self.shape.channels;
         y.resize(x.n, self.shape);
         self.last_mode = mode;
-        self.xhat.resize(x.data.len(), 0.0);
-        let mean = match mode {
+        match mode {
             Mode::Eval => {
                 // Fixed statistics: an affine map per channel.
                 for ch in 0..c {
                     self.inv_std[ch] = 1.0 / (self.moving_variance[ch] + self.epsilon).sqrt();
                     self.mean[ch] = self.moving_mean[ch];
                 }
-                &self.mean
             }
             Mode::Train => {
-                // Σx and Σx² per channel, in f64 so large batches stay accurate.
+                // Σx and Σx² per channel, totalled in f64 so large batches stay
+                // accurate (see GROUP_ROWS).
                 let rows = (x.data.len() / c) as f64;
+                let per = PerChannel {
+                    mean: &self.mean,
+                    inv_std: &self.inv_std,
+                    gamma: &self.gamma,
+                    beta: &self.beta,
+                };
                 channel_sums(
                     &x.data,
                     &x.data,
-                    c,
+                    per,
                     &mut self.partials,
                     &mut self.sum,
-                    |a, _| (a as f64, a as f64 * a as f64),
+                    |a, _, _| (a, a * a),
                 );
                 let m = self.momentum;
                 for ch in 0..c {
@@ -139,24 +335,17 @@ impl Layer for BatchNorm {
                     self.moving_variance[ch] =
                         m * self.moving_variance[ch] + (1.0 - m) * var as f32;
                 }
-                &self.mean
             }
-        };
-        // x̂ = (x − μ)·inv_std,  y = γ·x̂ + β
-        let (inv_std, gamma, beta) = (&self.inv_std, &self.gamma, &self.beta);
+        }
+        let (per, relu) = (self.per(), self.relu);
         y.data
             .par_chunks_mut(BLOCK_ROWS * c)
-            .zip(self.xhat.par_chunks_mut(BLOCK_ROWS * c))
             .zip(x.data.par_chunks(BLOCK_ROWS * c))
-            .for_each(|((y, xh), x)| {
-                for ((ys, xh), xs) in y
-                    .chunks_exact_mut(c)
-                    .zip(xh.chunks_exact_mut(c))
-                    .zip(x.chunks_exact(c))
-                {
-                    for ch in 0..c {
-                        xh[ch] = (xs[ch] - mean[ch]) * inv_std[ch];
-                        ys[ch] = gamma[ch] * xh[ch] + beta[ch];
+            .for_each(|(y, x)| {
+                for (ys, xs) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                    for ((y, &x), p) in ys.iter_mut().zip(xs).zip(per.iter()) {
+                        let v = normalise(x, p);
+                        *y = if relu { v.max(0.0) } else { v };
                     }
                 }
             });
@@ -164,47 +353,14 @@ impl Layer for BatchNorm {
 
     /// With `M = n·h·w` positions per channel: `dβ = Σ dy`, `dγ = Σ dy·x̂`, and
     /// `dx = γ·inv_std/M · (M·dy − dβ − x̂·dγ)` in training (the batch
-    /// statistics depend on x), `dx = γ·inv_std·dy` in evaluation.
+    /// statistics depend on x), `dx = γ·inv_std·dy` in evaluation. With a
+    /// fused relu, `dy` is first masked by the forward output `> 0`.
     fn backward(&mut self, x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
-        let c = self.shape.channels;
-        let rows = (x.data.len() / c) as f32;
-        channel_sums(
-            &dy.data,
-            &self.xhat,
-            c,
-            &mut self.partials,
-            &mut self.sum,
-            |g, xh| (g as f64, g as f64 * xh as f64),
-        );
-        for ch in 0..c {
-            self.dbeta[ch] = self.sum[ch].0 as f32;
-            self.dgamma[ch] = self.sum[ch].1 as f32;
+        if self.relu {
+            self.backward_impl::<true>(x, dy, dx);
+        } else {
+            self.backward_impl::<false>(x, dy, dx);
         }
-        let Some(dx) = dx else { return };
-        dx.resize(x.n, self.shape);
-        let train = self.last_mode == Mode::Train;
-        let (gamma, inv_std, dbeta, dgamma) =
-            (&self.gamma, &self.inv_std, &self.dbeta, &self.dgamma);
-        dx.data
-            .par_chunks_mut(BLOCK_ROWS * c)
-            .zip(dy.data.par_chunks(BLOCK_ROWS * c))
-            .zip(self.xhat.par_chunks(BLOCK_ROWS * c))
-            .for_each(|((dx, dy), xh)| {
-                for ((d, g), xh) in dx
-                    .chunks_exact_mut(c)
-                    .zip(dy.chunks_exact(c))
-                    .zip(xh.chunks_exact(c))
-                {
-                    for ch in 0..c {
-                        d[ch] = if train {
-                            gamma[ch] * inv_std[ch] / rows
-                                * (rows * g[ch] - dbeta[ch] - xh[ch] * dgamma[ch])
-                        } else {
-                            gamma[ch] * inv_std[ch] * g[ch]
-                        };
-                    }
-                }
-            });
     }
 
     fn visit_params(&mut self, f: &mut ParamVisitor<'_>) {
@@ -234,5 +390,61 @@ impl Layer for BatchNorm {
             &mut self.moving_mean,
             &mut self.moving_variance,
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::Relu;
+    use rand::{Rng, SeedableRng};
+
+    /// A fused relu gives what batch norm followed by a relu layer gives: the
+    /// same output and the same gradients for the relu's `dy`, in training
+    /// and in evaluation mode.
+    #[test]
+    fn fused_relu_matches_batchnorm_then_relu() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let shape = ImageShape::new(5, 6, 70);
+        for mode in [Mode::Train, Mode::Eval] {
+            let build = || {
+                let mut bn = BatchNorm::new(shape, 0.9, 1e-3);
+                for (ch, (g, b)) in bn.gamma.iter_mut().zip(&mut bn.beta).enumerate() {
+                    *g = 0.5 + (ch % 7) as f32 * 0.2;
+                    *b = (ch % 5) as f32 * 0.3 - 0.6;
+                }
+                bn
+            };
+            let (mut plain, mut fused) = (build(), build());
+            fused.fuse_relu();
+            let mut x = Tensor::zeros(3, shape);
+            x.data
+                .iter_mut()
+                .for_each(|v| *v = rng.random_range(-2.0..3.0));
+            let mut relu = Relu::new(shape);
+            let (mut y, mut r, mut yf) = (Tensor::default(), Tensor::default(), Tensor::default());
+            plain.forward(&x, &mut y, mode);
+            relu.forward(&y, &mut r, mode);
+            fused.forward(&x, &mut yf, mode);
+            assert_eq!(yf.data, r.data, "{mode:?} forward");
+            assert!(r.data.contains(&0.0) && r.data.iter().any(|&v| v > 0.0));
+
+            let mut dy = Tensor::zeros(3, shape);
+            dy.data
+                .iter_mut()
+                .for_each(|v| *v = rng.random_range(-1.0..1.0));
+            let (mut dmasked, mut dx, mut dxf) =
+                (Tensor::default(), Tensor::default(), Tensor::default());
+            relu.backward(&y, &r, &dy, Some(&mut dmasked));
+            plain.backward(&x, &y, &dmasked, Some(&mut dx));
+            fused.backward(&x, &yf, &dy, Some(&mut dxf));
+            for (name, a, b) in [
+                ("dx", &dx.data, &dxf.data),
+                ("dgamma", &plain.dgamma, &fused.dgamma),
+                ("dbeta", &plain.dbeta, &fused.dbeta),
+            ] {
+                assert_eq!(a, b, "{mode:?} {name}");
+            }
+        }
     }
 }
