@@ -152,6 +152,8 @@ pub struct BatchNorm {
     mean: Vec<f32>,
     /// Per-channel pairs of sums, and per-block partial sums (scratch).
     sum: Vec<(f64, f64)>,
+    /// Per-channel shift of the training sums (scratch).
+    shift: Vec<f32>,
     /// Backward's `dx = a·dy − b − k·x̂` coefficients: all `a`, then all `b`,
     /// then all `k` (scratch).
     coef: Vec<f32>,
@@ -176,6 +178,7 @@ impl BatchNorm {
             last_mode: Mode::Train,
             mean: vec![0.0; c],
             sum: vec![(0.0, 0.0); c],
+            shift: vec![0.0; c],
             coef: vec![0.0; 3 * c],
             partials: Vec::new(),
         }
@@ -308,11 +311,15 @@ impl Layer for BatchNorm {
                 }
             }
             Mode::Train => {
-                // Σx and Σx² per channel, totalled in f64 so large batches stay
-                // accurate (see GROUP_ROWS).
+                // Σd and Σd² per channel of d = x − K, with the shift K the
+                // batch's first value of the channel: close to the mean, so
+                // that var = E[d²] − E[d]² does not cancel even when the mean
+                // is large against the spread. Totalled in f64 so large batches
+                // stay accurate (see GROUP_ROWS).
                 let rows = (x.data.len() / c) as f64;
+                self.shift.copy_from_slice(&x.data[..c]);
                 let per = PerChannel {
-                    mean: &self.mean,
+                    mean: &self.shift,
                     inv_std: &self.inv_std,
                     gamma: &self.gamma,
                     beta: &self.beta,
@@ -323,12 +330,16 @@ impl Layer for BatchNorm {
                     per,
                     &mut self.partials,
                     &mut self.sum,
-                    |a, _, _| (a, a * a),
+                    |a, _, p| {
+                        let d = a - p.mean;
+                        (d, d * d)
+                    },
                 );
                 let m = self.momentum;
                 for ch in 0..c {
-                    let mu = self.sum[ch].0 / rows;
-                    let var = (self.sum[ch].1 / rows - mu * mu).max(0.0);
+                    let d = self.sum[ch].0 / rows;
+                    let var = (self.sum[ch].1 / rows - d * d).max(0.0);
+                    let mu = self.shift[ch] as f64 + d;
                     self.mean[ch] = mu as f32;
                     self.inv_std[ch] = 1.0 / ((var as f32) + self.epsilon).sqrt();
                     self.moving_mean[ch] = m * self.moving_mean[ch] + (1.0 - m) * mu as f32;
@@ -445,6 +456,35 @@ mod tests {
             ] {
                 assert_eq!(a, b, "{mode:?} {name}");
             }
+        }
+    }
+
+    /// Batch statistics stay accurate when the mean is large against the
+    /// spread: values 1000 + u, u uniform in [−1, 1], normalise to mean 0 and
+    /// variance 1 (computed in f64 here).
+    #[test]
+    fn statistics_hold_for_a_large_mean() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+        let shape = ImageShape::new(16, 16, 3);
+        let mut bn = BatchNorm::new(shape, 0.9, 1e-6);
+        let mut x = Tensor::zeros(32, shape);
+        x.data
+            .iter_mut()
+            .for_each(|v| *v = 1000.0 + rng.random_range(-1.0..1.0));
+        let mut y = Tensor::default();
+        bn.forward(&x, &mut y, Mode::Train);
+        for ch in 0..3 {
+            let v: Vec<f64> = y
+                .data
+                .iter()
+                .skip(ch)
+                .step_by(3)
+                .map(|&v| v as f64)
+                .collect();
+            let mean = v.iter().sum::<f64>() / v.len() as f64;
+            let var = v.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / v.len() as f64;
+            assert!(mean.abs() < 1e-3, "channel {ch}: mean {mean}");
+            assert!((var - 1.0).abs() < 1e-3, "channel {ch}: variance {var}");
         }
     }
 }
