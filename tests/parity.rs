@@ -4,7 +4,8 @@
 //! (unless the trainer itself sees a near-tie: top two within 1e-5).
 //!
 //! Networks: the built-in specs (the residual `fast` included) and a spec exercising batchnorm,
-//! global_avg_pool, a stride-2 valid conv and a same maxpool on odd sizes, all
+//! global_avg_pool, a stride-2 valid conv, 3×3 convs that the trainer runs by
+//! Winograd with partial tiles (same and valid) and a same maxpool on odd sizes, all
 //! randomly initialised (batchnorm statistics randomised too, so it is not the
 //! identity), plus the shipped `models/model1.safetensors` and
 //! `models/fast.safetensors` when present.
@@ -154,6 +155,9 @@ fn odd_sizes_batchnorm_global_pool_strides() {
         r#"{"name": "odd", "input": {"height": 15, "width": 13, "channels": 3}, "layers": [
             {"type": "conv2d", "filters": 24, "kernel": 3, "stride": 2, "padding": "valid"},
             {"type": "batchnorm"},
+            {"type": "relu"},
+            {"type": "conv2d", "filters": 18, "kernel": 3, "padding": "same"},
+            {"type": "conv2d", "filters": 19, "kernel": 3, "padding": "valid"},
             {"type": "relu"},
             {"type": "maxpool2d", "size": 3, "stride": 2, "padding": "same"},
             {"type": "conv2d", "filters": 20, "kernel": 5, "padding": "same"},

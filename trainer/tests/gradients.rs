@@ -329,8 +329,9 @@ fn whole_network_gradient() {
 }
 
 /// Relus fused into the layer before them (network-level): convolutions by
-/// both algorithms (3 input channels: im2col; 16: Winograd), the second with
-/// a relu whose output is a skip input (allowed), and a batch norm.
+/// both algorithms (3 input channels: im2col; 16: Winograd where that is the
+/// default, i.e. on AVX-512), the second with a relu whose output is a skip
+/// input (allowed), and a batch norm.
 #[test]
 fn fused_relu_network_gradient() {
     let spec = ModelSpec::from_json_str(

@@ -40,7 +40,7 @@
 //! on `N` channels at once (`[f32; N]` lanes, contiguous in NHWC) so that the
 //! compiler vectorises them.
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", trainer_avx512))]
 mod avx512;
 
 use crate::gemm::{sgemm, Op};
@@ -423,6 +423,7 @@ fn simd() -> Simd {
     #[cfg(target_arch = "x86_64")]
     {
         let limit = limit();
+        #[cfg(trainer_avx512)]
         if limit <= Simd::Avx512 && std::arch::is_x86_feature_detected!("avx512f") {
             return Simd::Avx512;
         }
@@ -431,6 +432,16 @@ fn simd() -> Simd {
         }
     }
     Simd::Baseline
+}
+
+/// Whether this CPU runs the hand-written AVX-512 transforms (`avx512.rs`).
+/// (The CPU's answer, whatever level tests cap [`simd`] at.)
+pub(super) fn fast_transforms() -> bool {
+    #[cfg(all(target_arch = "x86_64", trainer_avx512))]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return true;
+    }
+    false
 }
 
 /// Tests cap the SIMD level to run every version of the transforms on one
@@ -470,6 +481,7 @@ macro_rules! simd_dispatch {
                 fn $name(&self $(, $arg: $ty)*) {
                     #[cfg(target_arch = "x86_64")]
                     {
+                        #[cfg(trainer_avx512)]
                         #[target_feature(enable = "avx512f")]
                         fn avx512(g: &Geometry $(, $arg: $ty)*) {
                             simd_dispatch!(@avx512 g, $generic, [$($wide)?], ($($arg),*))
@@ -480,9 +492,10 @@ macro_rules! simd_dispatch {
                         }
                         match simd() {
                             // SAFETY: the CPU has the features (checked at run time).
+                            #[cfg(trainer_avx512)]
                             Simd::Avx512 => return unsafe { avx512(self $(, $arg)*) },
                             Simd::Avx2 => return unsafe { avx2(self $(, $arg)*) },
-                            Simd::Baseline => {}
+                            _ => {}
                         }
                     }
                     self.$generic::<4>($($arg),*)
