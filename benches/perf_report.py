@@ -497,7 +497,8 @@ def main():
         w(f"`trainer::layers::Conv2d` at its real input shape, batch {c0['batch']}, "
           f"{c0['threads']} threads; median of {c0['samples']} calls. Backward includes the input gradient "
           "except for the first layer. Each layer runs by its default algorithm (**bold**): Winograd "
-          "F(4×4, 3×3) for 3×3 stride-1 layers with at least 16 input channels, im2col + SGEMM otherwise; "
+          "F(4×4, 3×3) for 3×3 stride-1 layers with at least 16 input channels on a CPU with AVX-512 "
+          "(the transforms' fast version), im2col + SGEMM otherwise; "
           "Winograd layers are also timed by im2col for comparison. GFLOP/s is *effective*: a direct "
           "convolution's multiply-adds over the time, so Winograd's fewer multiplies show as a higher rate.")
         w("")
