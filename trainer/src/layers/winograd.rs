@@ -277,18 +277,26 @@ impl Geometry {
     }
 
     /// `V_ξ[t − t0, ci] = (Bᵀ d B)_ξ` for the tiles `t0..t1` of a chunk.
+    ///
+    /// (This and the three loops below, and their AVX-512 twins, are written
+    /// out: one shared helper taking a closure measured 15 % slower on a whole
+    /// model-1 step.)
     #[inline(always)]
     fn transform_input_n<const N: usize>(&self, x: &[f32], tiles: Range<usize>, v: &mut [f32]) {
-        let (c, xs) = (
-            self.input.channels,
-            stride(tiles.len(), self.input.channels),
-        );
+        let (c, nb) = (self.input.channels, tiles.len());
         for (j, t) in tiles.enumerate() {
-            let (patch, v) = (self.patch(t), &mut v[j * c..]);
-            channel_blocks::<N>(c, |c0, wide| match wide {
-                true => self.input_lanes::<N>(x, &patch, c0, v, xs),
-                false => self.input_lanes::<1>(x, &patch, c0, v, xs),
-            });
+            let patch = self.patch(t);
+            let mut c0 = 0;
+            while c0 < c {
+                // N channels at a time, then the last ones one at a time.
+                if c - c0 >= N {
+                    self.input_lanes::<N>(x, &patch, c0, &mut v[j * c..], stride(nb, c));
+                    c0 += N;
+                } else {
+                    self.input_lanes::<1>(x, &patch, c0, &mut v[j * c..], stride(nb, c));
+                    c0 += 1;
+                }
+            }
         }
     }
 
@@ -322,16 +330,19 @@ impl Geometry {
         tiles: Range<usize>,
         dx: &mut [f32],
     ) {
-        let (c, xs) = (
-            self.input.channels,
-            stride(tiles.len(), self.input.channels),
-        );
+        let (c, nb) = (self.input.channels, tiles.len());
         for (j, t) in tiles.enumerate() {
-            let (patch, dv) = (self.patch(t), &dv[j * c..]);
-            channel_blocks::<N>(c, |c0, wide| match wide {
-                true => input_adjoint_lanes::<N>(dv, xs, &patch, c0, dx),
-                false => input_adjoint_lanes::<1>(dv, xs, &patch, c0, dx),
-            });
+            let patch = self.patch(t);
+            let mut c0 = 0;
+            while c0 < c {
+                if c - c0 >= N {
+                    input_adjoint_lanes::<N>(&dv[j * c..], stride(nb, c), &patch, c0, dx);
+                    c0 += N;
+                } else {
+                    input_adjoint_lanes::<1>(&dv[j * c..], stride(nb, c), &patch, c0, dx);
+                    c0 += 1;
+                }
+            }
         }
     }
 
@@ -344,13 +355,19 @@ impl Geometry {
         bias: &[f32],
         y: &mut [f32],
     ) {
-        let (c, xs) = (self.out.channels, stride(tiles.len(), self.out.channels));
+        let (c, nb) = (self.out.channels, tiles.len());
         for (j, t) in tiles.enumerate() {
-            let (outputs, m) = (self.outputs(t), &m[j * c..]);
-            channel_blocks::<N>(c, |c0, wide| match wide {
-                true => output_lanes::<N>(m, xs, &outputs, bias, self.relu, c0, y),
-                false => output_lanes::<1>(m, xs, &outputs, bias, self.relu, c0, y),
-            });
+            let outputs = self.outputs(t);
+            let mut c0 = 0;
+            while c0 < c {
+                if c - c0 >= N {
+                    output_lanes::<N>(&m[j * c..], stride(nb, c), &outputs, bias, self.relu, c0, y);
+                    c0 += N;
+                } else {
+                    output_lanes::<1>(&m[j * c..], stride(nb, c), &outputs, bias, self.relu, c0, y);
+                    c0 += 1;
+                }
+            }
         }
     }
 
@@ -364,13 +381,35 @@ impl Geometry {
         tiles: Range<usize>,
         dm: &mut [f32],
     ) {
-        let (c, xs) = (self.out.channels, stride(tiles.len(), self.out.channels));
+        let (c, nb) = (self.out.channels, tiles.len());
         for (j, t) in tiles.enumerate() {
-            let (outputs, dm) = (self.outputs(t), &mut dm[j * c..]);
-            channel_blocks::<N>(c, |c0, wide| match wide {
-                true => output_adjoint_lanes::<N>(dy, y, self.relu, &outputs, c0, dm, xs),
-                false => output_adjoint_lanes::<1>(dy, y, self.relu, &outputs, c0, dm, xs),
-            });
+            let outputs = self.outputs(t);
+            let mut c0 = 0;
+            while c0 < c {
+                if c - c0 >= N {
+                    output_adjoint_lanes::<N>(
+                        dy,
+                        y,
+                        self.relu,
+                        &outputs,
+                        c0,
+                        &mut dm[j * c..],
+                        stride(nb, c),
+                    );
+                    c0 += N;
+                } else {
+                    output_adjoint_lanes::<1>(
+                        dy,
+                        y,
+                        self.relu,
+                        &outputs,
+                        c0,
+                        &mut dm[j * c..],
+                        stride(nb, c),
+                    );
+                    c0 += 1;
+                }
+            }
         }
     }
 }
@@ -636,21 +675,6 @@ fn weight_adjoint_lanes<const N: usize>(du: &[f32], a: usize, dwa: &mut [f32], e
     let du: [[Lanes<N>; PATCH]; PATCH] = load_xi(du, e, k);
     for (b, lanes) in sandwich(&du, gt)[a].iter().enumerate() {
         dwa[b * e + k..][..N].copy_from_slice(lanes);
-    }
-}
-
-/// Calls `f(c0, true)` for each whole run of `N` channels `c0..c0 + N` of
-/// `0..c`, then `f(c0, false)` for each channel left over (the tile
-/// transforms do those one at a time).
-#[inline(always)]
-fn channel_blocks<const N: usize>(c: usize, mut f: impl FnMut(usize, bool)) {
-    let mut c0 = 0;
-    while c0 + N <= c {
-        f(c0, true);
-        c0 += N;
-    }
-    for c0 in c0..c {
-        f(c0, false);
     }
 }
 

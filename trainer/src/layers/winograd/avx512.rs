@@ -8,7 +8,7 @@
 //!
 //! Channels past the last multiple of 16 go through the generic code, one at a time.
 
-use super::{channel_blocks, stride, Geometry, PATCH, TILE};
+use super::{stride, Geometry, PATCH, TILE};
 use core::arch::x86_64::*;
 use std::ops::Range;
 
@@ -22,11 +22,16 @@ impl Geometry {
         let (c, nb) = (self.input.channels, tiles.len());
         let xs = stride(nb, c);
         for (j, t) in tiles.enumerate() {
-            let (patch, v) = (self.patch(t), &mut v[j * c..]);
-            channel_blocks::<LANES>(c, |c0, wide| match wide {
-                true => input_tile(x, &patch, c0, v, xs),
-                false => self.input_lanes::<1>(x, &patch, c0, v, xs),
-            });
+            let patch = self.patch(t);
+            let v = &mut v[j * c..];
+            let mut c0 = 0;
+            while c0 + LANES <= c {
+                input_tile(x, &patch, c0, v, xs);
+                c0 += LANES;
+            }
+            for c0 in c0..c {
+                self.input_lanes::<1>(x, &patch, c0, v, xs);
+            }
         }
     }
 
@@ -41,11 +46,16 @@ impl Geometry {
         let (c, nb) = (self.input.channels, tiles.len());
         let xs = stride(nb, c);
         for (j, t) in tiles.enumerate() {
-            let (patch, dv) = (self.patch(t), &dv[j * c..]);
-            channel_blocks::<LANES>(c, |c0, wide| match wide {
-                true => input_adjoint_tile(dv, xs, &patch, c0, dx),
-                false => super::input_adjoint_lanes::<1>(dv, xs, &patch, c0, dx),
-            });
+            let patch = self.patch(t);
+            let dv = &dv[j * c..];
+            let mut c0 = 0;
+            while c0 + LANES <= c {
+                input_adjoint_tile(dv, xs, &patch, c0, dx);
+                c0 += LANES;
+            }
+            for c0 in c0..c {
+                super::input_adjoint_lanes::<1>(dv, xs, &patch, c0, dx);
+            }
         }
     }
 
@@ -61,11 +71,16 @@ impl Geometry {
         let (c, nb) = (self.out.channels, tiles.len());
         let xs = stride(nb, c);
         for (j, t) in tiles.enumerate() {
-            let (outputs, m) = (self.outputs(t), &m[j * c..]);
-            channel_blocks::<LANES>(c, |c0, wide| match wide {
-                true => output_tile(m, xs, &outputs, load(&bias[c0..]), self.relu, c0, y),
-                false => super::output_lanes::<1>(m, xs, &outputs, bias, self.relu, c0, y),
-            });
+            let outputs = self.outputs(t);
+            let m = &m[j * c..];
+            let mut c0 = 0;
+            while c0 + LANES <= c {
+                output_tile(m, xs, &outputs, load(&bias[c0..]), self.relu, c0, y);
+                c0 += LANES;
+            }
+            for c0 in c0..c {
+                super::output_lanes::<1>(m, xs, &outputs, bias, self.relu, c0, y);
+            }
         }
     }
 
@@ -81,11 +96,16 @@ impl Geometry {
         let (c, nb) = (self.out.channels, tiles.len());
         let xs = stride(nb, c);
         for (j, t) in tiles.enumerate() {
-            let (outputs, dm) = (self.outputs(t), &mut dm[j * c..]);
-            channel_blocks::<LANES>(c, |c0, wide| match wide {
-                true => output_adjoint_tile(dy, y, self.relu, &outputs, c0, dm, xs),
-                false => super::output_adjoint_lanes::<1>(dy, y, self.relu, &outputs, c0, dm, xs),
-            });
+            let outputs = self.outputs(t);
+            let dm = &mut dm[j * c..];
+            let mut c0 = 0;
+            while c0 + LANES <= c {
+                output_adjoint_tile(dy, y, self.relu, &outputs, c0, dm, xs);
+                c0 += LANES;
+            }
+            for c0 in c0..c {
+                super::output_adjoint_lanes::<1>(dy, y, self.relu, &outputs, c0, dm, xs);
+            }
         }
     }
 }
