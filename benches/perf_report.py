@@ -132,6 +132,40 @@ def time_log(text):
     return out
 
 
+def spec_macs(path):
+    """Multiply-adds of one image through the convolutions and dense layers
+    of a model spec (models/*.json), or None if it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            spec = json.load(f)
+    except (OSError, ValueError):
+        return None
+    h, w, c = spec["input"]["height"], spec["input"]["width"], spec["input"]["channels"]
+    macs = 0
+    for layer in spec["layers"]:
+        kind = layer["type"]
+        if kind == "conv2d":
+            k, s = layer["kernel"], layer.get("stride", 1)
+            same = layer.get("padding", "same") == "same"
+            h = -(-h // s) if same else (h - k) // s + 1
+            w = -(-w // s) if same else (w - k) // s + 1
+            macs += h * w * k * k * c * layer["filters"]
+            c = layer["filters"]
+        elif kind == "maxpool2d":
+            size, s = layer.get("size", 2), layer.get("stride", layer.get("size", 2))
+            same = layer.get("padding", "valid") == "same"
+            h = -(-h // s) if same else (h - size) // s + 1
+            w = -(-w // s) if same else (w - size) // s + 1
+        elif kind in ("flatten",):
+            h, w, c = 1, 1, h * w * c
+        elif kind == "global_avg_pool":
+            h, w = 1, 1
+        elif kind == "dense":
+            macs += h * w * c * layer["units"]
+            h, w, c = 1, 1, layer["units"]
+    return macs
+
+
 def anchors_table(text):
     """Rows of the anchors README's table: {what: {column header: cell}}."""
     rows, header = {}, None
@@ -376,6 +410,21 @@ def main():
     if scratch:
         w(f"Inference model: {scratch.group(1)}. `infer` classifies into a caller-provided scratch buffer of "
           f"{int(scratch.group(2)):,} f32 ({int(scratch.group(3)):,} bytes) and never spawns a thread.")
+    macs = spec_macs(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models", "model1.json"))
+    ort1 = (yard_infer("onnxruntime", 1) or {}).get("latency_us")
+    best_gemm = max((max(r.get("gemm_gflops") or 0, r.get("matrixmultiply_gflops") or 0) for r in gemm_rows),
+                    default=0)
+    if macs and ours_us:
+        rate = 2 * macs / (ours_us * 1e3)
+        line = (f"What limits single-image inference: model 1 is {macs / 1e6:.1f} M multiply-adds "
+                f"(models/model1.json), so `infer` computes {rate:.0f} GFLOP/s on one core")
+        if best_gemm:
+            line += (f", {100 * rate / best_gemm:.0f} % of the best one-thread SGEMM rate measured in this "
+                     f"sitting ({best_gemm:.0f} GFLOP/s, table below)")
+        if ort1:
+            line += f"; ONNX Runtime, counted with the same multiply-adds, {2 * macs / (ort1 * 1e3):.0f} GFLOP/s"
+        w(line + ". Both run at about the core's multiply-add throughput: only fewer multiplies could "
+          "separate them.")
     if no_alloc:
         passed = "no_alloc passed" in no_alloc
         tests = re.findall(r"^test (\S+) \.\.\. (\w+)", no_alloc, re.M)
