@@ -16,7 +16,8 @@
 //! cache, and owns its scratch, so threads never share a write.
 //!
 //! 3×3 stride-1 layers with enough input channels take the Winograd route
-//! instead ([`super::winograd`]): the same sums with 2.25× fewer multiplies.
+//! instead ([`super::winograd`]): the same sums with 4× fewer multiplies (by
+//! default on AVX-512 CPUs; see [`winograd_enabled`]).
 
 use super::winograd::{self, Geometry};
 use super::{images_per_chunk, Layer, Mode, NamedTensor, ParamVisitor};

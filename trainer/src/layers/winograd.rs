@@ -38,7 +38,9 @@
 //! tiles, `V` is 36 `nb×Cin` matrices and `M` 36 `nb×Cout` matrices, each
 //! row-major and contiguous, as the GEMMs want them. The small transforms work
 //! on `N` channels at once (`[f32; N]` lanes, contiguous in NHWC) so that the
-//! compiler vectorises them.
+//! compiler vectorises them; on AVX-512 CPUs hand-written versions
+//! (`winograd/avx512.rs`) keep a tile in registers, which is what makes this
+//! route faster than im2col, and why it is the default only there.
 
 #[cfg(all(target_arch = "x86_64", trainer_avx512))]
 mod avx512;
