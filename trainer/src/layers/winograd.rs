@@ -226,10 +226,18 @@ impl Geometry {
         let (cin, cout) = (self.input.channels, self.out.channels);
         let tiles = x.len() / self.input.len() * self.tiles_per_image();
         s.dbias.fill(0.0);
-        for (row, y) in dy.chunks_exact(cout).zip(y.chunks_exact(cout)) {
-            for ((d, &g), &y) in s.dbias.iter_mut().zip(row).zip(y) {
-                // (A select, not a branch: the sign of y is a coin flip.)
-                *d += if self.relu && y <= 0.0 { 0.0 } else { g };
+        // db = Σ dy (masked by y > 0 with a fused relu; y is read only then).
+        for (i, row) in dy.chunks_exact(cout).enumerate() {
+            if self.relu {
+                let y = &y[i * cout..(i + 1) * cout];
+                for ((d, &g), &y) in s.dbias.iter_mut().zip(row).zip(y) {
+                    // (A select, not a branch: the sign of y is a coin flip.)
+                    *d += if y > 0.0 { g } else { 0.0 };
+                }
+            } else {
+                for (d, &g) in s.dbias.iter_mut().zip(row) {
+                    *d += g;
+                }
             }
         }
         if let Some(dx) = dx.as_deref_mut() {
