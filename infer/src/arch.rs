@@ -8,10 +8,15 @@
 //! bn1, …, dense1, …` by their rank among the layers of their type. Any layer
 //! may carry a `name`; an `add` layer's `from` must name an earlier layer
 //! (checked here; the shapes are checked when the model is planned).
+//!
+//! The format's rules (type tags, defaults, default names, padding modes) come
+//! from `model_format`, which the trainer uses too; this module only reads them
+//! from the JSON without allocating.
 
 use crate::error::AddProblem;
 use crate::json::{JsonError, Parser, Source, Unescape};
 use crate::Error;
+use model_format::{defaults, DefaultNames, LayerKind, Padding};
 
 /// Most layers an architecture may have (every entry of `layers` counts,
 /// `relu` and `dropout` included).
@@ -40,36 +45,6 @@ impl Shape {
     }
     pub fn is_vector(self) -> bool {
         self.h == 1 && self.w == 1
-    }
-}
-
-/// TensorFlow's padding modes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Padding {
-    Same,
-    Valid,
-}
-
-impl Padding {
-    /// Output length and padding before (top/left) along one axis:
-    /// - `valid`: `out = (in − k) / s + 1`, no padding (`None` when `in < k`);
-    /// - `same`: `out = ⌈in / s⌉`, `pad_total = max((out − 1)·s + k − in, 0)`,
-    ///   `pad_before = ⌊pad_total / 2⌋`.
-    ///
-    /// `input`, `k` and `s` are at least 1. `None` also when the arithmetic
-    /// would overflow (possible with a 32-bit `usize`).
-    pub fn output_and_pad(self, input: usize, k: usize, s: usize) -> Option<(usize, usize)> {
-        match self {
-            Padding::Valid => (input >= k).then(|| ((input - k) / s + 1, 0)),
-            Padding::Same => {
-                let out = input.div_ceil(s);
-                let total = (out - 1)
-                    .checked_mul(s)?
-                    .checked_add(k)?
-                    .saturating_sub(input);
-                Some((out, total / 2))
-            }
-        }
     }
 }
 
@@ -104,6 +79,23 @@ pub(crate) enum Kind {
     },
 }
 
+impl Kind {
+    /// The layer type, without its settings.
+    pub fn layer_kind(&self) -> LayerKind {
+        match self {
+            Kind::Conv2d { .. } => LayerKind::Conv2d,
+            Kind::Relu => LayerKind::Relu,
+            Kind::MaxPool2d { .. } => LayerKind::MaxPool2d,
+            Kind::GlobalAvgPool => LayerKind::GlobalAvgPool,
+            Kind::BatchNorm { .. } => LayerKind::BatchNorm,
+            Kind::Flatten => LayerKind::Flatten,
+            Kind::Dropout => LayerKind::Dropout,
+            Kind::Dense { .. } => LayerKind::Dense,
+            Kind::Add { .. } => LayerKind::Add,
+        }
+    }
+}
+
 /// A layer name, stored inline (at most [`MAX_NAME`] bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Name {
@@ -126,29 +118,6 @@ impl Name {
         n.bytes.get_mut(..s.len())?.copy_from_slice(s);
         n.len = s.len() as u8;
         Some(n)
-    }
-
-    /// `prefix` followed by the decimal digits of `n`.
-    fn numbered(prefix: &str, n: usize) -> Name {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        let mut v = n;
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        let mut name = Name::EMPTY;
-        let p = prefix.len();
-        let d = digits.len() - i;
-        // prefix ≤ 5 bytes and n ≤ MAX_LAYERS, so this always fits.
-        name.bytes[..p].copy_from_slice(prefix.as_bytes());
-        name.bytes[p..p + d].copy_from_slice(&digits[i..]);
-        name.len = (p + d) as u8;
-        name
     }
 }
 
@@ -268,7 +237,7 @@ fn parse_input<S: Source>(p: &mut Parser<S>) -> Result<Shape, Error> {
 /// The fields a layer object may have, as read (before defaults).
 #[derive(Default)]
 struct Fields {
-    kind: Option<u8>,
+    kind: Option<LayerKind>,
     name: Option<Name>,
     filters: Option<usize>,
     kernel: Option<usize>,
@@ -281,19 +250,6 @@ struct Fields {
     units: Option<usize>,
     from: Option<Name>,
 }
-
-/// The `type` names, in the order of the tags [`build_layer`] matches on.
-const TYPES: [&[u8]; 9] = [
-    b"conv2d",
-    b"relu",
-    b"maxpool2d",
-    b"global_avg_pool",
-    b"batchnorm",
-    b"flatten",
-    b"dropout",
-    b"dense",
-    b"add",
-];
 
 /// Reads the `layers` array into `spec`; the `from` of an add layer goes to
 /// `from[index]`.
@@ -326,12 +282,12 @@ fn parse_fields<S: Source>(p: &mut Parser<S>) -> Result<Fields, Error> {
         let dup = match k {
             Some(b"type") => {
                 let mut buf = [0u8; 16];
-                let t = p.string(&mut buf).map_err(arch_err)?;
-                let tag = TYPES
-                    .iter()
-                    .position(|&name| Some(name) == t)
+                let kind = p
+                    .string(&mut buf)
+                    .map_err(arch_err)?
+                    .and_then(LayerKind::from_tag)
                     .ok_or_else(|| arch_err(p.error("unknown layer type")))?;
-                f.kind.replace(tag as u8).is_some()
+                f.kind.replace(kind).is_some()
             }
             Some(b"name") => {
                 let n = name_value(p, "layer name empty or longer than 32 bytes")?;
@@ -348,11 +304,11 @@ fn parse_fields<S: Source>(p: &mut Parser<S>) -> Result<Fields, Error> {
             Some(b"units") => f.units.replace(dim(p)?).is_some(),
             Some(b"padding") => {
                 let mut buf = [0u8; 8];
-                let v = match p.string(&mut buf).map_err(arch_err)? {
-                    Some(b"same") => Padding::Same,
-                    Some(b"valid") => Padding::Valid,
-                    _ => return Err(arch_err(p.error("padding must be \"same\" or \"valid\""))),
-                };
+                let v = p
+                    .string(&mut buf)
+                    .map_err(arch_err)?
+                    .and_then(Padding::from_tag)
+                    .ok_or_else(|| arch_err(p.error("padding must be \"same\" or \"valid\"")))?;
                 f.padding.replace(v).is_some()
             }
             Some(b"momentum") => f.momentum.replace(p.f32().map_err(arch_err)?).is_some(),
@@ -407,46 +363,45 @@ fn build_layer(index: usize, f: &Fields) -> Result<LayerSpec, Error> {
     .iter()
     .filter(|(_, p)| *p)
     .fold(0, |acc, (bit, _)| acc | bit);
-    let tag = f.kind.ok_or(err("layer has no `type`"))?;
-    let (allowed, kind) = match tag {
-        0 => (
+    let (allowed, kind) = match f.kind.ok_or(err("layer has no `type`"))? {
+        LayerKind::Conv2d => (
             NAME | FILTERS | KERNEL | STRIDE | PADDING,
             Kind::Conv2d {
                 filters: f.filters.ok_or(err("conv2d needs `filters`"))?,
                 kernel: f.kernel.ok_or(err("conv2d needs `kernel`"))?,
-                stride: f.stride.unwrap_or(1),
-                padding: f.padding.unwrap_or(Padding::Same),
+                stride: f.stride.unwrap_or(defaults::CONV_STRIDE),
+                padding: f.padding.unwrap_or(defaults::CONV_PADDING),
             },
         ),
-        1 => (NAME, Kind::Relu),
-        2 => (
+        LayerKind::Relu => (NAME, Kind::Relu),
+        LayerKind::MaxPool2d => (
             NAME | SIZE | STRIDE | PADDING,
             Kind::MaxPool2d {
-                size: f.size.unwrap_or(2),
-                stride: f.stride.unwrap_or(2),
-                padding: f.padding.unwrap_or(Padding::Valid),
+                size: f.size.unwrap_or(defaults::POOL_SIZE),
+                stride: f.stride.unwrap_or(defaults::POOL_STRIDE),
+                padding: f.padding.unwrap_or(defaults::POOL_PADDING),
             },
         ),
-        3 => (NAME, Kind::GlobalAvgPool),
-        4 => {
-            let epsilon = f.epsilon.unwrap_or(1e-3);
+        LayerKind::GlobalAvgPool => (NAME, Kind::GlobalAvgPool),
+        LayerKind::BatchNorm => {
+            let epsilon = f.epsilon.unwrap_or(defaults::BN_EPSILON);
             if epsilon <= 0.0 {
                 return Err(err("batchnorm epsilon must be positive"));
             }
             (NAME | MOMENTUM | EPSILON, Kind::BatchNorm { epsilon })
         }
-        5 => (NAME, Kind::Flatten),
-        6 => {
+        LayerKind::Flatten => (NAME, Kind::Flatten),
+        LayerKind::Dropout => {
             f.rate.ok_or(err("dropout needs `rate`"))?;
             (NAME | RATE, Kind::Dropout)
         }
-        7 => (
+        LayerKind::Dense => (
             NAME | UNITS,
             Kind::Dense {
                 units: f.units.ok_or(err("dense needs `units`"))?,
             },
         ),
-        _ => {
+        LayerKind::Add => {
             // The source is resolved by `resolve_sources`, once all layers are named.
             f.from.ok_or(err("add needs `from`"))?;
             (NAME | FROM, Kind::Add { source: 0 })
@@ -464,20 +419,17 @@ fn build_layer(index: usize, f: &Fields) -> Result<LayerSpec, Error> {
 /// Gives unnamed parameter layers their default names and rejects duplicate
 /// names (among all layers, as the trainer does).
 fn assign_names(spec: &mut Spec) -> Result<(), Error> {
-    let mut counts = [0usize; 3];
+    let mut defaults = DefaultNames::new();
     for index in 0..spec.len {
         let layer = &mut spec.layers[index];
-        let default = match layer.kind {
-            Kind::Conv2d { .. } => Some((0, "conv")),
-            Kind::BatchNorm { .. } => Some((1, "bn")),
-            Kind::Dense { .. } => Some((2, "dense")),
-            _ => None,
-        };
-        if let Some((slot, prefix)) = default {
-            counts[slot] += 1;
-            if layer.name.len == 0 {
-                layer.name = Name::numbered(prefix, counts[slot]);
-            }
+        // Called for every layer: a named parameter layer takes its number too.
+        let default = defaults.next(layer.kind.layer_kind());
+        if let (Some(default), 0) = (default, layer.name.len) {
+            // At most `dense` + 2 digits (`index < MAX_LAYERS`): it always fits.
+            layer.name = Name::new(default.as_str().as_bytes()).ok_or(Error::Layer {
+                index,
+                problem: "default layer name too long",
+            })?;
         }
         let name = layer.name;
         if name.len > 0 && spec.layers[..index].iter().any(|other| other.name == name) {
@@ -681,24 +633,5 @@ mod tests {
                 problem: "duplicate layer name"
             })
         );
-    }
-
-    #[test]
-    fn padding_rule() {
-        assert_eq!(Padding::Same.output_and_pad(5, 2, 2), Some((3, 0)));
-        assert_eq!(Padding::Same.output_and_pad(32, 3, 1), Some((32, 1)));
-        assert_eq!(Padding::Same.output_and_pad(32, 5, 1), Some((32, 2)));
-        assert_eq!(Padding::Same.output_and_pad(8, 3, 2), Some((4, 0)));
-        assert_eq!(Padding::Same.output_and_pad(7, 3, 2), Some((4, 1)));
-        assert_eq!(Padding::Valid.output_and_pad(32, 3, 1), Some((30, 0)));
-        assert_eq!(Padding::Valid.output_and_pad(2, 3, 1), None);
-        // Largest sizes the spec allows: no overflow, whatever the usize width.
-        let m = MAX_DIM as usize;
-        assert_eq!(
-            Padding::Same.output_and_pad(m, m, 1),
-            Some((m, (m - 1) / 2))
-        );
-        assert_eq!(Padding::Same.output_and_pad(m, m, m), Some((1, 0)));
-        assert_eq!(Padding::Valid.output_and_pad(m, 1, m), Some((1, 0)));
     }
 }

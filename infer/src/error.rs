@@ -5,6 +5,9 @@
 //! is written by hand.
 
 use core::fmt;
+/// Which tensor of a layer an [`Error::Tensor`] is about; `model_format`'s, so
+/// its suffixes are the ones the trainer writes.
+pub use model_format::Param;
 
 /// Why a model file was rejected, or why a classification could not run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,37 +87,6 @@ pub enum Error {
     },
 }
 
-/// Which tensor of a layer an [`Error::Tensor`] is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Param {
-    /// `{name}.weight` (conv2d, dense).
-    Weight,
-    /// `{name}.bias` (conv2d, dense).
-    Bias,
-    /// `{name}.gamma` (batchnorm).
-    Gamma,
-    /// `{name}.beta` (batchnorm).
-    Beta,
-    /// `{name}.moving_mean` (batchnorm).
-    MovingMean,
-    /// `{name}.moving_variance` (batchnorm).
-    MovingVariance,
-}
-
-impl Param {
-    /// The suffix after `{name}.` in the tensor's key.
-    pub fn suffix(self) -> &'static str {
-        match self {
-            Param::Weight => "weight",
-            Param::Bias => "bias",
-            Param::Gamma => "gamma",
-            Param::Beta => "beta",
-            Param::MovingMean => "moving_mean",
-            Param::MovingVariance => "moving_variance",
-        }
-    }
-}
-
 /// What is wrong with an `add` layer's `from` (see [`Error::Add`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AddProblem {
@@ -147,12 +119,6 @@ pub enum TensorProblem {
     Offsets,
     /// Its bytes overlap another tensor's.
     Overlap,
-}
-
-impl fmt::Display for Param {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.suffix())
-    }
 }
 
 impl fmt::Display for TensorProblem {

@@ -44,4 +44,7 @@ mod scratch;
 
 pub use arch::{MAX_LAYERS, MAX_NAME};
 pub use error::{AddProblem, Error, Param, TensorProblem};
-pub use model::{Backend, Model, Prediction, FORMAT};
+pub use model::{Backend, Model, Prediction};
+/// The value of the `format` metadata entry this crate reads (the format's
+/// rules live in the `model_format` crate, shared with the trainer).
+pub use model_format::FORMAT;

@@ -9,9 +9,7 @@ use crate::safetensors::{self, Metadata, TensorEntry};
 use crate::scratch::{self, Demand};
 use crate::{math, Error};
 use core::fmt;
-
-/// The value of the `format` metadata entry this crate reads.
-pub const FORMAT: &str = "cifar-cnn/1";
+use model_format::{ParamLayer, CLASS_NAMES_SEPARATOR, FORMAT, MAX_PARAMS};
 
 /// The most capable kernels [`Model::classify`] may run. The CPU's support is
 /// detected once at run time; a backend it lacks falls back to the best one
@@ -156,21 +154,12 @@ impl fmt::Debug for Model<'_> {
 }
 
 /// Parameter tensors found so far: byte range in the data section, per layer
-/// and parameter slot.
-type Found = [[Option<(usize, usize)>; 4]; MAX_LAYERS];
+/// and parameter slot (the order of `LayerKind::params`).
+type Found = [[Option<(usize, usize)>; MAX_PARAMS]; MAX_LAYERS];
 
 /// The parameters a layer kind has, in slot order.
 fn params_of(kind: &Kind) -> &'static [Param] {
-    match kind {
-        Kind::Conv2d { .. } | Kind::Dense { .. } => &[Param::Weight, Param::Bias],
-        Kind::BatchNorm { .. } => &[
-            Param::Gamma,
-            Param::Beta,
-            Param::MovingMean,
-            Param::MovingVariance,
-        ],
-        _ => &[],
-    }
+    kind.layer_kind().params()
 }
 
 impl<'a> Model<'a> {
@@ -210,7 +199,7 @@ impl<'a> Model<'a> {
         model.plan(&spec)?;
 
         // Pass 2: the tensors.
-        let mut found: Found = [[None; 4]; MAX_LAYERS];
+        let mut found: Found = [[None; MAX_PARAMS]; MAX_LAYERS];
         let data_len = file.data.len();
         safetensors::walk(&file, None, &mut |t| {
             place_tensor(&model, &spec, t, data_len, &mut found)
@@ -465,7 +454,7 @@ impl<'a> Model<'a> {
     /// Name of class `i` from the file's `class_names` metadata; `None` when
     /// out of range or the file has no names.
     pub fn class_name(&self, i: usize) -> Option<&'a str> {
-        self.class_names?.split(',').nth(i)
+        self.class_names?.split(CLASS_NAMES_SEPARATOR).nth(i)
     }
 
     /// The kernels in use.
@@ -641,18 +630,13 @@ fn place_tensor(
     let key = t.key.ok_or(unexpected)?;
     let dot = key.iter().rposition(|&b| b == b'.').ok_or(unexpected)?;
     let (name, suffix) = (&key[..dot], &key[dot + 1..]);
-    let (layer, slot, param) = spec
+    let param = Param::from_suffix(suffix).ok_or(unexpected)?;
+    let (layer, slot) = spec
         .layers()
         .iter()
         .enumerate()
         .filter(|(_, l)| l.name.as_bytes() == name)
-        .find_map(|(i, l)| {
-            let params = params_of(&l.kind);
-            let slot = params
-                .iter()
-                .position(|p| p.suffix().as_bytes() == suffix)?;
-            Some((i, slot, params[slot]))
-        })
+        .find_map(|(i, l)| Some((i, params_of(&l.kind).iter().position(|&p| p == param)?)))
         .ok_or(unexpected)?;
     let problem = |problem| Error::Tensor {
         layer,
@@ -665,22 +649,23 @@ fn place_tensor(
     if !t.is_f32 {
         return Err(problem(TensorProblem::Dtype));
     }
-    let (dims, rank) = expected_shape(&spec.layers()[layer].kind, &model.layers[layer], param);
+    // The layer has `param` (found above), so it is a parameter layer with that shape.
+    let shape = param_layer(&spec.layers()[layer].kind, &model.layers[layer])
+        .and_then(|l| l.shape(param))
+        .ok_or(problem(TensorProblem::Shape))?;
+    let dims = shape.dims();
     let (got, got_rank) = t.shape.ok_or(problem(TensorProblem::Shape))?;
-    if got_rank != rank
-        || got[..rank]
+    if got_rank != dims.len()
+        || got[..got_rank]
             .iter()
-            .zip(&dims[..rank])
+            .zip(dims)
             .any(|(&g, &d)| g != d as u64)
     {
         return Err(problem(TensorProblem::Shape));
     }
     // Size in bytes from the shape; the shape matched sizes we already computed
     // without overflow, but the product with 4 is checked too.
-    let bytes = dims[..rank]
-        .iter()
-        .try_fold(4usize, |acc, &d| acc.checked_mul(d))
-        .ok_or(problem(TensorProblem::Offsets))?;
+    let bytes = shape.num_bytes().ok_or(problem(TensorProblem::Offsets))?;
     let (b, e) = t.offsets;
     if b > e || e > data_len as u64 || e - b != bytes as u64 {
         return Err(problem(TensorProblem::Offsets));
@@ -689,16 +674,23 @@ fn place_tensor(
     Ok(())
 }
 
-/// The shape FORMAT.md gives parameter `param` of a layer: conv2d weights
-/// `[k, k, in_channels, filters]`, dense weights `[in_features, units]`, and
-/// `[channels]` for biases and batchnorm tensors.
-fn expected_shape(kind: &Kind, layer: &Layer<'_>, param: Param) -> ([usize; 4], usize) {
-    match (kind, &layer.op, param) {
-        (Kind::Dense { units }, _, Param::Weight) => ([layer.in_len, *units, 0, 0], 2),
-        (_, Op::Conv { geom, .. }, Param::Weight) => {
-            ([geom.k, geom.k, geom.input.c, geom.output.c], 4)
-        }
-        _ => ([layer.channels, 0, 0, 0], 1),
+/// The sizes that fix a planned layer's tensor shapes (FORMAT.md's, from
+/// `model_format`); `None` for a layer without parameters.
+fn param_layer(kind: &Kind, layer: &Layer<'_>) -> Option<ParamLayer> {
+    match (*kind, &layer.op) {
+        (Kind::Conv2d { .. }, Op::Conv { geom, .. }) => Some(ParamLayer::Conv2d {
+            kernel: geom.k,
+            in_channels: geom.input.c,
+            filters: geom.output.c,
+        }),
+        (Kind::Dense { units }, _) => Some(ParamLayer::Dense {
+            in_features: layer.in_len,
+            units,
+        }),
+        (Kind::BatchNorm { .. }, _) => Some(ParamLayer::BatchNorm {
+            channels: layer.channels,
+        }),
+        _ => None,
     }
 }
 
@@ -738,7 +730,7 @@ fn class_names(raw: &[u8], num_classes: usize) -> Result<&str, Error> {
     }
     let names =
         core::str::from_utf8(raw).map_err(|_| Error::Metadata("class_names is not UTF-8"))?;
-    if names.split(',').count() != num_classes {
+    if names.split(CLASS_NAMES_SEPARATOR).count() != num_classes {
         return Err(Error::Metadata(
             "class_names does not list one name per class",
         ));

@@ -11,10 +11,11 @@
 
 use crate::json::{Bytes, JsonError, Parser, Source, Unescape};
 use crate::Error;
+use model_format::{DTYPE, KEY_ARCHITECTURE, KEY_CLASS_NAMES, KEY_FORMAT};
 
 /// Most dimensions a tensor entry may have; our tensors have 1 (bias, batchnorm),
 /// 2 (dense) or 4 (conv2d).
-pub(crate) const MAX_RANK: usize = 4;
+pub(crate) use model_format::MAX_RANK;
 
 /// Longest tensor name we decode. Layer names are at most
 /// [`crate::arch::MAX_NAME`] bytes, plus `.moving_variance`; a longer key cannot
@@ -116,9 +117,9 @@ fn parse_metadata<'a>(p: &mut Parser<Bytes<'a>>, m: &mut Metadata<'a>) -> Result
     let mut key = [0u8; 16];
     while let Some(k) = p.next_key(&mut first, &mut key).map_err(header_err)? {
         let slot = match k {
-            Some(b"format") => &mut m.format,
-            Some(b"architecture") => &mut m.architecture,
-            Some(b"class_names") => &mut m.class_names,
+            Some(k) if k == KEY_FORMAT.as_bytes() => &mut m.format,
+            Some(k) if k == KEY_ARCHITECTURE.as_bytes() => &mut m.architecture,
+            Some(k) if k == KEY_CLASS_NAMES.as_bytes() => &mut m.class_names,
             _ => {
                 p.skip_value().map_err(header_err)?;
                 continue;
@@ -148,7 +149,7 @@ fn parse_tensor<'k>(
             Some(b"dtype") => {
                 let mut buf = [0u8; 8];
                 let d = p.string(&mut buf).map_err(header_err)?;
-                is_f32.replace(d == Some(b"F32")).is_some()
+                is_f32.replace(d == Some(DTYPE.as_bytes())).is_some()
             }
             Some(b"shape") => {
                 let mut dims = [0u64; MAX_RANK];
