@@ -13,7 +13,7 @@ pub(crate) enum Level {
     Portable,
     /// AVX2 + FMA.
     Avx2,
-    /// AVX-512F (which includes its FMA), on compilers that support it.
+    /// AVX-512F (which includes its FMA).
     Avx512,
 }
 
@@ -48,7 +48,9 @@ fn from_u8(v: u8) -> Level {
 #[cfg(target_arch = "x86_64")]
 fn detect() -> Level {
     use core::arch::x86_64::{__cpuid, __cpuid_count};
-    // `__cpuid` became a safe function in newer Rust; older ones need `unsafe`.
+    // `__cpuid` became a safe function in newer Rust; older ones (the 1.89 this
+    // crate supports) need `unsafe`.
+    // SAFETY: every x86-64 CPU has `cpuid`, and leaves 0 and 1 always exist.
     #[allow(unused_unsafe)]
     let (max_leaf, leaf1) = unsafe { (__cpuid(0).eax, __cpuid(1)) };
     if max_leaf < 7 {
@@ -62,13 +64,14 @@ fn detect() -> Level {
     }
     // SAFETY: OSXSAVE is set, so `xgetbv` exists and is enabled by the OS.
     let xcr0 = unsafe { xgetbv0() };
+    // SAFETY: `cpuid` exists (x86-64) and leaf 7 does (`max_leaf ≥ 7`, checked above).
     #[allow(unused_unsafe)]
     let leaf7 = unsafe { __cpuid_count(7, 0) };
     let avx2 = leaf7.ebx & (1 << 5) != 0;
     let avx512f = leaf7.ebx & (1 << 16) != 0;
     let ymm_saved = xcr0 & 0b110 == 0b110;
     let zmm_saved = xcr0 & 0b1110_0110 == 0b1110_0110;
-    if cfg!(infer_avx512) && avx512f && zmm_saved {
+    if avx512f && zmm_saved {
         Level::Avx512
     } else if avx2 && ymm_saved {
         Level::Avx2
@@ -84,5 +87,7 @@ fn detect() -> Level {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "xsave")]
 unsafe fn xgetbv0() -> u64 {
-    core::arch::x86_64::_xgetbv(0)
+    // SAFETY: the caller guarantees `xgetbv` exists (and this function is
+    // compiled with `xsave`); register 0 (XCR0) is always readable.
+    unsafe { core::arch::x86_64::_xgetbv(0) }
 }

@@ -28,6 +28,7 @@
 //! ```
 #![no_std]
 #![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 #[cfg(test)]
 extern crate std;

@@ -19,7 +19,7 @@ pub enum Backend {
     /// The fastest kernels this CPU supports.
     #[default]
     Auto,
-    /// AVX-512F (x86-64; built only with Rust ≥ 1.89, which stabilised it).
+    /// AVX-512F (x86-64).
     Avx512,
     /// AVX2 + FMA (x86-64).
     Avx2,
@@ -478,7 +478,7 @@ impl<'a> Model<'a> {
             Backend::Portable => Level::Portable,
         };
         let level = crate::cpu::level().min(cap);
-        #[cfg(all(target_arch = "x86_64", infer_avx512))]
+        #[cfg(target_arch = "x86_64")]
         if level == Level::Avx512 {
             return Kernel::Avx512;
         }

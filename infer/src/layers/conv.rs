@@ -47,7 +47,7 @@ pub(crate) enum Kernel {
     #[cfg(target_arch = "x86_64")]
     Avx2,
     /// AVX-512F; the caller has checked the CPU supports it.
-    #[cfg(all(target_arch = "x86_64", infer_avx512))]
+    #[cfg(target_arch = "x86_64")]
     Avx512,
 }
 
@@ -55,7 +55,7 @@ impl Kernel {
     /// Output channels per tile: two vectors' worth.
     fn cols(self) -> usize {
         match self {
-            #[cfg(all(target_arch = "x86_64", infer_avx512))]
+            #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => super::conv_avx512::COLS,
             _ => MAX_COLS,
         }
@@ -125,6 +125,22 @@ pub(crate) struct Tile<'t> {
     pub w_row: usize,
     /// Apply `max(0, ·)` before storing (a fused `relu` layer).
     pub relu: bool,
+}
+
+impl Tile<'_> {
+    /// Input values the tile reads from `x` (when `rows > 0`, so `span > 0`):
+    /// `(pixels−1)·px_in + (rows−1)·row_stride + span`.
+    #[cfg(target_arch = "x86_64")]
+    pub fn x_needed(&self) -> usize {
+        (self.pixels - 1) * self.px_in + (self.rows - 1) * self.row_stride + self.span
+    }
+
+    /// Weight bytes the tile reads from `w` (when `rows > 0`):
+    /// `((rows−1)·w_row + (span−1)·w_tap + cols)·4`.
+    #[cfg(target_arch = "x86_64")]
+    pub fn w_needed(&self) -> usize {
+        ((self.rows - 1) * self.w_row + (self.span - 1) * self.w_tap + self.cols) * 4
+    }
 }
 
 /// First and one-past-last output index whose whole window lies in the input
@@ -297,7 +313,7 @@ impl Conv<'_> {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => unsafe { super::conv_avx2::tile(&mut t) },
             // SAFETY: as above, for AVX-512F.
-            #[cfg(all(target_arch = "x86_64", infer_avx512))]
+            #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => unsafe { super::conv_avx512::tile(&mut t) },
         }
     }

@@ -4,7 +4,7 @@
 pub(crate) mod conv;
 #[cfg(target_arch = "x86_64")]
 mod conv_avx2;
-#[cfg(all(target_arch = "x86_64", infer_avx512))]
+#[cfg(target_arch = "x86_64")]
 mod conv_avx512;
 pub(crate) mod norm;
 pub(crate) mod pool;
