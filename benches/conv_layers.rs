@@ -21,16 +21,20 @@
 
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
+use trainer::kernels::tensor::Tensor;
 use trainer::layers::{Conv2d, ConvAlgorithm, Layer, Mode};
-use trainer::spec::{LayerSpec, ModelSpec};
-use trainer::tensor::Tensor;
+use trainer::model::spec::LayerSpec;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
 
-fn random_tensor(n: usize, shape: trainer::tensor::ImageShape, rng: &mut impl Rng) -> Tensor {
+fn random_tensor(
+    n: usize,
+    shape: trainer::kernels::tensor::ImageShape,
+    rng: &mut impl Rng,
+) -> Tensor {
     let mut t = Tensor::zeros(n, shape);
     t.data
         .iter_mut()
@@ -52,7 +56,9 @@ fn main() {
     let samples = if quick { 5 } else { 25 };
     let threads = rayon::current_num_threads();
 
-    let spec = ModelSpec::builtin(&model).expect("a built-in model");
+    let spec = trainer::train::spec_file::SpecFile::builtin(&model)
+        .expect("a built-in model")
+        .model;
     let shapes = spec.shapes().expect("built-in spec");
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     println!("conv_layers: {model}, batch {batch}, {threads} threads, median of {samples} calls");

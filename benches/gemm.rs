@@ -1,5 +1,5 @@
 //! SGEMM at the shapes our layers produce: the trainer's two backends,
-//! `trainer::gemm::sgemm_matrixmultiply` and `trainer::gemm::sgemm_gemm` (the
+//! `trainer::kernels::gemm::sgemm_matrixmultiply` and `trainer::kernels::gemm::sgemm_gemm` (the
 //! `gemm` crate, what burn and candle use), both single-threaded.
 //!
 //! ```text
@@ -26,8 +26,8 @@
 use rand::{Rng, SeedableRng};
 use std::hint::black_box;
 use std::time::Instant;
-use trainer::gemm::{sgemm_gemm as gemm_crate, sgemm_matrixmultiply as sgemm, Op};
-use trainer::spec::{LayerSpec, ModelSpec};
+use trainer::kernels::gemm::{sgemm_gemm as gemm_crate, sgemm_matrixmultiply as sgemm, Op};
+use trainer::model::spec::{LayerSpec, ModelSpec};
 
 /// `Conv2d`'s im2col tile target, in floats (trainer/src/layers/conv.rs).
 const TILE_FLOATS: usize = trainer::layers::CONV_TILE_FLOATS;
@@ -138,7 +138,9 @@ fn main() {
     let threads: usize = value("--threads").map_or(2, |t| t.parse().expect("--threads N"));
     let (samples, sample_s) = if quick { (5, 0.004) } else { (21, 0.025) };
 
-    let spec = ModelSpec::builtin(&model).expect("a built-in model");
+    let spec = trainer::train::spec_file::SpecFile::builtin(&model)
+        .expect("a built-in model")
+        .model;
     let cases = cases(&spec, batch, threads);
     let libs: [(&str, GemmFn); 2] = [
         ("matrixmultiply", sgemm as GemmFn),

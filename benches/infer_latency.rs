@@ -27,8 +27,10 @@ fn model_bytes(name: &str) -> (Vec<u8>, String) {
     if let Ok(bytes) = std::fs::read(&shipped) {
         return (bytes, file);
     }
-    let spec = trainer::spec::ModelSpec::builtin(name).expect("built-in spec");
-    let net = trainer::network::Network::new(&spec, 1).expect("network");
+    let spec = trainer::train::spec_file::SpecFile::builtin(name)
+        .expect("built-in spec")
+        .model;
+    let net = trainer::model::network::Network::new(&spec, 1).expect("network");
     let names: Vec<String> = (0..10).map(|i| format!("class{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let bytes = net.to_safetensors_bytes(&names).expect("export");
@@ -37,7 +39,7 @@ fn model_bytes(name: &str) -> (Vec<u8>, String) {
 
 fn image() -> Vec<u8> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/cifar10/cifar-10-batches-bin");
-    if let Ok(test) = trainer::data::Cifar10::load_test(&dir) {
+    if let Ok(test) = trainer::data::cifar10::load_test(&dir) {
         return test.image(0).to_vec();
     }
     (0..32 * 32 * 3).map(|i| (i * 37 % 251) as u8).collect()

@@ -14,9 +14,8 @@
 
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
-use trainer::network::Network;
+use trainer::model::network::Network;
 use trainer::optim::Adam;
-use trainer::spec::ModelSpec;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -32,23 +31,22 @@ fn main() {
             .position(|a| a == flag)
             .and_then(|i| args.get(i + 1))
     };
+    let mut compute = trainer::layers::Compute::default();
     if let Some(name) = value("--backend") {
-        let b = match name.as_str() {
-            "matrixmultiply" => trainer::gemm::Backend::MatrixMultiply,
-            "gemm" => trainer::gemm::Backend::Gemm,
+        compute.gemm = match name.as_str() {
+            "matrixmultiply" => trainer::kernels::gemm::Backend::MatrixMultiply,
+            "gemm" => trainer::kernels::gemm::Backend::Gemm,
             other => panic!("unknown --backend {other} (gemm or matrixmultiply)"),
         };
-        assert!(
-            trainer::gemm::set_backend(b),
-            "backend {name} not compiled in"
-        );
+        assert!(compute.gemm.available(), "backend {name} not compiled in");
     }
     if let Some(conv) = value("--conv") {
-        match conv.as_str() {
-            "im2col" => trainer::layers::set_winograd(false),
-            "winograd" => trainer::layers::set_winograd(true),
-            other => panic!("unknown --conv {other} (winograd or im2col)"),
-        }
+        compute.conv = match conv.as_str() {
+            "im2col" => trainer::layers::ConvChoice::Im2col,
+            "winograd" => trainer::layers::ConvChoice::Winograd,
+            "auto" => trainer::layers::ConvChoice::Auto,
+            other => panic!("unknown --conv {other} (auto, winograd or im2col)"),
+        };
     }
     let mut cases: Vec<(&str, usize)> = if quick {
         vec![("model1", 32)]
@@ -62,27 +60,26 @@ fn main() {
     };
     if let Some(only) = value("--only") {
         let (model, batch) = only.split_once(':').expect("--only MODEL:BATCH");
-        let model = ["model1", "model2", "model3"]
+        let model = ["model1", "model2", "model3", "fast"]
             .into_iter()
             .find(|m| *m == model)
-            .expect("model1, model2 or model3");
+            .expect("model1, model2, model3 or fast");
         cases = vec![(model, batch.parse().expect("batch size"))];
     }
     let (rounds, steps) = if quick { (3, 4) } else { (5, 8) };
     println!("threads: {}", rayon::current_num_threads());
-    println!("gemm backend: {:?}", trainer::gemm::backend());
+    println!("gemm backend: {:?}", compute.gemm);
     println!(
-        "3×3 stride-1 convolutions with ≥ {} input channels: {}",
+        "3×3 stride-1 convolutions with ≥ {} input channels: {:?}",
         trainer::layers::WINOGRAD_MIN_CHANNELS,
-        if trainer::layers::winograd_enabled() {
-            "Winograd"
-        } else {
-            "im2col"
-        }
+        compute.conv
     );
     for &(model, batch) in &cases {
-        let spec = ModelSpec::builtin(model).unwrap();
+        let spec = trainer::train::spec_file::SpecFile::builtin(model)
+            .unwrap()
+            .model;
         let mut net = Network::new(&spec, 1).unwrap();
+        net.set_compute(compute);
         let mut opt = Adam::default();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let images: Vec<u8> = (0..batch * spec.input.len())

@@ -15,8 +15,8 @@
 use infer::{Backend, Model};
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
-use trainer::network::Network;
-use trainer::spec::ModelSpec;
+use trainer::model::network::Network;
+use trainer::model::spec::ModelSpec;
 
 const TOLERANCE: f32 = 1e-4;
 const IMAGES: usize = 1_000;
@@ -27,7 +27,7 @@ fn cifar_dir() -> PathBuf {
 
 /// The first 1,000 CIFAR-10 test images, or `None` (with a message) without the data.
 fn cifar_images() -> Option<Vec<u8>> {
-    match trainer::data::Cifar10::load_test(&cifar_dir()) {
+    match trainer::data::cifar10::load_test(&cifar_dir()) {
         Ok(test) => Some(test.head(IMAGES).images),
         Err(e) => {
             println!(
@@ -123,7 +123,9 @@ fn builtin_specs_randomly_initialised() {
     let n = if cifar.is_some() { IMAGES } else { 200 };
     let images = cifar.unwrap_or_else(|| random_images(32 * 32 * 3, n, 1));
     for (i, name) in ["model1", "model2", "model3"].into_iter().enumerate() {
-        let spec = ModelSpec::builtin(name).unwrap();
+        let spec = trainer::train::spec_file::SpecFile::builtin(name)
+            .unwrap()
+            .model;
         let mut net = Network::new(&spec, 10 + i as u64).unwrap();
         randomise(&mut net, i as u64);
         let bytes = export(&net);
@@ -138,7 +140,9 @@ fn fast_residual_randomly_initialised() {
     let cifar = cifar_images();
     let n = if cifar.is_some() { IMAGES } else { 200 };
     let images = cifar.unwrap_or_else(|| random_images(32 * 32 * 3, n, 4));
-    let spec = ModelSpec::builtin("fast").unwrap();
+    let spec = trainer::train::spec_file::SpecFile::builtin("fast")
+        .unwrap()
+        .model;
     let mut net = Network::new(&spec, 14).unwrap();
     randomise(&mut net, 4);
     let bytes = export(&net);
@@ -207,4 +211,32 @@ fn check_shipped(file: &str) {
     let model = Model::from_bytes(&bytes).unwrap();
     assert_eq!(model.class_name(0), Some("airplane"));
     assert_eq!(model.class_name(9), Some("truck"));
+}
+
+/// Grayscale and non-square inputs: the shipped 28×28×1 `mnist` spec and a
+/// 20×36 RGB network (padding, pooling and Winograd tiles all see unequal
+/// sides), on random images, every backend.
+#[test]
+fn grayscale_and_non_square_inputs() {
+    let mnist = trainer::train::spec_file::SpecFile::builtin("mnist")
+        .unwrap()
+        .model;
+    let wide = ModelSpec::from_json_str(
+        r#"{"name":"wide","input":{"height":20,"width":36,"channels":3},"layers":[
+            {"type":"conv2d","filters":16,"kernel":3},{"type":"batchnorm"},{"type":"relu"},
+            {"type":"conv2d","filters":24,"kernel":3},{"type":"relu"},
+            {"type":"maxpool2d","size":3,"stride":2,"padding":"same"},
+            {"type":"conv2d","filters":16,"kernel":3,"stride":2,"padding":"valid"},
+            {"type":"flatten"},{"type":"dense","units":7}]}"#,
+    )
+    .unwrap();
+    for (i, spec) in [mnist, wide].into_iter().enumerate() {
+        let mut net = Network::new(&spec, 40 + i as u64).unwrap();
+        randomise(&mut net, 50 + i as u64);
+        let bytes = export(&net);
+        let n = 100;
+        let images = random_images(spec.input.len(), n, 60 + i as u64);
+        let ties = compare(&spec.name, &mut net, &bytes, &images, n);
+        assert!(ties <= 1, "{}: {ties} near-ties", spec.name);
+    }
 }

@@ -296,8 +296,8 @@ fn other_sizes_are_resized_and_say_so() {
 
 #[test]
 fn model_option() {
-    use trainer::network::Network;
-    use trainer::spec::ModelSpec;
+    use trainer::model::network::Network;
+    use trainer::model::spec::ModelSpec;
     let dir = TempDir::new().unwrap();
     // A grayscale 8×8 model with four named classes, exported by the trainer.
     let spec = ModelSpec::from_json_str(

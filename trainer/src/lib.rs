@@ -1,28 +1,27 @@
-//! A pure-Rust CPU trainer for small convolutional image classifiers.
+//! A pure-Rust CPU trainer for small convolutional image classifiers: the
+//! engine, with no command line, terminal, network or plotting code (those
+//! live in the `trainer-cli` crate, the `trainer` command).
 //!
-//! Data flows: [`data`] (CIFAR-10 reader) → [`augment`] (on a second thread)
-//! → [`network::Network`] built from a [`spec::ModelSpec`] out of [`layers`] →
-//! [`loss`] → backprop → [`optim::Optimizer`] (Adam or SGD) at the rate of a
-//! [`schedule`], driven by [`train`] with a [`recipe`], measured by
-//! [`metrics`], saved by [`network::Network::save`] as safetensors.
+//! The levels, from the bottom up (each uses only those above it in this list):
+//!
+//! - [`kernels`]: tensors and SGEMM, the arithmetic everything else runs on;
+//! - [`layers`]: one small type per layer, `forward` and `backward` side by side;
+//! - [`model`]: the spec format, the [`Network`] built from it, the loss, the model file;
+//! - [`optim`]: optimisers (stepping parameters through [`layers::ParamVisitor`]) and schedules;
+//! - [`data`]: data-set readers, labelled image splits and augmentation;
+//! - [`train`]: the training loop, evaluation, early stopping, recipe, checkpoints, metrics.
+//!
+//! Data flows: files on disk → [`data`] → [`train::fit`] (batches, augmented on
+//! a second thread) → [`Network`] forward, [`model::loss`], backward →
+//! [`optim::Optimizer`] → [`Network::save`] (safetensors, spec in the metadata).
 
 pub mod atomic;
-pub mod augment;
-pub mod checkpoint;
 pub mod data;
-pub mod download;
-pub mod gemm;
-pub mod init;
+pub mod kernels;
 pub mod layers;
-pub mod loss;
-pub mod metrics;
-pub mod network;
+pub mod model;
 pub mod optim;
-pub mod plot;
-pub mod recipe;
-pub mod run;
-pub mod schedule;
-pub mod spec;
-pub mod study;
-pub mod tensor;
 pub mod train;
+
+pub use model::network::Network;
+pub use model::spec::ModelSpec;

@@ -8,10 +8,10 @@
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use trainer::layers::{self, Layer, Mode};
-use trainer::loss::{softmax_cross_entropy, softmax_cross_entropy_smoothed};
-use trainer::spec::{ModelSpec, Padding};
-use trainer::tensor::{ImageShape, Tensor};
+use trainer::kernels::tensor::{ImageShape, Tensor};
+use trainer::layers::{self, Layer, Mode, Params};
+use trainer::model::loss::{softmax_cross_entropy, softmax_cross_entropy_smoothed};
+use trainer::model::spec::{ModelSpec, Padding};
 
 const H: f32 = 1e-2;
 
@@ -100,7 +100,7 @@ fn check_layer(
 
     // Parameter gradients (the backward above filled them).
     let mut grads = Vec::new();
-    layer.visit_params(&mut |_, g, _| grads.push(g.to_vec()));
+    layer.visit_params(&mut |_, _, g, _| grads.push(g.to_vec()));
     for (p, grad) in grads.iter().enumerate() {
         for j in probe(grad.len(), rng) {
             let original = layer.tensors_mut()[p][j];
@@ -378,12 +378,12 @@ fn residual_network_gradient() {
 /// Every parameter gradient of `spec`'s network (training mode, a batch of 4
 /// random images) against finite differences of the loss.
 fn network_gradient_check(spec: &ModelSpec) {
-    let mut net = trainer::network::Network::new(spec, 3).unwrap();
+    let mut net = trainer::model::network::Network::new(spec, 3).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let n = 4;
     let images: Vec<u8> = (0..n * spec.input.len()).map(|_| rng.random()).collect();
     let labels = [0u8, 2, 1, 2];
-    let loss_at = |net: &mut trainer::network::Network| {
+    let loss_at = |net: &mut trainer::model::network::Network| {
         net.reseed(5);
         net.set_input_u8(&images, n);
         net.forward_backward(&labels).loss as f64
@@ -391,9 +391,9 @@ fn network_gradient_check(spec: &ModelSpec) {
     loss_at(&mut net);
     let mut grads = Vec::new();
     let mut param_ptrs = Vec::new();
-    net.visit_params(&mut |w, g, _| {
-        grads.push(g.to_vec());
-        param_ptrs.push(w.as_ptr());
+    net.visit_params(&mut |p| {
+        grads.push(p.grad.to_vec());
+        param_ptrs.push(p.value.as_ptr());
     });
     // Position of each trainable parameter among the saved tensors (which also
     // hold the running statistics).

@@ -1,7 +1,7 @@
 //! Once buffers have reached their size, a training step (forward, backward,
 //! Adam or SGD) allocates nothing of its own. The only heap allocations left are the
 //! packing buffers that the GEMM backend (`gemm` or `matrixmultiply`)
-//! allocates inside its calls; those are told apart by `trainer::gemm::in_gemm`.
+//! allocates inside its calls; those are told apart by `trainer::kernels::gemm::in_gemm`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +26,7 @@ unsafe impl GlobalAlloc for Counting {
 
 /// Counts allocations made outside the GEMM backend.
 fn count() {
-    if !trainer::gemm::in_gemm() {
+    if !trainer::kernels::gemm::in_gemm() {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -56,31 +56,30 @@ fn check_models() {
         ("model3", Optimizer::Sgd(sgd.clone())),
         ("fast", Optimizer::Sgd(sgd)),
     ] {
-        // models/fast.json: a residual network (add layers, skip gradients).
-        let spec = match model {
-            "fast" => {
-                trainer::spec::ModelSpec::from_json_str(include_str!("../../models/fast.json"))
-                    .unwrap()
-            }
-            _ => trainer::spec::ModelSpec::builtin(model).unwrap(),
-        };
-        let mut net = trainer::network::Network::new(&spec, 1).unwrap();
+        // fast: a residual network (add layers, skip gradients).
+        let spec = trainer::train::spec_file::SpecFile::builtin(model)
+            .unwrap()
+            .model;
+        let mut net = trainer::model::network::Network::new(&spec, 1).unwrap();
         let batch = 8;
         let images: Vec<u8> = (0..batch * spec.input.len())
             .map(|i| (i * 7 % 251) as u8)
             .collect();
         let labels: Vec<u8> = (0..batch as u8).map(|i| i % 10).collect();
-        let mut step = |net: &mut trainer::network::Network| {
+        let mut step = |net: &mut trainer::model::network::Network| {
             net.set_input_u8(&images, batch);
             net.forward_backward(&labels);
             opt.step(net, 0.5);
         };
         step(&mut net);
         step(&mut net);
-        let (allocs, gemms) = (ALLOCATIONS.load(Ordering::Relaxed), trainer::gemm::calls());
+        let (allocs, gemms) = (
+            ALLOCATIONS.load(Ordering::Relaxed),
+            trainer::kernels::gemm::calls(),
+        );
         step(&mut net);
         let allocs = ALLOCATIONS.load(Ordering::Relaxed) - allocs;
-        let gemms = trainer::gemm::calls() - gemms;
+        let gemms = trainer::kernels::gemm::calls() - gemms;
         assert!(gemms > 0, "the step ran GEMMs");
         assert_eq!(
             allocs, 0,

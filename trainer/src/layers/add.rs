@@ -3,11 +3,11 @@
 //!
 //! The layer itself passes `x` through (`y = x`, `dx = dy`); the network adds
 //! the skip input `s` after its forward, and sends `dy` back to `s`'s producer
-//! as well during backward (see [`crate::network::Network`]), since only the
+//! as well during backward (see [`crate::model::network::Network`]), since only the
 //! network holds both activations.
 
 use super::{Layer, Mode};
-use crate::tensor::{ImageShape, Tensor};
+use crate::kernels::tensor::{ImageShape, Tensor};
 
 pub struct Add {
     shape: ImageShape,

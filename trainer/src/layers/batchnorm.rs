@@ -14,7 +14,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::{Layer, Mode, NamedTensor, ParamVisitor};
-use crate::tensor::{ImageShape, Tensor};
+use crate::kernels::tensor::{ImageShape, Tensor};
 use rayon::prelude::*;
 
 /// Rows (positions) per parallel work item.
@@ -375,8 +375,8 @@ impl Layer for BatchNorm {
     }
 
     fn visit_params(&mut self, f: &mut ParamVisitor<'_>) {
-        f(&mut self.gamma, &self.dgamma, false);
-        f(&mut self.beta, &self.dbeta, false);
+        f("gamma", &mut self.gamma, &self.dgamma, false);
+        f("beta", &mut self.beta, &self.dbeta, false);
     }
 
     fn tensors(&self) -> Vec<NamedTensor<'_>> {

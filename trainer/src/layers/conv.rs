@@ -17,40 +17,33 @@
 //!
 //! 3×3 stride-1 layers with enough input channels take the Winograd route
 //! instead ([`super::winograd`]): the same sums with 4× fewer multiplies (by
-//! default on AVX-512 CPUs; see [`winograd_enabled`]).
+//! default on AVX-512 CPUs; see [`ConvChoice`]).
 
 use super::winograd::{self, Geometry};
 use super::{images_per_chunk, Layer, Mode, NamedTensor, ParamVisitor};
-use crate::gemm::{sgemm, Op};
-use crate::spec::Padding;
-use crate::tensor::{ImageShape, Tensor};
+use crate::kernels::gemm::{Backend, Op};
+use crate::kernels::tensor::{ImageShape, Tensor};
+use crate::model::spec::Padding;
 use rayon::prelude::*;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Fewest input channels for which a 3×3 stride-1 layer uses Winograd by
 /// default (with fewer, its GEMMs are too thin to pay for the transforms).
 pub const WINOGRAD_MIN_CHANNELS: usize = 16;
 
-/// 0: not chosen (the default below), 1: off, 2: on.
-static WINOGRAD: AtomicU8 = AtomicU8::new(0);
-
-/// Turns the Winograd route on or off for the whole process (benchmarks
-/// compare the two this way; tests set it per layer with
-/// [`Conv2d::set_algorithm`]).
-pub fn set_winograd(enabled: bool) {
-    WINOGRAD.store(1 + u8::from(enabled), Ordering::Relaxed);
-}
-
-/// Whether 3×3 stride-1 layers use Winograd: as set by [`set_winograd`], else
-/// by default where its transforms have their AVX-512 version (measured 1.5×
-/// faster on a model-1 step than im2col; the portable and AVX2 versions of the
-/// transforms are correct everywhere but were not measured to win, so other
-/// CPUs keep im2col unless asked).
-pub fn winograd_enabled() -> bool {
-    match WINOGRAD.load(Ordering::Relaxed) {
-        0 => winograd::fast_transforms(),
-        setting => setting == 2,
-    }
+/// Which convolutions run by Winograd, as a network's [`super::Compute`] says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConvChoice {
+    /// Winograd for the layers it suits (3×3, stride 1, at least
+    /// [`WINOGRAD_MIN_CHANNELS`] input channels) where its transforms have
+    /// their AVX-512 version (measured 1.5× faster on a model-1 step than
+    /// im2col; the portable and AVX2 versions are correct everywhere but were
+    /// not measured to win, so other CPUs keep im2col unless asked).
+    #[default]
+    Auto,
+    /// im2col everywhere.
+    Im2col,
+    /// Winograd for the layers it suits, on any CPU.
+    Winograd,
 }
 
 /// How a [`Conv2d`] computes its sums.
@@ -80,8 +73,10 @@ pub struct Conv2d {
     dbias: Vec<f32>,
     /// One per chunk of the batch.
     scratch: Vec<Scratch>,
-    /// `None`: chosen by shape and [`set_winograd`].
+    /// Forced by [`Conv2d::set_algorithm`]; `None`: chosen by shape and `choice`.
     algorithm: Option<Algorithm>,
+    choice: ConvChoice,
+    gemm: Backend,
     /// The algorithm of the last forward pass (backward follows it).
     used: Algorithm,
     /// A following relu fused into this layer (see [`Conv2d::fuse_relu`]).
@@ -121,7 +116,7 @@ impl Conv2d {
             .output_and_pad(input.width, kernel, stride)
             .expect("spec validated");
         let k = kernel * kernel * input.channels;
-        let weight = crate::init::glorot_uniform(
+        let weight = crate::layers::init::glorot_uniform(
             kernel * kernel * input.channels,
             kernel * kernel * filters,
             k * filters,
@@ -140,6 +135,8 @@ impl Conv2d {
             dbias: vec![0.0; filters],
             scratch: Vec::new(),
             algorithm: None,
+            choice: ConvChoice::default(),
+            gemm: Backend::default(),
             used: Algorithm::Im2col,
             relu: false,
             winograd: (kernel == 3 && stride == 1)
@@ -160,6 +157,16 @@ impl Conv2d {
         }
     }
 
+    /// Sets how the layer computes (see [`super::Compute`]); an algorithm
+    /// forced by [`Conv2d::set_algorithm`] stays.
+    pub fn set_compute(&mut self, compute: super::Compute) {
+        self.choice = compute.conv;
+        self.gemm = compute.gemm;
+        if let Some(g) = &mut self.winograd {
+            g.gemm = compute.gemm;
+        }
+    }
+
     /// Forces an algorithm; `false` (and no change) if this layer's shape
     /// does not allow it (Winograd needs a 3×3 kernel and stride 1).
     pub fn set_algorithm(&mut self, algorithm: Algorithm) -> bool {
@@ -175,7 +182,12 @@ impl Conv2d {
         match (self.algorithm, &self.winograd) {
             (Some(a), _) => a,
             (None, Some(_))
-                if self.input.channels >= WINOGRAD_MIN_CHANNELS && winograd_enabled() =>
+                if self.input.channels >= WINOGRAD_MIN_CHANNELS
+                    && match self.choice {
+                        ConvChoice::Auto => winograd::fast_transforms(),
+                        ConvChoice::Im2col => false,
+                        ConvChoice::Winograd => true,
+                    } =>
             {
                 Algorithm::Winograd
             }
@@ -295,7 +307,8 @@ impl Conv2d {
                 row.copy_from_slice(&self.bias);
             }
             // Y[m×Cout] += cols[m×K] · W[K×Cout]
-            sgemm(m, kk, cout, &s.cols, Op::N, &self.weight, Op::N, 1.0, y);
+            self.gemm
+                .sgemm(m, kk, cout, &s.cols, Op::N, &self.weight, Op::N, 1.0, y);
             if self.relu {
                 y.iter_mut().for_each(|v| *v = v.max(0.0));
             }
@@ -339,10 +352,11 @@ impl Conv2d {
             }
             // dW[K×Cout] += colsᵀ[K×m] · dY[m×Cout]
             self.im2col(x, start..end, &mut s.cols[..m * kk]);
-            sgemm(kk, m, cout, &s.cols, Op::T, dy, Op::N, 1.0, &mut s.dweight);
+            self.gemm
+                .sgemm(kk, m, cout, &s.cols, Op::T, dy, Op::N, 1.0, &mut s.dweight);
             if let Some(dx) = dx.as_deref_mut() {
                 // dcols[m×K] = dY[m×Cout] · Wᵀ[Cout×K], then scatter back.
-                sgemm(
+                self.gemm.sgemm(
                     m,
                     cout,
                     kk,
@@ -360,6 +374,10 @@ impl Conv2d {
 }
 
 impl Layer for Conv2d {
+    fn set_compute(&mut self, compute: super::Compute) {
+        Conv2d::set_compute(self, compute);
+    }
+
     fn output_shape(&self) -> ImageShape {
         self.out
     }
@@ -459,8 +477,8 @@ impl Layer for Conv2d {
     }
 
     fn visit_params(&mut self, f: &mut ParamVisitor<'_>) {
-        f(&mut self.weight, &self.dweight, true);
-        f(&mut self.bias, &self.dbias, false);
+        f("weight", &mut self.weight, &self.dweight, true);
+        f("bias", &mut self.bias, &self.dbias, false);
     }
 
     fn tensors(&self) -> Vec<NamedTensor<'_>> {

@@ -1,8 +1,8 @@
 //! Fully connected layer: `y = x · W + b`, with `W` stored `[in, out]` (Keras layout).
 
 use super::{Layer, Mode, NamedTensor, ParamVisitor};
-use crate::gemm::{sgemm, Op};
-use crate::tensor::{ImageShape, Tensor};
+use crate::kernels::gemm::{Backend, Op};
+use crate::kernels::tensor::{ImageShape, Tensor};
 
 pub struct Dense {
     inputs: usize,
@@ -12,6 +12,7 @@ pub struct Dense {
     pub bias: Vec<f32>,
     dweight: Vec<f32>,
     dbias: Vec<f32>,
+    gemm: Backend,
 }
 
 impl Dense {
@@ -21,15 +22,20 @@ impl Dense {
         Self {
             inputs,
             units,
-            weight: crate::init::glorot_uniform(inputs, units, inputs * units, rng),
+            weight: crate::layers::init::glorot_uniform(inputs, units, inputs * units, rng),
             bias: vec![0.0; units],
             dweight: vec![0.0; inputs * units],
             dbias: vec![0.0; units],
+            gemm: Backend::default(),
         }
     }
 }
 
 impl Layer for Dense {
+    fn set_compute(&mut self, compute: super::Compute) {
+        self.gemm = compute.gemm;
+    }
+
     fn output_shape(&self) -> ImageShape {
         ImageShape::vector(self.units)
     }
@@ -41,7 +47,7 @@ impl Layer for Dense {
             row.copy_from_slice(&self.bias);
         }
         // Y[n×out] += X[n×in] · W[in×out]
-        sgemm(
+        self.gemm.sgemm(
             n,
             self.inputs,
             self.units,
@@ -57,7 +63,7 @@ impl Layer for Dense {
     fn backward(&mut self, x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
         let n = x.n;
         // dW[in×out] = Xᵀ · dY
-        sgemm(
+        self.gemm.sgemm(
             self.inputs,
             n,
             self.units,
@@ -78,7 +84,7 @@ impl Layer for Dense {
         if let Some(dx) = dx {
             // dX[n×in] = dY · Wᵀ
             dx.resize(n, x.image_shape());
-            sgemm(
+            self.gemm.sgemm(
                 n,
                 self.units,
                 self.inputs,
@@ -93,8 +99,8 @@ impl Layer for Dense {
     }
 
     fn visit_params(&mut self, f: &mut ParamVisitor<'_>) {
-        f(&mut self.weight, &self.dweight, true);
-        f(&mut self.bias, &self.dbias, false);
+        f("weight", &mut self.weight, &self.dweight, true);
+        f("bias", &mut self.bias, &self.dbias, false);
     }
 
     fn tensors(&self) -> Vec<NamedTensor<'_>> {

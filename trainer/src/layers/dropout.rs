@@ -2,7 +2,7 @@
 //! and scaled by `1 / (1 − rate)`, so evaluation is the identity.
 
 use super::{Layer, Mode};
-use crate::tensor::{ImageShape, Tensor};
+use crate::kernels::tensor::{ImageShape, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

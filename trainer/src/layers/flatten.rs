@@ -2,7 +2,7 @@
 //! The data is already laid out that way, so only the shape changes.
 
 use super::{Layer, Mode};
-use crate::tensor::{ImageShape, Tensor};
+use crate::kernels::tensor::{ImageShape, Tensor};
 
 pub struct Flatten {
     out: ImageShape,

@@ -1,7 +1,7 @@
 //! Global average pooling: `y[c] = mean over (h, w) of x[h, w, c]`.
 
 use super::{Layer, Mode};
-use crate::tensor::{ImageShape, Tensor};
+use crate::kernels::tensor::{ImageShape, Tensor};
 
 pub struct GlobalAvgPool {
     input: ImageShape,

@@ -13,6 +13,7 @@ mod dense;
 mod dropout;
 mod flatten;
 mod gap;
+pub(crate) mod init;
 mod pool;
 mod relu;
 mod winograd;
@@ -21,8 +22,8 @@ pub(crate) use add::add_assign;
 pub use add::Add;
 pub use batchnorm::BatchNorm;
 pub use conv::{
-    set_winograd, winograd_enabled, Algorithm as ConvAlgorithm, Conv2d,
-    TILE_FLOATS as CONV_TILE_FLOATS, WINOGRAD_MIN_CHANNELS,
+    Algorithm as ConvAlgorithm, Conv2d, ConvChoice, TILE_FLOATS as CONV_TILE_FLOATS,
+    WINOGRAD_MIN_CHANNELS,
 };
 pub use dense::Dense;
 pub use dropout::Dropout;
@@ -31,7 +32,18 @@ pub use gap::GlobalAvgPool;
 pub use pool::MaxPool2d;
 pub use relu::Relu;
 
-use crate::tensor::{ImageShape, Tensor};
+use crate::kernels::tensor::{ImageShape, Tensor};
+
+/// How the layers of a network compute: values the network carries and hands
+/// to each layer ([`Layer::set_compute`]), never process-wide switches, so
+/// tests and benchmarks can run two networks side by side with different ones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Compute {
+    /// The SGEMM under convolutions and dense layers.
+    pub gemm: crate::kernels::gemm::Backend,
+    /// Which convolutions run by Winograd.
+    pub conv: ConvChoice,
+}
 
 /// Training uses batch statistics and dropout; evaluation is deterministic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,8 +60,33 @@ pub struct NamedTensor<'a> {
     pub data: &'a [f32],
 }
 
-/// What [`Layer::visit_params`] calls: `f(value, gradient, decay)`.
-pub type ParamVisitor<'a> = dyn FnMut(&mut [f32], &[f32], bool) + 'a;
+/// What [`Layer::visit_params`] calls: `f(suffix, value, gradient, decay)`,
+/// `suffix` being the parameter's name within its layer (`weight`).
+pub type ParamVisitor<'a> = dyn FnMut(&'static str, &mut [f32], &[f32], bool) + 'a;
+
+/// One trainable parameter of a model, as [`Params::visit_params`] shows it
+/// to an optimiser: its full name is `{layer}.{suffix}` (`conv1.weight`).
+pub struct Param<'a> {
+    pub layer: &'a str,
+    pub suffix: &'static str,
+    pub value: &'a mut [f32],
+    pub grad: &'a [f32],
+    /// Whether weight decay normally applies (see [`Layer::visit_params`]).
+    pub decay: bool,
+}
+
+impl Param<'_> {
+    /// `{layer}.{suffix}`, as in the model file.
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.layer, self.suffix)
+    }
+}
+
+/// What an optimiser steps: anything that lists its trainable parameters with
+/// their gradients, always in the same order (a network, or a single layer in tests).
+pub trait Params {
+    fn visit_params(&mut self, f: &mut dyn FnMut(Param<'_>));
+}
 
 pub trait Layer: Send {
     /// Per-image output shape.
@@ -63,7 +100,7 @@ pub trait Layer: Send {
     /// `dx` is given, writes `∂L/∂x` into it (resized by the layer).
     fn backward(&mut self, x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>);
 
-    /// Calls `f(value, gradient, decay)` for each trainable parameter, in a
+    /// Calls `f(suffix, value, gradient, decay)` for each trainable parameter, in a
     /// fixed order. `decay` is true for the weights (kernels, matrices) that
     /// weight decay normally applies to, false for biases and batch-norm
     /// scales and shifts, which it can be told to leave alone.
@@ -78,6 +115,9 @@ pub trait Layer: Send {
     fn tensors_mut(&mut self) -> Vec<&mut [f32]> {
         Vec::new()
     }
+
+    /// Sets how the layer computes (layers with GEMMs use it).
+    fn set_compute(&mut self, _compute: Compute) {}
 
     /// Re-seeds any randomness (dropout), so that a resumed run repeats exactly.
     fn reseed(&mut self, _seed: u64) {}

@@ -3,8 +3,8 @@
 //! gradient there.
 
 use super::{Layer, Mode};
-use crate::spec::Padding;
-use crate::tensor::{ImageShape, Tensor};
+use crate::kernels::tensor::{ImageShape, Tensor};
+use crate::model::spec::Padding;
 use rayon::prelude::*;
 
 pub struct MaxPool2d {

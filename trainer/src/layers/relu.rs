@@ -1,7 +1,7 @@
 //! ReLU: `y = max(x, 0)`.
 
 use super::{Layer, Mode};
-use crate::tensor::{ImageShape, Tensor};
+use crate::kernels::tensor::{ImageShape, Tensor};
 use rayon::prelude::*;
 
 /// Work unit for the element-wise loops (large enough to amortise rayon's overhead).

@@ -42,11 +42,11 @@
 //! (`winograd/avx512.rs`) keep a tile in registers, which is what makes this
 //! route faster than im2col, and why it is the default only there.
 
-#[cfg(all(target_arch = "x86_64", trainer_avx512))]
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 
-use crate::gemm::{sgemm, Op};
-use crate::tensor::ImageShape;
+use crate::kernels::gemm::{Backend, Op};
+use crate::kernels::tensor::ImageShape;
 use rayon::prelude::*;
 use std::array;
 use std::ops::Range;
@@ -74,6 +74,8 @@ pub(super) struct Geometry {
     /// Whether a relu after the convolution is fused into it: forward stores
     /// `max(0, ·)`, backward masks `dy` by `y > 0` (`y` being that output).
     pub relu: bool,
+    /// The SGEMM backend of the convolution.
+    pub gemm: Backend,
     /// Tiles per image down and across: `⌈out/4⌉`.
     tiles_y: usize,
     tiles_x: usize,
@@ -100,6 +102,7 @@ impl Geometry {
             pad_top,
             pad_left,
             relu: false,
+            gemm: Backend::default(),
             tiles_y: out.height.div_ceil(TILE),
             tiles_x: out.width.div_ceil(TILE),
         }
@@ -195,7 +198,7 @@ impl Geometry {
             self.transform_input(x, t0..t1, v);
             for xi in 0..XI {
                 // M_ξ[nb×Cout] = V_ξ[nb×Cin] · U_ξ[Cin×Cout]
-                sgemm(
+                self.gemm.sgemm(
                     nb,
                     cin,
                     cout,
@@ -252,7 +255,7 @@ impl Geometry {
             self.transform_input(x, t0..t1, v);
             for xi in 0..XI {
                 // dU_ξ[Cin×Cout] (+)= V_ξᵀ[Cin×nb] · dM_ξ[nb×Cout]
-                sgemm(
+                self.gemm.sgemm(
                     cin,
                     nb,
                     cout,
@@ -270,7 +273,7 @@ impl Geometry {
             // V is spent: its buffer takes dV.
             for xi in 0..XI {
                 // dV_ξ[nb×Cin] = dM_ξ[nb×Cout] · U_ξᵀ[Cout×Cin]
-                sgemm(
+                self.gemm.sgemm(
                     nb,
                     cout,
                     cin,
@@ -437,7 +440,6 @@ fn simd() -> Simd {
     #[cfg(target_arch = "x86_64")]
     {
         let limit = limit();
-        #[cfg(trainer_avx512)]
         if limit <= Simd::Avx512 && std::arch::is_x86_feature_detected!("avx512f") {
             return Simd::Avx512;
         }
@@ -451,7 +453,7 @@ fn simd() -> Simd {
 /// Whether this CPU runs the hand-written AVX-512 transforms (`avx512.rs`).
 /// (The CPU's answer, whatever level tests cap [`simd`] at.)
 pub(super) fn fast_transforms() -> bool {
-    #[cfg(all(target_arch = "x86_64", trainer_avx512))]
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         return true;
     }
@@ -495,7 +497,6 @@ macro_rules! simd_dispatch {
                 fn $name(&self $(, $arg: $ty)*) {
                     #[cfg(target_arch = "x86_64")]
                     {
-                        #[cfg(trainer_avx512)]
                         #[target_feature(enable = "avx512f")]
                         fn avx512(g: &Geometry $(, $arg: $ty)*) {
                             simd_dispatch!(@avx512 g, $generic, [$($wide)?], ($($arg),*))
@@ -506,7 +507,6 @@ macro_rules! simd_dispatch {
                         }
                         match simd() {
                             // SAFETY: the CPU has the features (checked at run time).
-                            #[cfg(trainer_avx512)]
                             Simd::Avx512 => return unsafe { avx512(self $(, $arg)*) },
                             Simd::Avx2 => return unsafe { avx2(self $(, $arg)*) },
                             _ => {}

@@ -16,7 +16,7 @@ pub fn cifar10_dir(test: &str) -> Option<PathBuf> {
             root.join("data/cifar-10-batches-bin"),
         ]);
     for dir in candidates {
-        if trainer::data::Cifar10::is_present(&dir) {
+        if trainer::data::cifar10::is_present(&dir) {
             return Some(dir);
         }
     }

@@ -1,0 +1,496 @@
+//! `trainer`: train, evaluate and export CNNs on CIFAR-10 from the command line.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Instant;
+use trainer::data::augment::PadMode;
+use trainer::data::cifar10;
+use trainer::model::network::Network;
+use trainer::optim::schedule::ScheduleKind;
+use trainer::optim::OptimizerKind;
+use trainer::train::metrics::ConfusionMatrix;
+use trainer::train::recipe::TrainingSpec;
+use trainer::train::spec_file::SpecFile;
+use trainer::train::{self, EarlyStopping, Monitor, TrainConfig};
+use trainer_cli::dataset::{self, DataArgs};
+use trainer_cli::download;
+use trainer_cli::run::{self, RunConfig};
+use trainer_cli::study::{self, StudyArgs, StudyError};
+
+/// A value parser for an engine setting, by the names spec files use for it
+/// (its serde names): `--help` lists them and anything else is refused.
+fn named<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(names).map(|name| {
+        serde_json::from_value(serde_json::Value::String(name))
+            .expect("each listed name is the setting's serde name (tested)")
+    })
+}
+
+#[derive(Parser)]
+#[command(
+    name = "trainer",
+    version,
+    about = "Train and evaluate small CNNs on CIFAR-10, on the CPU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model and export its weights as safetensors.
+    Train(Box<TrainArgs>),
+    /// Evaluate an exported model on the test set: loss, accuracy, per-class report, confusion matrix.
+    Evaluate(EvaluateArgs),
+    /// Download, verify and unpack CIFAR-10 into --data.
+    Download(DownloadArgs),
+    /// Run the reference study (its five runs, then the fast runs; resumable) and write docs/RESULTS.md.
+    Study(StudyArgs),
+}
+
+#[derive(Args)]
+struct DownloadArgs {
+    /// Where to put the CIFAR-10 binary files.
+    #[arg(long, default_value = "data/cifar-10-batches-bin")]
+    data: PathBuf,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Built-in model (model1, model2, model3, fast) or a path to a JSON spec.
+    /// A spec's "training" object sets the recipe; the flags below override it.
+    #[arg(long, default_value = "model1")]
+    model: String,
+    /// Maximum epochs [default: 35].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Mini-batch size [default: 32].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Seed for initialisation, shuffling and dropout.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Train on N images, stratified by class (default: all 50,000).
+    #[arg(long)]
+    subset: Option<usize>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Validate on the first N test images only (default: all 10,000). For quick runs.
+    #[arg(long)]
+    val_subset: Option<usize>,
+    /// Never download the data set; fail if it is missing.
+    #[arg(long)]
+    offline: bool,
+    /// The exported model (safetensors). Default: runs/<model>.safetensors
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Per-epoch history as CSV. Default: the --out path with .csv
+    #[arg(long)]
+    history: Option<PathBuf>,
+    /// Base (peak) learning rate [default: 0.001 for Adam, 0.01 for SGD].
+    #[arg(long)]
+    lr: Option<f32>,
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    /// Train on the first 50,000 − N training images and validate on the last
+    /// N instead of the test set (for choosing hyperparameters).
+    #[arg(long)]
+    holdout: Option<usize>,
+    /// Stop when the monitored figure stops improving.
+    #[arg(long)]
+    early_stopping: bool,
+    #[arg(long, default_value = "val_loss", value_parser = named::<Monitor>(&["val_loss", "val_accuracy"]))]
+    monitor: Monitor,
+    /// Epochs without improvement before stopping.
+    #[arg(long, default_value_t = 5)]
+    patience: usize,
+    /// Smallest change that counts as an improvement.
+    #[arg(long, default_value_t = 0.0)]
+    min_delta: f32,
+    /// Keep the last epoch's weights instead of restoring the best ones.
+    #[arg(long)]
+    no_restore_best: bool,
+    /// Checkpoint file, written after every epoch; if it exists, training resumes from it.
+    /// Default: the --out path with .ckpt
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Ignore an existing checkpoint and start over.
+    #[arg(long)]
+    fresh: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Also report the saved weights' figures with test-time augmentation
+    /// (each image averaged with its mirror image).
+    #[arg(long)]
+    tta: bool,
+}
+
+/// The training recipe (see trainer::train::recipe); each flag overrides the spec's
+/// "training" object.
+#[derive(Args)]
+struct RecipeArgs {
+    /// Optimiser [default: adam].
+    #[arg(long, value_parser = named::<OptimizerKind>(&["adam", "sgd"]))]
+    optimizer: Option<OptimizerKind>,
+    /// SGD momentum [default: 0.9].
+    #[arg(long)]
+    momentum: Option<f32>,
+    /// SGD with Nesterov momentum.
+    #[arg(long)]
+    nesterov: bool,
+    /// Decoupled weight decay λ (w ← w·(1 − lr·λ) each step) [default: 0].
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// No weight decay on biases and batch-norm parameters.
+    #[arg(long)]
+    no_decay_bn_bias: bool,
+    /// Learning-rate schedule [default: constant].
+    #[arg(long, value_parser = named::<ScheduleKind>(&["constant", "onecycle", "cosine", "step"]))]
+    schedule: Option<ScheduleKind>,
+    /// Linear warm-up epochs (for onecycle: the rising side) [default: 0].
+    #[arg(long)]
+    warmup_epochs: Option<f32>,
+    /// onecycle, cosine: learning-rate factor at the end [default: 0].
+    #[arg(long)]
+    final_lr_factor: Option<f32>,
+    /// step: epochs between decays [default: 10].
+    #[arg(long)]
+    step_epochs: Option<f32>,
+    /// step: factor of each decay [default: 0.1].
+    #[arg(long)]
+    step_gamma: Option<f32>,
+    /// Label smoothing ε of the training loss [default: 0].
+    #[arg(long)]
+    label_smoothing: Option<f32>,
+    /// Standard augmentation: random crop with 4 pixels of padding and flip
+    /// (the flags below adjust it).
+    #[arg(long, conflicts_with = "no_augment")]
+    augment: bool,
+    /// No augmentation at all, whatever the spec says.
+    #[arg(long)]
+    no_augment: bool,
+    /// Random crop with N pixels of padding (0–8; 0: none).
+    #[arg(long)]
+    crop_pad: Option<usize>,
+    /// What the crop pads with [default: reflect].
+    #[arg(long, value_parser = named::<PadMode>(&["reflect", "zero"]))]
+    pad_mode: Option<PadMode>,
+    /// Random horizontal flip.
+    #[arg(long)]
+    flip: bool,
+    /// Cutout: zero a random N×N square (0: none).
+    #[arg(long)]
+    cutout: Option<usize>,
+}
+
+impl RecipeArgs {
+    /// The flags as a TrainingSpec (None where a flag was not given).
+    fn to_spec(
+        &self,
+        epochs: Option<usize>,
+        batch_size: Option<usize>,
+        lr: Option<f32>,
+    ) -> TrainingSpec {
+        let mut t = TrainingSpec {
+            epochs,
+            batch_size,
+            lr,
+            optimizer: self.optimizer,
+            momentum: self.momentum,
+            nesterov: self.nesterov.then_some(true),
+            weight_decay: self.weight_decay,
+            decay_bn_bias: self.no_decay_bn_bias.then_some(false),
+            schedule: self.schedule,
+            warmup_epochs: self.warmup_epochs,
+            final_lr_factor: self.final_lr_factor,
+            step_epochs: self.step_epochs,
+            step_gamma: self.step_gamma,
+            label_smoothing: self.label_smoothing,
+            crop_pad: self.crop_pad,
+            pad_mode: self.pad_mode,
+            flip: self.flip.then_some(true),
+            cutout: self.cutout,
+        };
+        if self.augment {
+            t.crop_pad = t.crop_pad.or(Some(4));
+            t.flip = Some(true);
+        }
+        if self.no_augment {
+            t.crop_pad = Some(0);
+            t.flip = Some(false);
+            t.cutout = Some(0);
+        }
+        t
+    }
+}
+
+#[derive(Args)]
+struct EvaluateArgs {
+    /// The exported model (safetensors).
+    #[arg(long, default_value = "models/model1.safetensors")]
+    model: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Evaluate on the first N test images only (default: all).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Write the report and confusion matrix as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the confusion matrix as CSV to this file.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Also report loss and accuracy with test-time augmentation (each image
+    /// averaged with its mirror image), beside the plain figures.
+    #[arg(long)]
+    tta: bool,
+}
+
+/// Errors are printed as one chain of causes (`trainer: error: … : …`),
+/// without the backtrace `anyhow` would add under `RUST_BACKTRACE`.
+fn main() -> std::process::ExitCode {
+    match execute(Cli::parse().command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("trainer: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(command: Command) -> Result<()> {
+    match command {
+        Command::Train(args) => train(*args),
+        Command::Evaluate(args) => evaluate(args),
+        Command::Study(args) => study(args),
+        Command::Download(args) => {
+            let fetched = download::ensure_dataset(
+                &args.data,
+                &download::Source::official(),
+                &download::Options::default(),
+            )
+            .with_context(|| format!("cannot download CIFAR-10 into {}", args.data.display()))?;
+            if fetched {
+                eprintln!("CIFAR-10 is ready in {}", args.data.display());
+            } else {
+                eprintln!("CIFAR-10 is already in {}", args.data.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn train(args: TrainArgs) -> Result<()> {
+    let SpecFile {
+        model: spec,
+        training: from_spec,
+    } = SpecFile::resolve(&args.model).context("bad --model")?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{}.safetensors", spec.name)));
+    if args.batch_size == Some(0) {
+        bail!("--batch-size must be at least 1");
+    }
+    let from_spec = from_spec.unwrap_or_default();
+    let recipe = args
+        .recipe
+        .to_spec(args.epochs, args.batch_size, args.lr)
+        .or(&from_spec)
+        .resolve()
+        .map_err(|e| anyhow::anyhow!("bad training settings: {e}"))?;
+    let cfg = RunConfig {
+        train: TrainConfig::from_recipe(
+            &recipe,
+            args.seed,
+            args.early_stopping.then_some(EarlyStopping {
+                monitor: args.monitor,
+                patience: args.patience,
+                min_delta: args.min_delta,
+                restore_best: !args.no_restore_best,
+            }),
+        ),
+        progress: !args.quiet,
+        optimizer: recipe.optimizer.clone(),
+        subset: args.subset,
+        val_subset: args.val_subset,
+        holdout: args.holdout,
+        history: args
+            .history
+            .clone()
+            .unwrap_or_else(|| out.with_extension("csv")),
+        checkpoint: args
+            .checkpoint
+            .clone()
+            .unwrap_or_else(|| out.with_extension("ckpt")),
+        fresh: args.fresh,
+        tta: args.tta,
+        out,
+        spec,
+    };
+    let data = dataset::load(&args.data, cfg.spec.input, args.offline, args.quiet)?;
+    dataset::check_fits(&cfg.spec, &data, &args.data.data)?;
+    recipe
+        .augment
+        .check_fits(data.shape())
+        .map_err(|e| anyhow::anyhow!("bad augmentation for this data set: {e}"))?;
+    let available = data.train.len() - args.holdout.unwrap_or(0).min(data.train.len());
+    eprintln!(
+        "Training {} on {} images, batch {}, {} epochs max, {} threads",
+        cfg.spec.name,
+        args.subset.unwrap_or(available),
+        cfg.train.batch_size,
+        cfg.train.epochs,
+        rayon::current_num_threads()
+    );
+    eprintln!("Recipe: {}", recipe.describe());
+    if let Some(n) = args.holdout {
+        eprintln!("Validating on the last {n} training images (held out), not on the test set");
+    }
+    let epochs = cfg.train.epochs;
+    let result = run::run(&cfg, &data, &mut |r| println!("{}", r.keras_line(epochs)))?;
+    if result.stopped_early {
+        eprintln!("Early stopping after epoch {}", result.epochs_run);
+    }
+    if result.final_epoch != result.epochs_run {
+        eprintln!(
+            "Restored the weights of epoch {} (best {:?})",
+            result.final_epoch, args.monitor
+        );
+    }
+    let (what, images) = if result.held_out {
+        ("validation", "held-out training images")
+    } else {
+        ("test", "test images")
+    };
+    println!(
+        "Saved {} (epoch {}): {what} loss {:.4}, {what} accuracy {:.4} on {} {images}",
+        cfg.out.display(),
+        result.final_epoch,
+        result.test_loss,
+        result.test_accuracy,
+        result.test_images
+    );
+    if let Some(t) = result.tta {
+        println!(
+            "With test-time augmentation (flips): {what} loss {:.4}, {what} accuracy {:.4}",
+            t.loss, t.accuracy
+        );
+    }
+    println!("History: {}", cfg.history.display());
+    Ok(())
+}
+
+fn evaluate(args: EvaluateArgs) -> Result<()> {
+    let mut net = Network::load(&args.model)?;
+    let data = dataset::load(&args.data, net.input_shape(), true, true)?;
+    if data.num_classes() != net.num_classes() {
+        bail!(
+            "model {} has {} outputs, but the data set in {} has {} classes",
+            args.model.display(),
+            net.num_classes(),
+            args.data.data.display(),
+            data.num_classes()
+        );
+    }
+    let mut test = data.test;
+    if let Some(n) = args.limit {
+        test = test.head(n);
+    }
+    let names = data.class_names;
+    let started = Instant::now();
+    let e = train::evaluate(&mut net, &test, train::EVAL_BATCH);
+    let seconds = started.elapsed().as_secs_f32();
+    let matrix = ConfusionMatrix::from_predictions(net.num_classes(), &test.labels, &e.predictions);
+    let report = matrix.report(&names);
+    println!(
+        "Model {} ({}) on {} test images ({seconds:.1}s)",
+        args.model.display(),
+        net.spec().name,
+        test.len()
+    );
+    println!(
+        "test loss: {:.4} - test accuracy: {:.4}",
+        e.loss, e.accuracy
+    );
+    let tta = args.tta.then(|| {
+        let t = train::evaluate_tta(&mut net, &test, train::EVAL_BATCH);
+        println!(
+            "with test-time augmentation (flips): test loss: {:.4} - test accuracy: {:.4}",
+            t.loss, t.accuracy
+        );
+        t
+    });
+    println!("\nPer-class report and confusion matrix without test-time augmentation:\n");
+    println!("{report}");
+    println!("Confusion matrix (rows: true class, columns: predicted):");
+    println!("{}", matrix.to_text(&names));
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({
+            "model": args.model.display().to_string(),
+            "loss": e.loss,
+            "accuracy": e.accuracy,
+            "tta": tta.as_ref().map(|t| serde_json::json!({"loss": t.loss, "accuracy": t.accuracy})),
+            "report": report,
+            "confusion_matrix": matrix,
+            "class_names": names,
+        });
+        trainer::atomic::write_atomic(path, serde_json::to_string_pretty(&json)?.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.csv {
+        trainer::atomic::write_atomic(path, matrix.to_csv(&names).as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `trainer study`: the data set is loaded only if some run has to train.
+fn study(args: StudyArgs) -> Result<()> {
+    let data_args = DataArgs::at(&args.data);
+    let mut load = || {
+        dataset::load(&data_args, cifar10::SHAPE, args.offline, args.quiet)
+            .map_err(|e| StudyError::Data(format!("{e:#}")))
+    };
+    study::execute(&args, &mut load)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every name offered on the command line is one the engine's settings
+    /// parse (the `expect` in [`named`] never fires).
+    #[test]
+    fn every_listed_setting_name_parses() {
+        Cli::command().debug_assert();
+        for args in [
+            "--monitor val_loss",
+            "--monitor val_accuracy",
+            "--optimizer adam",
+            "--optimizer sgd",
+            "--schedule constant",
+            "--schedule onecycle",
+            "--schedule cosine",
+            "--schedule step",
+            "--pad-mode reflect",
+            "--pad-mode zero",
+        ] {
+            let argv = ["trainer", "train"]
+                .into_iter()
+                .chain(args.split(' '))
+                .collect::<Vec<_>>();
+            assert!(Cli::try_parse_from(&argv).is_ok(), "{args}");
+        }
+        assert!(Cli::try_parse_from(["trainer", "train", "--optimizer", "lion"]).is_err());
+    }
+}

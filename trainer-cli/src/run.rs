@@ -1,0 +1,271 @@
+//! One training run from start to saved weights, as `trainer train` and
+//! `trainer study` both do it: subset, resume from checkpoint, fit, restore the
+//! best weights, final evaluation, export, history CSV.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::path::PathBuf;
+use trainer::data::{DataError, Dataset, Split};
+use trainer::model::network::{Network, NetworkError};
+use trainer::model::spec::ModelSpec;
+use trainer::optim::schedule::ScheduleKind;
+use trainer::optim::Optimizer;
+use trainer::train::checkpoint::{self, CheckpointError, DataSelection, RunFingerprint};
+use trainer::train::{self, EpochRecord, TrainConfig, TrainError, TrainState, EVAL_BATCH};
+
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub spec: ModelSpec,
+    pub train: TrainConfig,
+    /// The optimiser and its settings, for a fresh run (a resumed run takes
+    /// the checkpoint's, which must have the same settings).
+    pub optimizer: Optimizer,
+    /// Train on this many images, stratified by class.
+    pub subset: Option<usize>,
+    /// Validate on the first this-many images of the validation set.
+    pub val_subset: Option<usize>,
+    /// Hold out the last this-many training images: train on the others and
+    /// validate on these instead of the test set (for tuning).
+    pub holdout: Option<usize>,
+    pub out: PathBuf,
+    pub history: PathBuf,
+    pub checkpoint: PathBuf,
+    /// Ignore an existing checkpoint.
+    pub fresh: bool,
+    /// Also evaluate the saved weights with test-time augmentation
+    /// ([`train::evaluate_tta`]), reported beside the plain figures.
+    pub tta: bool,
+    /// Draw a progress bar during each epoch.
+    pub progress: bool,
+}
+
+impl RunConfig {
+    /// The identity of this run on `data`, which a checkpoint must match to be resumed.
+    pub fn fingerprint(&self, data: &Dataset) -> RunFingerprint {
+        RunFingerprint {
+            spec: self.spec.clone(),
+            data: DataSelection {
+                dataset: format!("{} ({})", data.description, data.class_names.join(",")),
+                subset: self.subset,
+                holdout: self.holdout,
+                val_subset: self.val_subset,
+            },
+            batch_size: self.train.batch_size,
+            seed: self.train.seed,
+            optimizer: self.optimizer.settings(),
+            schedule: self.train.schedule.clone(),
+            augment: self.train.augment.clone(),
+            label_smoothing: self.train.label_smoothing,
+            // One-cycle and cosine curves are drawn over the planned epochs.
+            schedule_epochs: matches!(
+                self.train.schedule.kind,
+                ScheduleKind::OneCycle | ScheduleKind::Cosine
+            )
+            .then_some(self.train.epochs),
+        }
+    }
+}
+
+/// What a finished run reports (also saved as JSON by the study).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunResult {
+    pub model: String,
+    pub history: Vec<EpochRecord>,
+    pub epochs_run: usize,
+    /// Epoch whose weights were saved.
+    pub final_epoch: usize,
+    pub best_epoch: Option<usize>,
+    pub stopped_early: bool,
+    /// Loss and accuracy of the saved weights on the validation set: the
+    /// test set, or the held-out training images when `held_out`.
+    pub test_loss: f32,
+    pub test_accuracy: f32,
+    pub test_images: usize,
+    /// Validated on images held out of the training set, not on the test set.
+    #[serde(default)]
+    pub held_out: bool,
+    /// Loss and accuracy of the saved weights on the same images with
+    /// test-time augmentation (image and mirror image averaged), when asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tta: Option<TtaFigures>,
+    pub train_images: usize,
+    /// Mean wall time of an epoch (training + validation).
+    pub seconds_per_epoch: f32,
+    pub threads: usize,
+}
+
+/// Figures with test-time augmentation by horizontal flips.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TtaFigures {
+    pub loss: f32,
+    pub accuracy: f32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error("checkpoint {path} belongs to another run ({}): pass --fresh to start over, or the same settings to resume", changed.join("; "))]
+    ForeignCheckpoint { path: String, changed: Vec<String> },
+}
+
+/// Runs `cfg` on `data`; `on_epoch` sees each epoch's record as it finishes.
+pub fn run(
+    cfg: &RunConfig,
+    data: &Dataset,
+    on_epoch: &mut dyn FnMut(&EpochRecord),
+) -> Result<RunResult, RunError> {
+    let (train_all, val_all): (Cow<Split>, Cow<Split>) = match cfg.holdout {
+        Some(n) => {
+            let (train, held) = data.train.split_last(n)?;
+            (Cow::Owned(train), Cow::Owned(held))
+        }
+        None => (Cow::Borrowed(&data.train), Cow::Borrowed(&data.test)),
+    };
+    let train_split: Cow<Split> = match cfg.subset {
+        Some(n) => Cow::Owned(train_all.stratified_subset(n, cfg.train.seed)?),
+        None => train_all,
+    };
+    let val_split: Cow<Split> = match cfg.val_subset {
+        Some(n) => Cow::Owned(val_all.head(n)),
+        None => val_all,
+    };
+
+    let fingerprint = cfg.fingerprint(data);
+    let (mut net, mut opt, mut state) = if !cfg.fresh && cfg.checkpoint.exists() {
+        let r = checkpoint::load(&cfg.checkpoint)?;
+        if r.fingerprint != fingerprint {
+            return Err(RunError::ForeignCheckpoint {
+                path: cfg.checkpoint.display().to_string(),
+                changed: r.fingerprint.differences(&fingerprint),
+            });
+        }
+        eprintln!(
+            "Resuming from {} after epoch {}",
+            cfg.checkpoint.display(),
+            r.state.epochs_done
+        );
+        (r.net, r.opt, r.state)
+    } else {
+        (
+            Network::new(&cfg.spec, cfg.train.seed)?,
+            cfg.optimizer.clone(),
+            TrainState::default(),
+        )
+    };
+    net.class_names = data.class_names.clone();
+
+    let mut observer = Saver {
+        cfg,
+        fingerprint: &fingerprint,
+        on_epoch,
+        bar: None,
+    };
+    let outcome = train::fit(
+        &mut net,
+        &mut opt,
+        &train_split,
+        &val_split,
+        &cfg.train,
+        &mut state,
+        &mut observer,
+    )?;
+
+    let final_eval = train::evaluate(&mut net, &val_split, EVAL_BATCH);
+    let tta = cfg.tta.then(|| {
+        let e = train::evaluate_tta(&mut net, &val_split, EVAL_BATCH);
+        TtaFigures {
+            loss: e.loss,
+            accuracy: e.accuracy,
+        }
+    });
+    net.save_with_classes(&cfg.out)?;
+    let history = outcome.history;
+    let seconds = history.iter().map(|r| r.seconds).sum::<f32>() / history.len().max(1) as f32;
+    Ok(RunResult {
+        model: cfg.spec.name.clone(),
+        epochs_run: history.len(),
+        history,
+        final_epoch: outcome.final_epoch,
+        best_epoch: outcome.best_epoch,
+        stopped_early: outcome.stopped_early,
+        test_loss: final_eval.loss,
+        test_accuracy: final_eval.accuracy,
+        test_images: val_split.len(),
+        held_out: cfg.holdout.is_some(),
+        tta,
+        train_images: train_split.len(),
+        seconds_per_epoch: seconds,
+        threads: rayon::current_num_threads(),
+    })
+}
+
+/// What [`run`] does as training goes: a progress bar per epoch, then the
+/// caller's `on_epoch`, the history CSV and the checkpoint after each.
+struct Saver<'a> {
+    cfg: &'a RunConfig,
+    fingerprint: &'a RunFingerprint,
+    on_epoch: &'a mut dyn FnMut(&EpochRecord),
+    bar: Option<ProgressBar>,
+}
+
+impl train::Observer for Saver<'_> {
+    fn epoch_started(&mut self, epoch: usize, epochs: usize, steps: usize) {
+        if !self.cfg.progress {
+            return;
+        }
+        let bar = ProgressBar::new(steps as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} {elapsed}<{eta} {per_sec} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("Epoch {epoch}/{epochs}"));
+        self.bar = Some(bar);
+    }
+
+    fn step_done(&mut self, step: usize, loss: f64, accuracy: f64) {
+        if let Some(bar) = &self.bar {
+            if step.is_multiple_of(20) || step + 1 == bar.length().unwrap_or(0) as usize {
+                bar.set_message(format!("loss {loss:.4} acc {accuracy:.4}"));
+            }
+            bar.inc(1);
+        }
+    }
+
+    fn epoch_failed(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.abandon();
+        }
+    }
+
+    fn epoch_done(
+        &mut self,
+        record: &EpochRecord,
+        net: &Network,
+        opt: &Optimizer,
+        state: &TrainState,
+    ) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        (self.on_epoch)(record);
+        let cfg = self.cfg;
+        let csv = train::history_csv(&state.history);
+        if let Err(e) = trainer::atomic::write_atomic(&cfg.history, csv.as_bytes()) {
+            eprintln!("warning: cannot write {}: {e}", cfg.history.display());
+        }
+        if let Err(e) = checkpoint::save(&cfg.checkpoint, net, opt, state, self.fingerprint) {
+            eprintln!("warning: {}", crate::error_chain(&e));
+        }
+    }
+}

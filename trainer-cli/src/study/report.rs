@@ -1,0 +1,434 @@
+//! The study's report: `docs/RESULTS.md` and its charts, regenerated from
+//! the finished runs' `result.json` files. Every figure in it is computed;
+//! the only typed-in numbers are the reference figures in [`super::RUNS`].
+
+use super::*;
+
+/// Reads the `result.json` of every run of the study that has one.
+pub fn load_results(study_dir: &Path) -> Result<Vec<StudyResult>, StudyError> {
+    let mut out = Vec::new();
+    for run in &RUNS {
+        let path = RunPaths::new(study_dir, run.id).result;
+        if path.exists() {
+            out.push(read_result(&path)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Reads one `result.json`.
+pub fn read_result(path: &Path) -> Result<StudyResult, StudyError> {
+    let bytes = std::fs::read(path).map_err(|source| StudyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| StudyError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Regenerates the report at `results` and its charts in `img/` beside it.
+pub fn write_report(study_dir: &Path, results: &Path, command: &str) -> Result<(), StudyError> {
+    let finished = load_results(study_dir)?;
+    let img_dir = results
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join("img");
+    let charts = draw_charts(&finished, &img_dir)?;
+    let md = render_markdown(&finished, &charts, command, &utc_now(), &Machine::this());
+    trainer::atomic::write_atomic(results, md.as_bytes()).map_err(|source| StudyError::Write {
+        path: results.to_path_buf(),
+        source,
+    })
+}
+
+/// File names (relative to the report's `img/` folder) of the charts drawn.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Charts {
+    compare: Option<String>,
+    time: Option<String>,
+}
+
+/// Draws each finished run's history and confusion matrix, and the two
+/// comparison charts.
+fn draw_charts(finished: &[StudyResult], img_dir: &Path) -> Result<Charts, StudyError> {
+    for r in finished {
+        let title = format!("{} — {}", r.id, r.settings.describe_short());
+        plot::history(&img_dir.join(history_png(&r.id)), &title, &r.run.history)?;
+        let title = format!(
+            "{} — confusion matrix, {} test images",
+            r.id,
+            thousands(r.run.test_images)
+        );
+        let names = &r.class_names;
+        plot::confusion(
+            &img_dir.join(confusion_png(&r.id)),
+            &title,
+            &r.confusion_matrix(),
+            names,
+        )?;
+    }
+    let mut charts = Charts::default();
+    let per_model = one_run_per_model(finished);
+    if !per_model.is_empty() {
+        let name = "compare-models.png".to_string();
+        plot::compare(
+            &img_dir.join(&name),
+            "Validation accuracy per epoch, models 1, 2 and 3",
+            &per_model,
+        )?;
+        charts.compare = Some(name);
+    }
+    if !finished.is_empty() {
+        let name = "accuracy-vs-time.png".to_string();
+        let all: Vec<(String, Vec<EpochRecord>)> = finished
+            .iter()
+            .map(|r| (r.id.clone(), r.run.history.clone()))
+            .collect();
+        plot::accuracy_vs_time(
+            &img_dir.join(&name),
+            "Validation accuracy against wall-clock time",
+            &all,
+        )?;
+        charts.time = Some(name);
+    }
+    Ok(charts)
+}
+
+/// For models 1, 2 and 3, the first finished run in study order
+/// (model1-35, model2-50, model3-es when all have finished).
+fn one_run_per_model(finished: &[StudyResult]) -> Vec<(String, Vec<EpochRecord>)> {
+    ["model1", "model2", "model3"]
+        .iter()
+        .filter_map(|m| finished.iter().find(|r| r.settings.model == *m))
+        .map(|r| (r.id.clone(), r.run.history.clone()))
+        .collect()
+}
+
+fn history_png(id: &str) -> String {
+    format!("{id}-history.png")
+}
+
+fn confusion_png(id: &str) -> String {
+    format!("{id}-confusion.png")
+}
+
+/// The whole report as Markdown.
+pub(super) fn render_markdown(
+    finished: &[StudyResult],
+    charts: &Charts,
+    command: &str,
+    date: &str,
+    machine: &Machine,
+) -> String {
+    let mut md = String::new();
+    header(&mut md, finished, command, date, machine);
+    table(&mut md, finished);
+    if let Some(c) = &charts.compare {
+        md += "\n## Validation accuracy per epoch, models 1, 2 and 3\n\n";
+        md += "One run per model: the first finished of model1-35/model1-es, model2-50, model3-es/model3-10k.\n\n";
+        writeln!(md, "![Validation accuracy per epoch](img/{c})").unwrap();
+    }
+    if let Some(c) = &charts.time {
+        md += "\n## Validation accuracy against wall-clock time\n\n";
+        md += "Cumulative time of training and validation per epoch, on the machine each run ran on.\n\n";
+        writeln!(md, "![Validation accuracy against time](img/{c})").unwrap();
+    }
+    for r in finished {
+        run_section(&mut md, r);
+    }
+    md
+}
+
+pub(super) fn header(
+    md: &mut String,
+    finished: &[StudyResult],
+    command: &str,
+    date: &str,
+    m: &Machine,
+) {
+    md.push_str("# Results of the reference study, and beyond it\n\n");
+    md.push_str("<!-- Generated by `trainer study`; do not edit by hand. -->\n\n");
+    writeln!(md, "- Generated by: `{command}`").unwrap();
+    writeln!(md, "- Date: {date}").unwrap();
+    writeln!(md, "- Machine: {}", m.describe()).unwrap();
+    md.push_str(
+        "- Reference figures: the Keras study of the same models (TensorFlow/Keras on a \
+         Google Colab GPU), test set of 10,000 images. All other figures are computed by \
+         this crate (pure Rust, CPU) and read from each run's `result.json`.\n",
+    );
+    md.push_str(
+        "- Every run of the reference study: batch 32, Adam (learning rate 0.001), seed 1, \
+         validation on the test set. The runs beyond the study (`fast`, `fast-50`, `fast-12`) train \
+         with their spec's own recipe (`models/fast.json`), given in their sections.\n",
+    );
+    let smoke: Vec<&StudyResult> = finished
+        .iter()
+        .filter(|r| !r.settings.overrides.is_empty())
+        .collect();
+    if !smoke.is_empty() {
+        md.push_str("\n> **Warning — smoke-test runs.** These runs did not use the study's settings, so their figures are not comparable with the reference:\n");
+        for r in smoke {
+            writeln!(md, "> - {}: {}", r.id, r.settings.overrides.describe()).unwrap();
+        }
+    }
+}
+
+/// The comparison table: a row for every run of the study.
+pub(super) fn table(md: &mut String, finished: &[StudyResult]) {
+    md.push_str("\n## Test accuracy and loss\n\n");
+    md.push_str("| run | reference test acc | reference test loss | our test acc | our test loss | epochs run | best epoch | s/epoch (this machine, threads) |\n");
+    md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for run in &RUNS {
+        let ours = finished.iter().find(|r| r.id == run.id);
+        md.push_str(&table_row(run, ours));
+    }
+    let notes: Vec<String> = RUNS
+        .iter()
+        .filter_map(|r| Some((r.id, r.reference?.note)))
+        .filter(|(_, note)| !note.is_empty())
+        .map(|(id, note)| format!("{id}: {note}"))
+        .collect();
+    if !notes.is_empty() {
+        writeln!(md, "\nReference details: {}.", notes.join("; ")).unwrap();
+    }
+    md.push_str("\nThe runs:\n\n");
+    for r in &RUNS {
+        match Settings::new(r, &Overrides::default()) {
+            Ok(s) => writeln!(md, "- {}: {}, {}", r.id, r.model, s.describe_run_specific()),
+            Err(e) => writeln!(md, "- {}: {}, {e}", r.id, r.model),
+        }
+        .unwrap();
+    }
+    md.push_str(
+        "\nThe runs beyond the study have no reference figures (—). Their \"TTA\" figure is the \
+         test accuracy with test-time augmentation (each image averaged with its mirror \
+         image), reported beside the plain one.\n",
+    );
+}
+
+pub(super) fn table_row(run: &StudyRun, ours: Option<&StudyResult>) -> String {
+    // A smoke-test run is marked in the run column, so it cannot pass for a real one.
+    let smoke = ours.is_some_and(|r| !r.settings.overrides.is_empty());
+    let (ref_acc, ref_loss) = match run.reference {
+        Some(r) => (percent(r.accuracy), format!("{:.3}", r.loss)),
+        None => ("—".to_string(), "—".to_string()),
+    };
+    let reference = format!(
+        "| {}{} | {ref_acc} | {ref_loss} |",
+        run.id,
+        if smoke { " ⚠ smoke test" } else { "" },
+    );
+    let Some(r) = ours else {
+        return format!("{reference} not run yet | | | | |\n");
+    };
+    let mut test_note = if r.run.test_images == 10_000 {
+        String::new()
+    } else {
+        format!(" (on {} test images)", thousands(r.run.test_images))
+    };
+    if let Some(t) = r.run.tta {
+        write!(test_note, "; TTA {}", percent(t.accuracy)).unwrap();
+    }
+    let epochs = if r.run.stopped_early {
+        format!("{} (stopped early)", r.run.epochs_run)
+    } else {
+        r.run.epochs_run.to_string()
+    };
+    let best = r.run.best_epoch.map_or("—".to_string(), |b| b.to_string());
+    format!(
+        "{reference} {}{test_note} | {:.3} | {epochs} | {best} | {:.1} s ({} threads) |\n",
+        percent(r.run.test_accuracy),
+        r.run.test_loss,
+        r.run.seconds_per_epoch,
+        r.run.threads
+    )
+}
+
+/// 10000 → "10,000".
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// 0.7678 → "76.78 %".
+pub fn percent(fraction: f32) -> String {
+    format!("{:.2} %", fraction * 100.0)
+}
+
+/// A finished run's section: settings, charts, per-class report.
+pub(super) fn run_section(md: &mut String, r: &StudyResult) {
+    writeln!(md, "\n## {}\n", r.id).unwrap();
+    writeln!(
+        md,
+        "- Model: `{}`; {}",
+        r.settings.model,
+        r.settings.describe()
+    )
+    .unwrap();
+    if !r.settings.overrides.is_empty() {
+        writeln!(
+            md,
+            "- **Smoke-test overrides: {}**",
+            r.settings.overrides.describe()
+        )
+        .unwrap();
+    }
+    let stop = if r.run.stopped_early {
+        format!("stopped early after epoch {}", r.run.epochs_run)
+    } else {
+        format!("ran {} epochs", r.run.epochs_run)
+    };
+    writeln!(
+        md,
+        "- Trained on {} images, {stop}; saved weights of epoch {}.",
+        thousands(r.run.train_images),
+        r.run.final_epoch
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "- Test loss {:.4}, test accuracy {} on {} test images.",
+        r.run.test_loss,
+        percent(r.run.test_accuracy),
+        thousands(r.run.test_images)
+    )
+    .unwrap();
+    if let Some(t) = r.run.tta {
+        writeln!(
+            md,
+            "- With test-time augmentation (each image averaged with its mirror image): \
+             test loss {:.4}, test accuracy {}.",
+            t.loss,
+            percent(t.accuracy)
+        )
+        .unwrap();
+    }
+    writeln!(
+        md,
+        "- {:.1} s per epoch with {} threads on {}; finished {}.",
+        r.run.seconds_per_epoch,
+        r.run.threads,
+        r.machine.describe(),
+        r.finished
+    )
+    .unwrap();
+    if let Some(w) = r.wall_seconds {
+        writeln!(
+            md,
+            "- Wall time of the whole run (data loading, training, validation after every \
+             epoch, final evaluations): {} ({w:.0} s).",
+            minutes(w)
+        )
+        .unwrap();
+    }
+    writeln!(md, "- Command: `{}`", r.command).unwrap();
+    writeln!(md, "![{} history](img/{})\n", r.id, history_png(&r.id)).unwrap();
+    writeln!(
+        md,
+        "![{} confusion matrix](img/{})\n",
+        r.id,
+        confusion_png(&r.id)
+    )
+    .unwrap();
+    match first_reached(&r.run.history, 0.75) {
+        Some((epoch, t)) => writeln!(
+            md,
+            "- Time to 75 % validation accuracy: {} (after epoch {epoch}; training and \
+             validation time of the epochs).",
+            minutes(t)
+        ),
+        None => {
+            let best = r
+                .run
+                .history
+                .iter()
+                .max_by(|a, b| a.val_accuracy.total_cmp(&b.val_accuracy));
+            match best {
+                Some(b) => writeln!(
+                    md,
+                    "- 75 % validation accuracy not reached (best {} after epoch {}).",
+                    percent(b.val_accuracy),
+                    b.epoch
+                ),
+                None => Ok(()),
+            }
+        }
+    }
+    .unwrap();
+    md.push('\n');
+    if r.settings.recipe.is_some() {
+        accuracy_vs_time(md, r);
+    }
+    let report = r.confusion_matrix().report(&r.class_names);
+    writeln!(md, "Per-class report (saved weights, test images):\n").unwrap();
+    writeln!(md, "```text\n{report}```").unwrap();
+}
+
+/// The first epoch whose validation accuracy is at least `threshold`, and
+/// the cumulative time (training and validation) at its end.
+pub(super) fn first_reached(history: &[EpochRecord], threshold: f32) -> Option<(usize, f32)> {
+    let mut elapsed = 0.0;
+    for e in history {
+        elapsed += e.seconds;
+        if e.val_accuracy >= threshold {
+            return Some((e.epoch, elapsed));
+        }
+    }
+    None
+}
+
+/// "12 min 05 s".
+pub(super) fn minutes(seconds: f32) -> String {
+    let s = seconds.round() as u64;
+    format!("{} min {:02} s", s / 60, s % 60)
+}
+
+/// The accuracy-against-time table of a run: after every epoch, the
+/// cumulative wall time and the accuracy of the weights at that point on the
+/// validation images (the test set: these runs have no early stopping and
+/// nothing is chosen on these figures), then the first time each threshold
+/// was reached.
+pub(super) fn accuracy_vs_time(md: &mut String, r: &StudyResult) {
+    md.push_str("Accuracy against wall-clock time (cumulative training and validation time; \
+                 the accuracy of the weights at the end of each epoch on the validation images):\n\n");
+    md.push_str("| epoch | elapsed | learning rate | train loss | val accuracy |\n");
+    md.push_str("|---:|---:|---:|---:|---:|\n");
+    let mut elapsed = 0.0;
+    for e in &r.run.history {
+        elapsed += e.seconds;
+        writeln!(
+            md,
+            "| {} | {} | {:.4} | {:.4} | {} |",
+            e.epoch,
+            minutes(elapsed),
+            e.lr,
+            e.loss,
+            percent(e.val_accuracy)
+        )
+        .unwrap();
+    }
+    md.push('\n');
+    for threshold in [0.80, 0.85, 0.90, 0.93] {
+        match first_reached(&r.run.history, threshold) {
+            Some((epoch, t)) => writeln!(
+                md,
+                "- {} first reached after epoch {epoch}, at {}.",
+                percent(threshold),
+                minutes(t)
+            ),
+            None => writeln!(md, "- {} not reached.", percent(threshold)),
+        }
+        .unwrap();
+    }
+    md.push('\n');
+}

@@ -1,0 +1,136 @@
+//! A user's own images, end to end: a folder of class folders (PNGs and
+//! JPEGs drawn by the test) trains to well above chance through the
+//! `trainer` command, the exported model carries the folder's class names and
+//! grayscale input shape, and a model that does not fit the data is refused
+//! with one clear error before anything trains.
+
+mod common;
+
+use common::{text, trainer};
+use std::path::Path;
+
+/// Three classes of 16×16 pictures, drawn with noise: a horizontal bar, a
+/// vertical bar, a filled square; `n` per class, every third one a JPEG.
+fn draw_folder(root: &Path, n: usize) {
+    let mut seed = 12345u32;
+    let mut noise = move || {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        (seed >> 16) as u8 % 40
+    };
+    for (class, name) in ["hbar", "square", "vbar"].iter().enumerate() {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..n {
+            let at = 3 + i % 8;
+            let img = image::RgbImage::from_fn(16, 16, |x, y| {
+                let (x, y) = (x as usize, y as usize);
+                let on = match class {
+                    0 => y >= at && y < at + 4,
+                    1 => (4..12).contains(&x) && (4..12).contains(&y),
+                    _ => x >= at && x < at + 4,
+                };
+                let v = if on { 200 } else { 20 } + noise();
+                image::Rgb([v, v / 2 + noise(), v])
+            });
+            let path = if i % 3 == 0 {
+                dir.join(format!("{i}.jpg"))
+            } else {
+                dir.join(format!("{i}.png"))
+            };
+            img.save(&path).unwrap();
+        }
+    }
+}
+
+const SPEC: &str = r#"{"name":"shapes","input":{"height":16,"width":16,"channels":1},"layers":[
+    {"type":"conv2d","filters":8,"kernel":3},{"type":"relu"},{"type":"maxpool2d"},
+    {"type":"conv2d","filters":8,"kernel":3},{"type":"relu"},{"type":"global_avg_pool"},
+    {"type":"dense","units":3}]}"#;
+
+#[test]
+fn image_folder_trains_exports_and_keeps_class_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("shapes");
+    draw_folder(&data, 40);
+    let spec = dir.path().join("shapes.json");
+    std::fs::write(&spec, SPEC).unwrap();
+    let out = dir.path().join("shapes.safetensors");
+    let args = [
+        "train",
+        "--model",
+        spec.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--val-split",
+        "0.25",
+        "--epochs",
+        "25",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.01",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = trainer(&args);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("3 classes, 90 training, 30 test images of 16×16×1"),
+        "{t}"
+    );
+    let line = t
+        .lines()
+        .find(|l| l.starts_with("Saved "))
+        .unwrap_or_else(|| panic!("{t}"));
+    let accuracy: f32 = line
+        .split("test accuracy ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    // Chance is 1/3.
+    assert!(accuracy >= 0.8, "{t}");
+    let net = trainer::Network::load(&out).unwrap();
+    assert_eq!(net.class_names, ["hbar", "square", "vbar"]);
+    assert_eq!(
+        net.input_shape(),
+        trainer::kernels::tensor::ImageShape::new(16, 16, 1)
+    );
+    // The second run reads the decoded images from the cache.
+    let mut again = args.to_vec();
+    let epochs = again.iter().position(|a| *a == "25").unwrap();
+    again[epochs] = "1";
+    again.push("--fresh");
+    let again = trainer(&again);
+    assert!(text(&again).contains("from the cache"), "{}", text(&again));
+}
+
+#[test]
+fn a_model_that_does_not_fit_the_data_is_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("shapes");
+    draw_folder(&data, 4);
+    let spec = dir.path().join("two.json");
+    std::fs::write(&spec, SPEC.replace(r#""units":3"#, r#""units":2"#)).unwrap();
+    let o = trainer(&[
+        "train",
+        "--model",
+        spec.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--val-split",
+        "0.25",
+        "--quiet",
+        "--out",
+        dir.path().join("m.safetensors").to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("has 2 outputs") && t.contains("3 classes"),
+        "{t}"
+    );
+    assert!(!t.contains("panicked"), "{t}");
+}

@@ -1,0 +1,554 @@
+//! A network built from a [`ModelSpec`]: the layers in order, the activations
+//! between them, and their gradients. Also its file format (safetensors with
+//! the spec in the metadata; see `docs/FORMAT.md`).
+
+use crate::kernels::tensor::{ImageShape, Tensor};
+use crate::layers::{self, Layer, Mode, Param, Params};
+use crate::model::loss::{
+    softmax_cross_entropy, softmax_cross_entropy_smoothed, softmax_in_place, BatchLoss,
+};
+use crate::model::spec::{LayerSpec, ModelSpec, SpecError};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The CIFAR-10 class names, used when a caller gives none.
+pub const CIFAR10_CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
+
+/// Value of the `format` metadata key (the format's own, [`model_format::FORMAT`]).
+pub const FORMAT: &str = model_format::FORMAT;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("cannot read model file {path}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write model file {path}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("model file {origin}: {problem}")]
+    Format { origin: String, problem: String },
+}
+
+pub struct Network {
+    spec: ModelSpec,
+    layers: Vec<Box<dyn Layer>>,
+    /// Parameter-name prefix of each layer (`conv1`), if it has parameters.
+    names: Vec<Option<String>>,
+    /// `acts[0]` is the input batch, `acts[i + 1]` the output of layer `i`.
+    acts: Vec<Tensor>,
+    /// `grads[i] = ∂L/∂acts[i]` (`grads[0]` is never computed).
+    grads: Vec<Tensor>,
+    /// For an `add` layer `i`, the activation index of its skip input.
+    skips: Vec<Option<usize>>,
+    /// Gradient reaching `acts[s]` through skip connections, added to
+    /// `grads[s]` once the layer consuming `acts[s]` has written it.
+    skip_grads: Vec<Tensor>,
+    skip_pending: Vec<bool>,
+    /// `fused[i]`: layer `i` is a relu computed by the layer before it
+    /// ([`layers::Conv2d::fuse_relu`], [`layers::BatchNorm::fuse_relu`]); it
+    /// only moves tensors into place.
+    fused: Vec<bool>,
+    /// Class names in label order.
+    pub class_names: Vec<String>,
+}
+
+/// For each layer, whether it is a relu to fuse into the convolution or batch
+/// norm right before it: always, unless an `add` takes that layer's output
+/// (before the relu) as its skip input, which fusing would overwrite.
+fn relus_to_fuse(spec: &ModelSpec) -> Vec<bool> {
+    let skip_sources: Vec<usize> = spec
+        .layers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| match l {
+            LayerSpec::Add { from, .. } => spec.source_of(i, from).ok(),
+            _ => None,
+        })
+        .collect();
+    (0..spec.layers.len())
+        .map(|i| {
+            i > 0
+                && matches!(spec.layers[i], LayerSpec::Relu { .. })
+                && matches!(
+                    spec.layers[i - 1],
+                    LayerSpec::Conv2d { .. } | LayerSpec::BatchNorm { .. }
+                )
+                && !skip_sources.contains(&(i - 1))
+        })
+        .collect()
+}
+
+impl Network {
+    /// A freshly initialised network (Glorot-uniform weights, zero biases).
+    pub fn new(spec: &ModelSpec, seed: u64) -> Result<Self, NetworkError> {
+        spec.validate()?;
+        let shapes = spec.shapes()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut input = spec.input;
+        let mut layers: Vec<Box<dyn Layer>> = Vec::with_capacity(spec.layers.len());
+        let fused = relus_to_fuse(spec);
+        for (i, layer) in spec.layers.iter().enumerate() {
+            let built: Box<dyn Layer> = match *layer {
+                LayerSpec::Conv2d {
+                    filters,
+                    kernel,
+                    stride,
+                    padding,
+                    ..
+                } => {
+                    let mut conv =
+                        layers::Conv2d::new(input, filters, kernel, stride, padding, &mut rng);
+                    if fused.get(i + 1) == Some(&true) {
+                        conv.fuse_relu();
+                    }
+                    Box::new(conv)
+                }
+                LayerSpec::Relu { .. } => Box::new(layers::Relu::new(input)),
+                LayerSpec::MaxPool2d {
+                    size,
+                    stride,
+                    padding,
+                    ..
+                } => Box::new(layers::MaxPool2d::new(input, size, stride, padding)),
+                LayerSpec::GlobalAvgPool { .. } => Box::new(layers::GlobalAvgPool::new(input)),
+                LayerSpec::BatchNorm {
+                    momentum, epsilon, ..
+                } => {
+                    let mut bn = layers::BatchNorm::new(input, momentum, epsilon);
+                    if fused.get(i + 1) == Some(&true) {
+                        bn.fuse_relu();
+                    }
+                    Box::new(bn)
+                }
+                LayerSpec::Flatten { .. } => Box::new(layers::Flatten::new(input)),
+                LayerSpec::Add { .. } => Box::new(layers::Add::new(input)),
+                LayerSpec::Dropout { rate, .. } => {
+                    Box::new(layers::Dropout::new(input, rate, seed ^ (i as u64) << 32))
+                }
+                LayerSpec::Dense { units, .. } => {
+                    Box::new(layers::Dense::new(input, units, &mut rng))
+                }
+            };
+            debug_assert_eq!(built.output_shape(), shapes[i]);
+            input = shapes[i];
+            layers.push(built);
+        }
+        let count = layers.len() + 1;
+        // Activation index (`acts[j + 1]` is layer j's output) of each add's skip input.
+        let skips = spec
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| match l {
+                LayerSpec::Add { from, .. } => Some(
+                    spec.source_of(i, from)
+                        .expect("validated: the source comes first")
+                        + 1,
+                ),
+                _ => None,
+            })
+            .collect();
+        Ok(Self {
+            spec: spec.clone(),
+            names: spec
+                .layers
+                .iter()
+                .map(|l| l.name().map(str::to_string))
+                .collect(),
+            layers,
+            acts: (0..count).map(|_| Tensor::default()).collect(),
+            grads: (0..count).map(|_| Tensor::default()).collect(),
+            skips,
+            skip_grads: (0..count).map(|_| Tensor::default()).collect(),
+            skip_pending: vec![false; count],
+            fused,
+            class_names: CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
+        })
+    }
+
+    /// Sets how every layer computes (GEMM backend, convolution algorithm);
+    /// [`layers::Compute::default`] until then.
+    pub fn set_compute(&mut self, compute: layers::Compute) {
+        for layer in &mut self.layers {
+            layer.set_compute(compute);
+        }
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    pub fn input_shape(&self) -> ImageShape {
+        self.spec.input
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.layers.last().map_or(0, |l| l.output_shape().len())
+    }
+
+    /// Loads `n` images of `u8` pixels (HWC) as the input batch, scaled to `[0, 1]`.
+    pub fn set_input_u8(&mut self, images: &[u8], n: usize) {
+        let shape = self.spec.input;
+        assert_eq!(images.len(), n * shape.len(), "input batch size");
+        let x = &mut self.acts[0];
+        x.resize(n, shape);
+        for (v, &p) in x.data.iter_mut().zip(images) {
+            *v = f32::from(p) * (1.0 / 255.0);
+        }
+    }
+
+    /// Runs every layer on the current input; returns the logits.
+    pub fn forward(&mut self, mode: Mode) -> &Tensor {
+        for i in 0..self.layers.len() {
+            self.forward_layer(i, mode);
+        }
+        self.acts.last().expect("at least the input")
+    }
+
+    /// `acts[i + 1] = layer i (acts[i])`, plus the skip input for an add.
+    fn forward_layer(&mut self, i: usize, mode: Mode) {
+        if self.fused[i] {
+            // The layer before already applied this relu: its output becomes
+            // this layer's (acts[i] is left stale and rewritten next step).
+            self.acts.swap(i, i + 1);
+            return;
+        }
+        let (done, rest) = self.acts.split_at_mut(i + 1);
+        self.layers[i].forward(&done[i], &mut rest[0], mode);
+        if let Some(s) = self.skips[i] {
+            layers::add_assign(&mut rest[0].data, &done[s].data);
+        }
+    }
+
+    /// Backpropagates from `grads[last] = ∂L/∂logits`, filling every layer's parameter gradients.
+    fn backward(&mut self) {
+        self.skip_pending.fill(false);
+        for i in (0..self.layers.len()).rev() {
+            self.backward_layer(i);
+        }
+    }
+
+    /// Layer `i`'s backward: `grads[i]` from `grads[i + 1]`. An add also
+    /// sends `grads[i + 1]` to its skip input; that share is added to
+    /// `grads[s]` right after the layer consuming `acts[s]` (layer `s`, which
+    /// comes later in backward order, or this one) has overwritten it.
+    fn backward_layer(&mut self, i: usize) {
+        if self.fused[i] {
+            // ∂L/∂(relu output) goes to the layer before unmasked: it masks it
+            // (a convolution with the relu output, given as its `y`: acts[i + 2]).
+            self.grads.swap(i, i + 1);
+            return;
+        }
+        let (lower, upper) = self.grads.split_at_mut(i + 1);
+        let dx = if i > 0 { Some(&mut lower[i]) } else { None };
+        let y = if self.fused.get(i + 1) == Some(&true) {
+            &self.acts[i + 2]
+        } else {
+            &self.acts[i + 1]
+        };
+        self.layers[i].backward(&self.acts[i], y, &upper[0], dx);
+        if let Some(s) = self.skips[i] {
+            let dy = &upper[0];
+            let pending = &mut self.skip_grads[s];
+            if self.skip_pending[s] {
+                layers::add_assign(&mut pending.data, &dy.data);
+            } else {
+                pending.resize(dy.n, dy.image_shape());
+                pending.data.copy_from_slice(&dy.data);
+                self.skip_pending[s] = true;
+            }
+        }
+        if i > 0 && self.skip_pending[i] {
+            layers::add_assign(&mut self.grads[i].data, &self.skip_grads[i].data);
+        }
+    }
+
+    /// Forward in training mode, loss against `labels`, and backward: after
+    /// this every parameter's gradient is `∂L/∂θ` for the current input batch.
+    pub fn forward_backward(&mut self, labels: &[u8]) -> BatchLoss {
+        self.forward_backward_smoothed(labels, 0.0)
+    }
+
+    /// [`Network::forward_backward`] with the labels smoothed by `smoothing`
+    /// (see [`crate::model::loss`]); the loss returned is the smoothed one.
+    pub fn forward_backward_smoothed(&mut self, labels: &[u8], smoothing: f32) -> BatchLoss {
+        self.forward(Mode::Train);
+        let last = self.layers.len();
+        let loss = softmax_cross_entropy_smoothed(
+            &self.acts[last],
+            labels,
+            smoothing,
+            Some(&mut self.grads[last]),
+        );
+        self.backward();
+        loss
+    }
+
+    /// [`Network::forward_backward`] with the time spent in each layer, for profiling:
+    /// `(layer kind/name, forward seconds, backward seconds)`. A relu fused into
+    /// the layer before it is listed as `relu (fused)`, with its time
+    /// counted in that layer's.
+    pub fn forward_backward_profiled(
+        &mut self,
+        labels: &[u8],
+    ) -> (BatchLoss, Vec<(String, f64, f64)>) {
+        use std::time::Instant;
+        let mut times: Vec<(String, f64, f64)> = self
+            .spec
+            .layers
+            .iter()
+            .zip(&self.fused)
+            .map(|(l, &fused)| {
+                let label = l.name().unwrap_or(l.kind());
+                let label = if fused {
+                    format!("{label} (fused)")
+                } else {
+                    label.to_string()
+                };
+                (label, 0.0, 0.0)
+            })
+            .collect();
+        for (i, time) in times.iter_mut().enumerate() {
+            let t = Instant::now();
+            self.forward_layer(i, Mode::Train);
+            time.1 = t.elapsed().as_secs_f64();
+        }
+        let last = self.layers.len();
+        let loss = softmax_cross_entropy(&self.acts[last], labels, Some(&mut self.grads[last]));
+        self.skip_pending.fill(false);
+        for i in (0..self.layers.len()).rev() {
+            let t = Instant::now();
+            self.backward_layer(i);
+            times[i].2 = t.elapsed().as_secs_f64();
+        }
+        (loss, times)
+    }
+
+    /// Loss of the current input batch in evaluation mode (no gradients).
+    pub fn eval_loss(&mut self, labels: &[u8]) -> BatchLoss {
+        let logits = self.forward(Mode::Eval);
+        softmax_cross_entropy(logits, labels, None)
+    }
+
+    /// Re-seeds every source of randomness inside the network (dropout masks).
+    pub fn reseed(&mut self, seed: u64) {
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            layer.reseed(seed ^ ((i as u64) << 32));
+        }
+    }
+
+    /// Class probabilities (`n × classes`, evaluation mode) for `n` HWC `u8` images.
+    pub fn predict_proba(&mut self, images: &[u8], n: usize) -> Vec<f32> {
+        const BATCH: usize = 250;
+        let (len, classes) = (self.spec.input.len(), self.num_classes());
+        let mut probs = Vec::with_capacity(n * classes);
+        for start in (0..n).step_by(BATCH) {
+            let m = (n - start).min(BATCH);
+            self.set_input_u8(&images[start * len..(start + m) * len], m);
+            probs.extend_from_slice(&self.forward(Mode::Eval).data);
+        }
+        for row in probs.chunks_exact_mut(classes) {
+            softmax_in_place(row);
+        }
+        probs
+    }
+
+    /// Every saved tensor, as `(full name, shape, values)`, in layer order.
+    pub fn named_tensors(&self) -> Vec<(String, Vec<usize>, &[f32])> {
+        let mut out = Vec::new();
+        for (layer, name) in self.layers.iter().zip(&self.names) {
+            for t in layer.tensors() {
+                let prefix = name.as_deref().expect("layers with tensors are named");
+                out.push((format!("{prefix}.{}", t.suffix), t.shape, t.data));
+            }
+        }
+        out
+    }
+
+    /// A copy of every saved tensor (for early stopping's "best weights").
+    pub fn snapshot(&self) -> Vec<Vec<f32>> {
+        self.named_tensors()
+            .into_iter()
+            .map(|(_, _, d)| d.to_vec())
+            .collect()
+    }
+
+    /// Restores a [`Network::snapshot`] of this same network.
+    pub fn restore(&mut self, snapshot: &[Vec<f32>]) {
+        let mut values = snapshot.iter();
+        for layer in &mut self.layers {
+            for t in layer.tensors_mut() {
+                t.copy_from_slice(values.next().expect("snapshot of this network"));
+            }
+        }
+    }
+
+    /// The model file: safetensors with one tensor per parameter and running
+    /// statistic, and the canonical spec and class names in the metadata.
+    pub fn to_safetensors_bytes(&self, class_names: &[&str]) -> Result<Vec<u8>, NetworkError> {
+        use safetensors::tensor::{Dtype, TensorView};
+        let tensors = self.named_tensors();
+        let bytes: Vec<Vec<u8>> = tensors
+            .iter()
+            .map(|(_, _, d)| d.iter().flat_map(|v| v.to_le_bytes()).collect())
+            .collect();
+        let views = tensors
+            .iter()
+            .zip(&bytes)
+            .map(|((name, shape, _), b)| {
+                TensorView::new(Dtype::F32, shape.clone(), b).map(|v| (name.clone(), v))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.format_error(e))?;
+        let metadata = HashMap::from([
+            (model_format::KEY_FORMAT.to_string(), FORMAT.to_string()),
+            (
+                model_format::KEY_ARCHITECTURE.to_string(),
+                self.spec.to_json(),
+            ),
+            (
+                model_format::KEY_CLASS_NAMES.to_string(),
+                class_names.join(&model_format::CLASS_NAMES_SEPARATOR.to_string()),
+            ),
+        ]);
+        safetensors::serialize(views, Some(metadata)).map_err(|e| self.format_error(e))
+    }
+
+    fn format_error(&self, e: impl std::fmt::Display) -> NetworkError {
+        NetworkError::Format {
+            origin: self.spec.name.clone(),
+            problem: e.to_string(),
+        }
+    }
+
+    /// Saves the model file atomically (temporary file, then rename).
+    pub fn save(&self, path: &Path, class_names: &[&str]) -> Result<(), NetworkError> {
+        let bytes = self.to_safetensors_bytes(class_names)?;
+        crate::atomic::write_atomic(path, &bytes).map_err(|source| NetworkError::Write {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Saves with this network's own class names.
+    pub fn save_with_classes(&self, path: &Path) -> Result<(), NetworkError> {
+        let names: Vec<&str> = self.class_names.iter().map(String::as_str).collect();
+        self.save(path, &names)
+    }
+
+    /// Loads a model file written by [`Network::save`].
+    pub fn load(path: &Path) -> Result<Self, NetworkError> {
+        let bytes = std::fs::read(path).map_err(|source| NetworkError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_safetensors_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Parses a model file; `origin` names it in errors.
+    pub fn from_safetensors_bytes(bytes: &[u8], origin: &str) -> Result<Self, NetworkError> {
+        use safetensors::{tensor::Dtype, SafeTensors};
+        let err = |problem: String| NetworkError::Format {
+            origin: origin.to_string(),
+            problem,
+        };
+        let (_, metadata) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| err(format!("not a safetensors file: {e}")))?;
+        let meta = metadata
+            .metadata()
+            .as_ref()
+            .ok_or_else(|| err("no metadata: not exported by this trainer".into()))?;
+        let arch = meta
+            .get("architecture")
+            .ok_or_else(|| err("no \"architecture\" in the metadata".into()))?;
+        let spec = ModelSpec::from_json_str(arch)?;
+        let mut net = Network::new(&spec, 0)?;
+        if let Some(names) = meta.get("class_names") {
+            net.class_names = names.split(',').map(str::to_string).collect();
+        }
+        if net.class_names.len() != net.num_classes() {
+            return Err(err(format!(
+                "{} class names for {} outputs",
+                net.class_names.len(),
+                net.num_classes()
+            )));
+        }
+        let file = SafeTensors::deserialize(bytes).map_err(|e| err(e.to_string()))?;
+        let expected: Vec<(String, Vec<usize>)> = net
+            .named_tensors()
+            .into_iter()
+            .map(|(n, s, _)| (n, s))
+            .collect();
+        if file.len() != expected.len() {
+            return Err(err(format!(
+                "{} tensors, the architecture needs {}",
+                file.len(),
+                expected.len()
+            )));
+        }
+        let mut loaded = Vec::with_capacity(expected.len());
+        for (name, shape) in &expected {
+            let view = file
+                .tensor(name)
+                .map_err(|_| err(format!("tensor {name} is missing")))?;
+            if view.dtype() != Dtype::F32 || view.shape() != shape.as_slice() {
+                return Err(err(format!(
+                    "tensor {name} is {:?} {:?}, expected F32 {shape:?}",
+                    view.dtype(),
+                    view.shape()
+                )));
+            }
+            let values: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            if values.iter().any(|v| !v.is_finite()) {
+                return Err(err(format!("tensor {name} holds NaN or infinite values")));
+            }
+            loaded.push(values);
+        }
+        net.restore(&loaded);
+        Ok(net)
+    }
+}
+
+impl Params for Network {
+    /// Every trainable parameter, layer by layer, named `{layer}.{suffix}`
+    /// (see [`Layer::visit_params`] for `decay`).
+    fn visit_params(&mut self, f: &mut dyn FnMut(Param<'_>)) {
+        for (layer, name) in self.layers.iter_mut().zip(&self.names) {
+            let Some(name) = name.as_deref() else {
+                continue;
+            };
+            layer.visit_params(&mut |suffix, value, grad, decay| {
+                f(Param {
+                    layer: name,
+                    suffix,
+                    value,
+                    grad,
+                    decay,
+                })
+            });
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The training recipe: optimiser, learning-rate schedule, augmentation,
+//! label smoothing, epochs and batch size.
+//!
+//! It comes from two places: the optional `"training"` object of a model spec
+//! (a [`TrainingSpec`], every field optional) and the `trainer train` flags
+//! (the same fields); a flag given on the command line wins over the spec's
+//! field, and what neither gives takes the default. The defaults are the
+//! reference study's settings: Adam 0.001 (Keras), constant rate, no
+//! augmentation, no label smoothing, 35 epochs of batch 32.
+
+use crate::data::augment::{Augment, PadMode};
+use crate::optim::schedule::{Schedule, ScheduleKind};
+use crate::optim::{Adam, Optimizer, OptimizerKind, Sgd};
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_EPOCHS: usize = 35;
+pub const DEFAULT_BATCH_SIZE: usize = 32;
+/// Keras' default learning rates.
+pub const DEFAULT_ADAM_LR: f32 = 1e-3;
+pub const DEFAULT_SGD_LR: f32 = 1e-2;
+pub const DEFAULT_MOMENTUM: f32 = 0.9;
+
+/// The `"training"` object of a model spec, or the training flags of the
+/// command line: every field optional.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainingSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// Base (peak) learning rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<OptimizerKind>,
+    /// SGD only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<f32>,
+    /// SGD only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nesterov: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f32>,
+    /// Whether weight decay applies to biases and batch-norm parameters too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decay_bn_bias: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup_epochs: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_lr_factor: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_epochs: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_gamma: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_smoothing: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crop_pad: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pad_mode: Option<PadMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flip: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cutout: Option<usize>,
+}
+
+/// A complete recipe, every setting decided.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recipe {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// A fresh optimiser with its settings.
+    pub optimizer: Optimizer,
+    pub schedule: Schedule,
+    pub augment: Augment,
+    pub label_smoothing: f32,
+}
+
+impl Default for Recipe {
+    fn default() -> Self {
+        TrainingSpec::default()
+            .resolve()
+            .expect("the defaults are valid")
+    }
+}
+
+impl Recipe {
+    /// One line for the log.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "{}; schedule {}; augmentation {}",
+            self.optimizer.describe(),
+            self.schedule.describe(),
+            self.augment.describe()
+        );
+        if self.label_smoothing != 0.0 {
+            s += &format!("; label smoothing {}", self.label_smoothing);
+        }
+        s
+    }
+}
+
+impl TrainingSpec {
+    /// Each field of `self`, or `fallback`'s where `self` has none. When
+    /// `self` names another optimiser than `fallback`, `fallback`'s learning
+    /// rate, momentum and Nesterov (meant for its optimiser) are dropped.
+    pub fn or(&self, fallback: &TrainingSpec) -> TrainingSpec {
+        let switched = self.optimizer.is_some()
+            && self.optimizer.unwrap_or_default() != fallback.optimizer.unwrap_or_default();
+        let fallback = &if switched {
+            TrainingSpec {
+                lr: None,
+                momentum: None,
+                nesterov: None,
+                ..fallback.clone()
+            }
+        } else {
+            fallback.clone()
+        };
+        // (Defined here so that `fallback` is the one above.)
+        macro_rules! pick {
+            ($($f:ident),*) => { TrainingSpec { $($f: self.$f.or(fallback.$f)),* } };
+        }
+        pick!(
+            epochs,
+            batch_size,
+            lr,
+            optimizer,
+            momentum,
+            nesterov,
+            weight_decay,
+            decay_bn_bias,
+            schedule,
+            warmup_epochs,
+            final_lr_factor,
+            step_epochs,
+            step_gamma,
+            label_smoothing,
+            crop_pad,
+            pad_mode,
+            flip,
+            cutout
+        )
+    }
+
+    /// The recipe with the defaults filled in, checked.
+    pub fn resolve(&self) -> Result<Recipe, String> {
+        let kind = self.optimizer.unwrap_or_default();
+        let lr = self.lr.unwrap_or(match kind {
+            OptimizerKind::Adam => DEFAULT_ADAM_LR,
+            OptimizerKind::Sgd => DEFAULT_SGD_LR,
+        });
+        if !(lr > 0.0 && lr.is_finite()) {
+            return Err(format!("learning rate {lr} must be positive"));
+        }
+        let weight_decay = self.weight_decay.unwrap_or(0.0);
+        if !(weight_decay >= 0.0 && weight_decay.is_finite()) {
+            return Err(format!("weight decay {weight_decay} must be 0 or more"));
+        }
+        let decay_bn_bias = self.decay_bn_bias.unwrap_or(true);
+        let optimizer = match kind {
+            OptimizerKind::Adam => {
+                if self.momentum.is_some() || self.nesterov == Some(true) {
+                    return Err(
+                        "momentum and Nesterov are settings of SGD (optimizer sgd), not Adam"
+                            .to_string(),
+                    );
+                }
+                Optimizer::Adam(Adam {
+                    weight_decay,
+                    decay_bn_bias,
+                    ..Adam::new(lr)
+                })
+            }
+            OptimizerKind::Sgd => {
+                let momentum = self.momentum.unwrap_or(DEFAULT_MOMENTUM);
+                if !(0.0..1.0).contains(&momentum) {
+                    return Err(format!("momentum {momentum} must be in [0, 1)"));
+                }
+                let nesterov = self.nesterov.unwrap_or(false);
+                if nesterov && momentum == 0.0 {
+                    return Err("Nesterov needs a momentum above 0".to_string());
+                }
+                Optimizer::Sgd(Sgd {
+                    weight_decay,
+                    decay_bn_bias,
+                    ..Sgd::new(lr, momentum, nesterov)
+                })
+            }
+        };
+        let defaults = Schedule::default();
+        let schedule = Schedule {
+            kind: self.schedule.unwrap_or_default(),
+            warmup_epochs: self.warmup_epochs.unwrap_or(defaults.warmup_epochs),
+            final_factor: self.final_lr_factor.unwrap_or(defaults.final_factor),
+            step_epochs: self.step_epochs.unwrap_or(defaults.step_epochs),
+            step_gamma: self.step_gamma.unwrap_or(defaults.step_gamma),
+        };
+        schedule.validate()?;
+        let augment = Augment {
+            crop_pad: self.crop_pad.unwrap_or(0),
+            pad_mode: self.pad_mode.unwrap_or_default(),
+            flip: self.flip.unwrap_or(false),
+            cutout: self.cutout.unwrap_or(0),
+        };
+        augment.validate()?;
+        let label_smoothing = self.label_smoothing.unwrap_or(0.0);
+        if !(0.0..1.0).contains(&label_smoothing) {
+            return Err(format!(
+                "label smoothing {label_smoothing} must be in [0, 1)"
+            ));
+        }
+        let batch_size = self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
+        if batch_size == 0 {
+            return Err("batch size must be at least 1".to_string());
+        }
+        Ok(Recipe {
+            epochs: self.epochs.unwrap_or(DEFAULT_EPOCHS),
+            batch_size,
+            optimizer,
+            schedule,
+            augment,
+            label_smoothing,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_reference_settings() {
+        let r = Recipe::default();
+        assert_eq!(r.epochs, 35);
+        assert_eq!(r.batch_size, 32);
+        assert_eq!(r.optimizer, Optimizer::Adam(Adam::new(1e-3)));
+        assert_eq!(r.schedule, Schedule::default());
+        assert!(r.augment.is_identity());
+        assert_eq!(r.label_smoothing, 0.0);
+    }
+
+    #[test]
+    fn flags_override_the_spec() {
+        let spec: TrainingSpec = serde_json::from_str(
+            r#"{"optimizer":"sgd","lr":0.2,"nesterov":true,"weight_decay":5e-4,
+                "decay_bn_bias":false,"schedule":"onecycle","warmup_epochs":2,
+                "crop_pad":4,"flip":true,"label_smoothing":0.2,"epochs":10}"#,
+        )
+        .unwrap();
+        let cli = TrainingSpec {
+            lr: Some(0.1),
+            epochs: Some(3),
+            cutout: Some(8),
+            ..TrainingSpec::default()
+        };
+        let r = cli.or(&spec).resolve().unwrap();
+        assert_eq!(r.epochs, 3);
+        let Optimizer::Sgd(sgd) = &r.optimizer else {
+            panic!("{:?}", r.optimizer)
+        };
+        assert_eq!(
+            (sgd.learning_rate, sgd.momentum, sgd.nesterov),
+            (0.1, 0.9, true)
+        );
+        assert_eq!((sgd.weight_decay, sgd.decay_bn_bias), (5e-4, false));
+        assert_eq!(r.schedule.kind, ScheduleKind::OneCycle);
+        assert_eq!(r.schedule.warmup_epochs, 2.0);
+        assert_eq!(
+            r.augment,
+            Augment {
+                crop_pad: 4,
+                pad_mode: PadMode::Reflect,
+                flip: true,
+                cutout: 8
+            }
+        );
+        assert_eq!(r.label_smoothing, 0.2);
+    }
+
+    #[test]
+    fn switching_optimizer_drops_the_other_ones_settings() {
+        let spec = TrainingSpec {
+            optimizer: Some(OptimizerKind::Sgd),
+            lr: Some(0.4),
+            momentum: Some(0.8),
+            nesterov: Some(true),
+            weight_decay: Some(1e-3),
+            ..TrainingSpec::default()
+        };
+        let adam = TrainingSpec {
+            optimizer: Some(OptimizerKind::Adam),
+            ..TrainingSpec::default()
+        };
+        let r = adam.or(&spec).resolve().unwrap();
+        let expected = Adam {
+            weight_decay: 1e-3,
+            ..Adam::new(DEFAULT_ADAM_LR)
+        };
+        assert_eq!(r.optimizer, Optimizer::Adam(expected));
+        // Naming the same optimiser keeps them.
+        let sgd = TrainingSpec {
+            optimizer: Some(OptimizerKind::Sgd),
+            ..TrainingSpec::default()
+        };
+        assert_eq!(
+            sgd.or(&spec).resolve().unwrap().optimizer.learning_rate(),
+            0.4
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let bad = |json: &str| {
+            serde_json::from_str::<TrainingSpec>(json)
+                .map_err(|e| e.to_string())
+                .and_then(|t| t.resolve().map(|_| ()))
+                .unwrap_err()
+        };
+        assert!(bad(r#"{"momentum":0.9}"#).contains("SGD"));
+        assert!(bad(r#"{"optimizer":"sgd","momentum":1.0}"#).contains("momentum"));
+        assert!(bad(r#"{"label_smoothing":1.0}"#).contains("label smoothing"));
+        assert!(bad(r#"{"crop_pad":20}"#).contains("crop"));
+        assert!(bad(r#"{"lr":-1}"#).contains("learning rate"));
+        assert!(bad(r#"{"learning_rate":0.1}"#).contains("unknown field"));
+        // SGD's default rate is Keras' 0.01.
+        let sgd = TrainingSpec {
+            optimizer: Some(OptimizerKind::Sgd),
+            ..TrainingSpec::default()
+        };
+        assert_eq!(sgd.resolve().unwrap().optimizer.learning_rate(), 0.01);
+    }
+}
