@@ -2,7 +2,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use image::imageops::FilterType;
-use image::ImageReader;
+use image::{DynamicImage, ImageReader};
 use infer::Model;
 use std::path::Path;
 
@@ -20,8 +20,11 @@ pub struct Input {
 
 /// Decodes `path` (PNG or JPEG, told by content, not by name) and converts it
 /// to the model's input: channels first (grayscale → RGB, palette expanded,
-/// alpha dropped, 16-bit scaled to 8-bit), then the size (bilinear resize,
-/// aspect ratio not kept) when it differs.
+/// alpha dropped, 16-bit scaled to 8-bit), then, when the size differs, a
+/// centre crop to the model's aspect ratio and a bilinear (triangle-filter)
+/// resize: the trainer's rule for image folders
+/// (`trainer::data::folder::fit`), so a model sees its images as it was
+/// trained on them.
 pub fn load(path: &Path, model: &Model<'_>) -> Result<Input> {
     let name = path.display();
     let image = ImageReader::open(path)
@@ -43,23 +46,43 @@ pub fn load(path: &Path, model: &Model<'_>) -> Result<Input> {
     );
     let original = (image.width(), image.height());
     let resized = original != (w, h);
-    let image = if resized {
-        image.resize_exact(w, h, FilterType::Triangle)
-    } else {
-        image
-    };
-    let pixels = match c {
-        1 => image.to_luma8().into_raw(),
-        3 => image.to_rgb8().into_raw(),
-        4 => image.to_rgba8().into_raw(),
+    // Channels first, then the size (the trainer's order).
+    let image = match c {
+        1 => DynamicImage::ImageLuma8(image.into_luma8()),
+        3 => DynamicImage::ImageRgb8(image.into_rgb8()),
+        4 => DynamicImage::ImageRgba8(image.into_rgba8()),
         _ => bail!(
             "the model expects {c} channels per pixel; only 1, 3 and 4 can be made from images"
         ),
     };
+    let image = if resized { fit(image, w, h) } else { image };
+    let pixels = image.into_bytes();
     Ok(Input {
         pixels,
         original,
         resized,
         size: (w, h),
     })
+}
+
+/// Crops `image` to the aspect ratio of `w × h` around its centre, then
+/// resizes it to `w × h` (triangle filter). A copy of the trainer's
+/// `data::folder::fit` geometry (this crate does not depend on the trainer);
+/// `classify/tests/cli.rs` checks that both give the same pixels.
+pub fn fit(image: DynamicImage, w: u32, h: u32) -> DynamicImage {
+    let (iw, ih) = (u64::from(image.width()), u64::from(image.height()));
+    let (tw, th) = (u64::from(w), u64::from(h));
+    let (x, y, cw, ch) = if iw * th > ih * tw {
+        let cw = ((ih * tw + th / 2) / th).clamp(1, iw);
+        ((iw - cw) / 2, 0, cw, ih)
+    } else if iw * th < ih * tw {
+        let ch = ((iw * th + tw / 2) / tw).clamp(1, ih);
+        (0, (ih - ch) / 2, iw, ch)
+    } else {
+        (0, 0, iw, ih)
+    };
+    // All four fit in u32: they are at most the image's own sides.
+    image
+        .crop_imm(x as u32, y as u32, cw as u32, ch as u32)
+        .resize_exact(w, h, FilterType::Triangle)
 }

@@ -38,10 +38,14 @@ pub fn ranked(model: &Model<'_>, probs: &[f32], k: usize) -> Vec<Ranked> {
 
 fn resize_note(image: &Input) -> String {
     if image.resized {
-        format!(
-            " (resized from {}×{} to {}×{})",
-            image.original.0, image.original.1, image.size.0, image.size.1
-        )
+        let ((w, h), (tw, th)) = (image.original, image.size);
+        // Same aspect ratio: a plain resize; else centre-cropped first.
+        let how = if u64::from(w) * u64::from(th) == u64::from(h) * u64::from(tw) {
+            "resized"
+        } else {
+            "centre-cropped and resized"
+        };
+        format!(" ({how} from {w}×{h} to {tw}×{th})")
     } else {
         String::new()
     }

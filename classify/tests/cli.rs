@@ -280,10 +280,13 @@ fn other_sizes_are_resized_and_say_so() {
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert!(
-        lines[0].ends_with("(resized from 64×48 to 32×32)"),
+        lines[0].ends_with("(centre-cropped and resized from 64×48 to 32×32)"),
         "{text}"
     );
-    assert!(lines[1].ends_with("(resized from 3×5 to 32×32)"), "{text}");
+    assert!(
+        lines[1].ends_with("(centre-cropped and resized from 3×5 to 32×32)"),
+        "{text}"
+    );
 
     let out = classify(&["--json", s(&big)]);
     let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
@@ -353,4 +356,59 @@ fn usage_errors() {
     let out = classify(&["--help"]);
     assert!(out.status.success());
     assert!(stdout(&out).contains("--model"));
+}
+
+/// A non-square photo goes through `classify` exactly as through the
+/// trainer's image-folder reader (centre crop to the model's aspect ratio,
+/// triangle resize, grayscale): the same probabilities as the trainer's own
+/// forward pass on the trainer's own preprocessing.
+#[test]
+fn non_square_images_are_prepared_as_the_trainer_prepares_them() {
+    use trainer::kernels::tensor::ImageShape;
+    use trainer::model::network::Network;
+    use trainer::model::spec::ModelSpec;
+    let dir = TempDir::new().unwrap();
+    let spec = ModelSpec::from_json_str(
+        r#"{"name": "wide", "input": {"height": 12, "width": 20, "channels": 1}, "layers": [
+            {"type": "conv2d", "filters": 4, "kernel": 3}, {"type": "relu"},
+            {"type": "flatten"}, {"type": "dense", "units": 3}]}"#,
+    )
+    .unwrap();
+    let mut net = Network::new(&spec, 7).unwrap();
+    let model = dir.path().join("wide.safetensors");
+    net.save(&model, &["a", "b", "c"]).unwrap();
+    let mut stretch_differs = false;
+    for (w, h) in [(96, 32), (30, 70), (40, 24)] {
+        let path = dir.path().join(format!("{w}x{h}.png"));
+        let img = rgb(w, h);
+        img.save(&path).unwrap();
+        let fitted = trainer::data::folder::fit(
+            image::DynamicImage::ImageRgb8(img.clone()),
+            ImageShape::new(12, 20, 1),
+        )
+        .unwrap();
+        let want = net.predict_proba(fitted.as_bytes(), 1);
+        // The check can fail: stretching instead of cropping changes the answer.
+        let stretched = image::DynamicImage::ImageRgb8(img.clone())
+            .resize_exact(20, 12, image::imageops::FilterType::Triangle)
+            .into_luma8();
+        let other = net.predict_proba(stretched.as_raw(), 1);
+        stretch_differs |= want.iter().zip(&other).any(|(a, b)| (a - b).abs() > 1e-4);
+        let out = classify(&["--model", s(&model), "--json", "--top", "3", s(&path)]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        for t in v["top"].as_array().unwrap() {
+            let i = t["index"].as_u64().unwrap() as usize;
+            let p = t["probability"].as_f64().unwrap() as f32;
+            assert!(
+                (p - want[i]).abs() < 1e-5,
+                "{w}×{h} class {i}: {p} vs {}",
+                want[i]
+            );
+        }
+    }
+    assert!(
+        stretch_differs,
+        "the model cannot tell cropping from stretching"
+    );
 }

@@ -406,8 +406,9 @@ fn centre_crop(w: u32, h: u32, tw: u32, th: u32) -> (u32, u32, u32, u32) {
 }
 
 /// Converts to the channels of `shape`, crops to its aspect ratio and resizes
-/// to its size.
-fn fit(img: DynamicImage, shape: ImageShape) -> Result<DynamicImage, String> {
+/// to its size. (`classify` prepares its images the same way, with its own
+/// copy of this rule, tested against this one in `classify/tests/cli.rs`.)
+pub fn fit(img: DynamicImage, shape: ImageShape) -> Result<DynamicImage, String> {
     let img = match shape.channels {
         1 => DynamicImage::ImageLuma8(img.into_luma8()),
         _ => DynamicImage::ImageRgb8(img.into_rgb8()),
