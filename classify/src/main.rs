@@ -96,7 +96,7 @@ fn run(args: &Args) -> Result<bool> {
                 } else {
                     report::text(path, &image, &ranked)
                 };
-                println!("{line}");
+                print_line(&line)?;
             }
             Err(e) => {
                 eprintln!("classify: error: {e:#}");
@@ -105,4 +105,15 @@ fn run(args: &Args) -> Result<bool> {
         }
     }
     Ok(all_ok)
+}
+
+/// Writes one line to standard output. A closed pipe (`classify *.png | head
+/// -1`) is a normal end: the process exits quietly with status 0.
+fn print_line(line: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        other => other.context("cannot write to standard output"),
+    }
 }

@@ -412,3 +412,24 @@ fn non_square_images_are_prepared_as_the_trainer_prepares_them() {
         "the model cannot tell cropping from stretching"
     );
 }
+
+/// `classify many.png … | head -1`: the pipe closes early, which is a normal
+/// end (exit 0, no panic), not "failed printing to stdout".
+#[test]
+fn a_closed_pipe_is_a_normal_end() {
+    let dir = TempDir::new().unwrap();
+    let image = dir.path().join("image.png");
+    rgb(32, 32).save(&image).unwrap();
+    let many: Vec<&str> = std::iter::repeat_n(s(&image), 50).collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_classify"))
+        .args(&many)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -31,6 +31,14 @@ where
     })
 }
 
+/// A count of at least 1 (`--subset 0` is refused, not a run on nothing).
+fn positive() -> impl clap::builder::TypedValueParser<Value = usize> {
+    use clap::builder::TypedValueParser;
+    clap::value_parser!(u64)
+        .range(1..)
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
 #[derive(Parser)]
 #[command(
     name = "trainer",
@@ -77,12 +85,12 @@ struct TrainArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Train on N images, stratified by class (default: all 50,000).
-    #[arg(long)]
+    #[arg(long, value_parser = positive())]
     subset: Option<usize>,
     #[command(flatten)]
     data: DataArgs,
     /// Validate on the first N test images only (default: all 10,000). For quick runs.
-    #[arg(long)]
+    #[arg(long, value_parser = positive())]
     val_subset: Option<usize>,
     /// Never download the data set; fail if it is missing.
     #[arg(long)]
@@ -241,10 +249,10 @@ struct EvaluateArgs {
     /// Evaluate on the first N test images only (default: all).
     #[arg(long)]
     limit: Option<usize>,
-    /// Write the report and confusion matrix as JSON to this file.
+    /// Write the report and confusion matrix as JSON to this file (`-`: standard output).
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Write the confusion matrix as CSV to this file.
+    /// Write the confusion matrix as CSV to this file (`-`: standard output).
     #[arg(long)]
     csv: Option<PathBuf>,
     /// Also report loss and accuracy with test-time augmentation (each image
@@ -355,14 +363,20 @@ fn train(args: TrainArgs) -> Result<()> {
         eprintln!("Validating on the last {n} training images (held out), not on the test set");
     }
     let epochs = cfg.train.epochs;
-    let result = run::run(&cfg, &data, &mut |r| println!("{}", r.keras_line(epochs)))?;
+    let result = run::run(&cfg, &data, &mut |r| {
+        trainer_cli::out!("{}", r.keras_line(epochs))
+    })?;
     if result.stopped_early {
         eprintln!("Early stopping after epoch {}", result.epochs_run);
     }
     if result.final_epoch != result.epochs_run {
         eprintln!(
-            "Restored the weights of epoch {} (best {:?})",
-            result.final_epoch, args.monitor
+            "Restored the weights of epoch {} (best {})",
+            result.final_epoch,
+            match args.monitor {
+                Monitor::ValLoss => "val_loss",
+                Monitor::ValAccuracy => "val_accuracy",
+            }
         );
     }
     let (what, images) = if result.held_out {
@@ -370,7 +384,7 @@ fn train(args: TrainArgs) -> Result<()> {
     } else {
         ("test", "test images")
     };
-    println!(
+    trainer_cli::out!(
         "Saved {} (epoch {}): {what} loss {:.4}, {what} accuracy {:.4} on {} {images}",
         cfg.out.display(),
         result.final_epoch,
@@ -379,12 +393,13 @@ fn train(args: TrainArgs) -> Result<()> {
         result.test_images
     );
     if let Some(t) = result.tta {
-        println!(
+        trainer_cli::out!(
             "With test-time augmentation (flips): {what} loss {:.4}, {what} accuracy {:.4}",
-            t.loss, t.accuracy
+            t.loss,
+            t.accuracy
         );
     }
-    println!("History: {}", cfg.history.display());
+    trainer_cli::out!("History: {}", cfg.history.display());
     Ok(())
 }
 
@@ -410,28 +425,43 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
     let seconds = started.elapsed().as_secs_f32();
     let matrix = ConfusionMatrix::from_predictions(net.num_classes(), &test.labels, &e.predictions);
     let report = matrix.report(&names);
-    println!(
+    // With `--json -` or `--csv -` standard output carries that file alone,
+    // and the readable report goes to standard error.
+    let dash = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    let to_stderr = dash(&args.json) || dash(&args.csv);
+    let say = |line: std::fmt::Arguments<'_>| {
+        if to_stderr {
+            eprintln!("{line}");
+        } else {
+            trainer_cli::print_line(line);
+        }
+    };
+    say(format_args!(
         "Model {} ({}) on {} test images ({seconds:.1}s)",
         args.model.display(),
         net.spec().name,
         test.len()
-    );
-    println!(
+    ));
+    say(format_args!(
         "test loss: {:.4} - test accuracy: {:.4}",
         e.loss, e.accuracy
-    );
+    ));
     let tta = args.tta.then(|| {
         let t = train::evaluate_tta(&mut net, &test, train::EVAL_BATCH);
-        println!(
+        say(format_args!(
             "with test-time augmentation (flips): test loss: {:.4} - test accuracy: {:.4}",
             t.loss, t.accuracy
-        );
+        ));
         t
     });
-    println!("\nPer-class report and confusion matrix without test-time augmentation:\n");
-    println!("{report}");
-    println!("Confusion matrix (rows: true class, columns: predicted):");
-    println!("{}", matrix.to_text(&names));
+    say(format_args!(
+        "\nPer-class report and confusion matrix without test-time augmentation:\n"
+    ));
+    say(format_args!("{report}"));
+    say(format_args!(
+        "Confusion matrix (rows: true class, columns: predicted):"
+    ));
+    say(format_args!("{}", matrix.to_text(&names)));
     if let Some(path) = &args.json {
         let json = serde_json::json!({
             "model": args.model.display().to_string(),
@@ -442,12 +472,22 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
             "confusion_matrix": matrix,
             "class_names": names,
         });
-        trainer::atomic::write_atomic(path, serde_json::to_string_pretty(&json)?.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let text = serde_json::to_string_pretty(&json)?;
+        if path.as_os_str() == "-" {
+            trainer_cli::out!("{text}");
+        } else {
+            trainer::atomic::write_atomic(path, text.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
     }
     if let Some(path) = &args.csv {
-        trainer::atomic::write_atomic(path, matrix.to_csv(&names).as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let csv = matrix.to_csv(&names);
+        if path.as_os_str() == "-" {
+            trainer_cli::out!("{}", csv.trim_end());
+        } else {
+            trainer::atomic::write_atomic(path, csv.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
     }
     Ok(())
 }

@@ -98,6 +98,52 @@ fn image_folder_trains_exports_and_keeps_class_names() {
         net.input_shape(),
         trainer::kernels::tensor::ImageShape::new(16, 16, 1)
     );
+    // `evaluate` on the same folder: the held-out images, with `--json -`
+    // giving standard output to the JSON report alone.
+    let data_arg = data.to_str().unwrap();
+    let model_arg = out.to_str().unwrap();
+    fn evaluate_args<'a>(model: &'a str, data: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut a = vec![
+            "evaluate",
+            "--model",
+            model,
+            "--data",
+            data,
+            "--val-split",
+            "0.25",
+        ];
+        a.extend_from_slice(extra);
+        a
+    }
+    let eval = |extra| evaluate_args(model_arg, data_arg, extra);
+    let o = trainer(&eval(&["--json", "-"]));
+    assert!(o.status.success(), "{}", text(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is the JSON");
+    assert_eq!(
+        json["class_names"],
+        serde_json::json!(["hbar", "square", "vbar"])
+    );
+    assert!(json["accuracy"].as_f64().unwrap() >= 0.8, "{json}");
+    assert!(!dir.path().join("-").exists());
+    // A closed pipe (`trainer evaluate … | head -1`) is a normal end, not a panic.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(eval(&[]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && !err.contains("panicked"), "{err}");
+    // Nothing to validate on is refused, not reported as 0 % on 0 images.
+    let o = trainer(&[&args[..], &["--val-subset", "0"]].concat());
+    assert!(
+        !o.status.success() && text(&o).contains("--val-subset"),
+        "{}",
+        text(&o)
+    );
+
     // The second run reads the decoded images from the cache.
     let mut again = args.to_vec();
     let epochs = again.iter().position(|a| *a == "25").unwrap();

@@ -616,13 +616,12 @@ fn train_one(
         eprintln!("  smoke-test overrides: {}", settings.overrides.describe());
     }
     let epochs = cfg.train.epochs;
-    let result =
-        run::run(&cfg, data, &mut |r| println!("{}", r.keras_line(epochs))).map_err(|source| {
-            StudyError::Run {
-                id: run.id.to_string(),
-                source: Box::new(source),
-            }
-        })?;
+    let result = run::run(&cfg, data, &mut |r| crate::out!("{}", r.keras_line(epochs))).map_err(
+        |source| StudyError::Run {
+            id: run.id.to_string(),
+            source: Box::new(source),
+        },
+    )?;
     let confusion = confusion_of_saved(run.id, &paths.model, data, settings, &result)?;
     let study_result = StudyResult {
         id: run.id.to_string(),
