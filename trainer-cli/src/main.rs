@@ -1,4 +1,5 @@
-//! `trainer`: train, evaluate and export CNNs on CIFAR-10 from the command line.
+//! `trainer`: train, evaluate and export CNNs from the command line (CIFAR-10,
+//! CIFAR-100, MNIST-family IDX files, image folders).
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -43,7 +44,7 @@ fn positive() -> impl clap::builder::TypedValueParser<Value = usize> {
 #[command(
     name = "trainer",
     version,
-    about = "Train and evaluate small CNNs on CIFAR-10, on the CPU"
+    about = "Train and evaluate small CNNs on the CPU: CIFAR-10, CIFAR-100, MNIST-family IDX files or your own image folders"
 )]
 struct Cli {
     #[command(subcommand)]

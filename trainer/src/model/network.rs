@@ -430,7 +430,9 @@ impl Network {
                 class_names.join(&model_format::CLASS_NAMES_SEPARATOR.to_string()),
             ),
         ]);
-        safetensors::serialize(views, Some(metadata)).map_err(|e| self.format_error(e))
+        let bytes =
+            safetensors::serialize(views, Some(metadata)).map_err(|e| self.format_error(e))?;
+        Ok(canonical_header(bytes))
     }
 
     fn format_error(&self, e: impl std::fmt::Display) -> NetworkError {
@@ -532,6 +534,43 @@ impl Network {
     }
 }
 
+/// The same safetensors file with its JSON header's keys in sorted order, so
+/// that the same network always gives the same bytes (`safetensors` writes the
+/// metadata from a `HashMap`, in a different order each time). The header
+/// keeps its length: the same entries, reordered, padded with spaces as before.
+fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
+    use std::collections::BTreeMap;
+    fn sorted(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(map) => {
+                let map: BTreeMap<String, serde_json::Value> =
+                    map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+                serde_json::to_value(map).expect("string keys")
+            }
+            other => other,
+        }
+    }
+    let Some(n) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+    else {
+        return bytes;
+    };
+    let Some(Ok(header)) = bytes
+        .get(8..8 + n)
+        .map(serde_json::from_slice::<serde_json::Value>)
+    else {
+        return bytes;
+    };
+    let text = serde_json::to_string(&sorted(header)).expect("JSON values serialise");
+    if text.len() <= n {
+        let slot = &mut bytes[8..8 + n];
+        slot[..text.len()].copy_from_slice(text.as_bytes());
+        slot[text.len()..].fill(b' ');
+    }
+    bytes
+}
+
 impl Params for Network {
     /// Every trainable parameter, layer by layer, named `{layer}.{suffix}`
     /// (see [`Layer::visit_params`] for `decay`).
@@ -550,5 +589,41 @@ impl Params for Network {
                 })
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same network gives the same file, byte for byte, every time; the
+    /// file reloads to the same tensors.
+    #[test]
+    fn exports_are_byte_reproducible() {
+        let spec = ModelSpec::from_json_str(
+            r#"{"name":"t","input":{"height":6,"width":5,"channels":1},"layers":[
+                {"type":"conv2d","filters":3,"kernel":3},{"type":"batchnorm"},{"type":"relu"},
+                {"type":"flatten"},{"type":"dense","units":4}]}"#,
+        )
+        .unwrap();
+        let names = ["a", "b", "c", "d"];
+        let files: Vec<Vec<u8>> = (0..8)
+            .map(|_| {
+                Network::new(&spec, 3)
+                    .unwrap()
+                    .to_safetensors_bytes(&names)
+                    .unwrap()
+            })
+            .collect();
+        assert!(files.windows(2).all(|w| w[0] == w[1]));
+        let back = Network::from_safetensors_bytes(&files[0], "t").unwrap();
+        assert_eq!(back.snapshot(), Network::new(&spec, 3).unwrap().snapshot());
+        assert_eq!(back.class_names, names);
+        // The header's keys are sorted.
+        let n = u64::from_le_bytes(files[0][..8].try_into().unwrap()) as usize;
+        let header = std::str::from_utf8(&files[0][8..8 + n]).unwrap();
+        let at = |key: &str| header.find(&format!("\"{key}\"")).unwrap();
+        let keys = ["__metadata__", "bn1.beta", "conv1.bias", "dense1.weight"];
+        assert!(keys.windows(2).all(|k| at(k[0]) < at(k[1])), "{header}");
     }
 }
