@@ -179,7 +179,7 @@ pub fn check_fits(spec: &ModelSpec, data: &Dataset, data_dir: &Path) -> Result<(
     }
     if spec.num_classes() != data.num_classes() {
         bail!(
-            "model {:?} has {} outputs, but the data set in {} has {} classes: set the last dense layer's \"units\" to {}",
+            "model {:?} has {} outputs, but the data set in {} has {} classes: set the last dense layer's \"units\" to {} (or to \"classes\")",
             spec.name,
             spec.num_classes(),
             data_dir.display(),

@@ -297,24 +297,26 @@ fn execute(command: Command) -> Result<()> {
 }
 
 fn train(args: TrainArgs) -> Result<()> {
-    let SpecFile {
-        model: spec,
-        training: from_spec,
-    } = SpecFile::resolve(&args.model).context("bad --model")?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("runs/{}.safetensors", spec.name)));
+    let mut spec_file = SpecFile::resolve(&args.model).context("bad --model")?;
     if args.batch_size == Some(0) {
         bail!("--batch-size must be at least 1");
     }
-    let from_spec = from_spec.unwrap_or_default();
+    let from_spec = spec_file.training.take().unwrap_or_default();
     let recipe = args
         .recipe
         .to_spec(args.epochs, args.batch_size, args.lr)
         .or(&from_spec)
         .resolve()
         .map_err(|e| anyhow::anyhow!("bad training settings: {e}"))?;
+    let data = dataset::load(&args.data, spec_file.model.input, args.offline, args.quiet)?;
+    spec_file
+        .set_classes(data.num_classes())
+        .context("bad --model")?;
+    let spec = spec_file.model;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{}.safetensors", spec.name)));
     let cfg = RunConfig {
         train: TrainConfig::from_recipe(
             &recipe,
@@ -344,7 +346,6 @@ fn train(args: TrainArgs) -> Result<()> {
         out,
         spec,
     };
-    let data = dataset::load(&args.data, cfg.spec.input, args.offline, args.quiet)?;
     dataset::check_fits(&cfg.spec, &data, &args.data.data)?;
     recipe
         .augment

@@ -45,7 +45,7 @@ fn draw_folder(root: &Path, n: usize) {
 const SPEC: &str = r#"{"name":"shapes","input":{"height":16,"width":16,"channels":1},"layers":[
     {"type":"conv2d","filters":8,"kernel":3},{"type":"relu"},{"type":"maxpool2d"},
     {"type":"conv2d","filters":8,"kernel":3},{"type":"relu"},{"type":"global_avg_pool"},
-    {"type":"dense","units":3}]}"#;
+    {"type":"dense","units":"classes"}]}"#;
 
 #[test]
 fn image_folder_trains_exports_and_keeps_class_names() {
@@ -159,7 +159,7 @@ fn a_model_that_does_not_fit_the_data_is_refused_before_training() {
     let data = dir.path().join("shapes");
     draw_folder(&data, 4);
     let spec = dir.path().join("two.json");
-    std::fs::write(&spec, SPEC.replace(r#""units":3"#, r#""units":2"#)).unwrap();
+    std::fs::write(&spec, SPEC.replace(r#""units":"classes""#, r#""units":2"#)).unwrap();
     let o = trainer(&[
         "train",
         "--model",

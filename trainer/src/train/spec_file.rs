@@ -2,6 +2,10 @@
 //! optionally, the training recipe that goes with it (its `"training"`
 //! object, a [`TrainingSpec`]). The two are parsed apart: a network and its
 //! exported file hold the architecture alone.
+//!
+//! A dense layer of a spec file may say `"units": "classes"`: its width is
+//! the number of classes of the data set it trains on, set by
+//! [`SpecFile::set_classes`] once the data set is known (until then it is 1).
 
 use crate::kernels::tensor::ImageShape;
 use crate::model::spec::{LayerSpec, ModelSpec, SpecError};
@@ -15,6 +19,8 @@ pub struct SpecFile {
     pub model: ModelSpec,
     /// The recipe (the `trainer train` flags override it field by field).
     pub training: Option<TrainingSpec>,
+    /// The layers written `"units": "classes"` (indices into `model.layers`).
+    pub units_from_classes: Vec<usize>,
 }
 
 /// The file as written: the architecture's fields and `training`.
@@ -41,10 +47,29 @@ pub const BUILTINS: &[(&str, &str)] = &[
 impl SpecFile {
     /// Parses a spec file's text; `origin` names it in errors.
     pub fn parse(json: &str, origin: &str) -> Result<Self, SpecError> {
-        let raw: Raw = serde_json::from_str(json).map_err(|error| SpecError::Json {
+        let json_err = |error| SpecError::Json {
             origin: origin.to_string(),
             error,
-        })?;
+        };
+        // `"units": "classes"` is read as 1 and remembered; without it the
+        // text is parsed directly, so that errors keep their line numbers.
+        let mut units_from_classes = Vec::new();
+        let raw: Raw = if json.contains("\"classes\"") {
+            let mut value: serde_json::Value = serde_json::from_str(json).map_err(json_err)?;
+            if let Some(layers) = value.get_mut("layers").and_then(|l| l.as_array_mut()) {
+                for (i, layer) in layers.iter_mut().enumerate() {
+                    if let Some(units) = layer.get_mut("units") {
+                        if units == "classes" {
+                            *units = 1.into();
+                            units_from_classes.push(i);
+                        }
+                    }
+                }
+            }
+            serde_json::from_value(value).map_err(json_err)?
+        } else {
+            serde_json::from_str(json).map_err(json_err)?
+        };
         let model = ModelSpec {
             name: raw.name,
             input: raw.input,
@@ -54,7 +79,24 @@ impl SpecFile {
         Ok(Self {
             model,
             training: raw.training,
+            units_from_classes,
         })
+    }
+
+    /// Gives every dense layer written `"units": "classes"` `classes` units,
+    /// and checks the spec again.
+    pub fn set_classes(&mut self, classes: usize) -> Result<(), SpecError> {
+        if self.units_from_classes.is_empty() {
+            return Ok(());
+        }
+        let mut model = self.model.clone();
+        for &i in &self.units_from_classes {
+            if let Some(LayerSpec::Dense { units, .. }) = model.layers.get_mut(i) {
+                *units = classes;
+            }
+        }
+        self.model = model.checked()?;
+        Ok(())
     }
 
     /// Reads a spec file.
@@ -116,6 +158,25 @@ mod tests {
             err.contains("unknown field") && err.contains("invalid model spec c"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn units_classes_takes_the_data_sets_class_count() {
+        let json = r#"{"name":"t","input":{"height":8,"width":8,"channels":1},
+            "layers":[{"type":"flatten"},{"type":"dense","units":5},{"type":"relu"},
+            {"type":"dense","units":"classes"}]}"#;
+        let mut f = SpecFile::parse(json, "t").unwrap();
+        assert_eq!(f.units_from_classes, [3]);
+        f.set_classes(37).unwrap();
+        assert_eq!(f.model.num_classes(), 37);
+        assert_eq!(f.model.shapes().unwrap()[1], ImageShape::vector(5));
+        // Any other string is still an error.
+        let err = SpecFile::parse(&json.replace("\"classes\"", "\"many\""), "u")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid model spec u"), "{err}");
+        // Zero classes is refused by the usual check.
+        assert!(f.set_classes(0).is_err());
     }
 
     #[test]
