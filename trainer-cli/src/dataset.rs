@@ -118,7 +118,7 @@ pub fn load(args: &DataArgs, shape: ImageShape, offline: bool, quiet: bool) -> R
         bar.set_position(done as u64);
     };
     let (data, report) = trainer::data::load(dir, &args.options(shape)?, &progress)
-        .with_context(|| format!("cannot load the data set in {}", dir.display()))?;
+        .context("cannot load the data set")?;
     bar.finish_and_clear();
     eprintln!(
         "Loaded {} from {} ({} classes, {} training, {} test images of {}) in {:.1}s{}",

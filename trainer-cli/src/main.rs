@@ -242,8 +242,9 @@ impl RecipeArgs {
 
 #[derive(Args)]
 struct EvaluateArgs {
-    /// The exported model (safetensors).
-    #[arg(long, default_value = "models/model1.safetensors")]
+    /// The exported model (safetensors): what `trainer train` wrote, or a
+    /// shipped one such as models/model1.safetensors of this repository.
+    #[arg(long)]
     model: PathBuf,
     #[command(flatten)]
     data: DataArgs,
