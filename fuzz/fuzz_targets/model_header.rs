@@ -1,0 +1,45 @@
+//! `Network::from_safetensors_bytes`, structure-aware: the input is the
+//! safetensors JSON header followed by the tensor data, and the harness
+//! writes the 8-byte header length in front. (Mutating a whole file, as
+//! `model_file` does, mostly breaks that length; here every mutation of the
+//! header, the spec inside it included, reaches the parser.) Same checks as
+//! `model_file`: Ok or Err, never a panic or an outsized allocation.
+#![no_main]
+
+use libfuzzer_sys::{fuzz_target, Corpus};
+use trainer::model::network::Network;
+
+/// Where the first JSON value of `data` ends, with the whitespace after it
+/// (the exporter pads its header with spaces).
+fn header_end(data: &[u8]) -> usize {
+    let mut values =
+        serde_json::Deserializer::from_slice(data).into_iter::<serde::de::IgnoredAny>();
+    let end = match values.next() {
+        Some(Ok(_)) => values.byte_offset(),
+        _ => data.len(),
+    };
+    end + data[end..]
+        .iter()
+        .take_while(|b| b.is_ascii_whitespace())
+        .count()
+}
+
+fuzz_target!(|data: &[u8]| -> Corpus {
+    if data.len() > trainer_fuzz::MAX_INPUT {
+        return Corpus::Reject;
+    }
+    let end = header_end(data);
+    let mut file = (end as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(data);
+    if let Ok(net) = Network::from_safetensors_bytes(&file, "fuzz") {
+        let names: Vec<&str> = net.class_names.iter().map(String::as_str).collect();
+        let again = net.to_safetensors_bytes(&names).expect("export");
+        let back = Network::from_safetensors_bytes(&again, "re-export")
+            .unwrap_or_else(|e| panic!("a re-exported model must load: {e}"));
+        assert!(
+            back.snapshot() == net.snapshot(),
+            "tensors changed by a round trip"
+        );
+    }
+    Corpus::Keep
+});
