@@ -583,7 +583,9 @@ pub fn load(
     let fingerprint = cache::fingerprint(root, &scan, opts);
     let path = cache_path(root, opts.shape);
     if opts.cache {
-        if let Some((dataset, skipped)) = cache::read(&path, root, opts.shape, fingerprint, &scan) {
+        if let Some((dataset, skipped)) =
+            cache::read(&path, root, opts.shape, fingerprint, &scan, opts.skip_bad)
+        {
             let report = FolderReport {
                 images: dataset.train.len() + dataset.test.len(),
                 skipped,
@@ -813,6 +815,7 @@ mod cache {
         shape: ImageShape,
         fingerprint: u64,
         scan: &Scan,
+        skip_bad: bool,
     ) -> Option<(Dataset, Vec<(PathBuf, String)>)> {
         let bytes = std::fs::read(path).ok()?;
         let mut r = Reader {
@@ -836,6 +839,17 @@ mod cache {
             .map(|_| Some((root.join(r.string()?), r.string()?)))
             .collect::<Option<Vec<_>>>()?;
         let (train, test) = (r.u64()? as usize, r.u64()? as usize);
+        // The counts must be the scan's: every file decoded or (with
+        // skip_bad only) listed as skipped, and something to train on.
+        let scanned = scan.train.len() + scan.test.len();
+        let counts_ok = train > 0
+            && train <= scan.train.len()
+            && test <= scan.test.len()
+            && (skip_bad || skipped.is_empty())
+            && train.checked_add(test)?.checked_add(skipped.len())? == scanned;
+        if !counts_ok {
+            return None;
+        }
         let images = train.checked_add(test)?;
         let expected = images.checked_mul(shape.len())?.checked_add(images)?;
         if r.rest() != expected {

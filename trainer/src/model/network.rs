@@ -483,6 +483,15 @@ impl Network {
             .get("architecture")
             .ok_or_else(|| err("no \"architecture\" in the metadata".into()))?;
         let spec = ModelSpec::from_json_str(arch)?;
+        // Check the file holds the architecture's values before building it
+        // (a few bytes of header must not make us allocate gigabytes).
+        let data_len = bytes.len().saturating_sub(8 + header_len(bytes));
+        let needed = spec.saved_values()?;
+        if needed.checked_mul(4) != Some(data_len) {
+            return Err(err(format!(
+                "the tensors hold {data_len} bytes, the architecture needs {needed} f32 values"
+            )));
+        }
         let mut net = Network::new(&spec, 0)?;
         if let Some(names) = meta.get("class_names") {
             net.class_names = names.split(',').map(str::to_string).collect();
@@ -532,6 +541,13 @@ impl Network {
         net.restore(&loaded);
         Ok(net)
     }
+}
+
+/// The length of a safetensors file's JSON header (0 if the file is too short).
+fn header_len(bytes: &[u8]) -> usize {
+    bytes.get(..8).map_or(0, |b| {
+        u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize
+    })
 }
 
 /// The same safetensors file with its JSON header's keys in sorted order, so
@@ -625,5 +641,31 @@ mod tests {
         let at = |key: &str| header.find(&format!("\"{key}\"")).unwrap();
         let keys = ["__metadata__", "bn1.beta", "conv1.bias", "dense1.weight"];
         assert!(keys.windows(2).all(|k| at(k[0]) < at(k[1])), "{header}");
+    }
+
+    /// A small file whose architecture would need gigabytes is refused from
+    /// its size, before any layer is built (found by fuzzing:
+    /// fuzz/artifacts/model_file/dense-units-oom.safetensors).
+    #[test]
+    fn a_file_too_small_for_its_architecture_is_refused_before_building() {
+        let arch = r#"{"name":"t","input":{"height":64,"width":64,"channels":64},"layers":[
+            {"type":"flatten"},{"type":"dense","units":1024}]}"#;
+        let meta = HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("architecture".to_string(), arch.to_string()),
+        ]);
+        let bytes = safetensors::serialize(
+            Vec::<(String, safetensors::tensor::TensorView)>::new(),
+            Some(meta),
+        )
+        .unwrap();
+        let err = Network::from_safetensors_bytes(&bytes, "small.safetensors")
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("small.safetensors") && err.contains("needs"),
+            "{err}"
+        );
     }
 }

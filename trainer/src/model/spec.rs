@@ -199,6 +199,35 @@ pub struct ModelSpec {
     pub layers: Vec<LayerSpec>,
 }
 
+/// Largest side (height, width, channels, filters, units, kernel) a spec may
+/// give, as in `infer`: bigger models are not what this toolkit is for, and
+/// the bound keeps every shape product far from overflow.
+pub const MAX_DIM: usize = 1 << 16;
+
+/// Most values in one activation or one layer's weights (1 GiB of `f32`).
+pub const MAX_VALUES: usize = 1 << 28;
+
+/// Whether `shape` holds at most [`MAX_VALUES`] values (checked without overflowing).
+fn fits(shape: ImageShape) -> bool {
+    shape
+        .height
+        .checked_mul(shape.width)
+        .and_then(|p| p.checked_mul(shape.channels))
+        .is_some_and(|n| n <= MAX_VALUES)
+}
+
+/// The sizes a layer's spec gives (filters, kernel, units, pool size).
+fn given_sizes(layer: &LayerSpec) -> Vec<usize> {
+    match layer {
+        LayerSpec::Conv2d {
+            filters, kernel, ..
+        } => vec![*filters, *kernel],
+        LayerSpec::MaxPool2d { size, stride, .. } => vec![*size, *stride],
+        LayerSpec::Dense { units, .. } => vec![*units],
+        _ => Vec::new(),
+    }
+}
+
 /// Why a spec was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -292,6 +321,16 @@ impl ModelSpec {
     /// Output shape of every layer, checking that each layer fits its input.
     pub fn shapes(&self) -> Result<Vec<ImageShape>, SpecError> {
         let mut shape = self.input;
+        let input_sides = [shape.height, shape.width, shape.channels];
+        if !fits(shape) || input_sides.iter().any(|&d| d > MAX_DIM) {
+            return Err(SpecError::Model {
+                model: self.name.clone(),
+                problem: format!(
+                    "input shape {}×{}×{} is too large (at most {MAX_DIM} a side, {MAX_VALUES} values)",
+                    shape.height, shape.width, shape.channels
+                ),
+            });
+        }
         if shape.is_empty() {
             return Err(SpecError::Model {
                 model: self.name.clone(),
@@ -301,6 +340,9 @@ impl ModelSpec {
         let mut shapes = Vec::with_capacity(self.layers.len());
         for (index, layer) in self.layers.iter().enumerate() {
             let err = |problem: String| self.layer_error_at(index, layer.kind(), problem);
+            if given_sizes(layer).iter().any(|&d| d > MAX_DIM) {
+                return Err(err(format!("a size above {MAX_DIM} is too large")));
+            }
             shape = match layer {
                 LayerSpec::Conv2d {
                     filters,
@@ -389,6 +431,24 @@ impl ModelSpec {
                     ImageShape::vector(*units)
                 }
             };
+            if !fits(shape) {
+                return Err(err(format!(
+                    "output {}×{}×{} is too large (at most {MAX_VALUES} values)",
+                    shape.height, shape.width, shape.channels
+                )));
+            }
+            let input = shapes.last().copied().unwrap_or(self.input);
+            let params = match layer {
+                LayerSpec::Conv2d { kernel, .. } => kernel
+                    .checked_mul(*kernel)
+                    .and_then(|k| k.checked_mul(input.channels))
+                    .and_then(|k| k.checked_mul(shape.channels)),
+                LayerSpec::Dense { units, .. } => input.len().checked_mul(*units),
+                _ => Some(0),
+            };
+            if params.is_none_or(|p| p > MAX_VALUES) {
+                return Err(err(format!("more than {MAX_VALUES} weights in one layer")));
+            }
             shapes.push(shape);
         }
         Ok(shapes)
@@ -417,6 +477,30 @@ impl ModelSpec {
             ));
         }
         Ok(())
+    }
+
+    /// How many `f32` values the model file of this architecture holds: every
+    /// parameter and running statistic (conv `k·k·Cin·Cout + Cout`, batch norm
+    /// `4·C`, dense `in·units + units`). Known before any layer is built, so a
+    /// reader can check a file's size first.
+    pub fn saved_values(&self) -> Result<usize, SpecError> {
+        let shapes = self.shapes()?;
+        let mut total = 0usize;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let input = if i == 0 { self.input } else { shapes[i - 1] };
+            let out = shapes[i];
+            // Bounded by `shapes` (each layer's weights ≤ MAX_VALUES, at most
+            // a few thousand layers), so these sums cannot overflow a usize.
+            total += match layer {
+                LayerSpec::Conv2d { kernel, .. } => {
+                    kernel * kernel * input.channels * out.channels + out.channels
+                }
+                LayerSpec::BatchNorm { .. } => 4 * out.channels,
+                LayerSpec::Dense { units, .. } => input.len() * units + units,
+                _ => 0,
+            };
+        }
+        Ok(total)
     }
 
     /// Number of classes (width of the last layer).
@@ -555,6 +639,55 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("layer 0 (conv2d)"), "{err}");
+    }
+
+    /// Sizes whose products overflow, or are absurd, are errors, not panics
+    /// (found by fuzzing: fuzz/artifacts/spec_file/).
+    #[test]
+    fn huge_sizes_are_refused() {
+        let big = |input: &str, layers: &str| {
+            ModelSpec::from_json_str(&format!(
+                r#"{{"name":"t","input":{input},"layers":[{layers}]}}"#
+            ))
+            .unwrap_err()
+            .to_string()
+        };
+        let e = big(
+            r#"{"height":4294967296,"width":4294967296,"channels":4294967296}"#,
+            r#"{"type":"flatten"},{"type":"dense","units":2}"#,
+        );
+        assert!(e.contains("too large"), "{e}");
+        let e = big(
+            r#"{"height":60000,"width":60000,"channels":3}"#,
+            r#"{"type":"flatten"},{"type":"dense","units":2}"#,
+        );
+        assert!(e.contains("too large"), "{e}");
+        let e = big(
+            r#"{"height":8,"width":8,"channels":3}"#,
+            r#"{"type":"flatten"},{"type":"dense","units":68719476736}"#,
+        );
+        assert!(
+            e.contains("layer 1 (dense)") && e.contains("too large"),
+            "{e}"
+        );
+        let e = big(
+            r#"{"height":8,"width":8,"channels":3}"#,
+            r#"{"type":"conv2d","filters":65536,"kernel":3},{"type":"conv2d","filters":65536,"kernel":3},{"type":"flatten"},{"type":"dense","units":2}"#,
+        );
+        assert!(e.contains("weights"), "{e}");
+    }
+
+    #[test]
+    fn saved_values_count_every_tensor() {
+        let spec = spec_with(
+            r#"{"type":"conv2d","filters":4,"kernel":3},{"type":"batchnorm"},{"type":"flatten"},{"type":"dense","units":2}"#,
+        )
+        .unwrap();
+        // conv 3·3·3·4 + 4, bn 4·4, dense 8·8·4·2 + 2.
+        assert_eq!(spec.saved_values().unwrap(), 112 + 16 + 514);
+        let net = crate::model::network::Network::new(&spec, 1).unwrap();
+        let saved: usize = net.named_tensors().iter().map(|(_, _, d)| d.len()).sum();
+        assert_eq!(spec.saved_values().unwrap(), saved);
     }
 
     #[test]
