@@ -20,10 +20,10 @@
 //! default on AVX-512 CPUs; see [`ConvChoice`]).
 
 use super::winograd::{self, Geometry};
+use super::Padding;
 use super::{images_per_chunk, Layer, Mode, NamedTensor, ParamVisitor};
 use crate::kernels::gemm::{Backend, Op};
 use crate::kernels::tensor::{ImageShape, Tensor};
-use crate::model::spec::Padding;
 use rayon::prelude::*;
 
 /// Fewest input channels for which a 3×3 stride-1 layer uses Winograd by

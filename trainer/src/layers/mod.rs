@@ -14,6 +14,7 @@ mod dropout;
 mod flatten;
 mod gap;
 pub(crate) mod init;
+mod padding;
 mod pool;
 mod relu;
 mod winograd;
@@ -29,6 +30,7 @@ pub use dense::Dense;
 pub use dropout::Dropout;
 pub use flatten::Flatten;
 pub use gap::GlobalAvgPool;
+pub use padding::Padding;
 pub use pool::MaxPool2d;
 pub use relu::Relu;
 

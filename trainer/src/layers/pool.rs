@@ -2,9 +2,9 @@
 //! Forward remembers where each maximum came from; backward routes the
 //! gradient there.
 
+use super::Padding;
 use super::{Layer, Mode};
 use crate::kernels::tensor::{ImageShape, Tensor};
-use crate::model::spec::Padding;
 use rayon::prelude::*;
 
 pub struct MaxPool2d {
