@@ -25,6 +25,8 @@
 
 use core::fmt;
 
+pub mod quant;
+
 /// The value of the `format` metadata entry.
 pub const FORMAT: &str = "cifar-cnn/1";
 
@@ -42,11 +44,59 @@ pub const KEY_CLASS_NAMES: &str = "class_names";
 /// What separates the class names in the `class_names` value.
 pub const CLASS_NAMES_SEPARATOR: char = ',';
 
-/// The safetensors dtype of every tensor (little-endian `f32`).
+/// The safetensors dtype of every tensor of an `f32` model (little-endian `f32`).
 pub const DTYPE: &str = "F32";
 
 /// Bytes per tensor value ([`DTYPE`]).
 pub const DTYPE_BYTES: usize = 4;
+
+/// The number type of a model's weights and activations. An int8 model has the
+/// [`quant::KEY_QUANTIZATION`] metadata entry (see [`quant`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// `f32` weights and activations: every tensor is [`Dtype::F32`].
+    #[default]
+    F32,
+    /// `i8` weights, `i32` biases, `u8` activations, `f32` scales.
+    Int8,
+}
+
+/// The dtype of a tensor, as safetensors names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    /// Little-endian IEEE `f32`.
+    F32,
+    /// `i8`.
+    I8,
+    /// Little-endian `i32`.
+    I32,
+}
+
+impl Dtype {
+    /// The safetensors `dtype` string.
+    pub const fn tag(self) -> &'static str {
+        match self {
+            Dtype::F32 => "F32",
+            Dtype::I8 => "I8",
+            Dtype::I32 => "I32",
+        }
+    }
+
+    /// The dtype a safetensors `dtype` string names, among these.
+    pub fn from_tag(tag: &[u8]) -> Option<Dtype> {
+        [Dtype::F32, Dtype::I8, Dtype::I32]
+            .into_iter()
+            .find(|d| d.tag().as_bytes() == tag)
+    }
+
+    /// Bytes per value.
+    pub const fn bytes(self) -> usize {
+        match self {
+            Dtype::F32 | Dtype::I32 => 4,
+            Dtype::I8 => 1,
+        }
+    }
+}
 
 /// The defaults of the optional layer fields, as FORMAT.md lists them.
 pub mod defaults {
@@ -208,6 +258,26 @@ impl LayerKind {
         }
     }
 
+    /// The parameter tensors of this layer type in a model of `precision`, in
+    /// slot order: as [`LayerKind::params`] for `f32`; an int8 conv2d or dense
+    /// adds `weight_scale` (an int8 model has no batchnorm: it is folded into
+    /// the convolution before quantizing).
+    pub const fn params_in(self, precision: Precision) -> &'static [Param] {
+        match (precision, self) {
+            (Precision::Int8, LayerKind::Conv2d | LayerKind::Dense) => {
+                &[Param::Weight, Param::Bias, Param::WeightScale]
+            }
+            (Precision::Int8, LayerKind::BatchNorm) => &[],
+            _ => self.params(),
+        }
+    }
+
+    /// Whether a model of `precision` may hold this layer type (an int8 model
+    /// has no batchnorm).
+    pub const fn allowed_in(self, precision: Precision) -> bool {
+        !matches!((precision, self), (Precision::Int8, LayerKind::BatchNorm))
+    }
+
     /// The prefix of the default names of this type's layers (`conv`, `bn`,
     /// `dense`): the parameter layers, and only they, always have a name.
     pub const fn default_name_prefix(self) -> Option<&'static str> {
@@ -236,8 +306,8 @@ impl LayerKind {
 /// Most parameter tensors of one layer ([`LayerKind::params`]).
 pub const MAX_PARAMS: usize = 4;
 
-/// Most dimensions of a parameter tensor.
-pub const MAX_RANK: usize = 4;
+/// Most dimensions of a parameter tensor (an int8 conv2d weight has 5).
+pub const MAX_RANK: usize = 5;
 
 /// A parameter tensor of a layer, named by the suffix after `{layer name}.`
 /// in its key.
@@ -255,17 +325,21 @@ pub enum Param {
     MovingMean,
     /// `{name}.moving_variance` (batchnorm).
     MovingVariance,
+    /// `{name}.weight_scale` (int8 conv2d, dense): the scale of each output
+    /// channel's weights.
+    WeightScale,
 }
 
 impl Param {
     /// Every parameter.
-    pub const ALL: [Param; 6] = [
+    pub const ALL: [Param; 7] = [
         Param::Weight,
         Param::Bias,
         Param::Gamma,
         Param::Beta,
         Param::MovingMean,
         Param::MovingVariance,
+        Param::WeightScale,
     ];
 
     /// The suffix after `{name}.` in the tensor's key.
@@ -277,6 +351,7 @@ impl Param {
             Param::Beta => "beta",
             Param::MovingMean => "moving_mean",
             Param::MovingVariance => "moving_variance",
+            Param::WeightScale => "weight_scale",
         }
     }
 
@@ -343,21 +418,71 @@ impl ParamLayer {
                     filters,
                 },
                 Param::Weight,
-            ) => TensorShape::new([kernel, kernel, in_channels, filters], 4),
+            ) => TensorShape::new([kernel, kernel, in_channels, filters, 0], 4),
             (ParamLayer::Conv2d { filters, .. }, Param::Bias) => {
-                TensorShape::new([filters, 0, 0, 0], 1)
+                TensorShape::new([filters, 0, 0, 0, 0], 1)
             }
             (
                 ParamLayer::BatchNorm { channels },
                 Param::Gamma | Param::Beta | Param::MovingMean | Param::MovingVariance,
-            ) => TensorShape::new([channels, 0, 0, 0], 1),
+            ) => TensorShape::new([channels, 0, 0, 0, 0], 1),
             (ParamLayer::Dense { in_features, units }, Param::Weight) => {
-                TensorShape::new([in_features, units, 0, 0], 2)
+                TensorShape::new([in_features, units, 0, 0, 0], 2)
             }
-            (ParamLayer::Dense { units, .. }, Param::Bias) => TensorShape::new([units, 0, 0, 0], 1),
+            (ParamLayer::Dense { units, .. }, Param::Bias) => TensorShape::new([units, 0, 0, 0, 0], 1),
             _ => return None,
         };
         Some(dims)
+    }
+
+    /// The shape and dtype of tensor `param` of this layer in a model of
+    /// `precision`; `None` when the layer has no such tensor. In an int8 model
+    /// (FORMAT.md, "Int8 models"): `weight` is `I8` in groups of
+    /// [`quant::GROUP`] input channels, `[kernel, kernel, ⌈in_channels/4⌉,
+    /// filters, 4]` for conv2d and `[⌈in_features/4⌉, units, 4]` for dense;
+    /// `bias` is `I32`; `weight_scale` is `F32` with one value per output.
+    pub const fn tensor(self, param: Param, precision: Precision) -> Option<(TensorShape, Dtype)> {
+        let int8 = match precision {
+            Precision::F32 => {
+                return match self.shape(param) {
+                    Some(s) => Some((s, Dtype::F32)),
+                    None => None,
+                }
+            }
+            Precision::Int8 => match (self, param) {
+                (
+                    ParamLayer::Conv2d {
+                        kernel,
+                        in_channels,
+                        filters,
+                    },
+                    Param::Weight,
+                ) => (
+                    TensorShape::new(
+                        [kernel, kernel, quant::groups(in_channels), filters, quant::GROUP],
+                        5,
+                    ),
+                    Dtype::I8,
+                ),
+                (ParamLayer::Dense { in_features, units }, Param::Weight) => (
+                    TensorShape::new(
+                        [quant::groups(in_features), units, quant::GROUP, 0, 0],
+                        3,
+                    ),
+                    Dtype::I8,
+                ),
+                (
+                    ParamLayer::Conv2d { filters: n, .. } | ParamLayer::Dense { units: n, .. },
+                    Param::Bias,
+                ) => (TensorShape::new([n, 0, 0, 0, 0], 1), Dtype::I32),
+                (
+                    ParamLayer::Conv2d { filters: n, .. } | ParamLayer::Dense { units: n, .. },
+                    Param::WeightScale,
+                ) => (TensorShape::new([n, 0, 0, 0, 0], 1), Dtype::F32),
+                _ => return None,
+            },
+        };
+        Some(int8)
     }
 
     /// The layer's tensors with their shapes, in slot order ([`LayerKind::params`]).
@@ -395,7 +520,12 @@ impl TensorShape {
 
     /// Bytes of the tensor's data ([`DTYPE_BYTES`] per value); `None` on overflow.
     pub fn num_bytes(&self) -> Option<usize> {
-        self.num_values()?.checked_mul(DTYPE_BYTES)
+        self.num_bytes_as(Dtype::F32)
+    }
+
+    /// Bytes of the tensor's data as `dtype`; `None` on overflow.
+    pub fn num_bytes_as(&self, dtype: Dtype) -> Option<usize> {
+        self.num_values()?.checked_mul(dtype.bytes())
     }
 }
 
