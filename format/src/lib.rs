@@ -429,7 +429,9 @@ impl ParamLayer {
             (ParamLayer::Dense { in_features, units }, Param::Weight) => {
                 TensorShape::new([in_features, units, 0, 0, 0], 2)
             }
-            (ParamLayer::Dense { units, .. }, Param::Bias) => TensorShape::new([units, 0, 0, 0, 0], 1),
+            (ParamLayer::Dense { units, .. }, Param::Bias) => {
+                TensorShape::new([units, 0, 0, 0, 0], 1)
+            }
             _ => return None,
         };
         Some(dims)
@@ -459,16 +461,19 @@ impl ParamLayer {
                     Param::Weight,
                 ) => (
                     TensorShape::new(
-                        [kernel, kernel, quant::groups(in_channels), filters, quant::GROUP],
+                        [
+                            kernel,
+                            kernel,
+                            quant::groups(in_channels),
+                            filters,
+                            quant::GROUP,
+                        ],
                         5,
                     ),
                     Dtype::I8,
                 ),
                 (ParamLayer::Dense { in_features, units }, Param::Weight) => (
-                    TensorShape::new(
-                        [quant::groups(in_features), units, quant::GROUP, 0, 0],
-                        3,
-                    ),
+                    TensorShape::new([quant::groups(in_features), units, quant::GROUP, 0, 0], 3),
                     Dtype::I8,
                 ),
                 (

@@ -231,11 +231,7 @@ impl AddMultipliers {
     /// The multipliers for inputs `a`, `b` and output `out`; `None` when a
     /// multiplier is out of range.
     pub fn new(a: ActQuant, b: ActQuant, out: ActQuant) -> Option<AddMultipliers> {
-        let (sa, sb, so) = (
-            f64::from(a.scale),
-            f64::from(b.scale),
-            f64::from(out.scale),
-        );
+        let (sa, sb, so) = (f64::from(a.scale), f64::from(b.scale), f64::from(out.scale));
         let twice_max = 2.0 * sa.max(sb);
         Some(AddMultipliers {
             a: Multiplier::from_real(sa / twice_max)?,
