@@ -1,7 +1,8 @@
 //! Which SIMD kernels this CPU can run, found once at run time.
 //!
 //! `std::is_x86_feature_detected!` is not available in `no_std`, so this asks the
-//! CPU itself: `cpuid` says whether AVX, FMA, AVX2 and AVX-512F exist and whether
+//! CPU itself: `cpuid` says whether AVX, FMA, AVX2, AVX-512F (and BW, VL,
+//! VNNI) exist and whether
 //! the OS uses `xsave` (OSXSAVE); `xgetbv` then says which register state the OS
 //! saves on context switches (XCR0: bits 1–2 for XMM/YMM, bits 5–7 for the
 //! AVX-512 opmask and ZMM registers). The answer is cached in an atomic.
@@ -15,6 +16,9 @@ pub(crate) enum Level {
     Avx2,
     /// AVX-512F (which includes its FMA).
     Avx512,
+    /// AVX-512F with BW, VL and VNNI (`vpdpbusd`): the int8 kernels.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Avx512Vnni,
 }
 
 /// The best [`Level`] this CPU and this build support.
@@ -39,6 +43,7 @@ pub(crate) fn level() -> Level {
 #[cfg(target_arch = "x86_64")]
 fn from_u8(v: u8) -> Level {
     match v {
+        3 => Level::Avx512Vnni,
         2 => Level::Avx512,
         1 => Level::Avx2,
         _ => Level::Portable,
@@ -69,9 +74,14 @@ fn detect() -> Level {
     let leaf7 = unsafe { __cpuid_count(7, 0) };
     let avx2 = leaf7.ebx & (1 << 5) != 0;
     let avx512f = leaf7.ebx & (1 << 16) != 0;
+    let avx512bw = leaf7.ebx & (1 << 30) != 0;
+    let avx512vl = leaf7.ebx & (1 << 31) != 0;
+    let avx512vnni = leaf7.ecx & (1 << 11) != 0;
     let ymm_saved = xcr0 & 0b110 == 0b110;
     let zmm_saved = xcr0 & 0b1110_0110 == 0b1110_0110;
-    if avx512f && zmm_saved {
+    if avx512f && avx512bw && avx512vl && avx512vnni && zmm_saved {
+        Level::Avx512Vnni
+    } else if avx512f && zmm_saved {
         Level::Avx512
     } else if avx2 && ymm_saved {
         Level::Avx2

@@ -32,6 +32,14 @@ pub enum Error {
         /// What was wrong.
         problem: &'static str,
     },
+    /// The `quantization` metadata value of an int8 model is not valid.
+    /// `offset` is a byte offset in the file (inside the escaped string).
+    Quantization {
+        /// Byte offset in the file where the problem was seen.
+        offset: usize,
+        /// What was wrong.
+        problem: &'static str,
+    },
     /// A layer of the architecture cannot be built (index into the spec's `layers`).
     Layer {
         /// Index of the layer in the spec.
@@ -111,7 +119,8 @@ pub enum TensorProblem {
     Missing,
     /// The header lists it twice.
     Duplicate,
-    /// Its dtype is not `F32`.
+    /// Its dtype is not the one the format gives it (`F32`; in an int8 model
+    /// `I8` weights, `I32` biases).
     Dtype,
     /// Its shape is not the one the architecture implies.
     Shape,
@@ -119,6 +128,10 @@ pub enum TensorProblem {
     Offsets,
     /// Its bytes overlap another tensor's.
     Overlap,
+    /// A value is out of range (int8 models: a weight scale that is not a
+    /// positive normal number, a multiplier out of range, non-zero weights in
+    /// the padding of the last group, a bias that could overflow).
+    Values,
 }
 
 impl fmt::Display for TensorProblem {
@@ -126,10 +139,11 @@ impl fmt::Display for TensorProblem {
         f.write_str(match self {
             TensorProblem::Missing => "is missing",
             TensorProblem::Duplicate => "is listed twice",
-            TensorProblem::Dtype => "is not F32",
+            TensorProblem::Dtype => "has the wrong dtype (F32; int8 models: I8 weight, I32 bias)",
             TensorProblem::Shape => "has the wrong shape for the architecture",
             TensorProblem::Offsets => "has data_offsets outside the data or not matching its shape",
             TensorProblem::Overlap => "overlaps another tensor's data",
+            TensorProblem::Values => "holds a value out of range",
         })
     }
 }
@@ -162,6 +176,12 @@ impl fmt::Display for Error {
             Error::Metadata(problem) => write!(f, "invalid model metadata: {problem}"),
             Error::Architecture { offset, problem } => {
                 write!(f, "invalid architecture (file byte {offset}): {problem}")
+            }
+            Error::Quantization { offset, problem } => {
+                write!(
+                    f,
+                    "invalid quantization metadata (file byte {offset}): {problem}"
+                )
             }
             Error::Layer { index, problem } => write!(f, "architecture layer {index}: {problem}"),
             Error::Add { index, problem } => {

@@ -40,12 +40,15 @@ mod json;
 mod layers;
 mod math;
 mod model;
+mod quant;
 mod safetensors;
 mod scratch;
 
 pub use arch::{MAX_LAYERS, MAX_NAME};
 pub use error::{AddProblem, Error, Param, TensorProblem};
 pub use model::{Backend, Model, Prediction};
+/// The number type of a model ([`Model::precision`]).
+pub use model_format::Precision;
 /// The value of the `format` metadata entry this crate reads (the format's
 /// rules live in the `model_format` crate, shared with the trainer).
 pub use model_format::FORMAT;

@@ -56,23 +56,24 @@ pub(crate) fn sqrt(x: f32) -> f32 {
 }
 
 /// `p[i] = e^(z[i] − max z) / Σ_j e^(z[j] − max z)`: the softmax, shifted by the
-/// maximum so that no `exp` overflows. Returns the index of the largest logit
-/// (the first one on ties; NaN logits never win).
-pub(crate) fn softmax(logits: &[f32], probs: &mut [f32]) -> usize {
+/// maximum so that no `exp` overflows, computed in place (`p` holds the
+/// logits on entry). Returns the index of the largest logit (the first one
+/// on ties; NaN logits never win).
+pub(crate) fn softmax_in_place(p: &mut [f32]) -> usize {
     let mut top = 0;
-    for (i, &z) in logits.iter().enumerate() {
-        if z > logits[top] || logits[top].is_nan() {
+    for (i, &z) in p.iter().enumerate() {
+        if z > p[top] || p[top].is_nan() {
             top = i;
         }
     }
-    let max = logits.get(top).copied().unwrap_or(0.0);
+    let max = p.get(top).copied().unwrap_or(0.0);
     let mut sum = 0.0f32;
-    for (p, &z) in probs.iter_mut().zip(logits) {
-        *p = exp(z - max);
-        sum += *p;
+    for v in p.iter_mut() {
+        *v = exp(*v - max);
+        sum += *v;
     }
-    for p in probs.iter_mut().take(logits.len()) {
-        *p /= sum;
+    for v in p.iter_mut() {
+        *v /= sum;
     }
     top
 }
@@ -115,9 +116,8 @@ mod tests {
 
     #[test]
     fn softmax_sums_to_one() {
-        let z = [1.0, 3.0, -2.0, 3.0];
-        let mut p = [0.0; 4];
-        assert_eq!(softmax(&z, &mut p), 1);
+        let mut p = [1.0, 3.0, -2.0, 3.0];
+        assert_eq!(softmax_in_place(&mut p), 1);
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert_eq!(p[1], p[3]);
     }

@@ -3,13 +3,16 @@
 use crate::arch::{self, Kind, Shape, Spec, MAX_LAYERS};
 use crate::error::{AddProblem, Param, TensorProblem};
 use crate::layers::conv::{self, ConvGeom, Kernel};
+use crate::layers::conv_i8::{self, KernelI8, QuantConv};
 use crate::layers::norm::{self, BatchNormParams};
 use crate::layers::pool::{self, PoolGeom};
+use crate::quant::Activations;
 use crate::safetensors::{self, Metadata, TensorEntry};
 use crate::scratch::{self, Demand};
 use crate::{math, Error};
 use core::fmt;
-use model_format::{ParamLayer, CLASS_NAMES_SEPARATOR, FORMAT, MAX_PARAMS};
+use model_format::quant::{self as q, ActQuant, AddMultipliers, GROUP};
+use model_format::{Param as P, ParamLayer, Precision, CLASS_NAMES_SEPARATOR, FORMAT, MAX_PARAMS};
 
 /// The most capable kernels [`Model::classify`] may run. The CPU's support is
 /// detected once at run time; a backend it lacks falls back to the best one
@@ -45,15 +48,20 @@ enum Op<'a> {
         geom: ConvGeom,
         weight: &'a [u8],
         bias: &'a [u8],
+        /// Int8 models: the per-channel weight scales (empty for `f32`).
+        weight_scale: &'a [u8],
         relu: bool,
     },
     MaxPool(PoolGeom),
     GlobalAvgPool,
     BatchNorm(BatchNormParams<'a>),
     Relu,
-    /// add: the skip input is the stash starting at scratch index `stash`.
+    /// add: the skip input is the stash starting at scratch index `stash`,
+    /// the output of layer `source`; `m` are an int8 model's multipliers.
     Add {
         stash: usize,
+        source: usize,
+        m: AddMultipliers,
     },
     /// flatten (NHWC data is already in flattened order), dropout (identity at
     /// inference), and a relu fused into the layer before it.
@@ -68,12 +76,14 @@ impl fmt::Debug for Op<'_> {
                 geom,
                 weight,
                 bias,
+                weight_scale,
                 relu,
             } => f
                 .debug_struct("Conv")
                 .field("geom", geom)
                 .field("weight_bytes", &weight.len())
                 .field("bias_bytes", &bias.len())
+                .field("weight_scale_bytes", &weight_scale.len())
                 .field("relu", relu)
                 .finish(),
             Op::MaxPool(g) => f.debug_tuple("MaxPool").field(g).finish(),
@@ -84,7 +94,12 @@ impl fmt::Debug for Op<'_> {
                 .field("epsilon", &p.epsilon)
                 .finish(),
             Op::Relu => f.write_str("Relu"),
-            Op::Add { stash } => f.debug_struct("Add").field("stash", stash).finish(),
+            Op::Add { stash, source, m } => f
+                .debug_struct("Add")
+                .field("stash", stash)
+                .field("source", source)
+                .field("m", m)
+                .finish(),
             Op::Identity => f.write_str("Identity"),
         }
     }
@@ -102,6 +117,9 @@ struct Layer<'a> {
     region: usize,
     /// Where its output is stashed for a later add, if one reads it.
     stash: Option<usize>,
+    /// Int8 models: the quantization of its input and output.
+    q_in: ActQuant,
+    q_out: ActQuant,
 }
 
 const EMPTY_LAYER: Layer<'static> = Layer {
@@ -111,6 +129,8 @@ const EMPTY_LAYER: Layer<'static> = Layer {
     channels: 0,
     region: 0,
     stash: None,
+    q_in: ActQuant::INPUT,
+    q_out: ActQuant::INPUT,
 };
 
 /// A model, parsed and checked, borrowing its weights from the file's bytes.
@@ -135,9 +155,11 @@ pub struct Model<'a> {
     layers: [Layer<'a>; MAX_LAYERS],
     num_layers: usize,
     num_classes: usize,
-    scratch_len: usize,
+    /// Scratch elements: `f32`s, or bytes in an int8 model.
+    scratch_elems: usize,
     class_names: Option<&'a str>,
     backend: Backend,
+    precision: Precision,
 }
 
 impl fmt::Debug for Model<'_> {
@@ -146,7 +168,8 @@ impl fmt::Debug for Model<'_> {
             .field("input", &self.input)
             .field("layers", &&self.layers[..self.num_layers])
             .field("num_classes", &self.num_classes)
-            .field("scratch_len", &self.scratch_len)
+            .field("scratch_elems", &self.scratch_elems)
+            .field("precision", &self.precision)
             .field("class_names", &self.class_names)
             .field("backend", &self.backend)
             .finish()
@@ -157,19 +180,22 @@ impl fmt::Debug for Model<'_> {
 /// and parameter slot (the order of `LayerKind::params`).
 type Found = [[Option<(usize, usize)>; MAX_PARAMS]; MAX_LAYERS];
 
-/// The parameters a layer kind has, in slot order.
-fn params_of(kind: &Kind) -> &'static [Param] {
-    kind.layer_kind().params()
+/// The parameters a layer kind has in a model of `precision`, in slot order.
+fn params_of(kind: &Kind, precision: Precision) -> &'static [Param] {
+    kind.layer_kind().params_in(precision)
 }
 
 impl<'a> Model<'a> {
     /// Parses and checks a model file in place (see `docs/FORMAT.md`).
     ///
-    /// Checks the safetensors header, the `format`, `architecture` and
-    /// `class_names` metadata, every layer's shapes, and every tensor: dtype
-    /// `F32`, the shape the architecture implies, offsets inside the data, no
-    /// overlap, none missing, none extra. Never panics and never reads outside
-    /// `bytes`, whatever they hold. The buffer needs no alignment.
+    /// Checks the safetensors header, the `format`, `architecture`,
+    /// `class_names` and (int8 models) `quantization` metadata, every layer's
+    /// shapes, and every tensor: dtype (`F32`; `I8`/`I32` in int8 models), the
+    /// shape the architecture implies, offsets inside the data, no overlap,
+    /// none missing, none extra; in an int8 model also the values that the
+    /// integer arithmetic relies on (see [`Model::check_int8`]). Never panics
+    /// and never reads outside `bytes`, whatever they hold. The buffer needs
+    /// no alignment.
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Model<'a>, Error> {
         let file = safetensors::split(bytes)?;
 
@@ -185,6 +211,10 @@ impl<'a> Model<'a> {
             .architecture
             .ok_or(Error::Metadata("no `architecture` entry"))?;
         let spec = arch::parse(raw, at)?;
+        let acts = match meta.quantization {
+            None => None,
+            Some((at, raw)) => Some(crate::quant::parse(raw, at)?),
+        };
 
         // The layers, with their shapes; parameters come next.
         let mut model = Model {
@@ -192,9 +222,14 @@ impl<'a> Model<'a> {
             layers: [EMPTY_LAYER; MAX_LAYERS],
             num_layers: spec.layers().len(),
             num_classes: 0,
-            scratch_len: 0,
+            scratch_elems: 0,
             class_names: None,
             backend: Backend::Auto,
+            precision: if acts.is_some() {
+                Precision::Int8
+            } else {
+                Precision::F32
+            },
         };
         model.plan(&spec)?;
 
@@ -204,8 +239,11 @@ impl<'a> Model<'a> {
         safetensors::walk(&file, None, &mut |t| {
             place_tensor(&model, &spec, t, data_len, &mut found)
         })?;
-        check_overlaps(&spec, &found)?;
+        check_overlaps(&spec, &found, model.precision)?;
         model.attach(&spec, &found, file.data);
+        if let Some(acts) = &acts {
+            model.check_int8(&spec, acts)?;
+        }
 
         model.class_names = match meta.class_names {
             None => None,
@@ -225,6 +263,11 @@ impl<'a> Model<'a> {
         let mut demands = [Demand::default(); MAX_LAYERS];
         for (index, l) in spec.layers().iter().enumerate() {
             let err = |problem| Error::Layer { index, problem };
+            if !l.kind.layer_kind().allowed_in(self.precision) {
+                return Err(err(
+                    "an int8 model has no batchnorm (it is folded into the layer before)",
+                ));
+            }
             let in_len = shape.len().ok_or(too_big)?;
             let (op, out) = match l.kind {
                 Kind::Conv2d {
@@ -320,7 +363,14 @@ impl<'a> Model<'a> {
                         });
                     }
                     // The stash's place is known once the scratch is laid out.
-                    (Op::Add { stash: 0 }, shape)
+                    (
+                        Op::Add {
+                            stash: 0,
+                            source,
+                            m: AddMultipliers::default(),
+                        },
+                        shape,
+                    )
                 }
             };
             let out_len = out.len().ok_or(too_big)?;
@@ -346,6 +396,8 @@ impl<'a> Model<'a> {
                 channels: out.c,
                 region: 0,
                 stash: None,
+                q_in: ActQuant::INPUT,
+                q_out: ActQuant::INPUT,
             };
             shapes[index] = out;
             shape = out;
@@ -360,7 +412,7 @@ impl<'a> Model<'a> {
         let n = self.num_layers;
         let input_len = spec.input.len().ok_or(too_big)?;
         let layers = &mut self.layers;
-        self.scratch_len = scratch::layout(input_len, &demands[..n], |i, place| {
+        self.scratch_elems = scratch::layout(input_len, &demands[..n], |i, place| {
             layers[i].region = place.region;
             layers[i].stash = place.stash;
         })
@@ -371,6 +423,8 @@ impl<'a> Model<'a> {
                 debug_assert!(stash.is_some(), "an add's source is stashed");
                 self.layers[i].op = Op::Add {
                     stash: stash.unwrap_or(0),
+                    source,
+                    m: AddMultipliers::default(),
                 };
             }
         }
@@ -398,9 +452,15 @@ impl<'a> Model<'a> {
                 None => &[][..],
             };
             match &mut self.layers[index].op {
-                Op::Conv { weight, bias, .. } => {
+                Op::Conv {
+                    weight,
+                    bias,
+                    weight_scale,
+                    ..
+                } => {
                     *weight = slice(0);
                     *bias = slice(1);
+                    *weight_scale = slice(2);
                 }
                 Op::BatchNorm(p) => {
                     p.gamma = slice(0);
@@ -411,7 +471,7 @@ impl<'a> Model<'a> {
                 _ => {}
             }
             debug_assert_eq!(
-                params_of(&l.kind).len(),
+                params_of(&l.kind, self.precision).len(),
                 found[index].iter().flatten().count()
             );
         }
@@ -441,14 +501,23 @@ impl<'a> Model<'a> {
     /// for bytes; see [`Model::scratch_bytes`]). It is the largest, over the
     /// layers, of input + output values (two activations side by side, see
     /// [`Model::classify`]) plus the outputs kept at that point for a later
-    /// `add`.
+    /// `add`. An int8 model keeps one byte per value, and uses the scratch
+    /// slice as bytes: a quarter of the `f32` figure.
     pub fn scratch_len(&self) -> usize {
-        self.scratch_len
+        match self.precision {
+            Precision::F32 => self.scratch_elems,
+            Precision::Int8 => self.scratch_elems.div_ceil(4),
+        }
     }
 
     /// [`Model::scratch_len`] in bytes.
     pub fn scratch_bytes(&self) -> usize {
-        self.scratch_len * core::mem::size_of::<f32>()
+        self.scratch_len() * core::mem::size_of::<f32>()
+    }
+
+    /// The number type of the model's weights and activations.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Name of class `i` from the file's `class_names` metadata; `None` when
@@ -479,7 +548,7 @@ impl<'a> Model<'a> {
         };
         let level = crate::cpu::level().min(cap);
         #[cfg(target_arch = "x86_64")]
-        if level == Level::Avx512 {
+        if level >= Level::Avx512 {
             return Kernel::Avx512;
         }
         #[cfg(target_arch = "x86_64")]
@@ -490,11 +559,24 @@ impl<'a> Model<'a> {
         Kernel::Portable
     }
 
+    /// The int8 kernel to run: VNNI when the backend allows AVX-512 and the
+    /// CPU has it, else the portable one.
+    fn kernel_i8(&self) -> KernelI8 {
+        let allowed = matches!(self.backend, Backend::Auto | Backend::Avx512);
+        #[cfg(target_arch = "x86_64")]
+        if allowed && crate::cpu::level() >= crate::cpu::Level::Avx512Vnni {
+            return KernelI8::Vnni;
+        }
+        let _ = allowed; // unused where there are no SIMD kernels
+        KernelI8::Portable
+    }
+
     /// Classifies one image.
     ///
     /// - `image`: `h × w × c` bytes in row-major HWC order (RGB for 3 channels);
     ///   values are scaled to `x / 255`.
-    /// - `scratch`: at least [`Model::scratch_len`] `f32`s, contents ignored.
+    /// - `scratch`: at least [`Model::scratch_len`] `f32`s, contents ignored
+    ///   (an int8 model uses it as bytes).
     ///   The activations of consecutive layers alternate between its front and
     ///   its back, so at most two are alive at once, besides the layer outputs
     ///   that a later `add` reads, kept at the very back until then.
@@ -515,9 +597,9 @@ impl<'a> Model<'a> {
                 actual: image.len(),
             });
         }
-        if scratch.len() < self.scratch_len {
+        if scratch.len() < self.scratch_len() {
             return Err(Error::ScratchTooSmall {
-                needed: self.scratch_len,
+                needed: self.scratch_len(),
                 actual: scratch.len(),
             });
         }
@@ -527,29 +609,67 @@ impl<'a> Model<'a> {
                 actual: probs.len(),
             });
         }
-        let kernel = self.kernel();
-        let s = &mut scratch[..self.scratch_len];
+        let probs = &mut probs[..self.num_classes];
+        match self.precision {
+            Precision::F32 => {
+                let s = &mut scratch[..self.scratch_elems];
+                for (x, &p) in s.iter_mut().zip(image) {
+                    *x = f32::from(p) / 255.0;
+                }
+                let kernel = self.kernel();
+                let (at, len) = self.run(s, image.len(), |layer, step| {
+                    self.step_f32(layer, step, kernel)
+                });
+                probs.copy_from_slice(&s[at..at + len]);
+            }
+            Precision::Int8 => {
+                let bytes = core::mem::size_of_val(scratch);
+                // SAFETY: the `f32` slice's memory, viewed as its bytes: `u8`
+                // has no alignment requirement, every byte pattern is a valid
+                // `f32` (so writing bytes leaves valid `f32`s behind), and the
+                // exclusive borrow of `scratch` lasts as long as `s`.
+                let s = unsafe {
+                    core::slice::from_raw_parts_mut(scratch.as_mut_ptr().cast::<u8>(), bytes)
+                };
+                let s = &mut s[..self.scratch_elems];
+                s[..image.len()].copy_from_slice(image);
+                let kernel = self.kernel_i8();
+                let (at, len) = self.run(s, image.len(), |layer, step| {
+                    self.step_i8(layer, step, kernel)
+                });
+                let q = self.layers[self.num_layers - 1].q_out;
+                for (p, &v) in probs.iter_mut().zip(&s[at..at + len]) {
+                    *p = q.dequantize(v);
+                }
+            }
+        }
+        let class = math::softmax_in_place(probs);
+        Ok(Prediction {
+            class,
+            probability: probs[class],
+        })
+    }
+
+    /// Runs the layers over the scratch `s` (elements of `T`), the input's
+    /// `input_len` values at its front; `step` computes one layer. Returns
+    /// where the last layer's output lies.
+    fn run<T: Copy>(
+        &self,
+        s: &mut [T],
+        input_len: usize,
+        mut step: impl FnMut(&Layer<'a>, Step<'_, T>),
+    ) -> (usize, usize) {
         // The current activation: `s[at..at + len]`, at the front or the back
         // of the working region of the layer about to run (see `scratch.rs`).
         let mut at = 0;
-        let mut len = image.len();
-        for (x, &p) in s.iter_mut().zip(image) {
-            *x = f32::from(p) / 255.0;
-        }
+        let mut len = input_len;
         for layer in &self.layers[..self.num_layers] {
             at = scratch::settle(s, at, len, layer.region);
             let (work, stashes) = s.split_at_mut(layer.region);
             let front = at == 0;
             let (x, free) = split_active(work, front, len);
-            match &layer.op {
-                Op::Identity => {}
-                Op::Relu => crate::layers::relu(x),
-                Op::BatchNorm(p) => norm::batchnorm(p, layer.channels, x, free),
-                Op::Add { stash } => {
-                    let skip = &stashes[stash - layer.region..][..len];
-                    crate::layers::add(x, skip);
-                }
-                op => {
+            match layer.op {
+                Op::Conv { .. } | Op::MaxPool(_) | Op::GlobalAvgPool => {
                     // Out of place: the output goes to the far end of the free part.
                     let y = if front {
                         let n = free.len();
@@ -559,38 +679,225 @@ impl<'a> Model<'a> {
                         at = 0;
                         &mut free[..layer.out_len]
                     };
-                    match op {
-                        Op::Conv {
-                            geom,
-                            weight,
-                            bias,
-                            relu,
-                        } => conv::conv2d(geom, x, weight, bias, y, *relu, kernel),
-                        Op::MaxPool(g) => pool::maxpool2d(g, x, y),
-                        Op::GlobalAvgPool => {
-                            let input = Shape {
-                                h: 1,
-                                w: layer.in_len / layer.channels,
-                                c: layer.channels,
-                            };
-                            pool::global_avg_pool(input, x, y)
-                        }
-                        _ => {}
-                    }
+                    step(layer, Step::OutOfPlace { x, y });
                 }
+                Op::Add { stash, .. } => {
+                    let skip = &stashes[stash - layer.region..][..len];
+                    step(layer, Step::Add { x, skip });
+                }
+                _ => step(layer, Step::InPlace { x, free }),
             }
             len = layer.out_len;
             if let Some(to) = layer.stash {
                 scratch::stash(s, at, len, to);
             }
         }
-        let logits = &s[at..at + len];
-        let class = math::softmax(logits, probs);
-        Ok(Prediction {
-            class,
-            probability: probs[class],
-        })
+        (at, len)
     }
+
+    /// One layer of an `f32` model.
+    fn step_f32(&self, layer: &Layer<'_>, step: Step<'_, f32>, kernel: Kernel) {
+        match (step, &layer.op) {
+            (Step::InPlace { x, .. }, Op::Relu) => crate::layers::relu(x),
+            (Step::InPlace { x, free }, Op::BatchNorm(p)) => {
+                norm::batchnorm(p, layer.channels, x, free)
+            }
+            (Step::Add { x, skip }, _) => crate::layers::add(x, skip),
+            (
+                Step::OutOfPlace { x, y },
+                Op::Conv {
+                    geom,
+                    weight,
+                    bias,
+                    relu,
+                    ..
+                },
+            ) => conv::conv2d(geom, x, weight, bias, y, *relu, kernel),
+            (Step::OutOfPlace { x, y }, Op::MaxPool(g)) => {
+                pool::maxpool2d(g, x, y, f32::NEG_INFINITY)
+            }
+            (Step::OutOfPlace { x, y }, Op::GlobalAvgPool) => {
+                pool::global_avg_pool(layer.gap_input(), x, y)
+            }
+            _ => {}
+        }
+    }
+
+    /// One layer of an int8 model (FORMAT.md, "Integer semantics").
+    fn step_i8(&self, layer: &Layer<'_>, step: Step<'_, u8>, kernel: KernelI8) {
+        match (step, &layer.op) {
+            (Step::InPlace { x, .. }, Op::Relu) => crate::layers::relu_i8(x, layer.q_in.zero_point),
+            (Step::Add { x, skip }, Op::Add { source, m, .. }) => {
+                let zs = [
+                    layer.q_in.zero_point,
+                    self.layers[*source].q_out.zero_point,
+                    layer.q_out.zero_point,
+                ];
+                crate::layers::add_i8(x, skip, zs, m)
+            }
+            (
+                Step::OutOfPlace { x, y },
+                Op::Conv {
+                    geom,
+                    weight,
+                    bias,
+                    weight_scale,
+                    relu,
+                },
+            ) => {
+                let c = QuantConv {
+                    geom,
+                    weight,
+                    bias,
+                    weight_scale,
+                    q_in: layer.q_in,
+                    q_out: layer.q_out,
+                    relu: *relu,
+                };
+                conv_i8::conv2d(&c, x, y, kernel)
+            }
+            (Step::OutOfPlace { x, y }, Op::MaxPool(g)) => pool::maxpool2d(g, x, y, 0u8),
+            (Step::OutOfPlace { x, y }, Op::GlobalAvgPool) => {
+                pool::global_avg_pool_i8(layer.gap_input(), x, y, layer.q_in.zero_point)
+            }
+            _ => {}
+        }
+    }
+
+    /// Checks what the integer arithmetic of an int8 model relies on, and
+    /// gives each layer its quantization: one activation pair per layer plus
+    /// the input's, which is `x / 255`; the layers that move values keep their
+    /// input's; every multiplier in range; weight scales positive and normal;
+    /// the padding of the last weight group zero; no accumulator overflow
+    /// (`|bias| < 2^30` and `k·k·4·⌈ci/4⌉ · 255 · 127 < 2^30`).
+    fn check_int8(&mut self, spec: &Spec, acts: &Activations) -> Result<(), Error> {
+        let n = self.num_layers;
+        if acts.len != n + 1 {
+            return Err(Error::Metadata(
+                "quantization must list one activation pair per layer, plus the input's",
+            ));
+        }
+        if acts.pairs[0] != ActQuant::INPUT {
+            return Err(Error::Metadata(
+                "quantization of the input must be [1/255, 0] (the image bytes)",
+            ));
+        }
+        for (index, l) in spec.layers().iter().enumerate() {
+            let (q_in, q_out) = (acts.pairs[index], acts.pairs[index + 1]);
+            let err = |problem| Error::Layer { index, problem };
+            let layer = &mut self.layers[index];
+            layer.q_in = q_in;
+            layer.q_out = q_out;
+            match l.kind {
+                Kind::Relu
+                | Kind::MaxPool2d { .. }
+                | Kind::GlobalAvgPool
+                | Kind::Flatten
+                | Kind::Dropout => {
+                    if q_out != q_in {
+                        return Err(err(
+                            "an int8 relu, pooling, flatten or dropout must keep its input's quantization",
+                        ));
+                    }
+                }
+                Kind::Add { source } => {
+                    let skip = acts.pairs[source + 1];
+                    let multipliers = AddMultipliers::new(q_in, skip, q_out)
+                        .ok_or(err("add: a rescaling multiplier is out of range"))?;
+                    if let Op::Add { m, .. } = &mut layer.op {
+                        *m = multipliers;
+                    }
+                }
+                Kind::Conv2d { .. } | Kind::Dense { .. } => check_conv(index, layer)?,
+                Kind::BatchNorm { .. } => return Err(err("batchnorm in an int8 model")),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One layer's data during [`Model::run`].
+enum Step<'s, T> {
+    /// In place (relu, batchnorm, flatten, dropout): the activation, and the
+    /// free part of the working region.
+    InPlace { x: &'s mut [T], free: &'s mut [T] },
+    /// An add: the activation and the stashed skip input.
+    Add { x: &'s mut [T], skip: &'s [T] },
+    /// Out of place (conv, dense, pooling): input and output.
+    OutOfPlace { x: &'s [T], y: &'s mut [T] },
+}
+
+impl Layer<'_> {
+    /// The input of a global average pooling, as an image of one row.
+    fn gap_input(&self) -> Shape {
+        Shape {
+            h: 1,
+            w: self.in_len / self.channels.max(1),
+            c: self.channels,
+        }
+    }
+}
+
+/// The value checks of an int8 conv2d/dense (see `Model::check_int8`).
+fn check_conv(index: usize, layer: &Layer<'_>) -> Result<(), Error> {
+    let Op::Conv {
+        geom,
+        weight,
+        bias,
+        weight_scale,
+        relu,
+    } = &layer.op
+    else {
+        return Ok(());
+    };
+    let values = |param| Error::Tensor {
+        layer: index,
+        param,
+        problem: TensorProblem::Values,
+    };
+    let inputs = geom.k * geom.k * GROUP * q::groups(geom.input.c);
+    // Compared in u64: 255 · 127 · inputs, inputs ≤ 2^16 · 2^16 · 4 · 2^14.
+    if (inputs as u64).saturating_mul(255 * 127) >= 1 << 30 {
+        return Err(Error::Layer {
+            index,
+            problem: "too many inputs per output for 32-bit accumulation in int8",
+        });
+    }
+    let c = QuantConv {
+        geom,
+        weight,
+        bias,
+        weight_scale,
+        q_in: layer.q_in,
+        q_out: layer.q_out,
+        relu: *relu,
+    };
+    for co in 0..geom.output.c {
+        let ws = &weight_scale[co * 4..co * 4 + 4];
+        let ws = f32::from_le_bytes([ws[0], ws[1], ws[2], ws[3]]);
+        if !(ws.is_normal() && ws > 0.0) || c.multiplier(co).is_none() {
+            return Err(values(P::WeightScale));
+        }
+        if c.bias(co).unsigned_abs() >= 1 << 30 {
+            return Err(values(P::Bias));
+        }
+    }
+    // The last group's missing input channels must have zero weights.
+    let tail = geom.input.c % GROUP;
+    if tail != 0 {
+        let group = geom.output.c * GROUP;
+        let last = (q::groups(geom.input.c) - 1) * group;
+        let per_tap = q::groups(geom.input.c) * group;
+        for tap in weight.chunks_exact(per_tap) {
+            let padded = tap[last..]
+                .chunks_exact(GROUP)
+                .any(|w| w[tail..].iter().any(|&b| b != 0));
+            if padded {
+                return Err(values(P::Weight));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The conv op for a geometry, parameters attached later.
@@ -599,13 +906,14 @@ fn conv_op(geom: ConvGeom) -> Op<'static> {
         geom,
         weight: &[],
         bias: &[],
+        weight_scale: &[],
         relu: false,
     }
 }
 
 /// Splits the scratch into the current activation (`len` values at the front or
 /// the back) and the rest.
-fn split_active(s: &mut [f32], front: bool, len: usize) -> (&mut [f32], &mut [f32]) {
+fn split_active<T>(s: &mut [T], front: bool, len: usize) -> (&mut [T], &mut [T]) {
     if front {
         s.split_at_mut(len)
     } else {
@@ -636,7 +944,12 @@ fn place_tensor(
         .iter()
         .enumerate()
         .filter(|(_, l)| l.name.as_bytes() == name)
-        .find_map(|(i, l)| Some((i, params_of(&l.kind).iter().position(|&p| p == param)?)))
+        .find_map(|(i, l)| {
+            let slot = params_of(&l.kind, model.precision)
+                .iter()
+                .position(|&p| p == param)?;
+            Some((i, slot))
+        })
         .ok_or(unexpected)?;
     let problem = |problem| Error::Tensor {
         layer,
@@ -646,13 +959,13 @@ fn place_tensor(
     if found[layer][slot].is_some() {
         return Err(problem(TensorProblem::Duplicate));
     }
-    if !t.is_f32 {
+    // The layer has `param` (found above), so it is a parameter layer with that shape.
+    let (shape, dtype) = param_layer(&spec.layers()[layer].kind, &model.layers[layer])
+        .and_then(|l| l.tensor(param, model.precision))
+        .ok_or(problem(TensorProblem::Shape))?;
+    if t.dtype != Some(dtype) {
         return Err(problem(TensorProblem::Dtype));
     }
-    // The layer has `param` (found above), so it is a parameter layer with that shape.
-    let shape = param_layer(&spec.layers()[layer].kind, &model.layers[layer])
-        .and_then(|l| l.shape(param))
-        .ok_or(problem(TensorProblem::Shape))?;
     let dims = shape.dims();
     let (got, got_rank) = t.shape.ok_or(problem(TensorProblem::Shape))?;
     if got_rank != dims.len()
@@ -664,8 +977,10 @@ fn place_tensor(
         return Err(problem(TensorProblem::Shape));
     }
     // Size in bytes from the shape; the shape matched sizes we already computed
-    // without overflow, but the product with 4 is checked too.
-    let bytes = shape.num_bytes().ok_or(problem(TensorProblem::Offsets))?;
+    // without overflow, but the product with the value size is checked too.
+    let bytes = shape
+        .num_bytes_as(dtype)
+        .ok_or(problem(TensorProblem::Offsets))?;
     let (b, e) = t.offsets;
     if b > e || e > data_len as u64 || e - b != bytes as u64 {
         return Err(problem(TensorProblem::Offsets));
@@ -695,9 +1010,9 @@ fn param_layer(kind: &Kind, layer: &Layer<'_>) -> Option<ParamLayer> {
 }
 
 /// Every expected tensor is present, and no two overlap.
-fn check_overlaps(spec: &Spec, found: &Found) -> Result<(), Error> {
+fn check_overlaps(spec: &Spec, found: &Found, precision: Precision) -> Result<(), Error> {
     for (layer, l) in spec.layers().iter().enumerate() {
-        for (slot, &param) in params_of(&l.kind).iter().enumerate() {
+        for (slot, &param) in params_of(&l.kind, precision).iter().enumerate() {
             let Some((b, e)) = found[layer][slot] else {
                 return Err(Error::Tensor {
                     layer,

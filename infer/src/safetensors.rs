@@ -11,10 +11,11 @@
 
 use crate::json::{Bytes, JsonError, Parser, Source, Unescape};
 use crate::Error;
-use model_format::{DTYPE, KEY_ARCHITECTURE, KEY_CLASS_NAMES, KEY_FORMAT};
+use model_format::quant::KEY_QUANTIZATION;
+use model_format::{Dtype, KEY_ARCHITECTURE, KEY_CLASS_NAMES, KEY_FORMAT};
 
 /// Most dimensions a tensor entry may have; our tensors have 1 (bias, batchnorm),
-/// 2 (dense) or 4 (conv2d).
+/// 2 (dense) or 4 (conv2d), int8 weights 3 (dense) or 5 (conv2d).
 pub(crate) use model_format::MAX_RANK;
 
 /// Longest tensor name we decode. Layer names are at most
@@ -53,6 +54,7 @@ pub(crate) struct Metadata<'a> {
     pub format: Option<(usize, &'a [u8])>,
     pub architecture: Option<(usize, &'a [u8])>,
     pub class_names: Option<(usize, &'a [u8])>,
+    pub quantization: Option<(usize, &'a [u8])>,
 }
 
 /// One tensor entry of the header, as written.
@@ -62,8 +64,8 @@ pub(crate) struct TensorEntry<'k> {
     pub key: Option<&'k [u8]>,
     /// File offset of the key.
     pub key_offset: usize,
-    /// Whether `dtype` is `"F32"`.
-    pub is_f32: bool,
+    /// The `dtype`, `None` for one the format never uses.
+    pub dtype: Option<Dtype>,
     /// Dimensions; `None` when there are more than [`MAX_RANK`].
     pub shape: Option<([u64; MAX_RANK], usize)>,
     /// `data_offsets`: `[begin, end)` relative to the start of the data.
@@ -120,6 +122,7 @@ fn parse_metadata<'a>(p: &mut Parser<Bytes<'a>>, m: &mut Metadata<'a>) -> Result
             Some(k) if k == KEY_FORMAT.as_bytes() => &mut m.format,
             Some(k) if k == KEY_ARCHITECTURE.as_bytes() => &mut m.architecture,
             Some(k) if k == KEY_CLASS_NAMES.as_bytes() => &mut m.class_names,
+            Some(k) if k == KEY_QUANTIZATION.as_bytes() => &mut m.quantization,
             _ => {
                 p.skip_value().map_err(header_err)?;
                 continue;
@@ -138,7 +141,7 @@ fn parse_tensor<'k>(
     key: Option<&'k [u8]>,
     key_offset: usize,
 ) -> Result<TensorEntry<'k>, Error> {
-    let mut is_f32 = None;
+    let mut dtype = None;
     let mut shape = None;
     let mut offsets = None;
     p.begin_object().map_err(header_err)?;
@@ -149,7 +152,7 @@ fn parse_tensor<'k>(
             Some(b"dtype") => {
                 let mut buf = [0u8; 8];
                 let d = p.string(&mut buf).map_err(header_err)?;
-                is_f32.replace(d == Some(DTYPE.as_bytes())).is_some()
+                dtype.replace(d.and_then(Dtype::from_tag)).is_some()
             }
             Some(b"shape") => {
                 let mut dims = [0u64; MAX_RANK];
@@ -191,11 +194,11 @@ fn parse_tensor<'k>(
             return Err(header_err(p.error("duplicate field in a tensor entry")));
         }
     }
-    match (is_f32, shape, offsets) {
-        (Some(is_f32), Some(shape), Some(offsets)) => Ok(TensorEntry {
+    match (dtype, shape, offsets) {
+        (Some(dtype), Some(shape), Some(offsets)) => Ok(TensorEntry {
             key,
             key_offset,
-            is_f32,
+            dtype,
             shape,
             offsets,
         }),

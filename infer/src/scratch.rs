@@ -112,7 +112,7 @@ pub(crate) fn layout(
 /// Before a layer: moves the activation `s[at..at + len]` to the front of the
 /// layer's working region `s[..region]` unless it already sits at one of its
 /// ends. Returns its new start.
-pub(crate) fn settle(s: &mut [f32], at: usize, len: usize, region: usize) -> usize {
+pub(crate) fn settle<T: Copy>(s: &mut [T], at: usize, len: usize, region: usize) -> usize {
     if at == 0 || at + len == region {
         return at;
     }
@@ -131,7 +131,7 @@ pub(crate) fn settle(s: &mut [f32], at: usize, len: usize, region: usize) -> usi
 /// - Otherwise the layer is an add whose source stash dies with it; that stash
 ///   was the topmost (any later one lies above it) and has `len` values, so
 ///   the new stash, below the survivors, lies wholly above the working region.
-pub(crate) fn stash(s: &mut [f32], at: usize, len: usize, to: usize) {
+pub(crate) fn stash<T: Copy>(s: &mut [T], at: usize, len: usize, to: usize) {
     debug_assert!(to == at || to + len <= at || at + len <= to);
     if to != at {
         s.copy_within(at..at + len, to);

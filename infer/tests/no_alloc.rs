@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::int8::{without_batchnorm, Int8Model};
 use common::{model1, Rng, Shape, TestModel, L};
 use infer::{Backend, Model};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -108,18 +109,32 @@ fn loading_and_classifying_never_allocate() {
         ],
         3,
     );
-    let files = [model1(1).to_bytes(), other.to_bytes(), residual.to_bytes()];
+    // Int8 versions of model 1 and of the residual net (batchnorm folded away).
+    let mut rng = Rng::new(9);
+    let int8 = |tm: &TestModel, rng: &mut Rng| {
+        let tm = TestModel::random(tm.input, without_batchnorm(tm.layers.clone()), 4);
+        let calib = vec![rng.bytes(tm.input_len()), rng.bytes(tm.input_len())];
+        Int8Model::quantize(&tm, &calib, true).to_bytes()
+    };
+    let files = [
+        model1(1).to_bytes(),
+        other.to_bytes(),
+        residual.to_bytes(),
+        int8(&model1(1), &mut rng),
+        int8(&residual, &mut rng),
+    ];
     let mut broken = files[0].clone();
     broken.truncate(broken.len() - 1);
-    let mut rng = Rng::new(9);
     let images = [
         rng.bytes(32 * 32 * 3),
         rng.bytes(11 * 9 * 3),
         rng.bytes(8 * 8 * 3),
+        rng.bytes(32 * 32 * 3),
+        rng.bytes(8 * 8 * 3),
     ];
     let mut scratch = vec![0f32; 1 << 17];
     let mut probs = [0f32; 16];
-    let mut classes = Vec::with_capacity(12);
+    let mut classes = Vec::with_capacity(20);
 
     let n = allocations_in(|| {
         for (file, image) in files.iter().zip(&images) {
@@ -139,7 +154,7 @@ fn loading_and_classifying_never_allocate() {
         assert!(Model::from_bytes(&files[0][..100]).is_err());
     });
     assert_eq!(n, 0, "infer allocated {n} times");
-    assert_eq!(classes.len(), 12);
+    assert_eq!(classes.len(), 20);
     assert!(classes.iter().all(|&(_, named)| named));
 
     // The counter does see allocations made while watching.

@@ -172,6 +172,99 @@ fn tiles(lo: usize, hi: usize) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
+/// Where one tile lies: the `n` output pixels `(oy + i·dy, ox + i·dx)`,
+/// `i < n`, and the output channels `co0 .. co0 + cols`. All `n` pixels have
+/// the same in-image kernel rows and columns as the first one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TilePos {
+    pub oy: usize,
+    pub ox: usize,
+    pub step: (usize, usize),
+    pub n: usize,
+    pub co0: usize,
+    pub cols: usize,
+}
+
+/// The part of a pixel's window inside the image.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Window {
+    /// Input row and column of the first in-image tap.
+    pub iy: usize,
+    pub ix: usize,
+    /// First in-image kernel row and column, and how many there are.
+    pub ky0: usize,
+    pub kx0: usize,
+    pub rows: usize,
+    pub taps: usize,
+}
+
+impl ConvGeom {
+    /// The in-image part of output pixel `(oy, ox)`'s window.
+    pub fn window(&self, oy: usize, ox: usize) -> Window {
+        // Top-left corner of the window, in input coordinates (may be negative).
+        let iy0 = (oy * self.stride) as isize - self.pad_top as isize;
+        let ix0 = (ox * self.stride) as isize - self.pad_left as isize;
+        let (ky0, ky1) = in_image(iy0, self.k, self.input.h);
+        let (kx0, kx1) = in_image(ix0, self.k, self.input.w);
+        Window {
+            // In the image when the window has a tap there; else unused.
+            iy: (iy0 + ky0 as isize).max(0) as usize,
+            ix: (ix0 + kx0 as isize).max(0) as usize,
+            ky0,
+            kx0,
+            rows: ky1 - ky0,
+            taps: kx1 - kx0,
+        }
+    }
+}
+
+/// Calls `tile` for every tile of the output, blocks of `block` output
+/// channels outermost. Kernel rows/columns that fall in the padding are
+/// skipped rather than multiplied by zero, so a tile's pixels must share their
+/// in-image kernel rows and columns: the interior is tiled along rows; the
+/// left/right edge columns down the column; the top/bottom rows along the row.
+pub(crate) fn for_each_tile(g: &ConvGeom, block: usize, mut tile: impl FnMut(TilePos)) {
+    let (oh, ow, oc) = (g.output.h, g.output.w, g.output.c);
+    let (oy_lo, oy_hi) = full_window_range(oh, g.input.h, g.k, g.stride, g.pad_top);
+    let (ox_lo, ox_hi) = full_window_range(ow, g.input.w, g.k, g.stride, g.pad_left);
+    for co0 in (0..oc).step_by(block) {
+        let cols = (oc - co0).min(block);
+        let mut at = |oy, ox, step, n| {
+            tile(TilePos {
+                oy,
+                ox,
+                step,
+                n,
+                co0,
+                cols,
+            })
+        };
+        // Interior: all taps in the image; tiles along the rows.
+        for oy in oy_lo..oy_hi {
+            for (ox, n) in tiles(ox_lo, ox_hi) {
+                at(oy, ox, (0, 1), n);
+            }
+        }
+        // Left and right edge columns, next to the interior: all kernel rows in
+        // the image, the same kernel columns down a column; tiles down the column.
+        for ox in (0..ox_lo).chain(ox_hi..ow) {
+            for (oy, n) in tiles(oy_lo, oy_hi) {
+                at(oy, ox, (1, 0), n);
+            }
+        }
+        // Top and bottom rows: every pixel of such a row has the same in-image
+        // kernel rows; tiles along the row, single pixels at the corners.
+        for oy in (0..oy_lo).chain(oy_hi..oh) {
+            for ox in (0..ox_lo).chain(ox_hi..ow) {
+                at(oy, ox, (0, 1), 1);
+            }
+            for (ox, n) in tiles(ox_lo, ox_hi) {
+                at(oy, ox, (0, 1), n);
+            }
+        }
+    }
+}
+
 /// `y = conv(x, w) + bias`, optionally followed by relu. `x` and `y` hold at
 /// least `g.input.len()` / `g.output.len()` values; `w` and `bias` hold the
 /// tensors' bytes (`k·k·ci·co` and `co` little-endian `f32`s). The caller
@@ -185,9 +278,6 @@ pub(crate) fn conv2d(
     relu: bool,
     kernel: Kernel,
 ) {
-    let (oh, ow, oc) = (g.output.h, g.output.w, g.output.c);
-    let (oy_lo, oy_hi) = full_window_range(oh, g.input.h, g.k, g.stride, g.pad_top);
-    let (ox_lo, ox_hi) = full_window_range(ow, g.input.w, g.k, g.stride, g.pad_left);
     let conv = Conv {
         g,
         x,
@@ -196,29 +286,7 @@ pub(crate) fn conv2d(
         relu,
         kernel,
     };
-    let block = kernel.cols();
-    for co0 in (0..oc).step_by(block) {
-        let cols = (oc - co0).min(block);
-        // Interior: all taps in the image; tiles along the rows.
-        for oy in oy_lo..oy_hi {
-            conv.row_tiles(y, oy, ox_lo, ox_hi, co0, cols);
-        }
-        // Left and right edge columns, next to the interior: all kernel rows in
-        // the image, the same kernel columns down a column; tiles down the column.
-        for ox in (0..ox_lo).chain(ox_hi..ow) {
-            for (oy, n) in tiles(oy_lo, oy_hi) {
-                conv.tile(y, oy, ox, (1, 0), n, co0, cols);
-            }
-        }
-        // Top and bottom rows: every pixel of such a row has the same in-image
-        // kernel rows; tiles along the row, single pixels at the corners.
-        for oy in (0..oy_lo).chain(oy_hi..oh) {
-            for ox in (0..ox_lo).chain(ox_hi..ow) {
-                conv.tile(y, oy, ox, (0, 1), 1, co0, cols);
-            }
-            conv.row_tiles(y, oy, ox_lo, ox_hi, co0, cols);
-        }
-    }
+    for_each_tile(g, kernel.cols(), |t| conv.tile(y, t));
 }
 
 /// The arguments of one [`conv2d`] call, shared by its tiles.
@@ -232,47 +300,23 @@ struct Conv<'c> {
 }
 
 impl Conv<'_> {
-    /// Tiles along row `oy` over the output columns `[ox_lo, ox_hi)`, which all
-    /// have the same in-image kernel columns.
-    fn row_tiles(
-        &self,
-        y: &mut [f32],
-        oy: usize,
-        ox_lo: usize,
-        ox_hi: usize,
-        co0: usize,
-        cols: usize,
-    ) {
-        for (ox, n) in tiles(ox_lo, ox_hi) {
-            self.tile(y, oy, ox, (0, 1), n, co0, cols);
-        }
-    }
-
-    /// Computes the `n` output pixels `(oy + i·dy, ox + i·dx)`, `i < n`, for the
-    /// output channels `co0 .. co0 + cols`. All `n` pixels must have the same
-    /// in-image kernel rows and columns as the first one.
-    #[allow(clippy::too_many_arguments)]
-    fn tile(
-        &self,
-        y: &mut [f32],
-        oy: usize,
-        ox: usize,
-        (dy, dx): (usize, usize),
-        n: usize,
-        co0: usize,
-        cols: usize,
-    ) {
+    /// Computes one tile.
+    fn tile(&self, y: &mut [f32], at: TilePos) {
         let g = self.g;
-        let (ih, iw, ic) = (g.input.h, g.input.w, g.input.c);
+        let (iw, ic) = (g.input.w, g.input.c);
         let (ow, oc) = (g.output.w, g.output.c);
         let (k, s) = (g.k, g.stride);
-        // Top-left corner of the window, in input coordinates (may be negative).
-        let iy0 = (oy * s) as isize - g.pad_top as isize;
-        let ix0 = (ox * s) as isize - g.pad_left as isize;
-        let (ky0, ky1) = in_image(iy0, k, ih);
-        let (kx0, kx1) = in_image(ix0, k, iw);
-        let rows = ky1 - ky0;
-        let span = (kx1 - kx0) * ic;
+        let TilePos {
+            oy,
+            ox,
+            step: (dy, dx),
+            n,
+            co0,
+            cols,
+        } = at;
+        let win = g.window(oy, ox);
+        let rows = win.rows;
+        let span = win.taps * ic;
         let px_in = (dy * iw + dx) * s * ic;
         let row_stride = iw * ic;
         let w_row = k * ic * oc;
@@ -280,9 +324,9 @@ impl Conv<'_> {
             // No tap in the image (cannot happen with same/valid padding): bias only.
             (&[][..], &[][..])
         } else {
-            let x_at = ((iy0 + ky0 as isize) as usize * iw + (ix0 + kx0 as isize) as usize) * ic;
+            let x_at = (win.iy * iw + win.ix) * ic;
             let x_len = (n - 1) * px_in + (rows - 1) * row_stride + span;
-            let w_at = ((ky0 * k + kx0) * ic * oc + co0) * 4;
+            let w_at = ((win.ky0 * k + win.kx0) * ic * oc + co0) * 4;
             let w_len = ((rows - 1) * w_row + (span - 1) * oc + cols) * 4;
             (&self.x[x_at..x_at + x_len], &self.w[w_at..w_at + w_len])
         };

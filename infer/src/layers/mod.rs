@@ -6,6 +6,9 @@ pub(crate) mod conv;
 mod conv_avx2;
 #[cfg(target_arch = "x86_64")]
 mod conv_avx512;
+pub(crate) mod conv_i8;
+#[cfg(target_arch = "x86_64")]
+mod conv_i8_vnni;
 pub(crate) mod norm;
 pub(crate) mod pool;
 
@@ -22,6 +25,28 @@ pub(crate) fn add(x: &mut [f32], skip: &[f32]) {
     debug_assert_eq!(x.len(), skip.len());
     for (v, &s) in x.iter_mut().zip(skip) {
         *v += s;
+    }
+}
+
+/// `relu` in an int8 model: `x = max(x, z)`, in place (`z` is real 0).
+pub(crate) fn relu_i8(x: &mut [u8], zero_point: u8) {
+    for v in x {
+        *v = (*v).max(zero_point);
+    }
+}
+
+/// `add` in an int8 model, in place: `x[i] = x[i] + skip[i]` with each side's
+/// quantization and the output's (`model_format::quant::add`).
+pub(crate) fn add_i8(
+    x: &mut [u8],
+    skip: &[u8],
+    z: [u8; 3],
+    m: &model_format::quant::AddMultipliers,
+) {
+    debug_assert_eq!(x.len(), skip.len());
+    let [za, zb, zo] = z;
+    for (v, &s) in x.iter_mut().zip(skip) {
+        *v = model_format::quant::add(*v, za, s, zb, zo, m);
     }
 }
 

@@ -17,8 +17,10 @@ pub(crate) struct PoolGeom {
 /// `y[oy, ox, c] = max over the window cells inside the image of x[iy, ix, c]`,
 /// window rows `oy·s − pad_top + [0, size)` (columns likewise). Padded cells
 /// never win: they are simply not visited. (With TensorFlow's padding every
-/// window has at least one cell in the image.)
-pub(crate) fn maxpool2d(g: &PoolGeom, x: &[f32], y: &mut [f32]) {
+/// window has at least one cell in the image.) `lowest` starts each maximum:
+/// `−∞` for `f32`, 0 for the `u8` of an int8 model (whose maximum is the
+/// quantized maximum: the scale is positive).
+pub(crate) fn maxpool2d<T: Copy + PartialOrd>(g: &PoolGeom, x: &[T], y: &mut [T], lowest: T) {
     let (ih, iw, c) = (g.input.h, g.input.w, g.input.c);
     let (oh, ow) = (g.output.h, g.output.w);
     let (k, s) = (g.size, g.stride);
@@ -33,12 +35,15 @@ pub(crate) fn maxpool2d(g: &PoolGeom, x: &[f32], y: &mut [f32]) {
         for ox in 0..ow {
             let cols = cells(ox, g.pad_left, iw);
             let out = &mut y[(oy * ow + ox) * c..][..c];
-            out.fill(f32::NEG_INFINITY);
+            out.fill(lowest);
             for iy in rows.clone() {
                 for ix in cols.clone() {
                     let cell = &x[(iy * iw + ix) * c..][..c];
                     for (o, &v) in out.iter_mut().zip(cell) {
-                        *o = o.max(v);
+                        // (A NaN input never wins, as with `f32::max`.)
+                        if v > *o {
+                            *o = v;
+                        }
                     }
                 }
             }
@@ -59,5 +64,23 @@ pub(crate) fn global_avg_pool(input: Shape, x: &[f32], y: &mut [f32]) {
     let n = (input.h * input.w) as f32;
     for o in y {
         *o /= n;
+    }
+}
+
+/// `global_avg_pool` in an int8 model: `y[c] = z + round(Σ (x − z) / (h·w))`,
+/// half away from zero, with the input's quantization.
+pub(crate) fn global_avg_pool_i8(input: Shape, x: &[u8], y: &mut [u8], zero_point: u8) {
+    let c = input.c;
+    let count = input.h * input.w;
+    let z = i32::from(zero_point);
+    for (ch, o) in y[..c].iter_mut().enumerate() {
+        let sum: i32 = x[..count * c]
+            .iter()
+            .skip(ch)
+            .step_by(c)
+            .map(|&v| i32::from(v) - z)
+            .sum();
+        let avg = model_format::quant::rounded_div(sum, count as i32);
+        *o = (z + avg).clamp(0, 255) as u8;
     }
 }

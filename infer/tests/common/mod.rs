@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+pub mod int8;
+
 /// xorshift64*: deterministic, dependency-free randomness for tests.
 pub struct Rng(u64);
 
@@ -308,13 +310,23 @@ impl TestModel {
         self.class_names.len()
     }
 
-    fn tensor(&self, name: &str) -> &[f32] {
+    pub fn tensor(&self, name: &str) -> &[f32] {
         &self.tensors.iter().find(|t| t.0 == name).unwrap().2
     }
 
     /// Reference forward pass in `f64`, straight from FORMAT.md. Returns the
     /// probabilities.
     pub fn forward(&self, image: &[u8]) -> Vec<f64> {
+        let outputs = self.forward_all(image);
+        let x = outputs.last().unwrap();
+        let max = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = x.iter().map(|v| (v - max).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        e.iter().map(|v| v / sum).collect()
+    }
+
+    /// [`TestModel::forward`]'s every layer output.
+    pub fn forward_all(&self, image: &[u8]) -> Vec<Vec<f64>> {
         let mut s = self.input;
         let mut x: Vec<f64> = image.iter().map(|&v| f64::from(v) / 255.0).collect();
         // Every layer's output, for the adds.
@@ -455,10 +467,7 @@ impl TestModel {
             }
             outputs.push(x.clone());
         }
-        let max = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = x.iter().map(|v| (v - max).exp()).collect();
-        let sum: f64 = e.iter().sum();
-        e.iter().map(|v| v / sum).collect()
+        outputs
     }
 }
 

@@ -1,0 +1,280 @@
+//! `conv2d`, and `dense` as its 1×1 special case, in an int8 model
+//! (FORMAT.md, "Int8 models"; the arithmetic is `model_format::quant`'s):
+//!
+//! ```text
+//! acc[co] = bias[co] + Σ_{in-image taps} (x − z_x) · q[ky, kx, ci/4, co, ci%4]     (i32)
+//! y       = clamp(z_y + M_co(acc[co]), lo, 255),    M_co = s_x · weight_scale[co] / s_y
+//! ```
+//!
+//! Tiled like the `f32` convolution ([`super::conv::for_each_tile`]: same
+//! regions, padded taps skipped, which is exact because padding is real 0,
+//! i.e. `x = z_x`). Per block of output channels the driver decodes the biases
+//! and derives the multipliers once; a tile kernel then accumulates `pixels ×
+//! cols` sums and requantizes them. The portable kernel is the reference;
+//! the x86-64 VNNI kernel (`conv_i8_vnni.rs`) must give the same bytes.
+//!
+//! The accumulators cannot overflow: model loading refuses a layer where
+//! `|bias| ≥ 2^30` or `k·k·4·⌈ci/4⌉ · 255 · 127 ≥ 2^30`.
+
+use super::conv::{for_each_tile, ConvGeom, TilePos};
+use model_format::quant::{self, ActQuant, Multiplier, GROUP};
+
+/// Most output channels in one block (the widest kernel's).
+pub(crate) const MAX_COLS: usize = 32;
+
+/// Output channels per block of the portable kernel.
+const PORTABLE_COLS: usize = 16;
+
+/// Which implementation of the int8 tile kernel to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KernelI8 {
+    /// Plain Rust; any CPU. The reference.
+    Portable,
+    /// AVX-512 VNNI (`vpdpbusd`, with AVX-512BW/VL for the byte stores); the
+    /// caller has checked the CPU supports them.
+    #[cfg(target_arch = "x86_64")]
+    Vnni,
+}
+
+impl KernelI8 {
+    fn cols(self) -> usize {
+        match self {
+            KernelI8::Portable => PORTABLE_COLS,
+            #[cfg(target_arch = "x86_64")]
+            KernelI8::Vnni => super::conv_i8_vnni::COLS,
+        }
+    }
+}
+
+/// An int8 convolution's parameters: the tensors' bytes (checked at load)
+/// and the quantization of its input and output.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QuantConv<'a> {
+    pub geom: &'a ConvGeom,
+    /// `I8 [k, k, ⌈ci/4⌉, co, 4]`.
+    pub weight: &'a [u8],
+    /// `I32 [co]`, little-endian.
+    pub bias: &'a [u8],
+    /// `F32 [co]`, little-endian.
+    pub weight_scale: &'a [u8],
+    pub q_in: ActQuant,
+    pub q_out: ActQuant,
+    /// A relu is fused: the output's lower bound is its zero point.
+    pub relu: bool,
+}
+
+impl QuantConv<'_> {
+    /// The requantization multiplier of output channel `co` (0 if out of
+    /// range, which model loading has ruled out).
+    pub fn multiplier(&self, co: usize) -> Option<Multiplier> {
+        let s = self.weight_scale.get(co * 4..co * 4 + 4)?;
+        let ws = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+        Multiplier::for_conv(self.q_in.scale, ws, self.q_out.scale)
+    }
+
+    /// The bias of output channel `co`.
+    pub fn bias(&self, co: usize) -> i32 {
+        let b = &self.bias[co * 4..co * 4 + 4];
+        i32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+}
+
+/// One block of output channels: biases and multipliers, decoded once.
+pub(crate) struct Block {
+    pub co0: usize,
+    pub bias: [i32; MAX_COLS],
+    pub mult: [i32; MAX_COLS],
+    pub shift: [i32; MAX_COLS],
+    /// The output's zero point, and the lower clamp (the zero point with a
+    /// fused relu, else 0).
+    pub zero_point: u8,
+    pub lo: u8,
+}
+
+impl Block {
+    fn new(c: &QuantConv<'_>, co0: usize, cols: usize) -> Block {
+        let zero_point = c.q_out.zero_point;
+        let mut b = Block {
+            co0,
+            bias: [0; MAX_COLS],
+            mult: [0; MAX_COLS],
+            shift: [0; MAX_COLS],
+            zero_point,
+            lo: if c.relu { zero_point } else { 0 },
+        };
+        for j in 0..cols {
+            let m = c.multiplier(co0 + j).unwrap_or_default();
+            b.bias[j] = c.bias(co0 + j);
+            b.mult[j] = m.mult;
+            b.shift[j] = m.shift;
+        }
+        b
+    }
+
+    /// Requantizes column `j`'s accumulator.
+    #[inline(always)]
+    pub fn requantize(&self, j: usize, acc: i32) -> u8 {
+        let m = Multiplier {
+            mult: self.mult[j],
+            shift: self.shift[j],
+        };
+        quant::requantize(acc, m, self.zero_point, self.lo)
+    }
+}
+
+/// One tile: `pixels` output pixels × `cols` output channels.
+pub(crate) struct TileI8<'t> {
+    /// Input, from the first pixel's first in-image tap `x[iy, ix, 0]`.
+    pub x: &'t [u8],
+    /// Weights, from `q[ky0, kx0, 0, co0, 0]`.
+    pub w: &'t [u8],
+    /// Output, from `y[oy, ox, co0]` of the first pixel.
+    pub out: &'t mut [u8],
+    pub block: &'t Block,
+    pub pixels: usize,
+    pub cols: usize,
+    /// In-image kernel rows and columns.
+    pub rows: usize,
+    pub taps: usize,
+    /// Input channels (the input values between consecutive taps of a row),
+    /// and their groups of 4 (the last one holds `ci − 4·(groups−1)`).
+    pub ci: usize,
+    pub groups: usize,
+    /// Input values between consecutive pixels of the tile, and between rows.
+    pub px_in: usize,
+    pub row_stride: usize,
+    /// Output values between consecutive pixels of the tile.
+    pub px_out: usize,
+    /// Weight bytes between consecutive groups (`co·4`), taps (`groups·co·4`)
+    /// and kernel rows (`k·groups·co·4`).
+    pub w_group: usize,
+    pub w_tap: usize,
+    pub w_row: usize,
+    /// The input's zero point (the VNNI kernel runs only when it is 0).
+    pub zp_in: u8,
+}
+
+impl TileI8<'_> {
+    /// Input bytes the tile reads (when `rows, taps > 0`).
+    pub fn x_needed(&self) -> usize {
+        (self.pixels - 1) * self.px_in + (self.rows - 1) * self.row_stride + self.taps * self.ci
+    }
+
+    /// Weight bytes the tile reads (when `rows, taps > 0`).
+    pub fn w_needed(&self) -> usize {
+        (self.rows - 1) * self.w_row
+            + (self.taps - 1) * self.w_tap
+            + (self.groups - 1) * self.w_group
+            + self.cols * GROUP
+    }
+}
+
+/// `y = requantize(conv(x − z_x, q) + bias)`: `x` and `y` hold at least
+/// `geom.input.len()` / `geom.output.len()` bytes; the tensors' sizes and
+/// values were checked at load.
+pub(crate) fn conv2d(c: &QuantConv<'_>, x: &[u8], y: &mut [u8], kernel: KernelI8) {
+    // The VNNI kernel multiplies the raw bytes: it needs z_x = 0, which holds
+    // for the image and every post-relu tensor.
+    let kernel = if c.q_in.zero_point == 0 {
+        kernel
+    } else {
+        KernelI8::Portable
+    };
+    let g = c.geom;
+    let mut block = Block::new(c, 0, g.output.c.min(kernel.cols()));
+    for_each_tile(g, kernel.cols(), |at| {
+        if at.co0 != block.co0 {
+            block = Block::new(c, at.co0, at.cols);
+        }
+        tile(c, x, y, at, &block, kernel);
+    });
+}
+
+/// Computes one tile.
+fn tile(c: &QuantConv<'_>, x: &[u8], y: &mut [u8], at: TilePos, block: &Block, kernel: KernelI8) {
+    let g = c.geom;
+    let (iw, ci) = (g.input.w, g.input.c);
+    let (ow, oc) = (g.output.w, g.output.c);
+    let groups = quant::groups(ci);
+    let TilePos {
+        oy,
+        ox,
+        step: (dy, dx),
+        n,
+        co0,
+        cols,
+    } = at;
+    let win = g.window(oy, ox);
+    let px_in = (dy * iw + dx) * g.stride * ci;
+    let row_stride = iw * ci;
+    let w_group = oc * GROUP;
+    let w_tap = groups * w_group;
+    let w_row = g.k * w_tap;
+    let px_out = (dy * ow + dx) * oc;
+    let y_at = (oy * ow + ox) * oc + co0;
+    let y_len = (n - 1) * px_out + cols;
+    let mut t = TileI8 {
+        x: &[],
+        w: &[],
+        out: &mut y[y_at..y_at + y_len],
+        block,
+        pixels: n,
+        cols,
+        rows: win.rows,
+        taps: win.taps,
+        ci,
+        groups,
+        px_in,
+        row_stride,
+        px_out,
+        w_group,
+        w_tap,
+        w_row,
+        zp_in: c.q_in.zero_point,
+    };
+    if win.rows == 0 || win.taps == 0 || ci == 0 {
+        // No tap in the image (cannot happen with same/valid padding): bias only.
+        t.rows = 0;
+    } else {
+        let x_at = (win.iy * iw + win.ix) * ci;
+        let w_at = (win.ky0 * g.k + win.kx0) * w_tap + co0 * GROUP;
+        t.x = &x[x_at..x_at + t.x_needed()];
+        t.w = &c.weight[w_at..w_at + t.w_needed()];
+    }
+    match kernel {
+        KernelI8::Portable => tile_portable(&mut t),
+        // SAFETY: `KernelI8::Vnni` is only chosen after checking the CPU has
+        // AVX-512F/BW/VL and VNNI, and only for `zp_in = 0`; the slices above
+        // cover exactly what the tile reads and writes (`x_needed`,
+        // `w_needed`, `y_len`), and `cols ≤ COLS`.
+        #[cfg(target_arch = "x86_64")]
+        KernelI8::Vnni => unsafe { super::conv_i8_vnni::tile(&mut t) },
+    }
+}
+
+/// The tile in plain Rust: per pixel, a row of `cols` accumulators.
+pub(crate) fn tile_portable(t: &mut TileI8<'_>) {
+    let cols = t.cols;
+    let zp = i32::from(t.zp_in);
+    for p in 0..t.pixels {
+        let mut acc = [0i32; MAX_COLS];
+        acc[..cols].copy_from_slice(&t.block.bias[..cols]);
+        for r in 0..t.rows {
+            for j in 0..t.taps {
+                let xs = &t.x[p * t.px_in + r * t.row_stride + j * t.ci..][..t.ci];
+                let wt = &t.w[r * t.w_row + j * t.w_tap..];
+                for (i, &xv) in xs.iter().enumerate() {
+                    let xv = i32::from(xv) - zp;
+                    let wg = &wt[(i / GROUP) * t.w_group + i % GROUP..];
+                    for (a, &w) in acc[..cols].iter_mut().zip(wg.iter().step_by(GROUP)) {
+                        *a = a.wrapping_add(xv * i32::from(w as i8));
+                    }
+                }
+            }
+        }
+        let out = &mut t.out[p * t.px_out..][..cols];
+        for (j, (o, &a)) in out.iter_mut().zip(&acc[..cols]).enumerate() {
+            *o = t.block.requantize(j, a);
+        }
+    }
+}
