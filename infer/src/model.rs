@@ -559,15 +559,21 @@ impl<'a> Model<'a> {
         Kernel::Portable
     }
 
-    /// The int8 kernel to run: VNNI when the backend allows AVX-512 and the
-    /// CPU has it, else the portable one.
+    /// The int8 kernel to run: AVX-512 VNNI when the backend allows AVX-512
+    /// and the CPU has it, else AVX2 when allowed and present, else portable.
     fn kernel_i8(&self) -> KernelI8 {
-        let allowed = matches!(self.backend, Backend::Auto | Backend::Avx512);
         #[cfg(target_arch = "x86_64")]
-        if allowed && crate::cpu::level() >= crate::cpu::Level::Avx512Vnni {
-            return KernelI8::Vnni;
+        {
+            use crate::cpu::Level;
+            let level = crate::cpu::level();
+            let avx512 = matches!(self.backend, Backend::Auto | Backend::Avx512);
+            if avx512 && level >= Level::Avx512Vnni {
+                return KernelI8::Vnni;
+            }
+            if self.backend != Backend::Portable && level >= Level::Avx2 {
+                return KernelI8::Avx2;
+            }
         }
-        let _ = allowed; // unused where there are no SIMD kernels
         KernelI8::Portable
     }
 

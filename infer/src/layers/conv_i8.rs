@@ -11,7 +11,8 @@
 //! i.e. `x = z_x`). Per block of output channels the driver decodes the biases
 //! and derives the multipliers once; a tile kernel then accumulates `pixels ×
 //! cols` sums and requantizes them. The portable kernel is the reference;
-//! the x86-64 VNNI kernel (`conv_i8_vnni.rs`) must give the same bytes.
+//! the x86-64 kernels (`conv_i8_vnni.rs`: AVX-512 VNNI, `conv_i8_avx2.rs`:
+//! AVX2) must give the same bytes.
 //!
 //! The accumulators cannot overflow: model loading refuses a layer where
 //! `|bias| ≥ 2^30` or `k·k·4·⌈ci/4⌉ · 255 · 127 ≥ 2^30`.
@@ -30,6 +31,10 @@ const PORTABLE_COLS: usize = 16;
 pub(crate) enum KernelI8 {
     /// Plain Rust; any CPU. The reference.
     Portable,
+    /// AVX2 (exact 16-bit products, `vpmaddwd`); the caller has checked the
+    /// CPU supports it.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
     /// AVX-512 VNNI (`vpdpbusd`, with AVX-512BW/VL for the byte stores); the
     /// caller has checked the CPU supports them.
     #[cfg(target_arch = "x86_64")]
@@ -40,6 +45,8 @@ impl KernelI8 {
     fn cols(self) -> usize {
         match self {
             KernelI8::Portable => PORTABLE_COLS,
+            #[cfg(target_arch = "x86_64")]
+            KernelI8::Avx2 => super::conv_i8_avx2::COLS,
             #[cfg(target_arch = "x86_64")]
             KernelI8::Vnni => super::conv_i8_vnni::COLS,
         }
@@ -173,7 +180,7 @@ impl TileI8<'_> {
 /// `geom.input.len()` / `geom.output.len()` bytes; the tensors' sizes and
 /// values were checked at load.
 pub(crate) fn conv2d(c: &QuantConv<'_>, x: &[u8], y: &mut [u8], kernel: KernelI8) {
-    // The VNNI kernel multiplies the raw bytes: it needs z_x = 0, which holds
+    // The SIMD kernels multiply the raw bytes: they need z_x = 0, which holds
     // for the image and every post-relu tensor.
     let kernel = if c.q_in.zero_point == 0 {
         kernel
@@ -249,6 +256,9 @@ fn tile(c: &QuantConv<'_>, x: &[u8], y: &mut [u8], at: TilePos, block: &Block, k
         // `w_needed`, `y_len`), and `cols ≤ COLS`.
         #[cfg(target_arch = "x86_64")]
         KernelI8::Vnni => unsafe { super::conv_i8_vnni::tile(&mut t) },
+        // SAFETY: as above, for AVX2 (`cols ≤ 8`).
+        #[cfg(target_arch = "x86_64")]
+        KernelI8::Avx2 => unsafe { super::conv_i8_avx2::tile(&mut t) },
     }
 }
 

@@ -8,6 +8,8 @@ mod conv_avx2;
 mod conv_avx512;
 pub(crate) mod conv_i8;
 #[cfg(target_arch = "x86_64")]
+mod conv_i8_avx2;
+#[cfg(target_arch = "x86_64")]
 mod conv_i8_vnni;
 pub(crate) mod norm;
 pub(crate) mod pool;
