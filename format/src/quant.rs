@@ -157,19 +157,15 @@ impl Multiplier {
         if m == 0.0 {
             return Some(Multiplier::default());
         }
-        // frexp by hand: m = frac · 2^exp, frac ∈ [0.5, 1).
-        let (mut frac, mut exp) = (m, 0i32);
-        while frac >= 1.0 {
-            frac /= 2.0;
-            exp += 1;
+        // frexp from the bits: m = frac · 2^exp, frac ∈ [0.5, 1). Below
+        // 2^-1000 (subnormals included) the multiplier is 0 anyway.
+        if m < f64::from_bits(0x0170_0000_0000_0000) {
+            return Some(Multiplier::default());
         }
-        while frac < 0.5 {
-            frac *= 2.0;
-            exp -= 1;
-            if exp < -40 {
-                return Some(Multiplier::default());
-            }
-        }
+        let bits = m.to_bits();
+        let mut exp = ((bits >> 52) & 0x7ff) as i32 - 1022;
+        // The same mantissa with the exponent of 0.5: exact.
+        let frac = f64::from_bits((bits & !(0x7ff << 52)) | (1022 << 52));
         let mut q = round_half_away(frac * 2_147_483_648.0);
         if q == 1 << 31 {
             q /= 2;
@@ -242,13 +238,25 @@ impl AddMultipliers {
 }
 
 /// One element of an integer add: `qa` (quantized as `a`) plus `qb` (as `b`),
-/// quantized as `out`.
+/// quantized as `out`: `add_output(add_term(qa, za, m.a) + add_term(qb, zb,
+/// m.b), zo, m.out)`.
 #[inline(always)]
 pub fn add(qa: u8, za: u8, qb: u8, zb: u8, zo: u8, m: &AddMultipliers) -> u8 {
-    let da = (i32::from(qa) - i32::from(za)) << ADD_LEFT_SHIFT;
-    let db = (i32::from(qb) - i32::from(zb)) << ADD_LEFT_SHIFT;
-    let sum = m.a.apply(da) + m.b.apply(db);
-    let y = m.out.apply(sum).saturating_add(i32::from(zo));
+    add_output(add_term(qa, za, m.a) + add_term(qb, zb, m.b), zo, m.out)
+}
+
+/// One input's share of an add: its offset `q − z`, shifted left by
+/// [`ADD_LEFT_SHIFT`] and rescaled by `m` (at most `255 · 2^19` in
+/// magnitude, as `m ≤ 1/2`).
+#[inline(always)]
+pub fn add_term(q: u8, z: u8, m: Multiplier) -> i32 {
+    m.apply((i32::from(q) - i32::from(z)) << ADD_LEFT_SHIFT)
+}
+
+/// The output of an add from the sum of its two [`add_term`]s.
+#[inline(always)]
+pub fn add_output(sum: i32, zo: u8, m: Multiplier) -> u8 {
+    let y = m.apply(sum).saturating_add(i32::from(zo));
     y.clamp(0, 255) as u8
 }
 

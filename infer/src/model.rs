@@ -720,7 +720,7 @@ impl<'a> Model<'a> {
                 },
             ) => conv::conv2d(geom, x, weight, bias, y, *relu, kernel),
             (Step::OutOfPlace { x, y }, Op::MaxPool(g)) => {
-                pool::maxpool2d(g, x, y, f32::NEG_INFINITY)
+                pool::maxpool2d(g, x, y, f32::NEG_INFINITY, f32::max)
             }
             (Step::OutOfPlace { x, y }, Op::GlobalAvgPool) => {
                 pool::global_avg_pool(layer.gap_input(), x, y)
@@ -762,7 +762,7 @@ impl<'a> Model<'a> {
                 };
                 conv_i8::conv2d(&c, x, y, kernel)
             }
-            (Step::OutOfPlace { x, y }, Op::MaxPool(g)) => pool::maxpool2d(g, x, y, 0u8),
+            (Step::OutOfPlace { x, y }, Op::MaxPool(g)) => pool::maxpool2d(g, x, y, 0u8, u8::max),
             (Step::OutOfPlace { x, y }, Op::GlobalAvgPool) => {
                 pool::global_avg_pool_i8(layer.gap_input(), x, y, layer.q_in.zero_point)
             }

@@ -155,12 +155,12 @@ fn full_window_range(out: usize, len: usize, k: usize, s: usize, pad: usize) -> 
     (lo, hi.max(lo))
 }
 
-/// Cuts `[lo, hi)` into runs of at most [`MAX_PIXELS`] of near-equal length
+/// Cuts `[lo, hi)` into runs of at most `max` (≤ [`MAX_PIXELS`]) of near-equal length
 /// (14 → 5, 5, 4 rather than 6, 6, 2: a tile of few pixels has too few
 /// independent accumulators to keep the FMA units busy). Yields `(start, len)`.
-fn tiles(lo: usize, hi: usize) -> impl Iterator<Item = (usize, usize)> {
+fn tiles(lo: usize, hi: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
     let len = hi.saturating_sub(lo);
-    let count = len.div_ceil(MAX_PIXELS);
+    let count = len.div_ceil(max.clamp(1, MAX_PIXELS));
     // (`count` is 0 only when `len` is, and then nothing is yielded.)
     let base = len.checked_div(count).unwrap_or(0);
     let longer = len.checked_rem(count).unwrap_or(0);
@@ -223,7 +223,12 @@ impl ConvGeom {
 /// skipped rather than multiplied by zero, so a tile's pixels must share their
 /// in-image kernel rows and columns: the interior is tiled along rows; the
 /// left/right edge columns down the column; the top/bottom rows along the row.
-pub(crate) fn for_each_tile(g: &ConvGeom, block: usize, mut tile: impl FnMut(TilePos)) {
+pub(crate) fn for_each_tile(
+    g: &ConvGeom,
+    block: usize,
+    max_pixels: usize,
+    mut tile: impl FnMut(TilePos),
+) {
     let (oh, ow, oc) = (g.output.h, g.output.w, g.output.c);
     let (oy_lo, oy_hi) = full_window_range(oh, g.input.h, g.k, g.stride, g.pad_top);
     let (ox_lo, ox_hi) = full_window_range(ow, g.input.w, g.k, g.stride, g.pad_left);
@@ -241,14 +246,14 @@ pub(crate) fn for_each_tile(g: &ConvGeom, block: usize, mut tile: impl FnMut(Til
         };
         // Interior: all taps in the image; tiles along the rows.
         for oy in oy_lo..oy_hi {
-            for (ox, n) in tiles(ox_lo, ox_hi) {
+            for (ox, n) in tiles(ox_lo, ox_hi, max_pixels) {
                 at(oy, ox, (0, 1), n);
             }
         }
         // Left and right edge columns, next to the interior: all kernel rows in
         // the image, the same kernel columns down a column; tiles down the column.
         for ox in (0..ox_lo).chain(ox_hi..ow) {
-            for (oy, n) in tiles(oy_lo, oy_hi) {
+            for (oy, n) in tiles(oy_lo, oy_hi, max_pixels) {
                 at(oy, ox, (1, 0), n);
             }
         }
@@ -258,7 +263,7 @@ pub(crate) fn for_each_tile(g: &ConvGeom, block: usize, mut tile: impl FnMut(Til
             for ox in (0..ox_lo).chain(ox_hi..ow) {
                 at(oy, ox, (0, 1), 1);
             }
-            for (ox, n) in tiles(ox_lo, ox_hi) {
+            for (ox, n) in tiles(ox_lo, ox_hi, max_pixels) {
                 at(oy, ox, (0, 1), n);
             }
         }
@@ -286,7 +291,7 @@ pub(crate) fn conv2d(
         relu,
         kernel,
     };
-    for_each_tile(g, kernel.cols(), |t| conv.tile(y, t));
+    for_each_tile(g, kernel.cols(), MAX_PIXELS, |t| conv.tile(y, t));
 }
 
 /// The arguments of one [`conv2d`] call, shared by its tiles.
@@ -396,12 +401,12 @@ fn tile_portable(t: &mut Tile<'_>) {
 
 #[cfg(test)]
 mod tests {
-    use super::tiles;
+    use super::{tiles, MAX_PIXELS};
     use std::vec::Vec;
 
     #[test]
     fn tiles_are_even_and_cover_the_range() {
-        let t = |lo, hi| tiles(lo, hi).collect::<Vec<_>>();
+        let t = |lo, hi| tiles(lo, hi, MAX_PIXELS).collect::<Vec<_>>();
         assert_eq!(t(1, 15), [(1, 5), (6, 5), (11, 4)]);
         assert_eq!(t(0, 6), [(0, 6)]);
         assert_eq!(t(0, 7), [(0, 4), (4, 3)]);

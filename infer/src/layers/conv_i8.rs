@@ -17,7 +17,7 @@
 //! The accumulators cannot overflow: model loading refuses a layer where
 //! `|bias| ≥ 2^30` or `k·k·4·⌈ci/4⌉ · 255 · 127 ≥ 2^30`.
 
-use super::conv::{for_each_tile, ConvGeom, TilePos};
+use super::conv::{for_each_tile, ConvGeom, TilePos, MAX_PIXELS};
 use model_format::quant::{self, ActQuant, Multiplier, GROUP};
 
 /// Most output channels in one block (the widest kernel's).
@@ -189,7 +189,7 @@ pub(crate) fn conv2d(c: &QuantConv<'_>, x: &[u8], y: &mut [u8], kernel: KernelI8
     };
     let g = c.geom;
     let mut block = Block::new(c, 0, g.output.c.min(kernel.cols()));
-    for_each_tile(g, kernel.cols(), |at| {
+    for_each_tile(g, kernel.cols(), MAX_PIXELS, |at| {
         if at.co0 != block.co0 {
             block = Block::new(c, at.co0, at.cols);
         }

@@ -3,10 +3,10 @@
 //! `vpdpbusd` multiplies 4 unsigned bytes by 4 signed bytes and adds the four
 //! products to an `i32` lane, which is exactly the int8 format's weight layout:
 //! one 64-byte load holds the 4 weights of a group for 16 output channels.
-//! Accumulators: `P` pixels × 2 vectors of 16 channels (`P ≤ 6`), initialised
-//! with the biases. Per group of 4 input channels: two weight vectors are
-//! loaded, and for each pixel its 4 input bytes are broadcast and dot-multiplied
-//! into its two accumulators. The input bytes are used as they are, so the
+//! Accumulators: `P` pixels × `V = 2` vectors of 16 channels (`P ≤ 6`: 12 of
+//! the 32 ZMM registers), initialised with the biases. Per
+//! group of 4 input channels: `V` weight vectors are loaded, and for each pixel
+//! its 4 input bytes are broadcast and dot-multiplied into its accumulators. The input bytes are used as they are, so the
 //! input's zero point must be 0 (the driver sends other layers to the portable
 //! kernel).
 //!
@@ -21,7 +21,7 @@ use super::conv_i8::TileI8;
 use core::arch::x86_64::*;
 use model_format::quant::GROUP;
 
-/// Output channels per tile.
+/// Output channels per tile: up to 4 vectors of 16.
 pub(crate) const COLS: usize = 32;
 
 /// Runs one tile.
@@ -29,148 +29,177 @@ pub(crate) const COLS: usize = 32;
 /// # Safety
 /// The CPU must support AVX-512F, BW, VL and VNNI. The tile's slices must
 /// cover what it reads and writes (`x_needed`, `w_needed`, and
-/// `out[(pixels−1)·px_out + cols]`), `cols ≤ 32`, `pixels ≤ 6`, `zp_in = 0`.
+/// `out[(pixels−1)·px_out + cols]`), `cols ≤ 64`, `pixels ≤ 6`, `zp_in = 0`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn tile(t: &mut TileI8<'_>) {
     debug_assert!(t.cols >= 1 && t.cols <= COLS && t.pixels <= 6 && t.zp_in == 0);
     debug_assert!(t.out.len() >= t.px_out * t.pixels.saturating_sub(1) + t.cols);
     debug_assert!(t.rows == 0 || t.x.len() >= t.x_needed());
     debug_assert!(t.rows == 0 || t.w.len() >= t.w_needed());
-    // SAFETY: `tile_n::<P>` needs what this function's caller guarantees, with
-    // `P = pixels`.
+    // `V = 2` vectors of 16 channels (4 vectors with up to 6 pixels spill
+    // registers, and with 4 pixels measured no faster); `MASKED` unless the
+    // tile fills them.
+    macro_rules! by_pixels {
+        ($v:literal, $masked:literal) => {
+            match t.pixels {
+                6 => tile_n::<6, $v, $masked>(t),
+                5 => tile_n::<5, $v, $masked>(t),
+                4 => tile_n::<4, $v, $masked>(t),
+                3 => tile_n::<3, $v, $masked>(t),
+                2 => tile_n::<2, $v, $masked>(t),
+                1 => tile_n::<1, $v, $masked>(t),
+                _ => {}
+            }
+        };
+    }
+    // SAFETY: `tile_n::<P, V, MASKED>` needs what this function's caller
+    // guarantees, with `P = pixels`, `16·V ≥ cols`, and `MASKED` unless
+    // `cols = 16·V`: the matches pick those arguments.
     unsafe {
-        match t.pixels {
-            6 => tile_n::<6>(t),
-            5 => tile_n::<5>(t),
-            4 => tile_n::<4>(t),
-            3 => tile_n::<3>(t),
-            2 => tile_n::<2>(t),
-            1 => tile_n::<1>(t),
-            _ => {}
+        if t.cols == COLS {
+            by_pixels!(2, false)
+        } else {
+            by_pixels!(2, true)
         }
     }
 }
 
-/// Lane masks for the first `cols` of 32 channels, one per 16-lane vector.
-fn masks(cols: usize) -> [__mmask16; 2] {
-    let lanes = |n: usize| if n >= 16 { 0xFFFF } else { (1u16 << n) - 1 };
-    [lanes(cols), lanes(cols.saturating_sub(16))]
+/// Lane masks for the first `cols` of `16·V` channels, one per vector.
+fn masks<const V: usize>(cols: usize) -> [__mmask16; V] {
+    core::array::from_fn(|v| {
+        let n = cols.saturating_sub(16 * v);
+        if n >= 16 {
+            0xFFFF
+        } else {
+            (1u16 << n) - 1
+        }
+    })
 }
 
-/// The 4 input bytes of a group as one `i32` (little-endian); a last group of
-/// `len < 4` bytes is padded with zeros, never reading past it.
+/// The 4 input bytes of a last group that holds only `len < 4` of them,
+/// padded with zeros, never reading past them.
 ///
 /// # Safety
-/// `p .. p + min(len, 4)` must be readable.
+/// `p .. p + len` must be readable.
 #[inline(always)]
-unsafe fn group(p: *const u8, len: usize) -> i32 {
-    if len >= GROUP {
-        // SAFETY: 4 readable bytes (the caller's bound); no alignment needed.
-        unsafe { (p as *const i32).read_unaligned() }
-    } else {
-        let mut v = 0u32;
-        for i in 0..len {
-            // SAFETY: `i < len` bytes are readable.
-            v |= u32::from(unsafe { *p.add(i) }) << (8 * i);
-        }
-        v as i32
+unsafe fn partial_group(p: *const u8, len: usize) -> i32 {
+    let mut v = 0u32;
+    for i in 0..len.min(GROUP) {
+        // SAFETY: `i < len` bytes are readable.
+        v |= u32::from(unsafe { *p.add(i) }) << (8 * i);
     }
+    v as i32
 }
 
-/// [`tile`] for `P = t.pixels` pixels.
+/// [`tile`] for `P = t.pixels` pixels and `V` vectors of channels, `MASKED`
+/// when `cols < 16·V`.
 ///
 /// # Safety
-/// As for [`tile`], with that `P`.
+/// As for [`tile`], with those `P`, `V` and `MASKED`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_n<const P: usize>(t: &mut TileI8<'_>) {
-    let m = masks(t.cols);
+unsafe fn tile_n<const P: usize, const V: usize, const MASKED: bool>(t: &mut TileI8<'_>) {
+    let m = masks::<V>(t.cols);
     let b = t.block;
-    // The block's arrays hold 32 values each; the lanes past `cols` are unused.
-    // SAFETY: `[i32; 32]` arrays: 2 × 16 lanes in bounds.
+    // The block's arrays hold 64 values each; the lanes past `cols` are unused.
+    // SAFETY: `V ≤ 4` vectors of 16 lanes inside a `[i32; 64]`.
     let load =
         |a: &[i32; COLS], v: usize| unsafe { _mm512_loadu_si512(a.as_ptr().add(16 * v).cast()) };
-    let bias = [load(&b.bias, 0), load(&b.bias, 1)];
+    let bias: [__m512i; V] = core::array::from_fn(|v| load(&b.bias, v));
     let mut acc = [bias; P];
     let x = t.x.as_ptr();
     let w = t.w.as_ptr();
-    // The last group of each tap holds `tail` bytes (4 unless ci % 4 ≠ 0).
-    let tail = t.ci - GROUP * t.groups.saturating_sub(1);
+    // Groups of 4 input bytes: all full when 4 divides ci; else the last one
+    // of each tap holds `ci % 4` bytes and is read byte by byte.
+    let full = t.ci / GROUP;
+    let tail = t.ci % GROUP;
+    // One group: weights for `16·V` channels from `$wg`, the 4 input bytes
+    // of pixel `$p` given by `$xv` (a macro, so that it is inlined).
+    macro_rules! group {
+        ($wg:expr, |$p:ident| $xv:expr) => {{
+            let wg: *const u8 = $wg;
+            // SAFETY: the group's weights for `cols` channels are inside `w`
+            // (`w_needed`); with `MASKED` the lanes past `cols` are not read.
+            let wv: [__m512i; V] = core::array::from_fn(|v| unsafe {
+                let p = wg.wrapping_add(64 * v);
+                if MASKED {
+                    _mm512_maskz_loadu_epi32(m[v], p.cast())
+                } else {
+                    _mm512_loadu_si512(p.cast())
+                }
+            });
+            for ($p, a) in acc.iter_mut().enumerate() {
+                let xb = _mm512_set1_epi32($xv);
+                for v in 0..V {
+                    a[v] = _mm512_dpbusd_epi32(a[v], xb, wv[v]);
+                }
+            }
+        }};
+    }
     for r in 0..t.rows {
         for j in 0..t.taps {
             // SAFETY (both `add`s): `r < rows`, `j < taps`: inside `x`
             // (`x_needed`) and `w` (`w_needed`).
             let xr = unsafe { x.add(r * t.row_stride + j * t.ci) };
             let wr = unsafe { w.add(r * t.w_row + j * t.w_tap) };
-            for gi in 0..t.groups {
-                let len = if gi + 1 == t.groups { tail } else { GROUP };
-                // SAFETY: group `gi`'s weights for `cols` channels are inside
-                // `w` (`w_needed` counts `(groups−1)·w_group + cols·4`); the
-                // masked-off lanes are not read and never fault.
-                let (w0, w1) = unsafe {
-                    let p = wr.add(gi * t.w_group);
-                    (
-                        _mm512_maskz_loadu_epi32(m[0], p.cast()),
-                        _mm512_maskz_loadu_epi32(m[1], p.wrapping_add(64).cast()),
-                    )
-                };
-                for (p, a) in acc.iter_mut().enumerate() {
-                    // SAFETY: `p < pixels`: pixel `p`'s group `gi` (its `len`
-                    // bytes) lies inside `x` (`x_needed`).
-                    let xv =
-                        _mm512_set1_epi32(unsafe { group(xr.add(p * t.px_in + gi * GROUP), len) });
-                    a[0] = _mm512_dpbusd_epi32(a[0], xv, w0);
-                    a[1] = _mm512_dpbusd_epi32(a[1], xv, w1);
-                }
+            for gi in 0..full {
+                // SAFETY: pixel `p`'s full group `gi` (4 bytes) lies inside
+                // `x`; the group's weights inside `w`.
+                group!(unsafe { wr.add(gi * t.w_group) }, |p| unsafe {
+                    (xr.add(p * t.px_in + gi * GROUP) as *const i32).read_unaligned()
+                });
+            }
+            if tail != 0 {
+                // SAFETY: as above, for the last group's `tail` bytes.
+                group!(unsafe { wr.add(full * t.w_group) }, |p| unsafe {
+                    partial_group(xr.add(p * t.px_in + full * GROUP), tail)
+                });
             }
         }
     }
     // Requantization constants per vector of 16 channels, as two halves of 8
     // 64-bit lanes: multiplier, rounding term and shift.
-    let consts = |v: usize| {
+    let half = |z: __m512i, hi: bool| {
+        if hi {
+            _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(z))
+        } else {
+            _mm512_cvtepi32_epi64(_mm512_castsi512_si256(z))
+        }
+    };
+    let k: [[(__m512i, __m512i, __m512i); 2]; V] = core::array::from_fn(|v| {
         let mult = load(&b.mult, v);
         let total = _mm512_sub_epi32(_mm512_set1_epi32(31), load(&b.shift, v));
-        let half = |lo: bool| {
-            let pick = |z: __m512i| {
-                if lo {
-                    _mm512_cvtepi32_epi64(_mm512_castsi512_si256(z))
-                } else {
-                    _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(z))
-                }
-            };
-            let total = pick(total);
+        [false, true].map(|hi| {
+            let total = half(total, hi);
             let round = _mm512_sllv_epi64(
                 _mm512_set1_epi64(1),
                 _mm512_sub_epi64(total, _mm512_set1_epi64(1)),
             );
-            (pick(mult), round, total)
-        };
-        [half(true), half(false)]
-    };
-    let k = [consts(0), consts(1)];
+            (half(mult, hi), round, total)
+        })
+    });
     let zp = _mm512_set1_epi64(i64::from(b.zero_point));
     let lo = _mm512_set1_epi64(i64::from(b.lo));
     let hi = _mm512_set1_epi64(255);
+    let q = |h: __m512i, (mult, round, total): (__m512i, __m512i, __m512i)| {
+        let r = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(h, mult), round), total);
+        let r = _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(r, zp), lo), hi);
+        _mm512_cvtepi64_epi8(r)
+    };
     let out = t.out.as_mut_ptr();
     for (p, a) in acc.iter().enumerate() {
-        for v in 0..2 {
-            let halves = [
-                _mm512_cvtepi32_epi64(_mm512_castsi512_si256(a[v])),
-                _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(a[v])),
-            ];
-            let [h0, h1] = halves;
-            let q = |h: __m512i, (mult, round, total): (__m512i, __m512i, __m512i)| {
-                let r =
-                    _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(h, mult), round), total);
-                let r = _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(r, zp), lo), hi);
-                _mm512_cvtepi64_epi8(r)
-            };
-            let y = _mm_unpacklo_epi64(q(h0, k[v][0]), q(h1, k[v][1]));
+        for v in 0..V {
+            let y = _mm_unpacklo_epi64(q(half(a[v], false), k[v][0]), q(half(a[v], true), k[v][1]));
             // SAFETY: `p < pixels`, and the `cols` bytes of pixel `p` are in
-            // `out`; masked-off bytes are not written (their address may lie
-            // past the end when all lanes of the vector are off).
+            // `out`; with `MASKED` the bytes past `cols` are not written (their
+            // address may lie past the end when all lanes of a vector are off).
             unsafe {
-                _mm_mask_storeu_epi8(out.add(p * t.px_out).wrapping_add(16 * v).cast(), m[v], y);
+                let o = out.add(p * t.px_out).wrapping_add(16 * v);
+                if MASKED {
+                    _mm_mask_storeu_epi8(o.cast(), m[v], y);
+                } else {
+                    _mm_storeu_si128(o.cast(), y);
+                }
             }
         }
     }

@@ -38,17 +38,26 @@ pub(crate) fn relu_i8(x: &mut [u8], zero_point: u8) {
 }
 
 /// `add` in an int8 model, in place: `x[i] = x[i] + skip[i]` with each side's
-/// quantization and the output's (`model_format::quant::add`).
+/// quantization and the output's (`model_format::quant::add`). Each side's
+/// rescaled term depends on its byte only, so it comes from a table of 256
+/// made once per call: `quant::add`'s arithmetic, evaluated ahead.
 pub(crate) fn add_i8(
     x: &mut [u8],
     skip: &[u8],
     z: [u8; 3],
     m: &model_format::quant::AddMultipliers,
 ) {
+    use model_format::quant::{add_output, add_term};
     debug_assert_eq!(x.len(), skip.len());
     let [za, zb, zo] = z;
+    let mut ta = [0i32; 256];
+    let mut tb = [0i32; 256];
+    for q in 0..=255u8 {
+        ta[usize::from(q)] = add_term(q, za, m.a);
+        tb[usize::from(q)] = add_term(q, zb, m.b);
+    }
     for (v, &s) in x.iter_mut().zip(skip) {
-        *v = model_format::quant::add(*v, za, s, zb, zo, m);
+        *v = add_output(ta[usize::from(*v)] + tb[usize::from(s)], zo, m.out);
     }
 }
 

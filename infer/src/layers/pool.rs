@@ -17,10 +17,17 @@ pub(crate) struct PoolGeom {
 /// `y[oy, ox, c] = max over the window cells inside the image of x[iy, ix, c]`,
 /// window rows `oy·s − pad_top + [0, size)` (columns likewise). Padded cells
 /// never win: they are simply not visited. (With TensorFlow's padding every
-/// window has at least one cell in the image.) `lowest` starts each maximum:
-/// `−∞` for `f32`, 0 for the `u8` of an int8 model (whose maximum is the
-/// quantized maximum: the scale is positive).
-pub(crate) fn maxpool2d<T: Copy + PartialOrd>(g: &PoolGeom, x: &[T], y: &mut [T], lowest: T) {
+/// window has at least one cell in the image.) `lowest` starts each maximum
+/// and `max` takes it: `−∞` and `f32::max` (NaN never wins), or 0 and
+/// `u8::max` for an int8 model (whose maximum is the quantized maximum: the
+/// scale is positive). Both vectorise.
+pub(crate) fn maxpool2d<T: Copy>(
+    g: &PoolGeom,
+    x: &[T],
+    y: &mut [T],
+    lowest: T,
+    max: impl Fn(T, T) -> T,
+) {
     let (ih, iw, c) = (g.input.h, g.input.w, g.input.c);
     let (oh, ow) = (g.output.h, g.output.w);
     let (k, s) = (g.size, g.stride);
@@ -40,10 +47,7 @@ pub(crate) fn maxpool2d<T: Copy + PartialOrd>(g: &PoolGeom, x: &[T], y: &mut [T]
                 for ix in cols.clone() {
                     let cell = &x[(iy * iw + ix) * c..][..c];
                     for (o, &v) in out.iter_mut().zip(cell) {
-                        // (A NaN input never wins, as with `f32::max`.)
-                        if v > *o {
-                            *o = v;
-                        }
+                        *o = max(*o, v);
                     }
                 }
             }
