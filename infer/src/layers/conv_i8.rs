@@ -157,8 +157,11 @@ pub(crate) struct TileI8<'t> {
     pub w_group: usize,
     pub w_tap: usize,
     pub w_row: usize,
-    /// The input's zero point (the VNNI kernel runs only when it is 0).
+    /// The input's zero point (the SIMD kernels run only when it is 0).
     pub zp_in: u8,
+    /// `x` holds 3 more bytes than `x_needed`: a last group of fewer than 4
+    /// input channels may be read whole (its extra bytes meet zero weights).
+    pub x_slack: bool,
 }
 
 impl TileI8<'_> {
@@ -238,6 +241,7 @@ fn tile(c: &QuantConv<'_>, x: &[u8], y: &mut [u8], at: TilePos, block: &Block, k
         w_tap,
         w_row,
         zp_in: c.q_in.zero_point,
+        x_slack: false,
     };
     if win.rows == 0 || win.taps == 0 || ci == 0 {
         // No tap in the image (cannot happen with same/valid padding): bias only.
@@ -245,7 +249,10 @@ fn tile(c: &QuantConv<'_>, x: &[u8], y: &mut [u8], at: TilePos, block: &Block, k
     } else {
         let x_at = (win.iy * iw + win.ix) * ci;
         let w_at = (win.ky0 * g.k + win.kx0) * w_tap + co0 * GROUP;
-        t.x = &x[x_at..x_at + t.x_needed()];
+        let needed = x_at + t.x_needed();
+        let end = (needed + GROUP - 1).min(x.len());
+        t.x_slack = end == needed + GROUP - 1;
+        t.x = &x[x_at..end];
         t.w = &c.weight[w_at..w_at + t.w_needed()];
     }
     match kernel {

@@ -77,12 +77,16 @@ fn masks<const V: usize>(cols: usize) -> [__mmask16; V] {
 }
 
 /// The 4 input bytes of a last group that holds only `len < 4` of them,
-/// padded with zeros, never reading past them.
+/// padded with zeros, never reading past them (all 4 when `len = 4`).
 ///
 /// # Safety
 /// `p .. p + len` must be readable.
 #[inline(always)]
 unsafe fn partial_group(p: *const u8, len: usize) -> i32 {
+    if len >= GROUP {
+        // SAFETY: 4 readable bytes; no alignment needed.
+        return unsafe { (p as *const i32).read_unaligned() };
+    }
     let mut v = 0u32;
     for i in 0..len.min(GROUP) {
         // SAFETY: `i < len` bytes are readable.
@@ -136,23 +140,44 @@ unsafe fn tile_n<const P: usize, const V: usize, const MASKED: bool>(t: &mut Til
             }
         }};
     }
-    for r in 0..t.rows {
-        for j in 0..t.taps {
-            // SAFETY (both `add`s): `r < rows`, `j < taps`: inside `x`
-            // (`x_needed`) and `w` (`w_needed`).
-            let xr = unsafe { x.add(r * t.row_stride + j * t.ci) };
-            let wr = unsafe { w.add(r * t.w_row + j * t.w_tap) };
-            for gi in 0..full {
-                // SAFETY: pixel `p`'s full group `gi` (4 bytes) lies inside
-                // `x`; the group's weights inside `w`.
+    if tail == 0 {
+        // 4 divides ci: a kernel row's taps are one run of `taps · full`
+        // groups, 4 bytes apart in `x` and `w_group` apart in `w`
+        // (`w_tap = full · w_group`), as one loop.
+        let run = t.taps * full;
+        for r in 0..t.rows {
+            // SAFETY (both `add`s): `r < rows`: inside `x` and `w`.
+            let xr = unsafe { x.add(r * t.row_stride) };
+            let wr = unsafe { w.add(r * t.w_row) };
+            for gi in 0..run {
+                // SAFETY: group `gi < taps · full` of pixel `p`'s row `r` (4
+                // bytes) lies inside `x` (`x_needed`); its weights inside `w`.
                 group!(unsafe { wr.add(gi * t.w_group) }, |p| unsafe {
                     (xr.add(p * t.px_in + gi * GROUP) as *const i32).read_unaligned()
                 });
             }
-            if tail != 0 {
-                // SAFETY: as above, for the last group's `tail` bytes.
+        }
+    } else {
+        // With 3 bytes of slack after the tile's input, the last group is
+        // read whole: its extra bytes meet zero weights (checked at load).
+        let read = if t.x_slack { GROUP } else { tail };
+        for r in 0..t.rows {
+            for j in 0..t.taps {
+                // SAFETY (both `add`s): `r < rows`, `j < taps`: inside `x`
+                // (`x_needed`) and `w` (`w_needed`).
+                let xr = unsafe { x.add(r * t.row_stride + j * t.ci) };
+                let wr = unsafe { w.add(r * t.w_row + j * t.w_tap) };
+                for gi in 0..full {
+                    // SAFETY: pixel `p`'s full group `gi` (4 bytes) lies inside
+                    // `x`; the group's weights inside `w`.
+                    group!(unsafe { wr.add(gi * t.w_group) }, |p| unsafe {
+                        (xr.add(p * t.px_in + gi * GROUP) as *const i32).read_unaligned()
+                    });
+                }
+                // SAFETY: as above, for the last group's `tail` bytes, or 4
+                // with the slack.
                 group!(unsafe { wr.add(full * t.w_group) }, |p| unsafe {
-                    partial_group(xr.add(p * t.px_in + full * GROUP), tail)
+                    partial_group(xr.add(p * t.px_in + full * GROUP), read)
                 });
             }
         }
