@@ -41,6 +41,10 @@ pub struct RunFingerprint {
     /// over them (one-cycle, cosine): resuming with other `--epochs` would
     /// continue on another curve.
     pub schedule_epochs: Option<usize>,
+    /// The model whose weights training started from ([`super::warm_start`]),
+    /// as the caller identifies it (its path and a digest of its bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
 }
 
 impl RunFingerprint {
@@ -305,6 +309,7 @@ mod tests {
             augment: Augment::default(),
             label_smoothing: 0.0,
             schedule_epochs: None,
+            init: None,
         }
     }
 

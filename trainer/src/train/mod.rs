@@ -8,6 +8,7 @@ pub mod evaluate;
 pub mod metrics;
 pub mod recipe;
 pub mod spec_file;
+pub mod warm_start;
 
 pub use evaluate::{evaluate, evaluate_tta, Evaluation, EVAL_BATCH};
 
