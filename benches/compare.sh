@@ -9,7 +9,9 @@
 #   benches/compare.sh --out FILE               # write somewhere else than docs/PERFORMANCE.md
 #
 # Environment: YARDSTICK_PYTHON (default /tmp/yardstick-venv/bin/python, made by
-# `bash ../shared/anchors/setup.sh`), ANCHORS (default ../shared/anchors).
+# `bash ../shared/anchors/setup.sh`), YARDSTICK_TF_PYTHON (default
+# /tmp/yardstick-tf-venv/bin/python, made by `setup.sh --tf`; TensorFlow Lite is
+# left out when it is missing), ANCHORS (default ../shared/anchors).
 # Raw output of every step is kept in target/perf/<UTC time>/.
 # Run it on a quiet machine: the report records how busy the CPUs were before each
 # step and at the end (and the load average), with a banner when something else ran.
@@ -32,6 +34,7 @@ while [ $# -gt 0 ]; do
 done
 
 py=${YARDSTICK_PYTHON:-/tmp/yardstick-venv/bin/python}
+tfpy=${YARDSTICK_TF_PYTHON:-/tmp/yardstick-tf-venv/bin/python}
 anchors=${ANCHORS:-../shared/anchors}
 if [ ! -x "$py" ]; then
     echo "compare.sh: no yardstick Python at $py; run: bash $anchors/setup.sh" >&2
@@ -160,6 +163,19 @@ for t in 1 2; do
     "$py" "$anchors/yardstick.py" infer --model model1 --threads "$t" "${yard_infer_args[@]}" \
         2>>"$log/yardstick.stderr" | tee -a "$log/yardstick.jsonl"
 done
+
+# Every engine on every shipped model, one image, one thread, f32 and int8.
+for model in model1 fast; do
+    step "PyTorch, ONNX Runtime (f32 and static int8), OpenVINO: inference $model, one image, 1 thread"
+    "$py" "$anchors/yardstick.py" infer --model "$model" --threads 1 --int8 "${yard_infer_args[@]}" \
+        2>>"$log/yardstick.stderr" | tee -a "$log/yardstick_engines.jsonl"
+    if [ -x "$tfpy" ]; then
+        step "TensorFlow Lite (XNNPACK f32 and full int8): inference $model, one image, 1 thread"
+        "$tfpy" "$anchors/yardstick_tf.py" infer --model "$model" --threads 1 "${yard_infer_args[@]}" \
+            2>>"$log/yardstick.stderr" | tee -a "$log/yardstick_engines.jsonl"
+    fi
+done
+ls -l models/*.safetensors | awk '{ print $5, $NF }' >"$log/model_sizes.txt"
 
 step "ours: SGEMM at model 1's shapes, matrixmultiply vs gemm"
 "$(bin gemm)" "${quick_arg[@]}" | tee "$log/gemm.txt"

@@ -11,7 +11,10 @@
 //!
 //! Uses the shipped `models/model1.safetensors` (`models/fast.safetensors`)
 //! when present, else a randomly initialised model exported by the trainer
-//! (the time does not depend on the weights' values). The image is the first CIFAR-10 test image when the data is
+//! (the time does not depend on the weights' values). The int8 groups
+//! (`model1_int8_one_image`, `fast_int8_one_image`) time the shipped int8
+//! files `models/model1-int8.safetensors` and `models/fast-int8.safetensors`
+//! (made by `trainer quantize`), and are left out when those are missing. The image is the first CIFAR-10 test image when the data is
 //! at `../shared/cifar10/cifar-10-batches-bin`, else a fixed pattern.
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -94,6 +97,39 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    for name in ["model1", "fast"] {
+        let file = format!("models/{name}-int8.safetensors");
+        let Ok(bytes) = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(&file)) else {
+            println!(
+                "{file} is missing: int8 latency not measured (make it with `trainer quantize`)"
+            );
+            continue;
+        };
+        let model = Model::from_bytes(&bytes).expect("int8 model loads");
+        println!(
+            "{file}: scratch {} f32 = {} bytes",
+            model.scratch_len(),
+            model.scratch_bytes()
+        );
+        let mut scratch = vec![0f32; model.scratch_len()];
+        let mut group = c.benchmark_group(format!("{name}_int8_one_image"));
+        for (function, backend) in [
+            ("classify_auto", Backend::Auto),
+            ("classify_avx2", Backend::Avx2),
+            ("classify_portable", Backend::Portable),
+        ] {
+            let model = model.clone().with_backend(backend);
+            group.bench_function(function, |b| {
+                b.iter(|| {
+                    model
+                        .classify(black_box(&image), &mut scratch, &mut probs)
+                        .unwrap()
+                })
+            });
+        }
+        group.finish();
+    }
 }
 
 criterion_group!(benches, bench);

@@ -253,7 +253,8 @@ def main():
                 return r
         return None
 
-    versions = sorted({r["framework"] for r in yard if "framework" in r})
+    engines = json_lines(read(L("yardstick_engines.jsonl")))
+    versions = sorted({r["framework"] for r in yard + engines if "framework" in r})
     crit = criterion_results(L("criterion"))
     infer_text = read(L("infer_ours.txt"))
     scratch = re.search(r"^(.*): scratch (\d+) f32 = (\d+) bytes", infer_text, re.M)
@@ -438,6 +439,74 @@ def main():
           "evaluation on the 10,000 test images, which is its validation set here) summed up to the first "
           "epoch at or above 75 % test accuracy, from the same log.")
     w("")
+
+    # Every engine, every shipped model, f32 and int8, one image, one thread.
+    model_sizes = {}
+    for line in read(L("model_sizes.txt")).splitlines():
+        size, _, path = line.partition(" ")
+        if size.isdigit():
+            model_sizes[os.path.basename(path)] = int(size)
+
+    def engine(model, kind):
+        """{engine name: latency µs} of the peers for `model`, f32 or int8."""
+        out = {}
+        for r in engines:
+            if r.get("what") != "infer-1-image" or r.get("model") != model or r.get("threads") != 1:
+                continue
+            fw = str(r.get("framework", ""))
+            is_int8 = "int8" in fw
+            if is_int8 != (kind == "int8"):
+                continue
+            if fw.startswith("torch"):
+                name = "PyTorch"
+            elif fw.startswith("onnxruntime"):
+                name = "ONNX Runtime"
+            elif fw.startswith("openvino"):
+                name = "OpenVINO"
+            elif fw.startswith("tflite"):
+                name = "TFLite (XNNPACK)" if kind == "f32" else "TFLite"
+            else:
+                name = fw
+            out[name] = r.get("latency_us")
+        return out
+
+    erows = []
+    for model in ("model1", "fast"):
+        for kind in ("f32", "int8"):
+            key = f"{model}_one_image/classify_auto" if kind == "f32" else f"{model}_int8_one_image/classify_auto"
+            ours = (crit.get(key) or {}).get("median_ns")
+            ours = ours / 1e3 if ours else None
+            peers = {k: v for k, v in engine(model, kind).items() if v is not None and k != "PyTorch"}
+            best_name, best = min(peers.items(), key=lambda kv: kv[1], default=(None, None))
+            r = div(ours, best)
+            goal = 0.9 if kind == "f32" else 1.0
+            target = (f"≤ {goal}× the fastest {kind} engine: " + verdict(None if r is None else r <= goal))
+            cells = ", ".join(f"{k} {num(v)}" for k, v in sorted(peers.items(), key=lambda kv: kv[1]))
+            erows.append([f"{model}, {kind}", num(ours), cells or DASH,
+                          f"{ratio(r)} of {best_name}" if r is not None else DASH, target])
+    if any(row[1] != DASH for row in erows):
+        w("## Inference against every engine: one image, one thread, f32 and int8")
+        w("")
+        w("Latency in microseconds (medians); ours is `infer` (`classify_auto` in `benches/infer_latency.rs`), the "
+          "peers are `yardstick.py infer --int8` (ONNX Runtime f32 and static int8, OpenVINO f32) and "
+          "`yardstick_tf.py infer` (TensorFlow Lite with XNNPACK, f32 and full-integer int8), all in this sitting. "
+          "The ratio is our latency over the fastest peer's (below 1: ours is faster). PyTorch, much slower at "
+          "one image, is in the log but not counted.")
+        w("")
+        w(table(["model, precision", "ours (µs)", "peers (µs), fastest first", "ours / fastest", "target"], erows))
+        w("")
+        sizes = []
+        for model in ("model1", "fast"):
+            f, q = model_sizes.get(f"{model}.safetensors"), model_sizes.get(f"{model}-int8.safetensors")
+            if f and q:
+                sizes.append(f"{model} {f:,} → {q:,} bytes ({q / f:.2f}×)")
+        if sizes:
+            w("Model files, f32 → int8: " + "; ".join(sizes) + ".")
+        for model in ("model1", "fast"):
+            m = re.search(rf"^models/{model}-int8\.safetensors: scratch (\d+) f32 = (\d+) bytes", infer_text, re.M)
+            if m:
+                w(f"Int8 {model}: scratch {int(m.group(2)):,} bytes.")
+        w("")
 
     # TensorFlow, recorded.
     tf_rows = []
