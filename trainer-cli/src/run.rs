@@ -63,6 +63,7 @@ impl RunConfig {
                 ScheduleKind::OneCycle | ScheduleKind::Cosine
             )
             .then_some(self.train.epochs),
+            init: None,
         }
     }
 }
