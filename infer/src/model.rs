@@ -795,6 +795,13 @@ impl<'a> Model<'a> {
             layer.q_in = q_in;
             layer.q_out = q_out;
             match l.kind {
+                Kind::GlobalAvgPool
+                    if (layer.in_len / layer.channels.max(1)) >= (1 << 31) / 255 =>
+                {
+                    return Err(err(
+                        "global_avg_pool: too many pixels for 32-bit sums in int8",
+                    ));
+                }
                 Kind::Relu
                 | Kind::MaxPool2d { .. }
                 | Kind::GlobalAvgPool

@@ -72,19 +72,26 @@ pub(crate) fn global_avg_pool(input: Shape, x: &[f32], y: &mut [f32]) {
 }
 
 /// `global_avg_pool` in an int8 model: `y[c] = z + round(Σ (x − z) / (h·w))`,
-/// half away from zero, with the input's quantization.
+/// half away from zero, with the input's quantization. The sums fit `i32`:
+/// model loading refuses `h·w · 255 ≥ 2^31`.
 pub(crate) fn global_avg_pool_i8(input: Shape, x: &[u8], y: &mut [u8], zero_point: u8) {
+    // Sums of up to 64 channels at a time, pixel by pixel (contiguous reads).
+    const CHUNK: usize = 64;
     let c = input.c;
     let count = input.h * input.w;
     let z = i32::from(zero_point);
-    for (ch, o) in y[..c].iter_mut().enumerate() {
-        let sum: i32 = x[..count * c]
-            .iter()
-            .skip(ch)
-            .step_by(c)
-            .map(|&v| i32::from(v) - z)
-            .sum();
-        let avg = model_format::quant::rounded_div(sum, count as i32);
-        *o = (z + avg).clamp(0, 255) as u8;
+    for c0 in (0..c).step_by(CHUNK) {
+        let n = (c - c0).min(CHUNK);
+        let mut sums = [0i32; CHUNK];
+        for pixel in x[..count * c].chunks_exact(c) {
+            for (s, &v) in sums[..n].iter_mut().zip(&pixel[c0..c0 + n]) {
+                *s += i32::from(v);
+            }
+        }
+        for (o, &s) in y[c0..c0 + n].iter_mut().zip(&sums[..n]) {
+            // Σ (x − z) = Σ x − count·z.
+            let avg = model_format::quant::rounded_div(s - count as i32 * z, count as i32);
+            *o = (z + avg).clamp(0, 255) as u8;
+        }
     }
 }
