@@ -64,6 +64,7 @@ impl RunConfig {
             )
             .then_some(self.train.epochs),
             init: None,
+            frozen: Vec::new(),
         }
     }
 }

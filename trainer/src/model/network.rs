@@ -67,6 +67,11 @@ pub struct Network {
     /// ([`layers::Conv2d::fuse_relu`], [`layers::BatchNorm::fuse_relu`]); it
     /// only moves tensors into place.
     fused: Vec<bool>,
+    /// `frozen[i]`: layer `i`'s parameters are not trained ([`Network::freeze`]).
+    frozen: Vec<bool>,
+    /// Backward stops at this layer: everything below it is frozen, so
+    /// nothing there needs a gradient (0 unless layers are frozen).
+    first_trained: usize,
     /// Class names in label order.
     pub class_names: Vec<String>,
 }
@@ -181,6 +186,8 @@ impl Network {
             skip_grads: (0..count).map(|_| Tensor::default()).collect(),
             skip_pending: vec![false; count],
             fused,
+            frozen: vec![false; spec.layers.len()],
+            first_trained: 0,
             class_names: CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
         })
     }
@@ -195,6 +202,75 @@ impl Network {
 
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
+    }
+
+    /// Freezes the parameter layers that `patterns` name, for fine-tuning the
+    /// others: an exact layer name (`conv1`) or a prefix ending in `*`
+    /// (`conv*`). A frozen layer's parameters are never updated (the
+    /// optimiser does not see them), a frozen batch norm uses and keeps its
+    /// running statistics, and no gradient is computed below the first
+    /// trained layer. Errors when a pattern names no parameter layer, when
+    /// nothing is left to train, or when a frozen batch norm has a trained
+    /// layer before it (its backward pass would need batch statistics).
+    pub fn freeze(&mut self, patterns: &[String]) -> Result<(), NetworkError> {
+        let bad = |problem: String| NetworkError::Format {
+            origin: self.spec.name.clone(),
+            problem,
+        };
+        let matches = |pattern: &str, name: &str| match pattern.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == pattern,
+        };
+        let param_layers: Vec<(usize, &str)> = self
+            .names
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| Some((i, n.as_deref()?)))
+            .filter(|&(i, _)| !self.layers[i].tensors().is_empty())
+            .collect();
+        let mut frozen = vec![false; self.layers.len()];
+        for pattern in patterns {
+            let hits: Vec<usize> = param_layers
+                .iter()
+                .filter(|(_, n)| matches(pattern, n))
+                .map(|&(i, _)| i)
+                .collect();
+            if hits.is_empty() {
+                let names: Vec<&str> = param_layers.iter().map(|&(_, n)| n).collect();
+                return Err(bad(format!(
+                    "--freeze {pattern}: no parameter layer has that name (they are {})",
+                    names.join(", ")
+                )));
+            }
+            for i in hits {
+                frozen[i] = true;
+            }
+        }
+        let Some(first) = param_layers.iter().map(|&(i, _)| i).find(|&i| !frozen[i]) else {
+            return Err(bad(
+                "--freeze: every parameter layer is frozen, nothing would train".into(),
+            ));
+        };
+        for &(i, name) in &param_layers {
+            let bn = matches!(self.spec.layers[i], LayerSpec::BatchNorm { .. });
+            if bn && frozen[i] && i > first {
+                let trained = param_layers
+                    .iter()
+                    .find(|&&(j, _)| j == first)
+                    .map_or("", |&(_, n)| n);
+                return Err(bad(format!(
+                    "--freeze: batch norm {name} is frozen but {trained} before it is trained; freeze the layers before it too, or not {name}"
+                )));
+            }
+        }
+        self.frozen = frozen;
+        self.first_trained = if patterns.is_empty() { 0 } else { first };
+        Ok(())
+    }
+
+    /// Whether layer `i` is frozen ([`Network::freeze`]).
+    pub fn is_frozen(&self, i: usize) -> bool {
+        self.frozen.get(i).copied().unwrap_or(false)
     }
 
     pub fn input_shape(&self) -> ImageShape {
@@ -224,6 +300,25 @@ impl Network {
         self.acts.last().expect("at least the input")
     }
 
+    /// The output of every layer for the current batch (after
+    /// [`Network::forward`]), in layer order: `layer_outputs()[i]` is layer
+    /// `i`'s output. A convolution or batch norm whose relu is fused into it
+    /// ([`layers::Conv2d::fuse_relu`]) only ever holds its output after the
+    /// relu, so for it, as for the relu, this is the post-relu tensor.
+    pub fn layer_outputs(&self) -> Vec<&Tensor> {
+        (0..self.layers.len())
+            .map(|i| {
+                // A fused relu at i + 1 swapped the layer's output into
+                // acts[i + 2], leaving acts[i + 1] stale.
+                if self.fused.get(i + 1) == Some(&true) {
+                    &self.acts[i + 2]
+                } else {
+                    &self.acts[i + 1]
+                }
+            })
+            .collect()
+    }
+
     /// `acts[i + 1] = layer i (acts[i])`, plus the skip input for an add.
     fn forward_layer(&mut self, i: usize, mode: Mode) {
         if self.fused[i] {
@@ -233,6 +328,9 @@ impl Network {
             return;
         }
         let (done, rest) = self.acts.split_at_mut(i + 1);
+        // A frozen batch norm keeps its running statistics and uses them,
+        // as Keras does for a layer that is not trainable.
+        let mode = if self.frozen[i] { Mode::Eval } else { mode };
         self.layers[i].forward(&done[i], &mut rest[0], mode);
         if let Some(s) = self.skips[i] {
             layers::add_assign(&mut rest[0].data, &done[s].data);
@@ -242,7 +340,7 @@ impl Network {
     /// Backpropagates from `grads[last] = ∂L/∂logits`, filling every layer's parameter gradients.
     fn backward(&mut self) {
         self.skip_pending.fill(false);
-        for i in (0..self.layers.len()).rev() {
+        for i in (self.first_trained..self.layers.len()).rev() {
             self.backward_layer(i);
         }
     }
@@ -259,7 +357,12 @@ impl Network {
             return;
         }
         let (lower, upper) = self.grads.split_at_mut(i + 1);
-        let dx = if i > 0 { Some(&mut lower[i]) } else { None };
+        // No gradient below the first trained layer (nor below the input).
+        let dx = if i > self.first_trained {
+            Some(&mut lower[i])
+        } else {
+            None
+        };
         let y = if self.fused.get(i + 1) == Some(&true) {
             &self.acts[i + 2]
         } else {
@@ -277,7 +380,7 @@ impl Network {
                 self.skip_pending[s] = true;
             }
         }
-        if i > 0 && self.skip_pending[i] {
+        if i > self.first_trained && self.skip_pending[i] {
             layers::add_assign(&mut self.grads[i].data, &self.skip_grads[i].data);
         }
     }
@@ -335,7 +438,7 @@ impl Network {
         let last = self.layers.len();
         let loss = softmax_cross_entropy(&self.acts[last], labels, Some(&mut self.grads[last]));
         self.skip_pending.fill(false);
-        for i in (0..self.layers.len()).rev() {
+        for i in (self.first_trained..self.layers.len()).rev() {
             let t = Instant::now();
             self.backward_layer(i);
             times[i].2 = t.elapsed().as_secs_f64();
@@ -554,7 +657,7 @@ fn header_len(bytes: &[u8]) -> usize {
 /// that the same network always gives the same bytes (`safetensors` writes the
 /// metadata from a `HashMap`, in a different order each time). The header
 /// keeps its length: the same entries, reordered, padded with spaces as before.
-fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
+pub(crate) fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
     use std::collections::BTreeMap;
     fn sorted(v: serde_json::Value) -> serde_json::Value {
         match v {
@@ -591,10 +694,13 @@ impl Params for Network {
     /// Every trainable parameter, layer by layer, named `{layer}.{suffix}`
     /// (see [`Layer::visit_params`] for `decay`).
     fn visit_params(&mut self, f: &mut dyn FnMut(Param<'_>)) {
-        for (layer, name) in self.layers.iter_mut().zip(&self.names) {
+        for (index, (layer, name)) in self.layers.iter_mut().zip(&self.names).enumerate() {
             let Some(name) = name.as_deref() else {
                 continue;
             };
+            if self.frozen[index] {
+                continue;
+            }
             layer.visit_params(&mut |suffix, value, grad, decay| {
                 f(Param {
                     layer: name,

@@ -45,6 +45,9 @@ pub struct RunFingerprint {
     /// as the caller identifies it (its path and a digest of its bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<String>,
+    /// The layers not trained (`Network::freeze` patterns).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frozen: Vec<String>,
 }
 
 impl RunFingerprint {
@@ -310,6 +313,7 @@ mod tests {
             label_smoothing: 0.0,
             schedule_epochs: None,
             init: None,
+            frozen: Vec::new(),
         }
     }
 
