@@ -47,11 +47,15 @@ use core::mem::{align_of, size_of};
 use core::ptr;
 use infer::{Backend, Error, Model};
 
-/// The last line of defence of the bare-metal (`no_std`) build: no path of
-/// the API panics, so this only runs on a bug.
+/// The last line of defence of the `no_std` build (bare metal, WebAssembly):
+/// no path of the API panics, so this only runs on a bug. It traps on
+/// WebAssembly (the JavaScript call throws) and halts elsewhere.
 #[cfg(not(any(feature = "std", test)))]
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
+    #[cfg(not(target_arch = "wasm32"))]
     loop {
         core::hint::spin_loop();
     }
