@@ -46,7 +46,8 @@
 
 /**
  * Buffers overlap that must not: the model bytes, the handle storage, the
- * image, the scratch, the probabilities and the text buffers are distinct.
+ * image, the scratch, the probabilities, the text buffers and the output
+ * values are distinct.
  */
 #define INFER_ERR_OVERLAP 5
 
@@ -281,7 +282,8 @@ int infer_set_backend(struct InferModel *model, int backend);
  * - `out_class`, `out_prob` (each may be NULL): the most probable class
  *   (the first one on ties) and its probability.
  *
- * The buffers must not overlap each other, the model's bytes or the handle.
+ * The buffers must not overlap each other, the model's bytes or the handle
+ * (nor may `out_class` and `out_prob` lie in the model's bytes or the handle).
  *
  * # Safety
  * `model` is NULL or points at storage given to `infer_model_open`; each

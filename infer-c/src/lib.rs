@@ -74,7 +74,8 @@ pub const INFER_ERR_STORAGE_TOO_SMALL: c_int = 3;
 /// `infer_model_align()`, the scratch and probabilities to `float`.
 pub const INFER_ERR_MISALIGNED: c_int = 4;
 /// Buffers overlap that must not: the model bytes, the handle storage, the
-/// image, the scratch, the probabilities and the text buffers are distinct.
+/// image, the scratch, the probabilities, the text buffers and the output
+/// values are distinct.
 pub const INFER_ERR_OVERLAP: c_int = 5;
 /// A length is larger than the address space allows.
 pub const INFER_ERR_TOO_LARGE: c_int = 6;
@@ -170,6 +171,12 @@ unsafe fn handle<'h>(model: *const InferModel) -> Result<&'h Handle, c_int> {
     }
     // SAFETY: the magic says `infer_model_open` wrote a whole `Handle` here.
     Ok(unsafe { &*h })
+}
+
+/// Whether an output value of `T` at `out` may be written: it lies in neither
+/// range (the model's bytes and the handle must stay as they are).
+fn out_clear<T>(out: *const T, ranges: &[(usize, usize)]) -> bool {
+    span_of(out, 1).is_some_and(|o| ranges.iter().all(|&r| !overlap(o, r)))
 }
 
 /// The byte range of a handle's storage.
@@ -274,11 +281,21 @@ pub unsafe extern "C" fn infer_model_open(
     if out_model.is_null() {
         return INFER_ERR_NULL_ARGUMENT;
     }
-    // SAFETY: non-null and (by contract) writable; no alignment assumed.
-    unsafe { out_model.write_unaligned(ptr::null_mut()) };
     let bytes_span = span(bytes, bytes_len);
     let storage_span = span(storage.cast_const().cast(), storage_len);
     let detail_span = span(detail.cast_const().cast(), detail_len);
+    let others: [(usize, usize); 3] = [
+        (bytes.is_null(), bytes_span),
+        (storage.is_null(), storage_span),
+        (detail.is_null(), detail_span),
+    ]
+    .map(|(null, r)| r.filter(|_| !null).unwrap_or((0, 0)));
+    if !out_clear(out_model.cast_const(), &others) {
+        return INFER_ERR_OVERLAP;
+    }
+    // SAFETY: non-null, (by contract) writable, and outside the other buffers;
+    // no alignment assumed.
+    unsafe { out_model.write_unaligned(ptr::null_mut()) };
     // The detail buffer is written only when it is usable and overlaps nothing.
     let mut text = match (detail_span, bytes_span, storage_span) {
         (Some(d), Some(b), Some(s)) if !detail.is_null() && !overlap(d, b) && !overlap(d, s) => {
@@ -475,6 +492,10 @@ pub unsafe extern "C" fn infer_class_name(
     if name.is_null() || name_len.is_null() {
         return INFER_ERR_NULL_ARGUMENT;
     }
+    let keep = [bytes_span(h), handle_span(h)];
+    if !out_clear(name.cast_const(), &keep) || !out_clear(name_len.cast_const(), &keep) {
+        return INFER_ERR_OVERLAP;
+    }
     let s = match class_name(&h.model, index) {
         Ok(s) => s,
         Err(code) => return code,
@@ -580,7 +601,8 @@ pub unsafe extern "C" fn infer_set_backend(model: *mut InferModel, backend: c_in
 /// - `out_class`, `out_prob` (each may be NULL): the most probable class
 ///   (the first one on ties) and its probability.
 ///
-/// The buffers must not overlap each other, the model's bytes or the handle.
+/// The buffers must not overlap each other, the model's bytes or the handle
+/// (nor may `out_class` and `out_prob` lie in the model's bytes or the handle).
 ///
 /// # Safety
 /// `model` is NULL or points at storage given to `infer_model_open`; each
@@ -637,6 +659,12 @@ pub unsafe extern "C" fn infer_classify(
             core::slice::from_raw_parts_mut(probs, probs_len),
         )
     };
+    let keep = [model_bytes, storage];
+    if (!out_class.is_null() && !out_clear(out_class.cast_const(), &keep))
+        || (!out_prob.is_null() && !out_clear(out_prob.cast_const(), &keep))
+    {
+        return INFER_ERR_OVERLAP;
+    }
     let top = match h.model.classify(image, scratch, probs) {
         Ok(top) => top,
         Err(Error::ImageSize { .. }) => return INFER_ERR_IMAGE_SIZE,

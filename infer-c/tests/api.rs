@@ -149,6 +149,17 @@ fn open_good_and_bad() {
         call(cb, n, p, size, &mut out, cb.cast(), 64),
         INFER_ERR_OVERLAP
     );
+    // The out pointer inside the storage, the bytes or the detail buffer.
+    let out_in = |p: *mut c_void| p.cast::<*mut InferModel>();
+    assert_eq!(call(b, n, p, size, out_in(p), d, 64), INFER_ERR_OVERLAP);
+    assert_eq!(
+        call(cb, n, p, size, out_in(cb.cast()), d, 64),
+        INFER_ERR_OVERLAP
+    );
+    assert_eq!(
+        call(b, n, p, size, out_in(d.cast()), d, 64),
+        INFER_ERR_OVERLAP
+    );
     // The bytes were not written: still a valid model.
     assert_eq!(call(cb, n, p, size, &mut out, d, 64), INFER_OK);
     // Not a model: the detail says why, cut to fit.
@@ -282,6 +293,18 @@ fn queries_and_class_names() {
             infer_class_name(misaligned, 0, &mut name, &mut len),
             INFER_ERR_BAD_HANDLE
         );
+        // Outputs inside the handle: refused, the handle intact.
+        let inside = model.cast::<*const c_char>();
+        assert_eq!(
+            infer_class_name(model, 0, inside, &mut len),
+            INFER_ERR_OVERLAP
+        );
+        let inside = model.cast::<u8>().add(16).cast::<usize>();
+        assert_eq!(
+            infer_class_name(model, 0, &mut name, inside),
+            INFER_ERR_OVERLAP
+        );
+        assert_eq!(infer_num_classes(model), 10);
     }
 
     // Names copied as C strings.
@@ -523,6 +546,22 @@ fn classify_good_and_bad() {
     );
     assert_eq!(
         run(m2, i, n, in_bytes, sl, p, 10, &mut class, &mut prob),
+        INFER_ERR_OVERLAP
+    );
+    // Outputs inside the handle or the model's bytes.
+    let class_in = store.as_mut_ptr().cast::<usize>();
+    assert_eq!(
+        run(model, i, n, s, sl, p, 10, class_in, &mut prob),
+        INFER_ERR_OVERLAP
+    );
+    let prob_in = unsafe { store.as_mut_ptr().add(3) }.cast::<f32>();
+    assert_eq!(
+        run(model, i, n, s, sl, p, 10, &mut class, prob_in),
+        INFER_ERR_OVERLAP
+    );
+    let prob_in = unsafe { cb.add(100) }.cast::<f32>();
+    assert_eq!(
+        run(m2, i, n, s, sl, p, 10, &mut class, prob_in),
         INFER_ERR_OVERLAP
     );
     // The image may lie in the model's bytes (both are read-only).
