@@ -29,7 +29,7 @@ pub(crate) const COLS: usize = 32;
 /// # Safety
 /// The CPU must support AVX-512F, BW, VL and VNNI. The tile's slices must
 /// cover what it reads and writes (`x_needed`, `w_needed`, and
-/// `out[(pixels−1)·px_out + cols]`), `cols ≤ 64`, `pixels ≤ 6`, `zp_in = 0`.
+/// `out[(pixels−1)·px_out + cols]`), `cols ≤ 32`, `pixels ≤ 6`, `zp_in = 0`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn tile(t: &mut TileI8<'_>) {
     debug_assert!(t.cols >= 1 && t.cols <= COLS && t.pixels <= 6 && t.zp_in == 0);
