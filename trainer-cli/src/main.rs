@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 use trainer::data::augment::PadMode;
 use trainer::data::cifar10;
-use trainer::model::network::Network;
+use trainer::model::network::{Network, NetworkError};
+use trainer::model::quantize::{self, Calibration, Precision};
 use trainer::optim::schedule::ScheduleKind;
 use trainer::optim::OptimizerKind;
 use trainer::train::metrics::ConfusionMatrix;
@@ -55,8 +56,10 @@ struct Cli {
 enum Command {
     /// Train a model and export its weights as safetensors.
     Train(Box<TrainArgs>),
-    /// Evaluate an exported model on the test set: loss, accuracy, per-class report, confusion matrix.
+    /// Evaluate an exported model (f32 or int8) on the test set: loss, accuracy, per-class report, confusion matrix.
     Evaluate(EvaluateArgs),
+    /// Quantize an f32 model to int8 (post-training, calibrated on training images).
+    Quantize(QuantizeArgs),
     /// Download, verify and unpack CIFAR-10 into --data.
     Download(DownloadArgs),
     /// Run the reference study (its five runs, then the fast runs; resumable) and write docs/RESULTS.md.
@@ -241,9 +244,33 @@ impl RecipeArgs {
 }
 
 #[derive(Args)]
+struct QuantizeArgs {
+    /// The f32 model to quantize (what `trainer train` wrote, or a shipped one).
+    #[arg(long)]
+    model: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Calibrate on N training images: the first N of a shuffle seeded by --seed.
+    #[arg(long, default_value_t = 500, value_parser = positive())]
+    calib: usize,
+    /// How activation ranges are taken: min/max; each side of zero clipped
+    /// at its 99.99th percentile; or the min/max range shrunk to the least
+    /// mean squared quantization error.
+    #[arg(long, default_value = "mse", value_parser = Calibration::NAMES)]
+    calibration: String,
+    /// Seed of the calibration images' shuffle.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The int8 model file to write.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
 struct EvaluateArgs {
-    /// The exported model (safetensors): what `trainer train` wrote, or a
-    /// shipped one such as models/model1.safetensors of this repository.
+    /// The exported model (safetensors): what `trainer train` or `trainer
+    /// quantize` wrote, or a shipped one such as models/model1.safetensors
+    /// of this repository. Int8 files run through `infer`.
     #[arg(long)]
     model: PathBuf,
     #[command(flatten)]
@@ -279,6 +306,7 @@ fn execute(command: Command) -> Result<()> {
     match command {
         Command::Train(args) => train(*args),
         Command::Evaluate(args) => evaluate(args),
+        Command::Quantize(args) => quantize_model(args),
         Command::Study(args) => study(args),
         Command::Download(args) => {
             let fetched = download::ensure_dataset(
@@ -406,14 +434,128 @@ fn train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// Reads a model file whole, with the error `Network::load` gives.
+fn read_model(path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| {
+        NetworkError::Read {
+            path: path.display().to_string(),
+            source,
+        }
+        .into()
+    })
+}
+
+/// What `evaluate` runs: the trainer's network (f32 files) or `infer`
+/// (int8 files). One per process: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Evaluated<'a> {
+    F32(Network),
+    Int8(infer::Model<'a>),
+}
+
+impl Evaluated<'_> {
+    fn evaluate(&mut self, split: &trainer::data::Split, tta: bool) -> train::Evaluation {
+        match self {
+            Evaluated::F32(net) if tta => train::evaluate_tta(net, split, train::EVAL_BATCH),
+            Evaluated::F32(net) => train::evaluate(net, split, train::EVAL_BATCH),
+            Evaluated::Int8(model) => evaluate_infer(model, split, tta),
+        }
+    }
+}
+
+/// [`train::evaluate`] (or [`train::evaluate_tta`] with `tta`) through
+/// `infer`: each image classified on its own, in parallel, each thread with
+/// its own scratch; the loss is `−ln p[label]` of the probabilities.
+fn evaluate_infer(
+    model: &infer::Model<'_>,
+    split: &trainer::data::Split,
+    tta: bool,
+) -> train::Evaluation {
+    use rayon::prelude::*;
+    let classes = model.num_classes();
+    let per_image: Vec<(f64, u8)> = (0..split.len())
+        .into_par_iter()
+        .map_init(
+            || {
+                (
+                    vec![0f32; model.scratch_len()],
+                    vec![0f32; classes],
+                    vec![0f32; classes],
+                    vec![0u8; split.image_len()],
+                )
+            },
+            |(scratch, probs, flipped, mirrored), i| {
+                let image = split.image(i);
+                model
+                    .classify(image, scratch, probs)
+                    .expect("image, scratch and output sizes are the model's");
+                if tta {
+                    trainer::data::augment::mirror_image(image, mirrored, split.shape);
+                    model
+                        .classify(mirrored, scratch, flipped)
+                        .expect("image, scratch and output sizes are the model's");
+                    for (p, q) in probs.iter_mut().zip(flipped.iter()) {
+                        *p = 0.5 * (*p + q);
+                    }
+                }
+                let p = &probs[..classes];
+                let label = usize::from(split.labels[i]);
+                // Clamped as evaluate_tta does: a probability that underflows
+                // to 0 gives a large finite loss.
+                let loss = -f64::from(p[label].max(f32::MIN_POSITIVE)).ln();
+                (loss, trainer::model::loss::argmax(p) as u8)
+            },
+        )
+        .collect();
+    let n = split.len().max(1);
+    let loss: f64 = per_image.iter().map(|(l, _)| l).sum();
+    let predictions: Vec<u8> = per_image.iter().map(|&(_, p)| p).collect();
+    let correct = predictions
+        .iter()
+        .zip(&split.labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    train::Evaluation {
+        loss: (loss / n as f64) as f32,
+        accuracy: correct as f32 / n as f32,
+        predictions,
+    }
+}
+
 fn evaluate(args: EvaluateArgs) -> Result<()> {
-    let mut net = Network::load(&args.model)?;
-    let data = dataset::load(&args.data, net.input_shape(), true, true)?;
-    if data.num_classes() != net.num_classes() {
+    let bytes = read_model(&args.model)?;
+    let origin = args.model.display().to_string();
+    let precision = quantize::precision_of(&bytes, &origin)?;
+    let (mut evaluated, spec_name, input, classes) = match precision {
+        Precision::F32 => {
+            let net = Network::from_safetensors_bytes(&bytes, &origin)?;
+            let (name, input, classes) = (
+                net.spec().name.clone(),
+                net.input_shape(),
+                net.num_classes(),
+            );
+            (Evaluated::F32(net), name, input, classes)
+        }
+        Precision::Int8 => {
+            let spec = quantize::architecture_of(&bytes, &origin)?;
+            let model = infer::Model::from_bytes(&bytes)
+                .map_err(|e| anyhow::anyhow!("model file {origin}: {e}"))?;
+            let (h, w, c) = model.input_shape();
+            let classes = model.num_classes();
+            (
+                Evaluated::Int8(model),
+                format!("{}, int8", spec.name),
+                trainer::kernels::tensor::ImageShape::new(h, w, c),
+                classes,
+            )
+        }
+    };
+    let data = dataset::load(&args.data, input, true, true)?;
+    if data.num_classes() != classes {
         bail!(
             "model {} has {} outputs, but the data set in {} has {} classes",
             args.model.display(),
-            net.num_classes(),
+            classes,
             args.data.data.display(),
             data.num_classes()
         );
@@ -424,9 +566,9 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
     }
     let names = data.class_names;
     let started = Instant::now();
-    let e = train::evaluate(&mut net, &test, train::EVAL_BATCH);
+    let e = evaluated.evaluate(&test, false);
     let seconds = started.elapsed().as_secs_f32();
-    let matrix = ConfusionMatrix::from_predictions(net.num_classes(), &test.labels, &e.predictions);
+    let matrix = ConfusionMatrix::from_predictions(classes, &test.labels, &e.predictions);
     let report = matrix.report(&names);
     // With `--json -` or `--csv -` standard output carries that file alone,
     // and the readable report goes to standard error.
@@ -440,9 +582,8 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
         }
     };
     say(format_args!(
-        "Model {} ({}) on {} test images ({seconds:.1}s)",
+        "Model {} ({spec_name}) on {} test images ({seconds:.1}s)",
         args.model.display(),
-        net.spec().name,
         test.len()
     ));
     say(format_args!(
@@ -450,7 +591,7 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
         e.loss, e.accuracy
     ));
     let tta = args.tta.then(|| {
-        let t = train::evaluate_tta(&mut net, &test, train::EVAL_BATCH);
+        let t = evaluated.evaluate(&test, true);
         say(format_args!(
             "with test-time augmentation (flips): test loss: {:.4} - test accuracy: {:.4}",
             t.loss, t.accuracy
@@ -492,6 +633,55 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
     }
+    Ok(())
+}
+
+/// `trainer quantize`: the f32 model, folded and calibrated on training
+/// images, written as an int8 model file (atomically).
+fn quantize_model(args: QuantizeArgs) -> Result<()> {
+    let bytes = read_model(&args.model)?;
+    let origin = args.model.display().to_string();
+    if quantize::precision_of(&bytes, &origin)? == Precision::Int8 {
+        bail!("{origin} is already an int8 model");
+    }
+    let net = Network::from_safetensors_bytes(&bytes, &origin)?;
+    let method =
+        Calibration::from_name(&args.calibration).expect("clap offers Calibration::NAMES only");
+    let data = dataset::load(&args.data, net.input_shape(), true, true)?;
+    if data.num_classes() != net.num_classes() {
+        bail!(
+            "model {} has {} outputs, but the data set in {} has {} classes",
+            args.model.display(),
+            net.num_classes(),
+            args.data.data.display(),
+            data.num_classes()
+        );
+    }
+    let calib = data.train.select(&quantize::calibration_indices(
+        data.train.len(),
+        args.calib,
+        args.seed,
+    ));
+    let started = Instant::now();
+    let int8 = quantize::quantize(&net, &calib.images, method)
+        .with_context(|| format!("cannot quantize {origin}"))?;
+    trainer::atomic::write_atomic(&args.out, &int8)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    trainer_cli::out!(
+        "Quantized {} ({}) to int8 with {} calibration on {} training images in {:.1}s: {}",
+        args.model.display(),
+        net.spec().name,
+        method.describe(),
+        calib.len(),
+        started.elapsed().as_secs_f32(),
+        args.out.display()
+    );
+    trainer_cli::out!(
+        "Size: {} bytes (f32) → {} bytes (int8), {:.3}× the f32 file",
+        bytes.len(),
+        int8.len(),
+        int8.len() as f64 / bytes.len() as f64
+    );
     Ok(())
 }
 
@@ -541,5 +731,21 @@ mod tests {
             assert!(Cli::try_parse_from(&argv).is_ok(), "{args}");
         }
         assert!(Cli::try_parse_from(["trainer", "train", "--optimizer", "lion"]).is_err());
+        // Every calibration name parses, and the default is the engine's.
+        for name in Calibration::NAMES {
+            assert!(Calibration::from_name(name).is_some(), "{name}");
+        }
+        let Command::Quantize(q) =
+            Cli::try_parse_from(["trainer", "quantize", "--model", "m", "--out", "o"])
+                .unwrap()
+                .command
+        else {
+            panic!("quantize parses");
+        };
+        assert_eq!(
+            Calibration::from_name(&q.calibration),
+            Some(Calibration::DEFAULT)
+        );
+        assert_eq!(q.calib, 500);
     }
 }

@@ -499,3 +499,110 @@ fn bad_recipe_flags_are_clear_errors() {
     assert!(!o.status.success());
     assert!(log.contains("label smoothing 1.5"), "{log}");
 }
+
+/// `trainer quantize` writes an int8 model a quarter of the f32 file's size
+/// (reporting both sizes), and `trainer evaluate` runs it through `infer`
+/// with the same report as for f32 files, within a point of the f32
+/// model's accuracy; bad flags and an int8 input are refused.
+#[test]
+fn quantize_then_evaluate_int8() {
+    let Some(data) = common::cifar10_dir("quantize_then_evaluate_int8") else {
+        return;
+    };
+    let data = data.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/model1.safetensors");
+    let model = model.to_str().unwrap();
+    let out = dir.path().join("m1-int8.safetensors");
+    let q = trainer(&[
+        "quantize",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--calib",
+        "200",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let log = text(&q);
+    assert!(q.status.success(), "{log}");
+    assert!(
+        log.contains("with mse calibration on 200 training images"),
+        "{log}"
+    );
+    let f32_len = std::fs::metadata(model).unwrap().len();
+    let int8_len = std::fs::metadata(&out).unwrap().len();
+    assert!(
+        log.contains(&format!("{f32_len} bytes (f32) → {int8_len} bytes (int8)")),
+        "{log}"
+    );
+    let ratio = figure(&log, "Size:", "(int8),");
+    assert!((0.2..0.3).contains(&ratio), "{log}");
+
+    let evaluate = |path: &str| {
+        let e = trainer(&[
+            "evaluate", "--model", path, "--data", data, "--limit", "500", "--json", "-",
+        ]);
+        assert!(e.status.success(), "{}", text(&e));
+        let report: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+        let stderr = String::from_utf8_lossy(&e.stderr).to_string();
+        (report, stderr)
+    };
+    let (f32_report, _) = evaluate(model);
+    let (int8_report, int8_log) = evaluate(out.to_str().unwrap());
+    assert!(
+        int8_log.contains("(model1, int8) on 500 test images"),
+        "{int8_log}"
+    );
+    assert!(int8_log.contains("weighted avg") && int8_log.contains("airplane"));
+    let acc = |r: &serde_json::Value| r["accuracy"].as_f64().unwrap();
+    let loss = |r: &serde_json::Value| r["loss"].as_f64().unwrap();
+    assert!(
+        (acc(&f32_report) - acc(&int8_report)).abs() <= 0.01,
+        "f32 {} vs int8 {}",
+        acc(&f32_report),
+        acc(&int8_report)
+    );
+    assert!((loss(&f32_report) - loss(&int8_report)).abs() <= 0.05);
+    assert_eq!(
+        int8_report["confusion_matrix"]["counts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        10
+    );
+
+    // Refusals: an unknown method, an int8 input.
+    let bad = trainer(&[
+        "quantize",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--calibration",
+        "kl",
+        "--out",
+        "x",
+    ]);
+    assert!(
+        !bad.status.success() && text(&bad).contains("mse"),
+        "{}",
+        text(&bad)
+    );
+    let again = trainer(&[
+        "quantize",
+        "--model",
+        out.to_str().unwrap(),
+        "--data",
+        data,
+        "--out",
+        dir.path().join("again.safetensors").to_str().unwrap(),
+    ]);
+    assert!(!again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains("already an int8 model"),
+        "{}",
+        text(&again)
+    );
+}
