@@ -77,8 +77,20 @@ struct DownloadArgs {
 struct TrainArgs {
     /// Built-in model (model1, model2, model3, fast) or a path to a JSON spec.
     /// A spec's "training" object sets the recipe; the flags below override it.
-    #[arg(long, default_value = "model1")]
-    model: String,
+    /// [default: model1; with --init, the architecture of that file]
+    #[arg(long)]
+    model: Option<String>,
+    /// Start from the weights (and batch-norm statistics) of an exported f32
+    /// model instead of a fresh initialisation, e.g. to fine-tune a shipped
+    /// model on your own images. Its layers must have the names and shapes of
+    /// --model's; the optimiser's state starts fresh.
+    #[arg(long, value_name = "FILE")]
+    init: Option<PathBuf>,
+    /// Do not train these parameter layers (comma-separated names, or a
+    /// prefix ending in `*`: `--freeze 'conv*'`); a frozen batch norm keeps
+    /// its running statistics. For fine-tuning only the last layers.
+    #[arg(long, value_delimiter = ',', value_name = "LAYERS")]
+    freeze: Vec<String>,
     /// Maximum epochs [default: 35].
     #[arg(long)]
     epochs: Option<usize>,
@@ -326,7 +338,19 @@ fn execute(command: Command) -> Result<()> {
 }
 
 fn train(args: TrainArgs) -> Result<()> {
-    let mut spec_file = SpecFile::resolve(&args.model).context("bad --model")?;
+    let init = match &args.init {
+        Some(path) => Some(run::WarmStart::load(path).context("bad --init")?),
+        None => None,
+    };
+    let mut spec_file = match (&args.model, &init) {
+        (Some(model), _) => SpecFile::resolve(model).context("bad --model")?,
+        (None, Some(w)) => SpecFile {
+            model: w.net.spec().clone(),
+            training: None,
+            units_from_classes: Vec::new(),
+        },
+        (None, None) => SpecFile::resolve("model1").context("bad --model")?,
+    };
     if args.batch_size == Some(0) {
         bail!("--batch-size must be at least 1");
     }
@@ -374,6 +398,8 @@ fn train(args: TrainArgs) -> Result<()> {
         tta: args.tta,
         out,
         spec,
+        init: init.map(std::sync::Arc::new),
+        freeze: args.freeze.clone(),
     };
     dataset::check_fits(&cfg.spec, &data, &args.data.data)?;
     recipe

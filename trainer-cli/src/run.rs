@@ -38,6 +38,45 @@ pub struct RunConfig {
     pub tta: bool,
     /// Draw a progress bar during each epoch.
     pub progress: bool,
+    /// Start from this model's weights instead of a fresh initialisation.
+    pub init: Option<std::sync::Arc<WarmStart>>,
+    /// Layers not to train ([`Network::freeze`] patterns).
+    pub freeze: Vec<String>,
+}
+
+/// A model file to start training from ([`trainer::train::warm_start`]).
+pub struct WarmStart {
+    pub path: PathBuf,
+    pub net: Network,
+    /// SHA-256 of the file, so that a checkpoint remembers which one.
+    pub sha256: String,
+}
+
+impl std::fmt::Debug for WarmStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmStart")
+            .field("path", &self.path)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WarmStart {
+    /// Loads `path` (an exported f32 model).
+    pub fn load(path: &std::path::Path) -> Result<WarmStart, RunError> {
+        use sha2::Digest;
+        let bytes = std::fs::read(path).map_err(|source| RunError::ReadInit {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let net = Network::from_safetensors_bytes(&bytes, &path.display().to_string())?;
+        let digest = sha2::Sha256::digest(&bytes);
+        Ok(WarmStart {
+            path: path.to_path_buf(),
+            net,
+            sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+        })
+    }
 }
 
 impl RunConfig {
@@ -63,8 +102,11 @@ impl RunConfig {
                 ScheduleKind::OneCycle | ScheduleKind::Cosine
             )
             .then_some(self.train.epochs),
-            init: None,
-            frozen: Vec::new(),
+            init: self
+                .init
+                .as_ref()
+                .map(|w| format!("{} (sha256 {})", w.path.display(), w.sha256)),
+            frozen: self.freeze.clone(),
         }
     }
 }
@@ -116,6 +158,14 @@ pub enum RunError {
     Train(#[from] TrainError),
     #[error("checkpoint {path} belongs to another run ({}): pass --fresh to start over, or the same settings to resume", changed.join("; "))]
     ForeignCheckpoint { path: String, changed: Vec<String> },
+    #[error("cannot read {path}")]
+    ReadInit {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    WarmStart(#[from] trainer::train::warm_start::WarmStartError),
 }
 
 /// Runs `cfg` on `data`; `on_epoch` sees each epoch's record as it finishes.
@@ -156,13 +206,18 @@ pub fn run(
         );
         (r.net, r.opt, r.state)
     } else {
-        (
-            Network::new(&cfg.spec, cfg.train.seed)?,
-            cfg.optimizer.clone(),
-            TrainState::default(),
-        )
+        let mut net = Network::new(&cfg.spec, cfg.train.seed)?;
+        if let Some(w) = &cfg.init {
+            let origin = w.path.display().to_string();
+            trainer::train::warm_start::warm_start(&mut net, &w.net, &origin)?;
+            eprintln!("Starting from the weights of {origin} (the optimiser's state starts fresh)");
+        }
+        (net, cfg.optimizer.clone(), TrainState::default())
     };
     net.class_names = data.class_names.clone();
+    if !cfg.freeze.is_empty() {
+        net.freeze(&cfg.freeze)?;
+    }
 
     let mut observer = Saver {
         cfg,

@@ -610,6 +610,8 @@ fn train_one(
         checkpoint: paths.checkpoint.clone(),
         fresh,
         tta: run.own_recipe,
+        init: None,
+        freeze: Vec::new(),
     };
     eprintln!("Run {}: {} — {}", run.id, run.model, settings.describe());
     if !settings.overrides.is_empty() {

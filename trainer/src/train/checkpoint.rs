@@ -235,6 +235,11 @@ pub fn load(path: &Path) -> Result<Resumed, CheckpointError> {
         .map(|(name, len)| tensor(name, *len))
         .collect::<Result<Vec<_>, _>>()?;
     net.restore(&weights);
+    // The optimiser has state only for the layers the run trains.
+    if !fingerprint.frozen.is_empty() {
+        net.freeze(&fingerprint.frozen)
+            .map_err(|e| invalid(e.to_string()))?;
+    }
     opt.restore_state(&mut net, &mut |name| {
         file.tensor(name).ok().map(|v| from_bytes(v.data()))
     })
