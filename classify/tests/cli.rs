@@ -115,6 +115,33 @@ fn classifies_the_samples() {
     );
 }
 
+/// The shipped int8 model (`models/fast-int8.safetensors`, made by `trainer
+/// quantize`) classifies the samples as the f32 one does: the same top class
+/// for at least 19 of the 20 (the int8 file agrees with the f32 one on 99 % of
+/// the test set), probabilities within a few points.
+#[test]
+fn the_shipped_int8_model_agrees_with_the_f32_one() {
+    let files = samples_or_skip!();
+    let int8 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fast-int8.safetensors");
+    let mut args = vec!["--model", s(&int8)];
+    args.extend(files.iter().map(|p| s(p)));
+    let q = classify(&args);
+    assert!(q.status.success(), "{}", stderr(&q));
+    let f = classify(&files.iter().map(|p| s(p)).collect::<Vec<_>>());
+    let (q, f) = (stdout(&q), stdout(&f));
+    let mut same = 0;
+    for (a, b) in q.lines().zip(f.lines()) {
+        let ((pa, ca, xa), (pb, cb, xb)) = (parse_line(a), parse_line(b));
+        assert_eq!(pa, pb);
+        if ca == cb {
+            same += 1;
+            assert!((xa - xb).abs() < 5.0, "{a} vs {b}");
+        }
+    }
+    assert_eq!(q.lines().count(), files.len());
+    assert!(same + 1 >= files.len(), "int8 and f32 agree on {same}:\n{q}\n{f}");
+}
+
 #[test]
 fn top_k_text_and_json() {
     let files = samples_or_skip!();
