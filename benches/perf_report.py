@@ -525,8 +525,9 @@ def main():
     if tf_rows:
         w(f"### {tf_header}: recorded figures, not measured in this sitting")
         w("")
-        w(f"{tf_header} cannot be installed here. These figures are quoted from `{a.anchors}` "
-          "(measured earlier on a machine of this kind); the ratios against them are only indicative.")
+        w(f"This script does not time {tf_header} training (its inference is timed above, with TensorFlow Lite). "
+          f"These training figures are quoted from `{a.anchors}`, measured on another day on a machine of this "
+          "kind, which can be much faster or slower than this sitting's (compare the peers' rows): indicative only.")
         w("")
         w(table(["what", "ours (this sitting)", f"{tf_header} (recorded)", "ratio"], tf_rows))
         w("")
