@@ -139,7 +139,10 @@ fn the_shipped_int8_model_agrees_with_the_f32_one() {
         }
     }
     assert_eq!(q.lines().count(), files.len());
-    assert!(same + 1 >= files.len(), "int8 and f32 agree on {same}:\n{q}\n{f}");
+    assert!(
+        same + 1 >= files.len(),
+        "int8 and f32 agree on {same}:\n{q}\n{f}"
+    );
 }
 
 #[test]
