@@ -128,9 +128,10 @@ pub enum TensorProblem {
     Offsets,
     /// Its bytes overlap another tensor's.
     Overlap,
-    /// A value is out of range (int8 models: a weight scale that is not a
-    /// positive normal number, a multiplier out of range, non-zero weights in
-    /// the padding of the last group, a bias that could overflow).
+    /// A value is out of range: a NaN or infinite `f32`, a negative batch-norm
+    /// variance; in int8 models also a weight scale that is not a positive
+    /// normal number, a multiplier out of range, non-zero weights in the
+    /// padding of the last group, a bias that could overflow.
     Values,
 }
 

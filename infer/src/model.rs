@@ -240,6 +240,7 @@ impl<'a> Model<'a> {
             place_tensor(&model, &spec, t, data_len, &mut found)
         })?;
         check_overlaps(&spec, &found, model.precision)?;
+        check_values(&model, &spec, &found, file.data)?;
         model.attach(&spec, &found, file.data);
         if let Some(acts) = &acts {
             model.check_int8(&spec, acts)?;
@@ -1020,6 +1021,37 @@ fn param_layer(kind: &Kind, layer: &Layer<'_>) -> Option<ParamLayer> {
         }),
         _ => None,
     }
+}
+
+/// Every `f32` tensor is finite (a NaN or infinite weight would give NaN or
+/// backend-dependent probabilities, never a usable answer), and no batch-norm
+/// variance is negative.
+fn check_values(model: &Model<'_>, spec: &Spec, found: &Found, data: &[u8]) -> Result<(), Error> {
+    for (layer, l) in spec.layers().iter().enumerate() {
+        for (slot, &param) in params_of(&l.kind, model.precision).iter().enumerate() {
+            let Some((b, e)) = found[layer][slot] else {
+                continue;
+            };
+            let dtype = param_layer(&l.kind, &model.layers[layer])
+                .and_then(|p| p.tensor(param, model.precision))
+                .map(|(_, d)| d);
+            if dtype != Some(model_format::Dtype::F32) {
+                continue;
+            }
+            let bad = data[b..e].chunks_exact(4).any(|c| {
+                let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                !v.is_finite() || (param == Param::MovingVariance && v < 0.0)
+            });
+            if bad {
+                return Err(Error::Tensor {
+                    layer,
+                    param,
+                    problem: TensorProblem::Values,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every expected tensor is present, and no two overlap.

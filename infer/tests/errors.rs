@@ -432,3 +432,30 @@ fn sizes_names_and_argument_checks() {
     };
     assert_eq!(e.to_string(), "tensor `moving_mean` of layer 3 is missing");
 }
+
+/// A NaN or infinite weight, or a negative batch-norm variance, is refused at
+/// load with the tensor named: it could only give NaN (or backend-dependent)
+/// probabilities. (Found by the `infer_model` fuzz target.)
+#[test]
+fn non_finite_values_are_refused() {
+    let tm = small();
+    for (name, layer, param, bad) in [
+        ("conv1.weight", 0, Param::Weight, f32::NAN),
+        ("conv1.bias", 0, Param::Bias, f32::INFINITY),
+        ("bn1.gamma", 1, Param::Gamma, f32::NEG_INFINITY),
+        ("bn1.moving_variance", 1, Param::MovingVariance, -0.5),
+        ("dense1.weight", 3, Param::Weight, f32::NAN),
+    ] {
+        let mut st = tm.safetensors();
+        entry(&mut st, name).data[4..8].copy_from_slice(&bad.to_le_bytes());
+        assert_eq!(
+            load(&st),
+            tensor_err(layer, param, TensorProblem::Values),
+            "{name} = {bad}"
+        );
+    }
+    // A variance of exactly 0 is fine (epsilon keeps the square root positive).
+    let mut st = tm.safetensors();
+    entry(&mut st, "bn1.moving_variance").data[..4].copy_from_slice(&0f32.to_le_bytes());
+    assert_eq!(load(&st), Ok(()));
+}
