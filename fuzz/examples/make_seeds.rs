@@ -60,6 +60,18 @@ fn main() {
         seed("model_file", &format!("{name}.safetensors"), &bytes);
         // model_header: the file without its 8-byte header length.
         seed("model_header", &format!("{name}.st-body"), &bytes[8..]);
+        // infer_model: the same structure, f32 and the int8 file made by
+        // `trainer quantize` from a few calibration images.
+        seed("infer_model", &format!("{name}.st-body"), &bytes[8..]);
+        let input = net.spec().input.len();
+        let images: Vec<u8> = (0..4 * input).map(|i| (i * 37 % 251) as u8).collect();
+        let int8 = trainer::model::quantize::quantize(
+            &net,
+            &images,
+            trainer::model::quantize::Calibration::MinMax,
+        )
+        .expect("seed quantizes");
+        seed("infer_model", &format!("{name}-int8.st-body"), &int8[8..]);
         seed("spec_file", &format!("{name}.json"), json.as_bytes());
     }
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
