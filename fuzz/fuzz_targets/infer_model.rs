@@ -10,27 +10,11 @@
 use infer::{Backend, Model, Precision};
 use libfuzzer_sys::{fuzz_target, Corpus};
 
-/// Where the first JSON value of `data` ends, with the whitespace after it.
-fn header_end(data: &[u8]) -> usize {
-    let mut values =
-        serde_json::Deserializer::from_slice(data).into_iter::<serde::de::IgnoredAny>();
-    let end = match values.next() {
-        Some(Ok(_)) => values.byte_offset(),
-        _ => data.len(),
-    };
-    end + data[end..]
-        .iter()
-        .take_while(|b| b.is_ascii_whitespace())
-        .count()
-}
-
 fuzz_target!(|data: &[u8]| -> Corpus {
     if data.len() > trainer_fuzz::MAX_INPUT {
         return Corpus::Reject;
     }
-    let end = header_end(data);
-    let mut file = (end as u64).to_le_bytes().to_vec();
-    file.extend_from_slice(data);
+    let file = trainer_fuzz::model_file(data);
     let Ok(model) = Model::from_bytes(&file) else {
         return Corpus::Keep;
     };

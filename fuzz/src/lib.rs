@@ -12,6 +12,26 @@ use trainer::model::spec::{LayerSpec, ModelSpec};
 /// Inputs larger than this are skipped (and kept out of the corpus).
 pub const MAX_INPUT: usize = 1 << 20;
 
+/// The structure-aware model targets' input as a model file: the first JSON
+/// value of `data` (with the whitespace after it, as the exporter pads its
+/// header) is the header; its length goes in front as 8 bytes.
+pub fn model_file(data: &[u8]) -> Vec<u8> {
+    let mut values =
+        serde_json::Deserializer::from_slice(data).into_iter::<serde::de::IgnoredAny>();
+    let end = match values.next() {
+        Some(Ok(_)) => values.byte_offset(),
+        _ => data.len(),
+    };
+    let end = end
+        + data[end..]
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count();
+    let mut file = (end as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(data);
+    file
+}
+
 /// Writes `bytes` to `dir/name`, panicking on an I/O error (the harness's own
 /// files: a failure here is the environment, not the code under test).
 pub fn put(dir: &Path, name: &str, bytes: &[u8]) {

@@ -742,26 +742,10 @@ impl<'a> Model<'a> {
                 ];
                 crate::layers::add_i8(x, skip, zs, m)
             }
-            (
-                Step::OutOfPlace { x, y },
-                Op::Conv {
-                    geom,
-                    weight,
-                    bias,
-                    weight_scale,
-                    relu,
-                },
-            ) => {
-                let c = QuantConv {
-                    geom,
-                    weight,
-                    bias,
-                    weight_scale,
-                    q_in: layer.q_in,
-                    q_out: layer.q_out,
-                    relu: *relu,
-                };
-                conv_i8::conv2d(&c, x, y, kernel)
+            (Step::OutOfPlace { x, y }, Op::Conv { .. }) => {
+                if let Some(c) = layer.quant_conv() {
+                    conv_i8::conv2d(&c, x, y, kernel)
+                }
             }
             (Step::OutOfPlace { x, y }, Op::MaxPool(g)) => pool::maxpool2d(g, x, y, 0u8, u8::max),
             (Step::OutOfPlace { x, y }, Op::GlobalAvgPool) => {
@@ -841,7 +825,31 @@ enum Step<'s, T> {
     OutOfPlace { x: &'s [T], y: &'s mut [T] },
 }
 
-impl Layer<'_> {
+impl<'a> Layer<'a> {
+    /// A conv/dense layer's int8 parameters with its quantization; `None`
+    /// for the other ops.
+    fn quant_conv(&self) -> Option<QuantConv<'_>> {
+        let Op::Conv {
+            geom,
+            weight,
+            bias,
+            weight_scale,
+            relu,
+        } = &self.op
+        else {
+            return None;
+        };
+        Some(QuantConv {
+            geom,
+            weight,
+            bias,
+            weight_scale,
+            q_in: self.q_in,
+            q_out: self.q_out,
+            relu: *relu,
+        })
+    }
+
     /// The input of a global average pooling, as an image of one row.
     fn gap_input(&self) -> Shape {
         Shape {
@@ -854,16 +862,10 @@ impl Layer<'_> {
 
 /// The value checks of an int8 conv2d/dense (see `Model::check_int8`).
 fn check_conv(index: usize, layer: &Layer<'_>) -> Result<(), Error> {
-    let Op::Conv {
-        geom,
-        weight,
-        bias,
-        weight_scale,
-        relu,
-    } = &layer.op
-    else {
+    let Some(c) = layer.quant_conv() else {
         return Ok(());
     };
+    let (geom, weight, weight_scale) = (c.geom, c.weight, c.weight_scale);
     let values = |param| Error::Tensor {
         layer: index,
         param,
@@ -877,15 +879,6 @@ fn check_conv(index: usize, layer: &Layer<'_>) -> Result<(), Error> {
             problem: "too many inputs per output for 32-bit accumulation in int8",
         });
     }
-    let c = QuantConv {
-        geom,
-        weight,
-        bias,
-        weight_scale,
-        q_in: layer.q_in,
-        q_out: layer.q_out,
-        relu: *relu,
-    };
     for co in 0..geom.output.c {
         let ws = &weight_scale[co * 4..co * 4 + 4];
         let ws = f32::from_le_bytes([ws[0], ws[1], ws[2], ws[3]]);

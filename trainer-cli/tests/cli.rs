@@ -5,25 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{text, trainer};
-
-/// The figure after `key` on the line starting with `prefix`.
-fn figure(out: &str, prefix: &str, key: &str) -> f32 {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no {prefix:?} in {out}"));
-    let rest = &line[line
-        .find(key)
-        .unwrap_or_else(|| panic!("no {key:?} in {line}"))
-        + key.len()..];
-    rest.trim_start()
-        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
+use common::{figure, text, trainer};
 
 /// A few hundred steps of model 1 on a stratified subset: the loss falls, the
 /// accuracy is well above chance, the export reloads, and `evaluate` prints the

@@ -2,26 +2,8 @@
 
 mod common;
 
-use common::{text, trainer};
+use common::{figure, text, trainer};
 use std::path::Path;
-
-/// The figure after `key` on the line starting with `prefix`.
-fn figure(out: &str, prefix: &str, key: &str) -> f32 {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no {prefix:?} in {out}"));
-    let rest = &line[line
-        .find(key)
-        .unwrap_or_else(|| panic!("no {key:?} in {line}"))
-        + key.len()..];
-    rest.trim_start()
-        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
 
 fn shipped_model1() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
