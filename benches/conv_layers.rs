@@ -66,8 +66,8 @@ fn main() {
         "  {:<8} {:>10} {:>10} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "layer", "input", "output", "dx", "algorithm", "fwd ms", "fwd GF/s", "bwd ms", "bwd GF/s"
     );
-    let mut input = spec.input;
     let (mut total_fwd, mut total_bwd) = (0.0, 0.0);
+    let inputs = spec.inputs();
     for (index, (layer, &out)) in spec.layers.iter().zip(&shapes).enumerate() {
         let LayerSpec::Conv2d {
             name,
@@ -75,10 +75,15 @@ fn main() {
             kernel,
             stride,
             padding,
+            ..
         } = layer
         else {
-            input = out;
             continue;
+        };
+        // The activation it reads (a projection shortcut's is not the previous one).
+        let input = match inputs[index] {
+            0 => spec.input,
+            a => shapes[a - 1],
         };
         let name = name.clone().unwrap_or_else(|| format!("layer{index}"));
         let mut conv = Conv2d::new(input, *filters, *kernel, *stride, *padding, &mut rng);
@@ -144,7 +149,6 @@ fn main() {
                 })
             );
         }
-        input = out;
     }
     println!(
         "  all conv layers (default algorithms): forward {:.2} ms, backward {:.2} ms per batch of {batch}",

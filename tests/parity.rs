@@ -153,6 +153,117 @@ fn fast_residual_randomly_initialised() {
     compare("fast", &mut net, &bytes, &images, n);
 }
 
+/// `models/resnet8.json`: projection shortcuts (a 1×1 stride-2 convolution
+/// beside a main path whose first convolution names its `input`), in `f32`;
+/// then quantized by the trainer, where `infer` must give the integer
+/// reference's answers bit for bit on every backend.
+#[test]
+fn resnet8_projection_shortcuts_randomly_initialised() {
+    use trainer::model::quantize::{self, Calibration, Int8Reference};
+    let cifar = cifar_images();
+    let n = if cifar.is_some() { IMAGES } else { 200 };
+    let images = cifar.unwrap_or_else(|| random_images(32 * 32 * 3, n, 8));
+    let spec = trainer::train::spec_file::SpecFile::builtin("resnet8")
+        .unwrap()
+        .model;
+    let mut net = Network::new(&spec, 18).unwrap();
+    randomise(&mut net, 8);
+    let bytes = export(&net);
+    compare("resnet8", &mut net, &bytes, &images, n);
+
+    let len = 32 * 32 * 3;
+    let int8 = quantize::quantize(&net, &images[..100 * len], Calibration::Mse).unwrap();
+    let reference = Int8Reference::from_bytes(&int8, "resnet8-int8").unwrap();
+    let model = Model::from_bytes(&int8).unwrap();
+    let mut scratch = vec![0f32; model.scratch_len()];
+    let mut probs = vec![0f32; 10];
+    for backend in [
+        Backend::Auto,
+        Backend::Avx512,
+        Backend::Avx2,
+        Backend::Portable,
+    ] {
+        let model = model.clone().with_backend(backend);
+        for image in images.chunks_exact(len).take(100) {
+            let want = reference.probabilities(image);
+            model.classify(image, &mut scratch, &mut probs).unwrap();
+            for (a, b) in probs.iter().zip(&want) {
+                assert!((a - b).abs() <= 1e-6, "{backend:?}: {probs:?} vs {want:?}");
+            }
+        }
+    }
+}
+
+/// Layers whose `input` names an output several layers back (overwritten in
+/// the working region by then, so `infer` reads it from its stash), a relu
+/// that may not be fused because it reads another layer, and an add of a
+/// batch norm's output that a later convolution reads too.
+#[test]
+fn inputs_reading_older_layers() {
+    let spec = ModelSpec::from_json_str(
+        r#"{"name":"dag","input":{"height":12,"width":10,"channels":3},"layers":[
+            {"type":"conv2d","filters":8,"kernel":3},
+            {"type":"batchnorm"},
+            {"type":"relu","name":"stem"},
+            {"type":"conv2d","filters":12,"kernel":1,"stride":2,"name":"proj"},
+            {"type":"conv2d","filters":12,"kernel":3,"stride":2,"input":"stem"},
+            {"type":"batchnorm"},
+            {"type":"relu"},
+            {"type":"conv2d","filters":12,"kernel":3},
+            {"type":"batchnorm","name":"main"},
+            {"type":"add","from":"proj"},
+            {"type":"relu","name":"block"},
+            {"type":"conv2d","filters":12,"kernel":3,"name":"pre"},
+            {"type":"maxpool2d","padding":"same"},
+            {"type":"relu","input":"pre"},
+            {"type":"conv2d","filters":12,"kernel":1,"input":"main"},
+            {"type":"relu"},
+            {"type":"add","from":"block"},
+            {"type":"global_avg_pool"},
+            {"type":"dense","units":5}]}"#,
+    );
+    // The maxpool's output is read by nothing: refused.
+    let e = spec.unwrap_err().to_string();
+    assert!(
+        e.contains("layer 12 (maxpool2d)") && e.contains("no layer reads"),
+        "{e}"
+    );
+    let spec = ModelSpec::from_json_str(
+        r#"{"name":"dag","input":{"height":12,"width":10,"channels":3},"layers":[
+            {"type":"conv2d","filters":8,"kernel":3},
+            {"type":"batchnorm"},
+            {"type":"relu","name":"stem"},
+            {"type":"conv2d","filters":12,"kernel":1,"stride":2,"name":"proj"},
+            {"type":"conv2d","filters":12,"kernel":3,"stride":2,"input":"stem"},
+            {"type":"batchnorm"},
+            {"type":"relu"},
+            {"type":"conv2d","filters":12,"kernel":3},
+            {"type":"batchnorm","name":"main"},
+            {"type":"add","from":"proj"},
+            {"type":"relu","name":"block"},
+            {"type":"conv2d","filters":12,"kernel":3,"name":"pre"},
+            {"type":"maxpool2d","padding":"same","name":"pool"},
+            {"type":"relu","input":"pre"},
+            {"type":"maxpool2d","padding":"same"},
+            {"type":"add","from":"pool"},
+            {"type":"flatten","name":"flat"},
+            {"type":"conv2d","filters":12,"kernel":1,"input":"main"},
+            {"type":"relu"},
+            {"type":"add","from":"block"},
+            {"type":"global_avg_pool"},
+            {"type":"dense","units":5,"name":"head"},
+            {"type":"dense","units":5,"input":"flat"},
+            {"type":"add","from":"head"},
+            {"type":"dense","units":4}]}"#,
+    )
+    .unwrap();
+    let mut net = Network::new(&spec, 5).unwrap();
+    randomise(&mut net, 5);
+    let bytes = export(&net);
+    let images = random_images(12 * 10 * 3, 300, 6);
+    compare("dag", &mut net, &bytes, &images, 300);
+}
+
 #[test]
 fn odd_sizes_batchnorm_global_pool_strides() {
     let spec = ModelSpec::from_json_str(

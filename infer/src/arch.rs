@@ -6,8 +6,10 @@
 //! errors (the trainer's `deny_unknown_fields`), missing fields take the
 //! documented defaults, and unnamed parameter layers are named `conv1, conv2, …,
 //! bn1, …, dense1, …` by their rank among the layers of their type. Any layer
-//! may carry a `name`; an `add` layer's `from` must name an earlier layer
-//! (checked here; the shapes are checked when the model is planned).
+//! may carry a `name`; an `add` layer's `from`, and any layer's `input` (the
+//! activation it reads instead of the previous layer's output), must name an
+//! earlier layer (checked here; the shapes are checked when the model is
+//! planned).
 //!
 //! The format's rules (type tags, defaults, default names, padding modes) come
 //! from `model_format`, which the trainer uses too; this module only reads them
@@ -128,6 +130,17 @@ pub(crate) struct LayerSpec {
     /// The layer's name: the parameter-name prefix of a parameter layer (given
     /// or default), the spec's `name` for others (empty when it has none).
     pub name: Name,
+    /// The earlier layer whose output this one reads, when its `input` names
+    /// one; `None`: the previous layer's output (the image for the first).
+    pub input: Option<usize>,
+}
+
+impl LayerSpec {
+    /// The activation the layer at `index` reads: 0 for the image, `j + 1`
+    /// for the output of layer `j`.
+    pub fn input_activation(&self, index: usize) -> usize {
+        self.input.map_or(index, |j| j + 1)
+    }
 }
 
 /// A parsed architecture.
@@ -152,6 +165,9 @@ fn arch_err(e: JsonError) -> Error {
 
 /// Parses the raw (still escaped) contents of the `architecture` string, which
 /// starts at file offset `base`.
+// Not inlined: its locals would otherwise add to `Model::from_bytes`'s stack
+// frame for the whole load, which matters on a microcontroller.
+#[inline(never)]
 pub(crate) fn parse(raw: &[u8], base: usize) -> Result<Spec, Error> {
     let mut p = Parser::new(Unescape::new(raw, base));
     let mut spec = Spec {
@@ -159,11 +175,14 @@ pub(crate) fn parse(raw: &[u8], base: usize) -> Result<Spec, Error> {
         layers: [LayerSpec {
             kind: Kind::Relu,
             name: Name::EMPTY,
+            input: None,
         }; MAX_LAYERS],
         len: 0,
     };
-    // The `from` of each add layer, resolved once every layer is named.
+    // The `from` of each add layer and the `input` of each layer, resolved
+    // once every layer is named.
     let mut from = [Name::EMPTY; MAX_LAYERS];
+    let mut input = [Name::EMPTY; MAX_LAYERS];
     let (mut seen_input, mut seen_layers, mut seen_name) = (false, false, false);
     p.begin_object().map_err(arch_err)?;
     let mut first = true;
@@ -179,7 +198,7 @@ pub(crate) fn parse(raw: &[u8], base: usize) -> Result<Spec, Error> {
                 &mut seen_input
             }
             Some(b"layers") => {
-                parse_layers(&mut p, &mut spec, &mut from)?;
+                parse_layers(&mut p, &mut spec, &mut from, &mut input)?;
                 &mut seen_layers
             }
             _ => return Err(arch_err(p.error("unknown field in the model spec"))),
@@ -196,7 +215,7 @@ pub(crate) fn parse(raw: &[u8], base: usize) -> Result<Spec, Error> {
         return Err(arch_err(p.error("the model spec has no layers")));
     }
     assign_names(&mut spec)?;
-    resolve_sources(&mut spec, &from)?;
+    resolve_sources(&mut spec, &from, &input)?;
     Ok(spec)
 }
 
@@ -249,14 +268,16 @@ struct Fields {
     rate: Option<f32>,
     units: Option<usize>,
     from: Option<Name>,
+    input: Option<Name>,
 }
 
 /// Reads the `layers` array into `spec`; the `from` of an add layer goes to
-/// `from[index]`.
+/// `from[index]`, the `input` of a layer to `input[index]`.
 fn parse_layers<S: Source>(
     p: &mut Parser<S>,
     spec: &mut Spec,
     from: &mut [Name; MAX_LAYERS],
+    input: &mut [Name; MAX_LAYERS],
 ) -> Result<(), Error> {
     p.begin_array().map_err(arch_err)?;
     let mut first = true;
@@ -268,6 +289,7 @@ fn parse_layers<S: Source>(
         let f = parse_fields(p)?;
         spec.layers[index] = build_layer(index, &f)?;
         from[index] = f.from.unwrap_or(Name::EMPTY);
+        input[index] = f.input.unwrap_or(Name::EMPTY);
         spec.len += 1;
     }
     Ok(())
@@ -296,6 +318,10 @@ fn parse_fields<S: Source>(p: &mut Parser<S>) -> Result<Fields, Error> {
             Some(b"from") => {
                 let n = name_value(p, "`from` empty or longer than 32 bytes")?;
                 f.from.replace(n).is_some()
+            }
+            Some(b"input") => {
+                let n = name_value(p, "`input` empty or longer than 32 bytes")?;
+                f.input.replace(n).is_some()
             }
             Some(b"filters") => f.filters.replace(dim(p)?).is_some(),
             Some(b"kernel") => f.kernel.replace(dim(p)?).is_some(),
@@ -347,6 +373,8 @@ fn build_layer(index: usize, f: &Fields) -> Result<LayerSpec, Error> {
     const RATE: u16 = 256;
     const UNITS: u16 = 512;
     const FROM: u16 = 1024;
+    // Any layer may read another layer's output than the previous one's.
+    const INPUT: u16 = 2048;
     let present = [
         (NAME, f.name.is_some()),
         (FILTERS, f.filters.is_some()),
@@ -359,6 +387,7 @@ fn build_layer(index: usize, f: &Fields) -> Result<LayerSpec, Error> {
         (RATE, f.rate.is_some()),
         (UNITS, f.units.is_some()),
         (FROM, f.from.is_some()),
+        (INPUT, f.input.is_some()),
     ]
     .iter()
     .filter(|(_, p)| *p)
@@ -407,12 +436,13 @@ fn build_layer(index: usize, f: &Fields) -> Result<LayerSpec, Error> {
             (NAME | FROM, Kind::Add { source: 0 })
         }
     };
-    if present & !allowed != 0 {
+    if present & !(allowed | INPUT) != 0 {
         return Err(err("field not allowed for this layer type"));
     }
     Ok(LayerSpec {
         kind,
         name: f.name.unwrap_or(Name::EMPTY),
+        input: None,
     })
 }
 
@@ -442,9 +472,31 @@ fn assign_names(spec: &mut Spec) -> Result<(), Error> {
     Ok(())
 }
 
-/// Points every add layer at the layer its `from` names, which must come
-/// before it (the trainer's rule).
-fn resolve_sources(spec: &mut Spec, from: &[Name; MAX_LAYERS]) -> Result<(), Error> {
+/// Points every add layer at the layer its `from` names, and every layer with
+/// an `input` at the layer that names; both must come before it (the
+/// trainer's rule).
+fn resolve_sources(
+    spec: &mut Spec,
+    from: &[Name; MAX_LAYERS],
+    input: &[Name; MAX_LAYERS],
+) -> Result<(), Error> {
+    for (index, input) in input.iter().enumerate().take(spec.len) {
+        if input.len == 0 {
+            continue;
+        }
+        let err = |problem| Error::Layer { index, problem };
+        let source = spec
+            .layers()
+            .iter()
+            .position(|l| l.name == *input)
+            .ok_or(err("`input` names no layer"))?;
+        if source >= index {
+            return Err(err(
+                "`input` names a layer that does not come before this one",
+            ));
+        }
+        spec.layers[index].input = Some(source);
+    }
     for (index, from) in from.iter().enumerate().take(spec.len) {
         let Kind::Add { .. } = spec.layers[index].kind else {
             continue;
@@ -545,6 +597,45 @@ mod tests {
             r#"{{"input":{{"height":4,"width":4,"channels":1}},"layers":[{layers}]}}"#
         );
         parse_str(&spec)
+    }
+
+    #[test]
+    fn inputs_name_earlier_layers() {
+        let s = with_layers(
+            r#"{"type":"relu","name":"a"},{"type":"conv2d","filters":2,"kernel":1},
+            {"type":"maxpool2d","input":"a"},{"type":"add","from":"conv1","input":"a"}"#,
+        )
+        .unwrap();
+        let inputs: std::vec::Vec<_> = s.layers().iter().map(|l| l.input).collect();
+        assert_eq!(inputs, [None, None, Some(0), Some(0)]);
+        assert_eq!(s.layers()[2].input_activation(2), 1);
+        assert_eq!(s.layers()[1].input_activation(1), 1);
+        let problem = |layers: &str| match with_layers(layers) {
+            Err(Error::Layer { index, problem }) => Some((index, problem)),
+            other => panic!("{:?}", other.map(|s| s.len)),
+        };
+        assert_eq!(
+            problem(r#"{"type":"relu","input":"x"}"#),
+            Some((0, "`input` names no layer"))
+        );
+        assert_eq!(
+            problem(r#"{"type":"relu","input":"b"},{"type":"relu","name":"b"}"#),
+            Some((
+                0,
+                "`input` names a layer that does not come before this one"
+            ))
+        );
+        assert_eq!(
+            problem(r#"{"type":"relu","name":"b","input":"b"}"#),
+            Some((
+                0,
+                "`input` names a layer that does not come before this one"
+            ))
+        );
+        assert!(matches!(
+            with_layers(r#"{"type":"relu","input":""}"#),
+            Err(Error::Architecture { .. })
+        ));
     }
 
     #[test]

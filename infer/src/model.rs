@@ -115,8 +115,12 @@ struct Layer<'a> {
     channels: usize,
     /// The layer's working region is `scratch[..region]` (see `scratch.rs`).
     region: usize,
-    /// Where its output is stashed for a later add, if one reads it.
+    /// Where its output is stashed for a later layer (an add's `from`, an
+    /// `input`), if one reads it.
     stash: Option<usize>,
+    /// Where the stash it reads lies, when its `input` names an earlier layer
+    /// (its `in_len` values are copied to the front of the region first).
+    input_stash: Option<usize>,
     /// Int8 models: the quantization of its input and output.
     q_in: ActQuant,
     q_out: ActQuant,
@@ -129,6 +133,7 @@ const EMPTY_LAYER: Layer<'static> = Layer {
     channels: 0,
     region: 0,
     stash: None,
+    input_stash: None,
     q_in: ActQuant::INPUT,
     q_out: ActQuant::INPUT,
 };
@@ -255,6 +260,9 @@ impl<'a> Model<'a> {
 
     /// Computes every layer's shapes and geometry, the scratch layout and the
     /// number of classes; fuses `relu` layers into the conv/dense before them.
+    // Not inlined: its locals would otherwise add to `from_bytes`'s stack
+    // frame for the whole load, which matters on a microcontroller.
+    #[inline(never)]
     fn plan(&mut self, spec: &Spec) -> Result<(), Error> {
         let too_big = Error::Metadata("model too large for this platform");
         let mut shape = spec.input;
@@ -262,8 +270,16 @@ impl<'a> Model<'a> {
         // asks of the scratch.
         let mut shapes = [Shape::default(); MAX_LAYERS];
         let mut demands = [Demand::default(); MAX_LAYERS];
+        // Whether a layer other than the next reads each layer's output.
+        let mut read_later = [false; MAX_LAYERS];
         for (index, l) in spec.layers().iter().enumerate() {
             let err = |problem| Error::Layer { index, problem };
+            // The activation it reads: the previous output, or the one its
+            // `input` names (`source < index`, checked by the parser).
+            if let Some(source) = l.input {
+                shape = shapes[source];
+                read_later[source] = true;
+            }
             if !l.kind.layer_kind().allowed_in(self.precision) {
                 return Err(err(
                     "an int8 model has no batchnorm (it is folded into the layer before)",
@@ -357,6 +373,7 @@ impl<'a> Model<'a> {
                 Kind::Relu => (Op::Relu, shape),
                 Kind::Add { source } => {
                     // `source < index`, checked by the parser.
+                    read_later[source] = true;
                     if shapes[source] != shape {
                         return Err(Error::Add {
                             index,
@@ -385,10 +402,13 @@ impl<'a> Model<'a> {
             demands[index] = Demand {
                 need: need.ok_or(too_big)?,
                 out_len,
-                reads: match l.kind {
-                    Kind::Add { source } => Some(source),
-                    _ => None,
-                },
+                reads: [
+                    match l.kind {
+                        Kind::Add { source } => Some(source),
+                        _ => None,
+                    },
+                    l.input,
+                ],
             };
             self.layers[index] = Layer {
                 op,
@@ -397,6 +417,7 @@ impl<'a> Model<'a> {
                 channels: out.c,
                 region: 0,
                 stash: None,
+                input_stash: None,
                 q_in: ActQuant::INPUT,
                 q_out: ActQuant::INPUT,
             };
@@ -411,6 +432,21 @@ impl<'a> Model<'a> {
         }
         self.num_classes = shape.c;
         let n = self.num_layers;
+        // Every output but the logits is read (the trainer's rule too).
+        for (index, next) in spec
+            .layers()
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, l)| (i - 1, l))
+        {
+            if next.input.is_some() && !read_later[index] {
+                return Err(Error::Layer {
+                    index,
+                    problem: "no layer reads its output (the next one names another `input`)",
+                });
+            }
+        }
         let input_len = spec.input.len().ok_or(too_big)?;
         let layers = &mut self.layers;
         self.scratch_elems = scratch::layout(input_len, &demands[..n], |i, place| {
@@ -418,8 +454,14 @@ impl<'a> Model<'a> {
             layers[i].stash = place.stash;
         })
         .ok_or(too_big)?;
+        for (i, l) in spec.layers().iter().enumerate() {
+            if let Some(source) = l.input {
+                debug_assert!(self.layers[source].stash.is_some(), "an input is stashed");
+                self.layers[i].input_stash = self.layers[source].stash;
+            }
+        }
         for (i, d) in demands[..n].iter().enumerate() {
-            if let Some(source) = d.reads {
+            if let Some(source) = d.reads[0] {
                 let stash = self.layers[source].stash;
                 debug_assert!(stash.is_some(), "an add's source is stashed");
                 self.layers[i].op = Op::Add {
@@ -429,10 +471,11 @@ impl<'a> Model<'a> {
                 };
             }
         }
-        // Fuse relu into a conv/dense right before it, unless an add reads the
-        // conv/dense's own (pre-relu) output.
+        // Fuse relu into a conv/dense right before it, unless another layer
+        // reads the conv/dense's own (pre-relu) output, or the relu reads
+        // another layer's.
         for i in 1..n {
-            if self.layers[i - 1].stash.is_some() {
+            if self.layers[i - 1].stash.is_some() || self.layers[i].input_stash.is_some() {
                 continue;
             }
             if let (Op::Relu, Op::Conv { relu, .. }) =
@@ -671,6 +714,12 @@ impl<'a> Model<'a> {
         let mut at = 0;
         let mut len = input_len;
         for layer in &self.layers[..self.num_layers] {
+            if let Some(from) = layer.input_stash {
+                // It reads an earlier layer's output: copy it to the front of
+                // the region (below every stash alive now, its own included).
+                s.copy_within(from..from + layer.in_len, 0);
+                (at, len) = (0, layer.in_len);
+            }
             at = scratch::settle(s, at, len, layer.region);
             let (work, stashes) = s.split_at_mut(layer.region);
             let front = at == 0;
@@ -761,6 +810,9 @@ impl<'a> Model<'a> {
     /// input's; every multiplier in range; weight scales positive and normal;
     /// the padding of the last weight group zero; no accumulator overflow
     /// (`|bias| < 2^30` and `k·k·4·⌈ci/4⌉ · 255 · 127 < 2^30`).
+    // Not inlined: its locals would otherwise add to `from_bytes`'s stack
+    // frame for the whole load, which matters on a microcontroller.
+    #[inline(never)]
     fn check_int8(&mut self, spec: &Spec, acts: &Activations) -> Result<(), Error> {
         let n = self.num_layers;
         if acts.len != n + 1 {
@@ -774,7 +826,7 @@ impl<'a> Model<'a> {
             ));
         }
         for (index, l) in spec.layers().iter().enumerate() {
-            let (q_in, q_out) = (acts.pairs[index], acts.pairs[index + 1]);
+            let (q_in, q_out) = (acts.pairs[l.input_activation(index)], acts.pairs[index + 1]);
             let err = |problem| Error::Layer { index, problem };
             let layer = &mut self.layers[index];
             layer.q_in = q_in;
@@ -931,6 +983,9 @@ fn split_active<T>(s: &mut [T], front: bool, len: usize) -> (&mut [T], &mut [T])
 }
 
 /// Assigns one header entry to its layer and slot, checking it.
+// Not inlined: its locals would otherwise add to `from_bytes`'s stack
+// frame for the whole load, which matters on a microcontroller.
+#[inline(never)]
 fn place_tensor(
     model: &Model<'_>,
     spec: &Spec,
@@ -1019,6 +1074,9 @@ fn param_layer(kind: &Kind, layer: &Layer<'_>) -> Option<ParamLayer> {
 /// Every `f32` tensor is finite (a NaN or infinite weight would give NaN or
 /// backend-dependent probabilities, never a usable answer), and no batch-norm
 /// variance is negative.
+// Not inlined: its locals would otherwise add to `from_bytes`'s stack
+// frame for the whole load, which matters on a microcontroller.
+#[inline(never)]
 fn check_values(model: &Model<'_>, spec: &Spec, found: &Found, data: &[u8]) -> Result<(), Error> {
     for (layer, l) in spec.layers().iter().enumerate() {
         for (slot, &param) in params_of(&l.kind, model.precision).iter().enumerate() {
@@ -1048,6 +1106,9 @@ fn check_values(model: &Model<'_>, spec: &Spec, found: &Found, data: &[u8]) -> R
 }
 
 /// Every expected tensor is present, and no two overlap.
+// Not inlined: its locals would otherwise add to `from_bytes`'s stack
+// frame for the whole load, which matters on a microcontroller.
+#[inline(never)]
 fn check_overlaps(spec: &Spec, found: &Found, precision: Precision) -> Result<(), Error> {
     for (layer, l) in spec.layers().iter().enumerate() {
         for (slot, &param) in params_of(&l.kind, precision).iter().enumerate() {

@@ -22,6 +22,9 @@ fn quant_err(e: JsonError) -> Error {
 }
 
 /// Parses the raw (still escaped) JSON string value at file offset `base`.
+// Not inlined: its locals would otherwise add to `Model::from_bytes`'s stack
+// frame for the whole load, which matters on a microcontroller.
+#[inline(never)]
 pub(crate) fn parse(raw: &[u8], base: usize) -> Result<Activations, Error> {
     let mut p = Parser::new(Unescape::new(raw, base));
     let mut acts = Activations {

@@ -1,5 +1,6 @@
 //! The scratch layout: where the activations, and the layer outputs kept for a
-//! later `add`, live in the caller's scratch slice.
+//! later layer (an `add`'s `from`, a layer's `input`), live in the caller's
+//! scratch slice.
 //!
 //! During layer `i` the slice (`len` values, [`crate::Model::scratch_len`]) is
 //! cut in two:
@@ -14,9 +15,11 @@
 //!   the other end, so it needs `input + output` values there; the in-place
 //!   layers (relu, flatten, dropout, add) need their data, batchnorm its data and
 //!   3 per-channel tables. That is the layer's `need`.
-//! - **Stashes.** The output of a layer that a later `add` reads is copied, right
-//!   after the layer, into a stash at the back of the slice, where it stays until
-//!   the last add reading it has run. A new stash goes just below the stashes
+//! - **Stashes.** The output of a layer that a later layer reads (besides the
+//!   next one: an `add`'s `from`, an `input`) is copied, right after the layer,
+//!   into a stash at the back of the slice, where it stays until the last layer
+//!   reading it has run. A layer whose `input` names a stash starts by copying
+//!   it to the front of its working region. A new stash goes just below the stashes
 //!   that are still alive after its layer (a stack: enough for nested or
 //!   consecutive skips). `top_i`, the stash area during layer `i`, is the
 //!   largest distance from the end of the slice reached by a stash alive during
@@ -42,8 +45,9 @@ pub(crate) struct Demand {
     pub need: usize,
     /// Values in its output.
     pub out_len: usize,
-    /// For an `add`: the (earlier) layer whose output it reads.
-    pub reads: Option<usize>,
+    /// The earlier layers whose outputs it reads besides the previous one's:
+    /// an add's `from`, and the layer its `input` names.
+    pub reads: [Option<usize>; 2],
 }
 
 /// Where one layer works in the scratch.
@@ -70,7 +74,7 @@ pub(crate) fn layout(
     // its source). Layer `j`'s stash is alive during layers `j+1 ..= last[j]`.
     let mut last = [0usize; MAX_LAYERS];
     for (k, d) in demands.iter().enumerate() {
-        if let Some(j) = d.reads {
+        for j in d.reads.into_iter().flatten() {
             last[j] = k;
         }
     }
@@ -153,7 +157,7 @@ mod tests {
         Demand {
             need,
             out_len,
-            reads: None,
+            reads: [None; 2],
         }
     }
 
@@ -161,7 +165,7 @@ mod tests {
         Demand {
             need: len,
             out_len: len,
-            reads: Some(source),
+            reads: [Some(source), None],
         }
     }
 

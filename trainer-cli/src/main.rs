@@ -75,7 +75,7 @@ struct DownloadArgs {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// Built-in model (model1, model2, model3, fast) or a path to a JSON spec.
+    /// Built-in model (model1, model2, model3, fast, resnet8, mnist, cifar100) or a path to a JSON spec.
     /// A spec's "training" object sets the recipe; the flags below override it.
     /// [default: model1; with --init, the architecture of that file]
     #[arg(long)]

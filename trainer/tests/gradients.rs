@@ -375,6 +375,57 @@ fn residual_network_gradient() {
     network_gradient_check(&spec);
 }
 
+/// A ResNet block with a projection shortcut, as a small DAG: a 1×1 stride-2
+/// convolution reads the block's input, the main path's first convolution
+/// names that same input (`input`), and the add joins the two; the stem's
+/// output thus has two readers whose gradients add up. Then a second block
+/// whose projection reads a batch norm, and a relu fused into a convolution.
+#[test]
+fn projection_shortcut_network_gradient() {
+    let spec = ModelSpec::from_json_str(
+        r#"{"name":"proj","input":{"height":6,"width":6,"channels":3},"layers":[
+            {"type":"conv2d","filters":4,"kernel":3},
+            {"type":"batchnorm"},
+            {"type":"relu","name":"stem"},
+            {"type":"conv2d","filters":6,"kernel":1,"stride":2,"name":"proj"},
+            {"type":"conv2d","filters":6,"kernel":3,"stride":2,"input":"stem"},
+            {"type":"batchnorm"},
+            {"type":"relu"},
+            {"type":"conv2d","filters":6,"kernel":3},
+            {"type":"batchnorm","name":"main"},
+            {"type":"add","from":"proj"},
+            {"type":"relu","name":"block"},
+            {"type":"conv2d","filters":5,"kernel":1,"input":"main"},
+            {"type":"add","from":"block","input":"proj","name":"x"},
+            {"type":"global_avg_pool","input":"block"},
+            {"type":"dense","units":3}]}"#,
+    );
+    // The second add's output is read by nothing: refused.
+    let e = spec.unwrap_err().to_string();
+    assert!(e.contains("no layer reads its output"), "{e}");
+    let spec = ModelSpec::from_json_str(
+        r#"{"name":"proj","input":{"height":6,"width":6,"channels":3},"layers":[
+            {"type":"conv2d","filters":4,"kernel":3},
+            {"type":"batchnorm"},
+            {"type":"relu","name":"stem"},
+            {"type":"conv2d","filters":6,"kernel":1,"stride":2,"name":"proj"},
+            {"type":"conv2d","filters":6,"kernel":3,"stride":2,"input":"stem"},
+            {"type":"batchnorm"},
+            {"type":"relu"},
+            {"type":"conv2d","filters":6,"kernel":3},
+            {"type":"batchnorm","name":"main"},
+            {"type":"add","from":"proj"},
+            {"type":"relu","name":"block"},
+            {"type":"conv2d","filters":6,"kernel":1,"input":"main"},
+            {"type":"relu"},
+            {"type":"add","from":"block"},
+            {"type":"global_avg_pool"},
+            {"type":"dense","units":3}]}"#,
+    )
+    .unwrap();
+    network_gradient_check(&spec);
+}
+
 /// Every parameter gradient of `spec`'s network (training mode, a batch of 4
 /// random images) against finite differences of the loss.
 fn network_gradient_check(spec: &ModelSpec) {

@@ -221,7 +221,7 @@ fn an_add_reading_a_folded_convolution_is_refused() {
         {"type":"add","from":"c"},{"type":"flatten"},{"type":"dense","units":2}]}"#,
     );
     assert!(
-        matches!(&e, QuantizeError::AddReadsFoldedLayer { index: 3, from, batchnorm } if from == "c" && batchnorm == "bn1"),
+        matches!(&e, QuantizeError::ReadsFoldedLayer { index: 3, from, batchnorm } if from == "c" && batchnorm == "bn1"),
         "{e:?}"
     );
     assert!(e.to_string().contains("\"c\""), "{e}");

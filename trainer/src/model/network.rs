@@ -57,12 +57,17 @@ pub struct Network {
     acts: Vec<Tensor>,
     /// `grads[i] = ∂L/∂acts[i]` (`grads[0]` is never computed).
     grads: Vec<Tensor>,
+    /// The activation index each layer reads: `i` (the previous layer's
+    /// output) unless its `input` names an earlier layer ([`ModelSpec::inputs`]).
+    inputs: Vec<usize>,
     /// For an `add` layer `i`, the activation index of its skip input.
     skips: Vec<Option<usize>>,
-    /// Gradient reaching `acts[s]` through skip connections, added to
-    /// `grads[s]` once the layer consuming `acts[s]` has written it.
-    skip_grads: Vec<Tensor>,
-    skip_pending: Vec<bool>,
+    /// During backward, `has_grad[a]`: some layer reading `acts[a]` has
+    /// written `grads[a]` already, so the next one adds its share to it.
+    has_grad: Vec<bool>,
+    /// Where a layer's `dx` goes before it is added to `grads[a]`, when
+    /// `acts[a]` is read by more than one layer.
+    dx_scratch: Tensor,
     /// `fused[i]`: layer `i` is a relu computed by the layer before it
     /// ([`layers::Conv2d::fuse_relu`], [`layers::BatchNorm::fuse_relu`]); it
     /// only moves tensors into place.
@@ -77,27 +82,21 @@ pub struct Network {
 }
 
 /// For each layer, whether it is a relu to fuse into the convolution or batch
-/// norm right before it: always, unless an `add` takes that layer's output
-/// (before the relu) as its skip input, which fusing would overwrite.
+/// norm right before it: always when it reads that layer, unless another
+/// layer (an add's `from`, an `input`) reads that layer's output before the
+/// relu too, which fusing would overwrite.
 fn relus_to_fuse(spec: &ModelSpec) -> Vec<bool> {
-    let skip_sources: Vec<usize> = spec
-        .layers
-        .iter()
-        .enumerate()
-        .filter_map(|(i, l)| match l {
-            LayerSpec::Add { from, .. } => spec.source_of(i, from).ok(),
-            _ => None,
-        })
-        .collect();
+    let read_later = spec.read_later();
     (0..spec.layers.len())
         .map(|i| {
             i > 0
                 && matches!(spec.layers[i], LayerSpec::Relu { .. })
+                && spec.layers[i].input_name().is_none()
                 && matches!(
                     spec.layers[i - 1],
                     LayerSpec::Conv2d { .. } | LayerSpec::BatchNorm { .. }
                 )
-                && !skip_sources.contains(&(i - 1))
+                && !read_later[i - 1]
         })
         .collect()
 }
@@ -108,10 +107,14 @@ impl Network {
         spec.validate()?;
         let shapes = spec.shapes()?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut input = spec.input;
+        let inputs = spec.inputs();
         let mut layers: Vec<Box<dyn Layer>> = Vec::with_capacity(spec.layers.len());
         let fused = relus_to_fuse(spec);
         for (i, layer) in spec.layers.iter().enumerate() {
+            let input = match inputs[i] {
+                0 => spec.input,
+                a => shapes[a - 1],
+            };
             let built: Box<dyn Layer> = match *layer {
                 LayerSpec::Conv2d {
                     filters,
@@ -154,7 +157,6 @@ impl Network {
                 }
             };
             debug_assert_eq!(built.output_shape(), shapes[i]);
-            input = shapes[i];
             layers.push(built);
         }
         let count = layers.len() + 1;
@@ -182,9 +184,10 @@ impl Network {
             layers,
             acts: (0..count).map(|_| Tensor::default()).collect(),
             grads: (0..count).map(|_| Tensor::default()).collect(),
+            inputs,
             skips,
-            skip_grads: (0..count).map(|_| Tensor::default()).collect(),
-            skip_pending: vec![false; count],
+            has_grad: vec![false; count],
+            dx_scratch: Tensor::default(),
             fused,
             frozen: vec![false; spec.layers.len()],
             first_trained: 0,
@@ -319,7 +322,7 @@ impl Network {
             .collect()
     }
 
-    /// `acts[i + 1] = layer i (acts[i])`, plus the skip input for an add.
+    /// `acts[i + 1] = layer i (acts[inputs[i]])`, plus the skip input for an add.
     fn forward_layer(&mut self, i: usize, mode: Mode) {
         if self.fused[i] {
             // The layer before already applied this relu: its output becomes
@@ -331,7 +334,7 @@ impl Network {
         // A frozen batch norm keeps its running statistics and uses them,
         // as Keras does for a layer that is not trainable.
         let mode = if self.frozen[i] { Mode::Eval } else { mode };
-        self.layers[i].forward(&done[i], &mut rest[0], mode);
+        self.layers[i].forward(&done[self.inputs[i]], &mut rest[0], mode);
         if let Some(s) = self.skips[i] {
             layers::add_assign(&mut rest[0].data, &done[s].data);
         }
@@ -339,49 +342,61 @@ impl Network {
 
     /// Backpropagates from `grads[last] = ∂L/∂logits`, filling every layer's parameter gradients.
     fn backward(&mut self) {
-        self.skip_pending.fill(false);
+        self.start_backward();
         for i in (self.first_trained..self.layers.len()).rev() {
             self.backward_layer(i);
         }
     }
 
-    /// Layer `i`'s backward: `grads[i]` from `grads[i + 1]`. An add also
-    /// sends `grads[i + 1]` to its skip input; that share is added to
-    /// `grads[s]` right after the layer consuming `acts[s]` (layer `s`, which
-    /// comes later in backward order, or this one) has overwritten it.
+    /// Before backward: only `grads[last] = ∂L/∂logits` is written.
+    fn start_backward(&mut self) {
+        self.has_grad.fill(false);
+        if let Some(last) = self.has_grad.last_mut() {
+            *last = true;
+        }
+    }
+
+    /// Layer `i`'s backward: from `grads[i + 1]`, its share of `∂L/∂acts[a]`
+    /// for the activation `a` it reads, and for an add also of its skip
+    /// input's. The first layer (in backward order) to reach `grads[a]`
+    /// writes it, any other adds to it; every reader of `acts[a]` comes after
+    /// `a` in the spec, so `grads[a]` is whole before layer `a − 1` reads it.
     fn backward_layer(&mut self, i: usize) {
         if self.fused[i] {
             // ∂L/∂(relu output) goes to the layer before unmasked: it masks it
             // (a convolution with the relu output, given as its `y`: acts[i + 2]).
             self.grads.swap(i, i + 1);
+            self.has_grad.swap(i, i + 1);
             return;
         }
+        debug_assert!(self.has_grad[i + 1], "every output is read (validated)");
+        let a = self.inputs[i];
         let (lower, upper) = self.grads.split_at_mut(i + 1);
-        // No gradient below the first trained layer (nor below the input).
-        let dx = if i > self.first_trained {
-            Some(&mut lower[i])
-        } else {
-            None
-        };
         let y = if self.fused.get(i + 1) == Some(&true) {
             &self.acts[i + 2]
         } else {
             &self.acts[i + 1]
         };
-        self.layers[i].backward(&self.acts[i], y, &upper[0], dx);
+        // No gradient below the first trained layer (nor for the input).
+        if a <= self.first_trained {
+            self.layers[i].backward(&self.acts[a], y, &upper[0], None);
+        } else if self.has_grad[a] {
+            let dx = &mut self.dx_scratch;
+            self.layers[i].backward(&self.acts[a], y, &upper[0], Some(dx));
+            layers::add_assign(&mut lower[a].data, &dx.data);
+        } else {
+            self.layers[i].backward(&self.acts[a], y, &upper[0], Some(&mut lower[a]));
+            self.has_grad[a] = true;
+        }
         if let Some(s) = self.skips[i] {
             let dy = &upper[0];
-            let pending = &mut self.skip_grads[s];
-            if self.skip_pending[s] {
-                layers::add_assign(&mut pending.data, &dy.data);
-            } else {
-                pending.resize(dy.n, dy.image_shape());
-                pending.data.copy_from_slice(&dy.data);
-                self.skip_pending[s] = true;
+            if s > self.first_trained && self.has_grad[s] {
+                layers::add_assign(&mut lower[s].data, &dy.data);
+            } else if s > self.first_trained {
+                lower[s].resize(dy.n, dy.image_shape());
+                lower[s].data.copy_from_slice(&dy.data);
+                self.has_grad[s] = true;
             }
-        }
-        if i > self.first_trained && self.skip_pending[i] {
-            layers::add_assign(&mut self.grads[i].data, &self.skip_grads[i].data);
         }
     }
 
@@ -437,7 +452,7 @@ impl Network {
         }
         let last = self.layers.len();
         let loss = softmax_cross_entropy(&self.acts[last], labels, Some(&mut self.grads[last]));
-        self.skip_pending.fill(false);
+        self.start_backward();
         for i in (self.first_trained..self.layers.len()).rev() {
             let t = Instant::now();
             self.backward_layer(i);

@@ -135,8 +135,8 @@ pub enum QuantizeError {
         /// The type of the layer before it, or `nothing` for the first layer.
         previous: &'static str,
     },
-    #[error("layer {index} (add) reads {from:?}, whose output changes when batchnorm {batchnorm:?} is folded into it")]
-    AddReadsFoldedLayer {
+    #[error("layer {index} reads {from:?}, whose output changes when batchnorm {batchnorm:?} is folded into it")]
+    ReadsFoldedLayer {
         index: usize,
         from: String,
         batchnorm: String,
@@ -242,7 +242,11 @@ pub fn fold_batchnorms(net: &Network) -> Result<Network, QuantizeError> {
             continue;
         };
         let bn = name.clone().expect("canonical specs name batch norms");
-        let previous = index.checked_sub(1).map(|p| &spec.layers[p]);
+        // The batch norm must read the layer right before it.
+        let previous = index
+            .checked_sub(1)
+            .filter(|_| layer.input_name().is_none())
+            .map(|p| &spec.layers[p]);
         let target = match previous {
             Some(LayerSpec::Conv2d { name, .. } | LayerSpec::Dense { name, .. }) => {
                 name.clone().expect("canonical specs name parameter layers")
@@ -282,25 +286,27 @@ pub fn fold_batchnorms(net: &Network) -> Result<Network, QuantizeError> {
         changed.insert(target.clone(), bn.clone());
         renamed.insert(bn, target);
     }
+    // Every other layer stays; a name it reads (`input`, an add's `from`)
+    // that was a folded batch norm becomes the convolution's.
     let mut layers = Vec::with_capacity(spec.layers.len());
     for (index, layer) in spec.layers.iter().enumerate() {
-        match layer {
-            LayerSpec::BatchNorm { .. } => continue,
-            LayerSpec::Add { name, from } => {
-                if let Some(bn) = changed.get(from) {
-                    return Err(QuantizeError::AddReadsFoldedLayer {
-                        index,
-                        from: from.clone(),
-                        batchnorm: bn.clone(),
-                    });
-                }
-                layers.push(LayerSpec::Add {
-                    name: name.clone(),
-                    from: renamed.get(from).unwrap_or(from).clone(),
+        if matches!(layer, LayerSpec::BatchNorm { .. }) {
+            continue;
+        }
+        let mut layer = layer.clone();
+        for read in layer.read_names_mut() {
+            if let Some(bn) = changed.get(read.as_str()) {
+                return Err(QuantizeError::ReadsFoldedLayer {
+                    index,
+                    from: read.clone(),
+                    batchnorm: bn.clone(),
                 });
             }
-            other => layers.push(other.clone()),
+            if let Some(conv) = renamed.get(read.as_str()) {
+                *read = conv.clone();
+            }
         }
+        layers.push(layer);
     }
     let folded_spec = ModelSpec {
         name: spec.name.clone(),
@@ -323,34 +329,32 @@ pub fn fold_batchnorms(net: &Network) -> Result<Network, QuantizeError> {
     Ok(out)
 }
 
-/// The layers whose output is read by an `add` (by index).
-fn add_sources(spec: &ModelSpec) -> Vec<bool> {
-    let mut read = vec![false; spec.layers.len()];
-    for (i, layer) in spec.layers.iter().enumerate() {
-        if let LayerSpec::Add { from, .. } = layer {
-            if let Ok(s) = spec.source_of(i, from) {
-                read[s] = true;
-            }
-        }
-    }
-    read
-}
-
 /// Whether layer `i` is a conv2d or dense whose relu (the next layer) the
-/// reader fuses: the relu follows it and no `add` reads its own output.
-fn fuses_relu(spec: &ModelSpec, read_by_add: &[bool], i: usize) -> bool {
+/// reader fuses: the relu reads it and no other layer reads its own output
+/// (`read_later`: [`ModelSpec::read_later`]).
+fn fuses_relu(spec: &ModelSpec, read_later: &[bool], i: usize) -> bool {
     matches!(
         spec.layers[i],
         LayerSpec::Conv2d { .. } | LayerSpec::Dense { .. }
-    ) && matches!(spec.layers.get(i + 1), Some(LayerSpec::Relu { .. }))
-        && !read_by_add[i]
+    ) && matches!(
+        spec.layers.get(i + 1),
+        Some(l @ LayerSpec::Relu { .. }) if l.input_name().is_none()
+    ) && !read_later[i]
+}
+
+/// The shape of activation `a` (0: the input, `j + 1`: layer `j`'s output).
+fn activation_shape(spec: &ModelSpec, shapes: &[ImageShape], a: usize) -> ImageShape {
+    match a {
+        0 => spec.input,
+        a => shapes[a - 1],
+    }
 }
 
 /// For each layer, the layer whose output tensor its quantization is taken
-/// from (`None`: it repeats its input's). A conv2d or dense with a fused
+/// from (`None`: it repeats its input's, the activation it reads). A conv2d or dense with a fused
 /// relu takes the relu's output.
 fn range_sources(spec: &ModelSpec) -> Vec<Option<usize>> {
-    let read = add_sources(spec);
+    let read = spec.read_later();
     (0..spec.layers.len())
         .map(|i| match spec.layers[i] {
             LayerSpec::Conv2d { .. } | LayerSpec::Dense { .. } => {
@@ -535,12 +539,13 @@ pub fn calibrate(
             }
         }
     }
+    let inputs = net.spec().inputs();
     let mut acts = Vec::with_capacity(count + 1);
     acts.push(ActQuant::INPUT);
     for (i, src) in sources.iter().enumerate() {
         let q = match src {
             Some(_) => ActQuant::from_range(ranges[i].0, ranges[i].1),
-            None => acts[i],
+            None => acts[inputs[i]],
         };
         acts.push(q);
     }
@@ -571,9 +576,10 @@ pub fn write_int8(net: &Network, acts: &[ActQuant]) -> Result<Vec<u8>, QuantizeE
         }
     }
     let mut tensors: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = Vec::new();
+    let inputs = spec.inputs();
     for (i, layer) in spec.layers.iter().enumerate() {
-        let input = if i == 0 { spec.input } else { shapes[i - 1] };
-        let (x, y) = (acts[i], acts[i + 1]);
+        let input = activation_shape(spec, &shapes, inputs[i]);
+        let (x, y) = (acts[inputs[i]], acts[i + 1]);
         let param_layer = match layer {
             LayerSpec::Conv2d { kernel, .. } => ParamLayer::Conv2d {
                 kernel: *kernel,
@@ -603,7 +609,7 @@ pub fn write_int8(net: &Network, acts: &[ActQuant]) -> Result<Vec<u8>, QuantizeE
                 ))
             }
             _ => {
-                if acts[i + 1] != acts[i] {
+                if y != x {
                     return Err(layer_err(
                         describe(spec, i),
                         "must repeat its input's quantization".into(),
@@ -777,6 +783,8 @@ enum RefOp {
 pub struct Int8Reference {
     spec: ModelSpec,
     shapes: Vec<ImageShape>,
+    /// The activation each layer reads ([`ModelSpec::inputs`]).
+    inputs: Vec<usize>,
     acts: Vec<ActQuant>,
     ops: Vec<RefOp>,
     /// Class names from the file.
@@ -845,12 +853,13 @@ impl Int8Reference {
         }
         let shapes = spec.shapes()?;
         let file = SafeTensors::deserialize(bytes).map_err(|e| err(e.to_string()))?;
-        let read = add_sources(&spec);
+        let read = spec.read_later();
+        let inputs = spec.inputs();
         let mut ops = Vec::with_capacity(spec.layers.len());
         let mut expected_tensors = 0;
         for (i, layer) in spec.layers.iter().enumerate() {
-            let input = if i == 0 { spec.input } else { shapes[i - 1] };
-            let (x, y) = (acts[i], acts[i + 1]);
+            let input = activation_shape(&spec, &shapes, inputs[i]);
+            let (x, y) = (acts[inputs[i]], acts[i + 1]);
             let repeat = || {
                 if x == y {
                     Ok(())
@@ -1049,6 +1058,7 @@ impl Int8Reference {
         Ok(Int8Reference {
             spec,
             shapes,
+            inputs,
             acts,
             ops,
             class_names,
@@ -1072,14 +1082,11 @@ impl Int8Reference {
         let mut outs: Vec<Vec<u8>> = Vec::with_capacity(self.ops.len() + 1);
         outs.push(image.to_vec());
         for (i, op) in self.ops.iter().enumerate() {
-            let input = if i == 0 {
-                self.spec.input
-            } else {
-                self.shapes[i - 1]
-            };
+            let a = self.inputs[i];
+            let input = activation_shape(&self.spec, &self.shapes, a);
             let out_shape = self.shapes[i];
-            let (qx, qy) = (self.acts[i], self.acts[i + 1]);
-            let x = &outs[i];
+            let (qx, qy) = (self.acts[a], self.acts[i + 1]);
+            let x = &outs[a];
             let y = match op {
                 RefOp::Conv {
                     kernel,

@@ -42,6 +42,8 @@ pub enum LayerSpec {
     Conv2d {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
         filters: usize,
         kernel: usize,
         #[serde(default = "default_stride")]
@@ -52,11 +54,15 @@ pub enum LayerSpec {
     Relu {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
     },
     #[serde(rename = "maxpool2d")]
     MaxPool2d {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
         #[serde(default = "default_pool")]
         size: usize,
         #[serde(default = "default_pool_stride")]
@@ -67,11 +73,15 @@ pub enum LayerSpec {
     GlobalAvgPool {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
     },
     #[serde(rename = "batchnorm")]
     BatchNorm {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
         #[serde(default = "default_momentum")]
         momentum: f32,
         #[serde(default = "default_epsilon")]
@@ -80,15 +90,21 @@ pub enum LayerSpec {
     Flatten {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
     },
     Dropout {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
         rate: f32,
     },
     Dense {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
         units: usize,
     },
     /// Residual connection: the input plus the output of the earlier layer
@@ -96,6 +112,8 @@ pub enum LayerSpec {
     Add {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
         from: String,
     },
 }
@@ -128,25 +146,60 @@ impl LayerSpec {
     pub fn name(&self) -> Option<&str> {
         match self {
             LayerSpec::Conv2d { name, .. }
-            | LayerSpec::Relu { name }
+            | LayerSpec::Relu { name, .. }
             | LayerSpec::MaxPool2d { name, .. }
-            | LayerSpec::GlobalAvgPool { name }
+            | LayerSpec::GlobalAvgPool { name, .. }
             | LayerSpec::BatchNorm { name, .. }
-            | LayerSpec::Flatten { name }
+            | LayerSpec::Flatten { name, .. }
             | LayerSpec::Dropout { name, .. }
             | LayerSpec::Dense { name, .. }
             | LayerSpec::Add { name, .. } => name.as_deref(),
         }
     }
 
+    /// The earlier layer whose output this layer reads, when the spec names
+    /// one (`input`); otherwise it reads the previous layer's output (the
+    /// first layer: the image). With it a spec is a small DAG, such as a
+    /// ResNet's projection shortcut.
+    pub fn input_name(&self) -> Option<&str> {
+        match self {
+            LayerSpec::Conv2d { input, .. }
+            | LayerSpec::Relu { input, .. }
+            | LayerSpec::MaxPool2d { input, .. }
+            | LayerSpec::GlobalAvgPool { input, .. }
+            | LayerSpec::BatchNorm { input, .. }
+            | LayerSpec::Flatten { input, .. }
+            | LayerSpec::Dropout { input, .. }
+            | LayerSpec::Dense { input, .. }
+            | LayerSpec::Add { input, .. } => input.as_deref(),
+        }
+    }
+
+    /// The names of the earlier layers this one reads (its `input`, an
+    /// add's `from`), for renaming.
+    pub fn read_names_mut(&mut self) -> impl Iterator<Item = &mut String> {
+        let (input, from) = match self {
+            LayerSpec::Add { input, from, .. } => (input, Some(from)),
+            LayerSpec::Conv2d { input, .. }
+            | LayerSpec::Relu { input, .. }
+            | LayerSpec::MaxPool2d { input, .. }
+            | LayerSpec::GlobalAvgPool { input, .. }
+            | LayerSpec::BatchNorm { input, .. }
+            | LayerSpec::Flatten { input, .. }
+            | LayerSpec::Dropout { input, .. }
+            | LayerSpec::Dense { input, .. } => (input, None),
+        };
+        input.as_mut().into_iter().chain(from)
+    }
+
     fn name_slot(&mut self) -> &mut Option<String> {
         match self {
             LayerSpec::Conv2d { name, .. }
-            | LayerSpec::Relu { name }
+            | LayerSpec::Relu { name, .. }
             | LayerSpec::MaxPool2d { name, .. }
-            | LayerSpec::GlobalAvgPool { name }
+            | LayerSpec::GlobalAvgPool { name, .. }
             | LayerSpec::BatchNorm { name, .. }
-            | LayerSpec::Flatten { name }
+            | LayerSpec::Flatten { name, .. }
             | LayerSpec::Dropout { name, .. }
             | LayerSpec::Dense { name, .. }
             | LayerSpec::Add { name, .. } => name,
@@ -216,7 +269,7 @@ pub enum SpecError {
     },
     #[error("model spec {model:?}: {problem}")]
     Model { model: String, problem: String },
-    #[error("unknown built-in model {0:?} (built in: model1, model2, model3, fast, mnist, cifar100; or give a path to a .json spec)")]
+    #[error("unknown built-in model {0:?} (built in: model1, model2, model3, fast, mnist, cifar100, resnet8; or give a path to a .json spec)")]
     UnknownBuiltin(String),
 }
 
@@ -301,9 +354,14 @@ impl ModelSpec {
                 problem: format!("input shape {shape} is empty"),
             });
         }
-        let mut shapes = Vec::with_capacity(self.layers.len());
+        let mut shapes: Vec<ImageShape> = Vec::with_capacity(self.layers.len());
         for (index, layer) in self.layers.iter().enumerate() {
             let err = |problem: String| self.layer_error_at(index, layer.kind(), problem);
+            let input = match self.input_of(index).map_err(&err)? {
+                0 => self.input,
+                a => shapes[a - 1],
+            };
+            shape = input;
             if given_sizes(layer).iter().any(|&d| d > MAX_DIM) {
                 return Err(err(format!("a size above {MAX_DIM} is too large")));
             }
@@ -401,7 +459,6 @@ impl ModelSpec {
                     shape.height, shape.width, shape.channels
                 )));
             }
-            let input = shapes.last().copied().unwrap_or(self.input);
             let params = match layer {
                 LayerSpec::Conv2d { kernel, .. } => kernel
                     .checked_mul(*kernel)
@@ -422,9 +479,46 @@ impl ModelSpec {
     pub fn source_of(&self, index: usize, from: &str) -> Result<usize, String> {
         match self.layers.iter().position(|l| l.name() == Some(from)) {
             Some(j) if j < index => Ok(j),
-            Some(_) => Err(format!("layer {from:?} does not come before this add")),
+            Some(_) => Err(format!("layer {from:?} does not come before this layer")),
             None => Err(format!("no layer is named {from:?}")),
         }
+    }
+
+    /// The activation layer `index` reads: 0 for the image, `j + 1` for the
+    /// output of layer `j` (the layer its `input` names, or else the previous one).
+    pub fn input_of(&self, index: usize) -> Result<usize, String> {
+        match self.layers[index].input_name() {
+            Some(name) => self.source_of(index, name).map(|j| j + 1),
+            None => Ok(index),
+        }
+    }
+
+    /// [`ModelSpec::input_of`] for every layer (of a validated spec).
+    pub fn inputs(&self) -> Vec<usize> {
+        (0..self.layers.len())
+            .map(|i| self.input_of(i).expect("validated: inputs come first"))
+            .collect()
+    }
+
+    /// For every layer, whether a layer other than the next one reads its
+    /// output: a later layer's `input`, or an add's `from` (of a validated spec).
+    pub fn read_later(&self) -> Vec<bool> {
+        let mut read = vec![false; self.layers.len()];
+        for (i, layer) in self.layers.iter().enumerate() {
+            let named = [
+                layer.input_name(),
+                match layer {
+                    LayerSpec::Add { from, .. } => Some(from.as_str()),
+                    _ => None,
+                },
+            ];
+            for name in named.into_iter().flatten() {
+                if let Ok(j) = self.source_of(i, name) {
+                    read[j] = true;
+                }
+            }
+        }
+        read
     }
 
     /// Checks the whole spec: every layer fits, and the output is a vector of logits.
@@ -435,6 +529,22 @@ impl ModelSpec {
             problem: problem.to_string(),
         };
         let last = shapes.last().ok_or_else(|| model_err("has no layers"))?;
+        // Every output but the logits is read by some layer: a layer whose
+        // output nothing reads would be computed for nothing.
+        let read = self.read_later();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let next_reads = self
+                .layers
+                .get(i + 1)
+                .is_none_or(|next| next.input_name().is_none());
+            if !next_reads && !read[i] {
+                return Err(self.layer_error_at(
+                    i,
+                    layer.kind(),
+                    "no layer reads its output (the next one names another `input`)".into(),
+                ));
+            }
+        }
         if !last.is_vector() || !matches!(self.layers.last(), Some(LayerSpec::Dense { .. })) {
             return Err(model_err(
                 "the last layer must be a dense layer giving the class logits",
@@ -451,7 +561,13 @@ impl ModelSpec {
         let shapes = self.shapes()?;
         let mut total = 0usize;
         for (i, layer) in self.layers.iter().enumerate() {
-            let input = if i == 0 { self.input } else { shapes[i - 1] };
+            let input = match self
+                .input_of(i)
+                .map_err(|p| self.layer_error_at(i, layer.kind(), p))?
+            {
+                0 => self.input,
+                a => shapes[a - 1],
+            };
             let out = shapes[i];
             // Bounded by `shapes` (each layer's weights ≤ MAX_VALUES, at most
             // a few thousand layers), so these sums cannot overflow a usize.

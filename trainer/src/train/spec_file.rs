@@ -42,6 +42,7 @@ pub const BUILTINS: &[(&str, &str)] = &[
     ("fast", include_str!("../../../models/fast.json")),
     ("mnist", include_str!("../../../models/mnist.json")),
     ("cifar100", include_str!("../../../models/cifar100.json")),
+    ("resnet8", include_str!("../../../models/resnet8.json")),
 ];
 
 impl SpecFile {
@@ -185,7 +186,7 @@ mod tests {
             let f = SpecFile::builtin(name).unwrap();
             let classes = if *name == "cifar100" { 100 } else { 10 };
             assert_eq!(f.model.num_classes(), classes, "{name}");
-            let own_recipe = ["fast", "mnist", "cifar100"].contains(name);
+            let own_recipe = ["fast", "mnist", "cifar100", "resnet8"].contains(name);
             assert_eq!(f.training.is_some(), own_recipe, "{name}");
         }
         let mnist = SpecFile::builtin("mnist").unwrap().model;
