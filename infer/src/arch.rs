@@ -163,15 +163,10 @@ fn arch_err(e: JsonError) -> Error {
     }
 }
 
-/// Parses the raw (still escaped) contents of the `architecture` string, which
-/// starts at file offset `base`.
-// Not inlined: its locals would otherwise add to `Model::from_bytes`'s stack
-// frame for the whole load, which matters on a microcontroller.
-#[inline(never)]
-pub(crate) fn parse(raw: &[u8], base: usize) -> Result<Spec, Error> {
-    let mut p = Parser::new(Unescape::new(raw, base));
-    let mut spec = Spec {
-        input: Shape::default(),
+impl Spec {
+    /// No layers yet.
+    pub const EMPTY: Spec = Spec {
+        input: Shape { h: 0, w: 0, c: 0 },
         layers: [LayerSpec {
             kind: Kind::Relu,
             name: Name::EMPTY,
@@ -179,10 +174,27 @@ pub(crate) fn parse(raw: &[u8], base: usize) -> Result<Spec, Error> {
         }; MAX_LAYERS],
         len: 0,
     };
-    // The `from` of each add layer and the `input` of each layer, resolved
-    // once every layer is named.
-    let mut from = [Name::EMPTY; MAX_LAYERS];
-    let mut input = [Name::EMPTY; MAX_LAYERS];
+}
+
+/// The first `input` and the first `from` that named no earlier layer while
+/// the layers were read: an error once all are read (naming a later layer or
+/// none), reported in that order, as the trainer does.
+#[derive(Default)]
+struct Unresolved {
+    input: Option<(usize, Name)>,
+    from: Option<(usize, Name)>,
+}
+
+/// Parses the raw (still escaped) contents of the `architecture` string, which
+/// starts at file offset `base`, into `spec` (filled in place: a `Spec` is a
+/// few kilobytes, which a microcontroller's stack should hold once).
+// Not inlined: its locals would otherwise add to `Model::from_bytes`'s stack
+// frame for the whole load.
+#[inline(never)]
+pub(crate) fn parse(raw: &[u8], base: usize, spec: &mut Spec) -> Result<(), Error> {
+    let mut p = Parser::new(Unescape::new(raw, base));
+    spec.len = 0;
+    let mut unresolved = Unresolved::default();
     let (mut seen_input, mut seen_layers, mut seen_name) = (false, false, false);
     p.begin_object().map_err(arch_err)?;
     let mut first = true;
@@ -198,7 +210,7 @@ pub(crate) fn parse(raw: &[u8], base: usize) -> Result<Spec, Error> {
                 &mut seen_input
             }
             Some(b"layers") => {
-                parse_layers(&mut p, &mut spec, &mut from, &mut input)?;
+                parse_layers(&mut p, spec, &mut unresolved)?;
                 &mut seen_layers
             }
             _ => return Err(arch_err(p.error("unknown field in the model spec"))),
@@ -214,9 +226,28 @@ pub(crate) fn parse(raw: &[u8], base: usize) -> Result<Spec, Error> {
     if !seen_layers || spec.len == 0 {
         return Err(arch_err(p.error("the model spec has no layers")));
     }
-    assign_names(&mut spec)?;
-    resolve_sources(&mut spec, &from, &input)?;
-    Ok(spec)
+    check_names(spec)?;
+    // A name no earlier layer had: a later one's, or nobody's.
+    let find = |name: &Name| spec.layers().iter().position(|l| l.name == *name);
+    if let Some((index, name)) = unresolved.input {
+        return Err(Error::Layer {
+            index,
+            problem: match find(&name) {
+                Some(_) => "`input` names a layer that does not come before this one",
+                None => "`input` names no layer",
+            },
+        });
+    }
+    if let Some((index, name)) = unresolved.from {
+        return Err(Error::Add {
+            index,
+            problem: match find(&name) {
+                Some(source) => AddProblem::NotEarlier { source },
+                None => AddProblem::UnknownSource,
+            },
+        });
+    }
+    Ok(())
 }
 
 /// A size field: an integer in `1..=MAX_DIM`.
@@ -271,14 +302,16 @@ struct Fields {
     input: Option<Name>,
 }
 
-/// Reads the `layers` array into `spec`; the `from` of an add layer goes to
-/// `from[index]`, the `input` of a layer to `input[index]`.
+/// Reads the `layers` array into `spec`, naming each layer as it comes (a
+/// given name, or the default one of a parameter layer: `conv1`, … by its
+/// rank among its type) and pointing its `input` and an add's `from` at the
+/// earlier layer they name; one that names none goes to `unresolved`.
 fn parse_layers<S: Source>(
     p: &mut Parser<S>,
     spec: &mut Spec,
-    from: &mut [Name; MAX_LAYERS],
-    input: &mut [Name; MAX_LAYERS],
+    unresolved: &mut Unresolved,
 ) -> Result<(), Error> {
+    let mut defaults = DefaultNames::new();
     p.begin_array().map_err(arch_err)?;
     let mut first = true;
     while p.next_item(&mut first).map_err(arch_err)? {
@@ -287,9 +320,34 @@ fn parse_layers<S: Source>(
             return Err(Error::TooManyLayers);
         }
         let f = parse_fields(p)?;
-        spec.layers[index] = build_layer(index, &f)?;
-        from[index] = f.from.unwrap_or(Name::EMPTY);
-        input[index] = f.input.unwrap_or(Name::EMPTY);
+        let mut layer = build_layer(index, &f)?;
+        // Called for every layer: a named parameter layer takes its number too.
+        let default = defaults.next(layer.kind.layer_kind());
+        if let (Some(default), 0) = (default, layer.name.len) {
+            // At most `dense` + 2 digits (`index < MAX_LAYERS`): it always fits.
+            layer.name = Name::new(default.as_str().as_bytes()).ok_or(Error::Layer {
+                index,
+                problem: "default layer name too long",
+            })?;
+        }
+        let earlier = |name: &Name| spec.layers().iter().position(|l| l.name == *name);
+        if let Some(name) = f.input {
+            match earlier(&name) {
+                Some(source) => layer.input = Some(source),
+                None => {
+                    unresolved.input.get_or_insert((index, name));
+                }
+            }
+        }
+        if let (Some(name), Kind::Add { .. }) = (f.from, layer.kind) {
+            match earlier(&name) {
+                Some(source) => layer.kind = Kind::Add { source },
+                None => {
+                    unresolved.from.get_or_insert((index, name));
+                }
+            }
+        }
+        spec.layers[index] = layer;
         spec.len += 1;
     }
     Ok(())
@@ -446,21 +504,9 @@ fn build_layer(index: usize, f: &Fields) -> Result<LayerSpec, Error> {
     })
 }
 
-/// Gives unnamed parameter layers their default names and rejects duplicate
-/// names (among all layers, as the trainer does).
-fn assign_names(spec: &mut Spec) -> Result<(), Error> {
-    let mut defaults = DefaultNames::new();
-    for index in 0..spec.len {
-        let layer = &mut spec.layers[index];
-        // Called for every layer: a named parameter layer takes its number too.
-        let default = defaults.next(layer.kind.layer_kind());
-        if let (Some(default), 0) = (default, layer.name.len) {
-            // At most `dense` + 2 digits (`index < MAX_LAYERS`): it always fits.
-            layer.name = Name::new(default.as_str().as_bytes()).ok_or(Error::Layer {
-                index,
-                problem: "default layer name too long",
-            })?;
-        }
+/// Rejects duplicate names (among all layers, as the trainer does).
+fn check_names(spec: &Spec) -> Result<(), Error> {
+    for (index, layer) in spec.layers().iter().enumerate() {
         let name = layer.name;
         if name.len > 0 && spec.layers[..index].iter().any(|other| other.name == name) {
             return Err(Error::Layer {
@@ -468,49 +514,6 @@ fn assign_names(spec: &mut Spec) -> Result<(), Error> {
                 problem: "duplicate layer name",
             });
         }
-    }
-    Ok(())
-}
-
-/// Points every add layer at the layer its `from` names, and every layer with
-/// an `input` at the layer that names; both must come before it (the
-/// trainer's rule).
-fn resolve_sources(
-    spec: &mut Spec,
-    from: &[Name; MAX_LAYERS],
-    input: &[Name; MAX_LAYERS],
-) -> Result<(), Error> {
-    for (index, input) in input.iter().enumerate().take(spec.len) {
-        if input.len == 0 {
-            continue;
-        }
-        let err = |problem| Error::Layer { index, problem };
-        let source = spec
-            .layers()
-            .iter()
-            .position(|l| l.name == *input)
-            .ok_or(err("`input` names no layer"))?;
-        if source >= index {
-            return Err(err(
-                "`input` names a layer that does not come before this one",
-            ));
-        }
-        spec.layers[index].input = Some(source);
-    }
-    for (index, from) in from.iter().enumerate().take(spec.len) {
-        let Kind::Add { .. } = spec.layers[index].kind else {
-            continue;
-        };
-        let err = |problem| Error::Add { index, problem };
-        let source = spec
-            .layers()
-            .iter()
-            .position(|l| l.name == *from)
-            .ok_or(err(AddProblem::UnknownSource))?;
-        if source >= index {
-            return Err(err(AddProblem::NotEarlier { source }));
-        }
-        spec.layers[index].kind = Kind::Add { source };
     }
     Ok(())
 }
@@ -536,7 +539,8 @@ mod tests {
     }
 
     fn parse_str(s: &str) -> Result<Spec, Error> {
-        parse(escape(s).as_bytes(), 0)
+        let mut spec = Spec::EMPTY;
+        parse(escape(s).as_bytes(), 0, &mut spec).map(|()| spec)
     }
 
     #[test]

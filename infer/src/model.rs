@@ -201,6 +201,9 @@ impl<'a> Model<'a> {
     /// integer arithmetic relies on (see [`Model::check_int8`]). Never panics
     /// and never reads outside `bytes`, whatever they hold. The buffer needs
     /// no alignment.
+    // Not inlined, so that its temporaries (the parsed architecture, the
+    // tensor table) leave the caller's stack frame when it returns.
+    #[inline(never)]
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Model<'a>, Error> {
         let file = safetensors::split(bytes)?;
 
@@ -215,7 +218,8 @@ impl<'a> Model<'a> {
         let (at, raw) = meta
             .architecture
             .ok_or(Error::Metadata("no `architecture` entry"))?;
-        let spec = arch::parse(raw, at)?;
+        let mut spec = Spec::EMPTY;
+        arch::parse(raw, at, &mut spec)?;
         let acts = match meta.quantization {
             None => None,
             Some((at, raw)) => Some(crate::quant::parse(raw, at)?),
