@@ -143,14 +143,14 @@ impl LayerSpec {
     }
 }
 
-/// A parsed architecture.
-pub(crate) struct Spec {
+/// A parsed architecture of at most `N` layers.
+pub(crate) struct Spec<const N: usize> {
     pub input: Shape,
-    layers: [LayerSpec; MAX_LAYERS],
+    layers: [LayerSpec; N],
     len: usize,
 }
 
-impl Spec {
+impl<const N: usize> Spec<N> {
     pub fn layers(&self) -> &[LayerSpec] {
         &self.layers[..self.len]
     }
@@ -163,15 +163,15 @@ fn arch_err(e: JsonError) -> Error {
     }
 }
 
-impl Spec {
+impl<const N: usize> Spec<N> {
     /// No layers yet.
-    pub const EMPTY: Spec = Spec {
+    pub const EMPTY: Spec<N> = Spec {
         input: Shape { h: 0, w: 0, c: 0 },
         layers: [LayerSpec {
             kind: Kind::Relu,
             name: Name::EMPTY,
             input: None,
-        }; MAX_LAYERS],
+        }; N],
         len: 0,
     };
 }
@@ -191,7 +191,11 @@ struct Unresolved {
 // Not inlined: its locals would otherwise add to `Model::from_bytes`'s stack
 // frame for the whole load.
 #[inline(never)]
-pub(crate) fn parse(raw: &[u8], base: usize, spec: &mut Spec) -> Result<(), Error> {
+pub(crate) fn parse<const N: usize>(
+    raw: &[u8],
+    base: usize,
+    spec: &mut Spec<N>,
+) -> Result<(), Error> {
     let mut p = Parser::new(Unescape::new(raw, base));
     spec.len = 0;
     let mut unresolved = Unresolved::default();
@@ -306,9 +310,9 @@ struct Fields {
 /// given name, or the default one of a parameter layer: `conv1`, … by its
 /// rank among its type) and pointing its `input` and an add's `from` at the
 /// earlier layer they name; one that names none goes to `unresolved`.
-fn parse_layers<S: Source>(
+fn parse_layers<S: Source, const N: usize>(
     p: &mut Parser<S>,
-    spec: &mut Spec,
+    spec: &mut Spec<N>,
     unresolved: &mut Unresolved,
 ) -> Result<(), Error> {
     let mut defaults = DefaultNames::new();
@@ -316,7 +320,7 @@ fn parse_layers<S: Source>(
     let mut first = true;
     while p.next_item(&mut first).map_err(arch_err)? {
         let index = spec.len;
-        if index == MAX_LAYERS {
+        if index == N {
             return Err(Error::TooManyLayers);
         }
         let f = parse_fields(p)?;
@@ -324,7 +328,7 @@ fn parse_layers<S: Source>(
         // Called for every layer: a named parameter layer takes its number too.
         let default = defaults.next(layer.kind.layer_kind());
         if let (Some(default), 0) = (default, layer.name.len) {
-            // At most `dense` + 2 digits (`index < MAX_LAYERS`): it always fits.
+            // `dense` and the digits of a rank: far below MAX_NAME bytes.
             layer.name = Name::new(default.as_str().as_bytes()).ok_or(Error::Layer {
                 index,
                 problem: "default layer name too long",
@@ -505,7 +509,7 @@ fn build_layer(index: usize, f: &Fields) -> Result<LayerSpec, Error> {
 }
 
 /// Rejects duplicate names (among all layers, as the trainer does).
-fn check_names(spec: &Spec) -> Result<(), Error> {
+fn check_names<const N: usize>(spec: &Spec<N>) -> Result<(), Error> {
     for (index, layer) in spec.layers().iter().enumerate() {
         let name = layer.name;
         if name.len > 0 && spec.layers[..index].iter().any(|other| other.name == name) {
@@ -538,7 +542,7 @@ mod tests {
         out
     }
 
-    fn parse_str(s: &str) -> Result<Spec, Error> {
+    fn parse_str(s: &str) -> Result<Spec<MAX_LAYERS>, Error> {
         let mut spec = Spec::EMPTY;
         parse(escape(s).as_bytes(), 0, &mut spec).map(|()| spec)
     }
@@ -596,7 +600,7 @@ mod tests {
     }
 
     /// A spec on a 4×4×1 input with these layers.
-    fn with_layers(layers: &str) -> Result<Spec, Error> {
+    fn with_layers(layers: &str) -> Result<Spec<MAX_LAYERS>, Error> {
         let spec = std::format!(
             r#"{{"input":{{"height":4,"width":4,"channels":1}},"layers":[{layers}]}}"#
         );

@@ -55,7 +55,8 @@ pub enum Error {
         /// What was wrong.
         problem: AddProblem,
     },
-    /// The architecture has more layers than [`crate::MAX_LAYERS`].
+    /// The architecture has more layers than the [`crate::Model`] holds (its
+    /// capacity `N`: [`crate::MAX_LAYERS`] for [`crate::Model::from_bytes`]).
     TooManyLayers,
     /// A parameter tensor of layer `layer` is missing, duplicated or malformed.
     Tensor {
@@ -189,7 +190,11 @@ impl fmt::Display for Error {
                 write!(f, "architecture layer {index} (add): {problem}")
             }
             Error::TooManyLayers => {
-                write!(f, "architecture has more than {} layers", crate::MAX_LAYERS)
+                write!(
+                    f,
+                    "architecture has more layers than the model can hold ({}, unless loaded with another capacity)",
+                    crate::MAX_LAYERS
+                )
             }
             Error::Tensor {
                 layer,

@@ -2,16 +2,34 @@
 //! parsed where it lies: the scheme and one `[scale, zero_point]` pair per
 //! activation tensor (the input image, then each layer's output).
 
-use crate::arch::MAX_LAYERS;
 use crate::json::{JsonError, Parser, Unescape};
 use crate::Error;
 use model_format::quant::{ActQuant, SCHEME};
 
-/// The activations' quantization: `pairs[0]` is the input's, `pairs[i + 1]`
-/// layer `i`'s output's.
-pub(crate) struct Activations {
-    pub pairs: [ActQuant; MAX_LAYERS + 1],
+/// The activations' quantization for a model of at most `N` layers: the
+/// input's, then each layer's output's ([`Activations::pair`]).
+pub(crate) struct Activations<const N: usize> {
+    input: ActQuant,
+    outputs: [ActQuant; N],
+    /// Pairs read, the input's included.
     pub len: usize,
+}
+
+impl<const N: usize> Activations<N> {
+    /// The pair of activation `a`: 0 the input, `i + 1` layer `i`'s output.
+    pub fn pair(&self, a: usize) -> ActQuant {
+        match a {
+            0 => self.input,
+            a => self.outputs[a - 1],
+        }
+    }
+
+    fn slot(&mut self, a: usize) -> Option<&mut ActQuant> {
+        match a {
+            0 => Some(&mut self.input),
+            a => self.outputs.get_mut(a - 1),
+        }
+    }
 }
 
 fn quant_err(e: JsonError) -> Error {
@@ -25,10 +43,11 @@ fn quant_err(e: JsonError) -> Error {
 // Not inlined: its locals would otherwise add to `Model::from_bytes`'s stack
 // frame for the whole load, which matters on a microcontroller.
 #[inline(never)]
-pub(crate) fn parse(raw: &[u8], base: usize) -> Result<Activations, Error> {
+pub(crate) fn parse<const N: usize>(raw: &[u8], base: usize) -> Result<Activations<N>, Error> {
     let mut p = Parser::new(Unescape::new(raw, base));
     let mut acts = Activations {
-        pairs: [ActQuant::INPUT; MAX_LAYERS + 1],
+        input: ActQuant::INPUT,
+        outputs: [ActQuant::INPUT; N],
         len: 0,
     };
     let (mut seen_scheme, mut seen_acts) = (false, false);
@@ -63,7 +82,10 @@ pub(crate) fn parse(raw: &[u8], base: usize) -> Result<Activations, Error> {
     Ok(acts)
 }
 
-fn parse_pairs(p: &mut Parser<Unescape<'_>>, acts: &mut Activations) -> Result<(), Error> {
+fn parse_pairs<const N: usize>(
+    p: &mut Parser<Unescape<'_>>,
+    acts: &mut Activations<N>,
+) -> Result<(), Error> {
     p.begin_array().map_err(quant_err)?;
     let mut first = true;
     while p.next_item(&mut first).map_err(quant_err)? {
@@ -90,8 +112,7 @@ fn parse_pairs(p: &mut Parser<Unescape<'_>>, acts: &mut Activations) -> Result<(
             return Err(quant_err(p.error("scale must be a positive normal number")));
         }
         let slot = acts
-            .pairs
-            .get_mut(acts.len)
+            .slot(acts.len)
             .ok_or_else(|| quant_err(p.error("more pairs than layers")))?;
         *slot = q;
         acts.len += 1;

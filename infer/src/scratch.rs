@@ -36,8 +36,6 @@
 //! [`settle`] moves it to the front. The moves and stash copies are plain
 //! copies, a few per skip connection.
 
-use crate::arch::MAX_LAYERS;
-
 /// What one layer asks of the scratch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Demand {
@@ -61,10 +59,10 @@ pub(crate) struct Place {
     pub stash: Option<usize>,
 }
 
-/// Lays out the scratch for `demands` (at most [`MAX_LAYERS`]; an add reads
+/// Lays out the scratch for `demands` (at most `N`; an add reads
 /// an earlier layer) and an input of `input_len` values: calls `place(i, …)`
 /// for every layer and returns the scratch length, or `None` on overflow.
-pub(crate) fn layout(
+pub(crate) fn layout<const N: usize>(
     input_len: usize,
     demands: &[Demand],
     mut place: impl FnMut(usize, Place),
@@ -72,7 +70,7 @@ pub(crate) fn layout(
     let n = demands.len();
     // The last layer reading each layer's output (0: none, an add comes after
     // its source). Layer `j`'s stash is alive during layers `j+1 ..= last[j]`.
-    let mut last = [0usize; MAX_LAYERS];
+    let mut last = [0usize; N];
     for (k, d) in demands.iter().enumerate() {
         for j in d.reads.into_iter().flatten() {
             last[j] = k;
@@ -80,9 +78,9 @@ pub(crate) fn layout(
     }
     let alive = |j: usize, i: usize| j < i && last[j] >= i;
     // Stash `j` occupies `[len − end[j], len − end[j] + out_len[j])`.
-    let mut end = [0usize; MAX_LAYERS];
+    let mut end = [0usize; N];
     // `top[i]`: the stash area during layer `i`.
-    let mut top = [0usize; MAX_LAYERS];
+    let mut top = [0usize; N];
     let mut len = input_len;
     for (i, d) in demands.iter().enumerate() {
         top[i] = (0..i)
@@ -149,7 +147,7 @@ mod tests {
 
     fn plan(input_len: usize, demands: &[Demand]) -> (usize, Vec<Place>) {
         let mut places = std::vec![Place::default(); demands.len()];
-        let len = layout(input_len, demands, |i, p| places[i] = p).unwrap();
+        let len = layout::<16>(input_len, demands, |i, p| places[i] = p).unwrap();
         (len, places)
     }
 

@@ -298,3 +298,34 @@ fn misaligned_buffer_gives_identical_results() {
         assert_eq!(pa, pb, "bit-identical probabilities");
     }
 }
+
+/// A `Model` with a capacity that just fits (here 31 layers) gives the
+/// default capacity's answers bit for bit and is smaller; one layer too few
+/// is `TooManyLayers`.
+#[test]
+fn capacity_just_fitting_the_model() {
+    let (input, layers) = small_fast();
+    let tm = TestModel::random(input, layers, 31);
+    let bytes = tm.to_bytes();
+    let wide = Model::from_bytes(&bytes).unwrap();
+    assert_eq!(wide.num_layers(), 31, "small_fast's layers");
+    let snug = Model::<'_, 31>::load(&bytes).unwrap();
+    assert!(std::mem::size_of_val(&snug) * 2 < std::mem::size_of_val(&wide));
+    assert_eq!(
+        Model::<'_, 30>::load(&bytes).err(),
+        Some(infer::Error::TooManyLayers)
+    );
+    let mut rng = Rng::new(32);
+    for _ in 0..5 {
+        let image = rng.bytes(tm.input_len());
+        let mut out = [
+            vec![0f32; wide.scratch_len()],
+            vec![0f32; snug.scratch_len()],
+        ];
+        let (mut pa, mut pb) = (vec![0f32; 10], vec![0f32; 10]);
+        let [sa, sb] = &mut out;
+        let a = wide.classify(&image, sa, &mut pa).unwrap();
+        let b = snug.classify(&image, sb, &mut pb).unwrap();
+        assert_eq!((a, &pa), (b, &pb));
+    }
+}
