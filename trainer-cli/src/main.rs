@@ -60,6 +60,8 @@ enum Command {
     Evaluate(EvaluateArgs),
     /// Quantize an f32 model to int8 (post-training, calibrated on training images).
     Quantize(QuantizeArgs),
+    /// Export an f32 model to another format: ONNX (opset 17, NCHW float input = pixel / 255, logits out).
+    Export(ExportArgs),
     /// Download, verify and unpack CIFAR-10 into --data.
     Download(DownloadArgs),
     /// Run the reference study (its five runs, then the fast runs; resumable) and write docs/RESULTS.md.
@@ -279,6 +281,17 @@ struct QuantizeArgs {
 }
 
 #[derive(Args)]
+struct ExportArgs {
+    /// The f32 model to export (what `trainer train` wrote, or a shipped one).
+    #[arg(long)]
+    model: PathBuf,
+    /// The ONNX file to write: input `input` [N, C, H, W] float (pixel / 255),
+    /// output `logits` [N, classes]; class names and the spec in its metadata.
+    #[arg(long, value_name = "FILE")]
+    onnx: PathBuf,
+}
+
+#[derive(Args)]
 struct EvaluateArgs {
     /// The exported model (safetensors): what `trainer train` or `trainer
     /// quantize` wrote, or a shipped one such as models/model1.safetensors
@@ -319,6 +332,7 @@ fn execute(command: Command) -> Result<()> {
         Command::Train(args) => train(*args),
         Command::Evaluate(args) => evaluate(args),
         Command::Quantize(args) => quantize_model(args),
+        Command::Export(args) => export(args),
         Command::Study(args) => study(args),
         Command::Download(args) => {
             let fetched = download::ensure_dataset(
@@ -664,6 +678,33 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
 
 /// `trainer quantize`: the f32 model, folded and calibrated on training
 /// images, written as an int8 model file (atomically).
+fn export(args: ExportArgs) -> Result<()> {
+    let bytes = read_model(&args.model)?;
+    let origin = args.model.display().to_string();
+    if quantize::precision_of(&bytes, &origin)? == Precision::Int8 {
+        bail!(
+            "{origin} is an int8 model: export its f32 original (ONNX export is f32 only for now)"
+        );
+    }
+    let net = Network::from_safetensors_bytes(&bytes, &origin)?;
+    let onnx = trainer::model::onnx::to_onnx(&net);
+    trainer::atomic::write_atomic(&args.onnx, &onnx)
+        .with_context(|| format!("cannot write {}", args.onnx.display()))?;
+    let s = net.input_shape();
+    trainer_cli::out!(
+        "Exported {origin} ({}) to ONNX (opset {}): {}, {} bytes; input `input` [N, {}, {}, {}] float = pixel / 255, output `logits` [N, {}]",
+        net.spec().name,
+        trainer::model::onnx::OPSET,
+        args.onnx.display(),
+        onnx.len(),
+        s.channels,
+        s.height,
+        s.width,
+        net.num_classes()
+    );
+    Ok(())
+}
+
 fn quantize_model(args: QuantizeArgs) -> Result<()> {
     let bytes = read_model(&args.model)?;
     let origin = args.model.display().to_string();

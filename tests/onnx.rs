@@ -1,0 +1,157 @@
+//! `trainer export --onnx` files mean the same to ONNX Runtime as to the
+//! trainer: the built-in specs (the residual `fast`, ResNet-8's projection
+//! shortcuts) and a spec of odd sizes, paddings, strides and a flatten before
+//! a dense layer, randomly initialised with batch-norm statistics far from the
+//! identity, exported, run in ONNX Runtime (scripts/check_onnx.py) on the same
+//! images, logits within 1e-4 (relative above 1) of the trainer's.
+//!
+//! Needs Python with `onnxruntime` and `numpy` (`$ONNX_PYTHON`, default
+//! `python3`); says SKIPPED without them, unless `ONNX_REQUIRE=1` (as CI sets).
+
+use rand::{Rng, SeedableRng};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use trainer::layers::Mode;
+use trainer::model::onnx::to_onnx;
+use trainer::{ModelSpec, Network};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Randomises biases and batch-norm parameters and statistics.
+fn randomise(net: &mut Network, seed: u64) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let names: Vec<String> = net.named_tensors().into_iter().map(|(n, _, _)| n).collect();
+    let mut values = net.snapshot();
+    for (name, v) in names.iter().zip(&mut values) {
+        let range = match name.rsplit('.').next() {
+            Some("bias") => -0.1..0.1,
+            Some("gamma") => 0.5..1.5,
+            Some("beta") | Some("moving_mean") => -0.3..0.3,
+            Some("moving_variance") => 0.3..2.0,
+            _ => continue,
+        };
+        v.iter_mut()
+            .for_each(|x| *x = rng.random_range(range.clone()));
+    }
+    net.restore(&values);
+}
+
+/// ONNX Runtime's logits for `images` (u8 HWC), or `None` when it is missing.
+fn onnxruntime_logits(onnx: &[u8], net: &Network, images: &[u8], n: usize) -> Option<Vec<f32>> {
+    let s = net.input_shape();
+    let (c, h, w) = (s.channels, s.height, s.width);
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.onnx");
+    let input = dir.path().join("input.f32");
+    let output = dir.path().join("logits.f32");
+    std::fs::write(&model, onnx).unwrap();
+    // HWC bytes → NCHW floats in [0, 1].
+    let mut x = Vec::with_capacity(images.len() * 4);
+    for image in images.chunks_exact(h * w * c) {
+        for ch in 0..c {
+            for p in 0..h * w {
+                x.extend((f32::from(image[p * c + ch]) / 255.0).to_le_bytes());
+            }
+        }
+    }
+    std::fs::write(&input, x).unwrap();
+    let python = std::env::var_os("ONNX_PYTHON").unwrap_or_else(|| "python3".into());
+    let args = [n, c, h, w].map(|v| v.to_string());
+    let run = Command::new(&python)
+        .arg(root().join("scripts/check_onnx.py"))
+        .args([&model, &input])
+        .args(&args)
+        .arg(&output)
+        .output();
+    let why = match &run {
+        Err(e) => format!("cannot run {}: {e}", Path::new(&python).display()),
+        Ok(out) if out.status.code() == Some(3) => String::from_utf8_lossy(&out.stderr).into(),
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "ONNX Runtime rejects the export:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            print!("{}", String::from_utf8_lossy(&out.stdout));
+            let bytes = std::fs::read(&output).unwrap();
+            return Some(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            );
+        }
+    };
+    if std::env::var_os("ONNX_REQUIRE").is_some() {
+        panic!("{why} (ONNX_REQUIRE is set)");
+    }
+    eprintln!("SKIPPED the ONNX Runtime check: {why}");
+    None
+}
+
+/// Exports `spec` randomly initialised and compares ONNX Runtime's logits
+/// with the trainer's on `n` random images; false when skipped.
+fn check(spec: &ModelSpec, seed: u64, n: usize) -> bool {
+    let mut net = Network::new(spec, seed).unwrap();
+    randomise(&mut net, seed);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let images: Vec<u8> = (0..n * spec.input.len()).map(|_| rng.random()).collect();
+    net.set_input_u8(&images, n);
+    let want = net.forward(Mode::Eval).data.clone();
+    let Some(got) = onnxruntime_logits(&to_onnx(&net), &net, &images, n) else {
+        return false;
+    };
+    assert_eq!(got.len(), want.len(), "{}", spec.name);
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| (g - w).abs() / w.abs().max(1.0))
+        .fold(0f32, f32::max);
+    println!(
+        "{}: {n} images, largest logit difference {worst:.2e}",
+        spec.name
+    );
+    assert!(
+        worst <= 1e-4,
+        "{}: ONNX Runtime and the trainer differ by {worst}",
+        spec.name
+    );
+    true
+}
+
+#[test]
+fn onnx_runtime_agrees_with_the_trainer() {
+    for (i, name) in ["model1", "model3", "fast", "resnet8", "mnist"]
+        .iter()
+        .enumerate()
+    {
+        let spec = trainer::train::spec_file::SpecFile::builtin(name)
+            .unwrap()
+            .model;
+        if !check(&spec, i as u64 + 1, 16) {
+            return;
+        }
+    }
+    let odd = ModelSpec::from_json_str(
+        r#"{"name": "odd", "input": {"height": 15, "width": 13, "channels": 3}, "layers": [
+            {"type": "conv2d", "filters": 8, "kernel": 3, "stride": 2, "padding": "valid"},
+            {"type": "batchnorm"},
+            {"type": "relu", "name": "r"},
+            {"type": "conv2d", "filters": 6, "kernel": 1, "stride": 2, "name": "short"},
+            {"type": "conv2d", "filters": 6, "kernel": 4, "stride": 2, "input": "r"},
+            {"type": "add", "from": "short"},
+            {"type": "maxpool2d", "size": 3, "stride": 2, "padding": "same"},
+            {"type": "conv2d", "filters": 5, "kernel": 2, "padding": "same"},
+            {"type": "flatten"},
+            {"type": "dropout", "rate": 0.5},
+            {"type": "dense", "units": 9},
+            {"type": "batchnorm"},
+            {"type": "relu"},
+            {"type": "dense", "units": 4}
+        ]}"#,
+    )
+    .unwrap();
+    check(&odd, 9, 16);
+}

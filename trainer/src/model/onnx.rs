@@ -1,0 +1,548 @@
+//! ONNX export of an `f32` network: the graph other tools load (ONNX Runtime,
+//! OpenVINO, TensorRT, PyTorch via `onnx2torch`, …), opset 17.
+//!
+//! The graph takes what those tools expect: a float tensor `input` of shape
+//! `[N, C, H, W]` (NCHW, any batch size `N`) holding the pixels scaled to
+//! `[0, 1]` (`byte / 255`, the trainer's own input), and gives `logits`,
+//! `[N, classes]` (softmax them for probabilities). Layer by layer:
+//!
+//! | spec | ONNX |
+//! |---|---|
+//! | `conv2d` | `Conv`, weight permuted from `[k, k, ci, co]` (HWIO) to `[co, ci, k, k]` (OIHW), explicit `pads` (TensorFlow's `same`: the odd cell after) |
+//! | `batchnorm` | `BatchNormalization` (evaluation: the moving statistics) |
+//! | `relu` | `Relu` |
+//! | `maxpool2d` | `MaxPool` (padded cells never win, as here) |
+//! | `global_avg_pool` | `GlobalAveragePool`, then `Flatten` to `[N, C]` |
+//! | `flatten` | `Transpose` to NHWC, then `Flatten`: the trainer flattens in `(h, w, c)` order |
+//! | `dropout` | nothing (identity at inference) |
+//! | `dense` | `Gemm` with the `[in, units]` weight as it is |
+//! | `add` | `Add` |
+//!
+//! A layer reads the ONNX tensor of the activation it reads in the spec (the
+//! previous layer's, or the one its `input` names), so a DAG exports as one.
+//! The class names and the spec go in the model's metadata
+//! (`class_names` as a JSON array, `architecture`).
+//!
+//! The protobuf messages are declared here with `prost`'s derive (the field
+//! numbers of onnx.proto), so no `.proto` compiler is needed to build.
+
+use super::network::Network;
+use super::spec::{LayerSpec, ModelSpec};
+use crate::kernels::tensor::ImageShape;
+use prost::Message;
+use std::collections::HashMap;
+
+/// The opset the graph is written against.
+pub const OPSET: i64 = 17;
+/// ONNX IR version 8 (ONNX 1.12+, opset ≤ 17).
+const IR_VERSION: i64 = 8;
+
+#[derive(Clone, PartialEq, Message)]
+struct ModelProto {
+    #[prost(int64, tag = "1")]
+    ir_version: i64,
+    #[prost(string, tag = "2")]
+    producer_name: String,
+    #[prost(string, tag = "3")]
+    producer_version: String,
+    #[prost(string, tag = "6")]
+    doc_string: String,
+    #[prost(message, optional, tag = "7")]
+    graph: Option<GraphProto>,
+    #[prost(message, repeated, tag = "8")]
+    opset_import: Vec<OperatorSetIdProto>,
+    #[prost(message, repeated, tag = "14")]
+    metadata_props: Vec<StringStringEntryProto>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct OperatorSetIdProto {
+    #[prost(string, tag = "1")]
+    domain: String,
+    #[prost(int64, tag = "2")]
+    version: i64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct StringStringEntryProto {
+    #[prost(string, tag = "1")]
+    key: String,
+    #[prost(string, tag = "2")]
+    value: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct GraphProto {
+    #[prost(message, repeated, tag = "1")]
+    node: Vec<NodeProto>,
+    #[prost(string, tag = "2")]
+    name: String,
+    #[prost(message, repeated, tag = "5")]
+    initializer: Vec<TensorProto>,
+    #[prost(message, repeated, tag = "11")]
+    input: Vec<ValueInfoProto>,
+    #[prost(message, repeated, tag = "12")]
+    output: Vec<ValueInfoProto>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct NodeProto {
+    #[prost(string, repeated, tag = "1")]
+    input: Vec<String>,
+    #[prost(string, repeated, tag = "2")]
+    output: Vec<String>,
+    #[prost(string, tag = "3")]
+    name: String,
+    #[prost(string, tag = "4")]
+    op_type: String,
+    #[prost(message, repeated, tag = "5")]
+    attribute: Vec<AttributeProto>,
+}
+
+/// `AttributeProto.AttributeType`.
+const ATTR_FLOAT: i32 = 1;
+const ATTR_INT: i32 = 2;
+const ATTR_INTS: i32 = 7;
+
+#[derive(Clone, PartialEq, Message)]
+struct AttributeProto {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(float, tag = "2")]
+    f: f32,
+    #[prost(int64, tag = "3")]
+    i: i64,
+    #[prost(int64, repeated, tag = "8")]
+    ints: Vec<i64>,
+    #[prost(int32, tag = "20")]
+    r#type: i32,
+}
+
+/// `TensorProto.DataType`: `FLOAT`, `INT64`.
+const FLOAT: i32 = 1;
+const INT64: i32 = 7;
+
+#[derive(Clone, PartialEq, Message)]
+struct TensorProto {
+    #[prost(int64, repeated, tag = "1")]
+    dims: Vec<i64>,
+    #[prost(int32, tag = "2")]
+    data_type: i32,
+    #[prost(string, tag = "8")]
+    name: String,
+    /// Little-endian values, row-major.
+    #[prost(bytes = "vec", tag = "9")]
+    raw_data: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ValueInfoProto {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(message, optional, tag = "2")]
+    r#type: Option<TypeProto>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct TypeProto {
+    #[prost(message, optional, tag = "1")]
+    tensor_type: Option<TensorTypeProto>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct TensorTypeProto {
+    #[prost(int32, tag = "1")]
+    elem_type: i32,
+    #[prost(message, optional, tag = "2")]
+    shape: Option<TensorShapeProto>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct TensorShapeProto {
+    #[prost(message, repeated, tag = "1")]
+    dim: Vec<Dimension>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Dimension {
+    #[prost(int64, optional, tag = "1")]
+    dim_value: Option<i64>,
+    #[prost(string, optional, tag = "2")]
+    dim_param: Option<String>,
+}
+
+fn int(name: &str, i: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        i,
+        r#type: ATTR_INT,
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, ints: Vec<i64>) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        ints,
+        r#type: ATTR_INTS,
+        ..Default::default()
+    }
+}
+
+fn float(name: &str, f: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        f,
+        r#type: ATTR_FLOAT,
+        ..Default::default()
+    }
+}
+
+/// A float tensor of the batch dimension `N` and fixed other dimensions.
+fn value_info(name: &str, dims: &[usize]) -> ValueInfoProto {
+    let mut dim = vec![Dimension {
+        dim_value: None,
+        dim_param: Some("N".into()),
+    }];
+    dim.extend(dims.iter().map(|&d| Dimension {
+        dim_value: Some(d as i64),
+        dim_param: None,
+    }));
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TensorTypeProto {
+                elem_type: FLOAT,
+                shape: Some(TensorShapeProto { dim }),
+            }),
+        }),
+    }
+}
+
+/// Builds the graph: nodes, and initializers named `{layer}.{param}`.
+struct Graph {
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+}
+
+impl Graph {
+    fn node(&mut self, op: &str, inputs: &[&str], output: &str, attribute: Vec<AttributeProto>) {
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.to_string()],
+            name: output.to_string(),
+            op_type: op.to_string(),
+            attribute,
+        });
+    }
+
+    fn initializer(&mut self, name: &str, dims: &[usize], values: &[f32]) {
+        debug_assert_eq!(dims.iter().product::<usize>(), values.len());
+        self.initializers.push(TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: FLOAT,
+            name: name.to_string(),
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        });
+    }
+}
+
+/// ONNX `pads` `[top, left, bottom, right]` of a window of `k` cells moved by
+/// `s` over `input` (TensorFlow's rule: the odd cell goes after).
+fn pads(padding: super::spec::Padding, input: ImageShape, k: usize, s: usize) -> Vec<i64> {
+    let along = |len: usize| {
+        let (out, before) = padding.output_and_pad(len, k, s).expect("a validated spec");
+        let total = ((out - 1) * s + k).saturating_sub(len);
+        (before as i64, (total - before) as i64)
+    };
+    let (top, bottom) = along(input.height);
+    let (left, right) = along(input.width);
+    vec![top, left, bottom, right]
+}
+
+/// An ONNX tensor of the graph: its name and rank, 4 (`[N, C, H, W]`) or 2
+/// (`[N, C]`: what the spec calls a vector, after a flatten, a global pooling
+/// or a dense layer).
+#[derive(Clone)]
+struct Value {
+    name: String,
+    rank: usize,
+}
+
+impl Graph {
+    /// `x` as `[N, C, H, W]`: a `[N, C]` vector gets `H = W = 1`.
+    fn as_image(&mut self, x: &Value) -> String {
+        if x.rank == 4 {
+            return x.name.clone();
+        }
+        if !self.initializers.iter().any(|t| t.name == "axes_2_3") {
+            self.initializers.push(TensorProto {
+                dims: vec![2],
+                data_type: INT64,
+                name: "axes_2_3".into(),
+                raw_data: [2i64, 3].iter().flat_map(|v| v.to_le_bytes()).collect(),
+            });
+        }
+        let out = format!("{}_nchw", x.name);
+        self.node("Unsqueeze", &[&x.name, "axes_2_3"], &out, vec![]);
+        out
+    }
+
+    /// `x` as `[N, C]`, for an `x` the spec calls a vector (`H = W = 1`, so
+    /// NCHW and NHWC order agree).
+    fn as_vector(&mut self, x: &Value) -> String {
+        if x.rank == 2 {
+            return x.name.clone();
+        }
+        let out = format!("{}_flat", x.name);
+        self.node("Flatten", &[&x.name], &out, vec![int("axis", 1)]);
+        out
+    }
+}
+
+/// The ONNX model of `net` (`f32`), as bytes.
+pub fn to_onnx(net: &Network) -> Vec<u8> {
+    let spec: &ModelSpec = net.spec();
+    let shapes = spec.shapes().expect("a network's spec is valid");
+    let inputs = spec.inputs();
+    let tensors: HashMap<String, (Vec<usize>, &[f32])> = net
+        .named_tensors()
+        .into_iter()
+        .map(|(n, s, d)| (n, (s, d)))
+        .collect();
+    let tensor = |layer: &str, param: &str| {
+        let key = format!("{layer}.{param}");
+        tensors
+            .get(&key)
+            .unwrap_or_else(|| panic!("a network holds {key}"))
+            .clone()
+    };
+    let mut g = Graph {
+        nodes: Vec::new(),
+        initializers: Vec::new(),
+    };
+    // The ONNX tensor of each activation: 0 the input, i + 1 layer i's output.
+    let mut values = vec![Value {
+        name: "input".into(),
+        rank: 4,
+    }];
+    let last = spec.layers.len() - 1;
+    for (i, layer) in spec.layers.iter().enumerate() {
+        let x = values[inputs[i]].clone();
+        let input = match inputs[i] {
+            0 => spec.input,
+            a => shapes[a - 1],
+        };
+        let out = if i == last {
+            "logits".to_string()
+        } else {
+            format!("{}_{i}", layer.name().unwrap_or(layer.kind()))
+        };
+        let rank = match layer {
+            LayerSpec::Conv2d {
+                name,
+                kernel,
+                stride,
+                padding,
+                ..
+            } => {
+                let name = name.as_deref().expect("parameter layers are named");
+                let (dims, w) = tensor(name, "weight");
+                let (k, ci, co) = (dims[0], dims[2], dims[3]);
+                // [ky][kx][ci][co] → [co][ci][ky][kx].
+                let mut oihw = vec![0f32; w.len()];
+                for ky in 0..k {
+                    for kx in 0..k {
+                        for c in 0..ci {
+                            for o in 0..co {
+                                oihw[((o * ci + c) * k + ky) * k + kx] =
+                                    w[((ky * k + kx) * ci + c) * co + o];
+                            }
+                        }
+                    }
+                }
+                let (wn, bn) = (format!("{name}.weight"), format!("{name}.bias"));
+                g.initializer(&wn, &[co, ci, k, k], &oihw);
+                g.initializer(&bn, &[co], tensor(name, "bias").1);
+                let x = g.as_image(&x);
+                g.node(
+                    "Conv",
+                    &[&x, &wn, &bn],
+                    &out,
+                    vec![
+                        ints("kernel_shape", vec![*kernel as i64; 2]),
+                        ints("strides", vec![*stride as i64; 2]),
+                        ints("pads", pads(*padding, input, *kernel, *stride)),
+                    ],
+                );
+                4
+            }
+            LayerSpec::BatchNorm { name, epsilon, .. } => {
+                let name = name.as_deref().expect("parameter layers are named");
+                let mut ins = vec![x.name.clone()];
+                for param in ["gamma", "beta", "moving_mean", "moving_variance"] {
+                    let (dims, v) = tensor(name, param);
+                    let key = format!("{name}.{param}");
+                    g.initializer(&key, &dims, v);
+                    ins.push(key);
+                }
+                let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
+                g.node(
+                    "BatchNormalization",
+                    &ins,
+                    &out,
+                    vec![float("epsilon", *epsilon)],
+                );
+                x.rank
+            }
+            LayerSpec::Relu { .. } => {
+                g.node("Relu", &[&x.name], &out, vec![]);
+                x.rank
+            }
+            LayerSpec::Dropout { .. } => {
+                g.node("Identity", &[&x.name], &out, vec![]);
+                x.rank
+            }
+            LayerSpec::MaxPool2d {
+                size,
+                stride,
+                padding,
+                ..
+            } => {
+                let x = g.as_image(&x);
+                g.node(
+                    "MaxPool",
+                    &[&x],
+                    &out,
+                    vec![
+                        ints("kernel_shape", vec![*size as i64; 2]),
+                        ints("strides", vec![*stride as i64; 2]),
+                        ints("pads", pads(*padding, input, *size, *stride)),
+                    ],
+                );
+                4
+            }
+            LayerSpec::GlobalAvgPool { .. } => {
+                let x = g.as_image(&x);
+                let pooled = format!("{out}_nchw");
+                g.node("GlobalAveragePool", &[&x], &pooled, vec![]);
+                g.node("Flatten", &[&pooled], &out, vec![int("axis", 1)]);
+                2
+            }
+            LayerSpec::Flatten { .. } if input.height == 1 && input.width == 1 => {
+                let x = g.as_vector(&x);
+                g.node("Identity", &[&x], &out, vec![]);
+                2
+            }
+            LayerSpec::Flatten { .. } => {
+                // The trainer flattens in (h, w, c) order.
+                let nhwc = format!("{out}_nhwc");
+                g.node(
+                    "Transpose",
+                    &[&x.name],
+                    &nhwc,
+                    vec![ints("perm", vec![0, 2, 3, 1])],
+                );
+                g.node("Flatten", &[&nhwc], &out, vec![int("axis", 1)]);
+                2
+            }
+            LayerSpec::Dense { name, .. } => {
+                let name = name.as_deref().expect("parameter layers are named");
+                let (dims, w) = tensor(name, "weight");
+                let (wn, bn) = (format!("{name}.weight"), format!("{name}.bias"));
+                g.initializer(&wn, &dims, w);
+                g.initializer(&bn, &[dims[1]], tensor(name, "bias").1);
+                // A dense layer reads a vector (validated).
+                let x = g.as_vector(&x);
+                g.node("Gemm", &[&x, &wn, &bn], &out, vec![]);
+                2
+            }
+            LayerSpec::Add { from, .. } => {
+                let s = spec.source_of(i, from).expect("validated");
+                let skip = values[s + 1].clone();
+                if x.rank == skip.rank {
+                    g.node("Add", &[&x.name, &skip.name], &out, vec![]);
+                    x.rank
+                } else {
+                    // Two vectors, one of them still [N, C, 1, 1].
+                    let (a, b) = (g.as_vector(&x), g.as_vector(&skip));
+                    g.node("Add", &[&a, &b], &out, vec![]);
+                    2
+                }
+            }
+        };
+        values.push(Value { name: out, rank });
+    }
+    let image = [spec.input.channels, spec.input.height, spec.input.width];
+    let classes = shapes.last().map_or(0, |s| s.len());
+    let class_names = serde_json::to_string(&net.class_names).expect("strings serialise");
+    let model = ModelProto {
+        ir_version: IR_VERSION,
+        producer_name: "cifar-cnn trainer".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        doc_string: format!(
+            "{}: input float [N, {}, {}, {}] = pixel / 255 (NCHW); output logits [N, {classes}]",
+            spec.name, image[0], image[1], image[2]
+        ),
+        graph: Some(GraphProto {
+            node: g.nodes,
+            name: spec.name.clone(),
+            initializer: g.initializers,
+            input: vec![value_info("input", &image)],
+            output: vec![value_info("logits", &[classes])],
+        }),
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        metadata_props: vec![
+            StringStringEntryProto {
+                key: "class_names".into(),
+                value: class_names,
+            },
+            StringStringEntryProto {
+                key: model_format::KEY_ARCHITECTURE.into(),
+                value: spec.to_json(),
+            },
+        ],
+    };
+    model.encode_to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes decode back to the same messages, with one node per layer
+    /// (two for a global pooling or an image flatten) and every tensor.
+    #[test]
+    fn round_trips_through_protobuf() {
+        let spec = crate::train::spec_file::SpecFile::builtin("resnet8")
+            .unwrap()
+            .model;
+        let net = Network::new(&spec, 1).unwrap();
+        let bytes = to_onnx(&net);
+        let model = ModelProto::decode(&bytes[..]).unwrap();
+        assert_eq!(model.opset_import[0].version, OPSET);
+        let graph = model.graph.unwrap();
+        assert_eq!(graph.node.len(), spec.layers.len() + 1);
+        assert_eq!(graph.output[0].name, "logits");
+        let params: usize = net.named_tensors().len();
+        assert_eq!(graph.initializer.len(), params);
+        // The main path's first convolution of stack 2 reads stack1's relu.
+        let conv = graph
+            .node
+            .iter()
+            .find(|n| n.op_type == "Conv" && n.input[0].starts_with("stack1"))
+            .expect("convolutions read stack1");
+        assert_eq!(conv.input[0], "stack1_9");
+        assert_eq!(
+            graph
+                .node
+                .iter()
+                .filter(|n| n.input.contains(&"stack1_9".to_string()))
+                .count(),
+            2
+        );
+    }
+}
