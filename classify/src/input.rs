@@ -18,6 +18,17 @@ pub struct Input {
     pub size: (u32, u32),
 }
 
+/// Whether a folder's file is taken as an image: a `.png`, `.jpg` or `.jpeg`
+/// name, in any case (files named on the command line are read whatever
+/// their name).
+pub fn is_image_name(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["png", "jpg", "jpeg"]
+            .iter()
+            .any(|x| e.eq_ignore_ascii_case(x))
+    })
+}
+
 /// Decodes `path` (PNG or JPEG, told by content, not by name) and converts it
 /// to the model's input: channels first (grayscale → RGB, palette expanded,
 /// alpha dropped, 16-bit scaled to 8-bit), then, when the size differs, a

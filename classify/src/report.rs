@@ -67,10 +67,12 @@ pub fn text(path: &Path, image: &Input, ranked: &[Ranked]) -> String {
                 .map(|r| r.name.chars().count())
                 .max()
                 .unwrap_or(0);
+            // Rank numbers right-aligned, so that `10.` lines up with ` 9.`.
+            let digits = ranked.len().to_string().len();
             let mut out = format!("{name}:{note}");
             for (i, r) in ranked.iter().enumerate() {
                 out.push_str(&format!(
-                    "\n  {}. {:<width$} {:5.1}%",
+                    "\n  {:>digits$}. {:<width$} {:5.1}%",
                     i + 1,
                     r.name,
                     100.0 * r.probability
@@ -100,4 +102,45 @@ pub fn json_line(path: &Path, image: &Input, ranked: &[Ranked]) -> String {
         "resized": image.resized,
     })
     .to_string()
+}
+
+/// A CSV field: quoted when it holds a comma, a quote or a line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// The CSV header for `k` ranked classes.
+pub fn csv_header(k: usize) -> String {
+    let mut cols = vec![
+        "file".to_string(),
+        "class".into(),
+        "index".into(),
+        "probability".into(),
+    ];
+    for i in 2..=k {
+        cols.extend([
+            format!("class_{i}"),
+            format!("index_{i}"),
+            format!("probability_{i}"),
+        ]);
+    }
+    cols.join(",")
+}
+
+/// One CSV row: the file, then each ranked class's name, index and
+/// probability (shortest decimal that reads back as the `f32`).
+pub fn csv_row(path: &Path, ranked: &[Ranked]) -> String {
+    let mut cols = vec![csv_field(&path.display().to_string())];
+    for r in ranked {
+        cols.extend([
+            csv_field(&r.name),
+            r.index.to_string(),
+            r.probability.to_string(),
+        ]);
+    }
+    cols.join(",")
 }

@@ -463,3 +463,159 @@ fn a_closed_pipe_is_a_normal_end() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// A folder stands for its PNG and JPEG files (recursively, in path order;
+/// other files ignored), `-` for the paths on standard input; `--csv` prints
+/// a header and one row per image, the same classes and probabilities as
+/// `--json`; the output follows the input order although files are
+/// classified in parallel.
+#[test]
+fn folders_stdin_and_csv() {
+    let dir = TempDir::new().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("b/deeper")).unwrap();
+    let mut want = Vec::new();
+    for (i, rel) in ["a.png", "b/c.PNG", "b/deeper/d.jpg", "e.jpeg"]
+        .iter()
+        .enumerate()
+    {
+        let path = root.join(rel);
+        let img = ImageBuffer::from_fn(32, 32, |x, y| {
+            Rgb([(x * 8 + i as u32 * 40) as u8, (y * 8) as u8, (i * 60) as u8])
+        });
+        img.save_with_format(
+            &path,
+            if rel.ends_with("png") || rel.ends_with("PNG") {
+                image::ImageFormat::Png
+            } else {
+                image::ImageFormat::Jpeg
+            },
+        )
+        .unwrap();
+        want.push(path);
+    }
+    std::fs::write(root.join("notes.txt"), "not an image").unwrap();
+    want.sort();
+
+    let json = classify(&["--json", s(root)]);
+    assert!(json.status.success(), "{}", stderr(&json));
+    let lines: Vec<serde_json::Value> = stdout(&json)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let files: Vec<PathBuf> = lines
+        .iter()
+        .map(|v| PathBuf::from(v["file"].as_str().unwrap()))
+        .collect();
+    assert_eq!(files, want);
+
+    let csv = classify(&["--csv", "--top", "2", "--threads", "2", s(root)]);
+    assert!(csv.status.success(), "{}", stderr(&csv));
+    let out = stdout(&csv);
+    let mut rows = out.lines();
+    assert_eq!(
+        rows.next(),
+        Some("file,class,index,probability,class_2,index_2,probability_2")
+    );
+    for (row, v) in rows.zip(&lines) {
+        let cols: Vec<&str> = row.split(',').collect();
+        assert_eq!(cols.len(), 7, "{row}");
+        assert_eq!(cols[0], v["file"].as_str().unwrap());
+        assert_eq!(cols[1], v["class"].as_str().unwrap());
+        assert_eq!(
+            cols[3].parse::<f64>().unwrap(),
+            v["probability"].as_f64().unwrap()
+        );
+    }
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_classify"))
+        .args(["--json", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        for p in want.iter().rev() {
+            writeln!(stdin, "{}", p.display()).unwrap();
+        }
+    }
+    let piped = child.wait_with_output().unwrap();
+    assert!(piped.status.success());
+    let back: Vec<String> = stdout(&piped)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["file"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let reversed: Vec<String> = want.iter().rev().map(|p| p.display().to_string()).collect();
+    assert_eq!(back, reversed);
+
+    let empty = TempDir::new().unwrap();
+    let none = classify(&[s(empty.path())]);
+    assert!(!none.status.success());
+    assert!(
+        stderr(&none).contains("holds no PNG or JPEG files"),
+        "{}",
+        stderr(&none)
+    );
+}
+
+/// `--top 10` right-aligns the rank numbers, so that the columns line up.
+#[test]
+fn top_ten_lines_up() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("x.png");
+    rgb(32, 32).save(&path).unwrap();
+    let out = classify(&["--top", "10", s(&path)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 10);
+    let at = |r: &str| r.find('%').unwrap();
+    assert!(rows.iter().all(|r| at(r) == at(rows[0])), "{text}");
+    assert!(
+        rows[9].starts_with("  10. ") && rows[0].starts_with("   1. "),
+        "{text}"
+    );
+}
+
+/// A training checkpoint given as the model is named for what it is.
+#[test]
+fn a_checkpoint_is_not_a_model() {
+    let dir = TempDir::new().unwrap();
+    let spec = trainer::ModelSpec::from_json_str(
+        r#"{"name":"t","input":{"height":4,"width":4,"channels":3},"layers":[{"type":"flatten"},{"type":"dense","units":2}]}"#,
+    )
+    .unwrap();
+    let net = trainer::Network::new(&spec, 1).unwrap();
+    let ckpt = dir.path().join("run.ckpt");
+    // What a checkpoint's header holds besides the model's entries.
+    let mut bytes = net.to_safetensors_bytes(&["a", "b"]).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header["__metadata__"]["fingerprint"] = "{}".into();
+    header["__metadata__"]["optimizer"] = "{}".into();
+    let mut text = serde_json::to_vec(&header).unwrap();
+    while !(8 + text.len()).is_multiple_of(8) {
+        text.push(b' ');
+    }
+    let data = bytes.split_off(8 + n);
+    let mut file = (text.len() as u64).to_le_bytes().to_vec();
+    file.extend(text);
+    file.extend(data);
+    std::fs::write(&ckpt, file).unwrap();
+    let img = dir.path().join("x.png");
+    rgb(4, 4).save(&img).unwrap();
+    let out = classify(&["--model", s(&ckpt), s(&img)]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("is a training checkpoint"),
+        "{}",
+        stderr(&out)
+    );
+}
