@@ -50,6 +50,10 @@ fn positive() -> impl clap::builder::TypedValueParser<Value = usize> {
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Threads for training, evaluation and quantization [default: all cores,
+    /// or RAYON_NUM_THREADS when set].
+    #[arg(long, global = true, value_name = "N", value_parser = positive())]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -318,7 +322,17 @@ struct EvaluateArgs {
 /// Errors are printed as one chain of causes (`trainer: error: … : …`),
 /// without the backtrace `anyhow` would add under `RUST_BACKTRACE`.
 fn main() -> std::process::ExitCode {
-    match execute(Cli::parse().command) {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+        {
+            eprintln!("trainer: error: cannot start {n} threads: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    match execute(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("trainer: error: {e:#}");

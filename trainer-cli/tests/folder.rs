@@ -70,6 +70,8 @@ fn image_folder_trains_exports_and_keeps_class_names() {
         "--lr",
         "0.01",
         "--quiet",
+        "--threads",
+        "1",
         "--out",
         out.to_str().unwrap(),
     ];
@@ -80,6 +82,8 @@ fn image_folder_trains_exports_and_keeps_class_names() {
         t.contains("3 classes, 90 training, 30 test images of 16×16×1"),
         "{t}"
     );
+    // --threads sets the pool.
+    assert!(t.contains("epochs max, 1 threads"), "{t}");
     let line = t
         .lines()
         .find(|l| l.starts_with("Saved "))
