@@ -66,6 +66,10 @@ enum Command {
     Quantize(QuantizeArgs),
     /// Export an f32 model to another format: ONNX (opset 17, NCHW float input = pixel / 255, logits out).
     Export(ExportArgs),
+    /// Draw the loss and accuracy charts of a run from its history CSV (what train writes beside the model).
+    Plot(PlotArgs),
+    /// Print a shell completion script: `trainer completions bash > /etc/bash_completion.d/trainer`.
+    Completions(CompletionsArgs),
     /// Download, verify and unpack CIFAR-10 into --data.
     Download(DownloadArgs),
     /// Run the reference study (its five runs, then the fast runs; resumable) and write docs/RESULTS.md.
@@ -285,6 +289,21 @@ struct QuantizeArgs {
 }
 
 #[derive(Args)]
+struct PlotArgs {
+    /// The history CSV (`trainer train` writes it beside the model: --history).
+    history: PathBuf,
+    /// The PNG to write [default: the history's path with .png].
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CompletionsArgs {
+    /// The shell.
+    shell: clap_complete::Shell,
+}
+
+#[derive(Args)]
 struct ExportArgs {
     /// The f32 model to export (what `trainer train` wrote, or a shipped one).
     #[arg(long)]
@@ -347,6 +366,14 @@ fn execute(command: Command) -> Result<()> {
         Command::Evaluate(args) => evaluate(args),
         Command::Quantize(args) => quantize_model(args),
         Command::Export(args) => export(args),
+        Command::Plot(args) => plot_history(args),
+        Command::Completions(args) => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "trainer", &mut out);
+            trainer_cli::out!("{}", String::from_utf8_lossy(&out).trim_end());
+            Ok(())
+        }
         Command::Study(args) => study(args),
         Command::Download(args) => {
             let fetched = download::ensure_dataset(
@@ -692,6 +719,27 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
 
 /// `trainer quantize`: the f32 model, folded and calibrated on training
 /// images, written as an int8 model file (atomically).
+fn plot_history(args: PlotArgs) -> Result<()> {
+    let path = &args.history;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let records = trainer::train::parse_history_csv(&text)
+        .map_err(|problem| anyhow::anyhow!("{}: {problem}", path.display()))?;
+    if records.is_empty() {
+        bail!("{} has no epochs", path.display());
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| path.with_extension("png"));
+    let title = path
+        .file_stem()
+        .map_or_else(|| "history".into(), |s| s.to_string_lossy().into_owned());
+    trainer_cli::plot::history(&out, &title, &records)?;
+    trainer_cli::out!("{} epochs: {}", records.len(), out.display());
+    Ok(())
+}
+
 fn export(args: ExportArgs) -> Result<()> {
     let bytes = read_model(&args.model)?;
     let origin = args.model.display().to_string();

@@ -588,3 +588,61 @@ fn quantize_then_evaluate_int8() {
         text(&again)
     );
 }
+
+/// `trainer plot` draws a history CSV (today's, and an older one without the
+/// `lr` column) into a PNG; a file that is not a history is refused naming
+/// the line; `trainer completions bash` prints bash's completion function.
+#[test]
+fn plot_and_completions() {
+    use trainer::train::{history_csv, parse_history_csv, EpochRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let records: Vec<EpochRecord> = (1..=4)
+        .map(|e| EpochRecord {
+            epoch: e,
+            loss: 2.0 / e as f32,
+            accuracy: 0.2 * e as f32,
+            val_loss: 2.1 / e as f32,
+            val_accuracy: 0.18 * e as f32,
+            seconds: 1.5,
+            lr: 0.01,
+        })
+        .collect();
+    let csv_text = history_csv(&records);
+    let back = parse_history_csv(&csv_text).unwrap();
+    assert_eq!(back.len(), 4);
+    assert!((back[2].val_accuracy - 0.54).abs() < 1e-6);
+    let csv = dir.path().join("run.csv");
+    std::fs::write(&csv, &csv_text).unwrap();
+    let o = trainer(&["plot", csv.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let png = dir.path().join("run.png");
+    let img = image::open(&png).unwrap();
+    assert!(img.width() > 500 && img.height() > 300);
+    // An older history, without the lr column, to another path.
+    let old: String = csv_text
+        .lines()
+        .map(|l| l.rsplit_once(',').unwrap().0.to_string() + "\n")
+        .collect();
+    std::fs::write(&csv, old).unwrap();
+    let other = dir.path().join("other.png");
+    let o = trainer(&[
+        "plot",
+        csv.to_str().unwrap(),
+        "--out",
+        other.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(other.is_file());
+    std::fs::write(&csv, "epoch,loss\n1,2\n").unwrap();
+    let o = trainer(&["plot", csv.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("line 1"), "{}", text(&o));
+
+    let o = trainer(&["completions", "bash"]);
+    assert!(o.status.success());
+    let script = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        script.contains("_trainer()") && script.contains("quantize"),
+        "{script}"
+    );
+}

@@ -145,6 +145,42 @@ pub fn history_csv(history: &[EpochRecord]) -> String {
     s
 }
 
+/// Reads a history written by [`history_csv`] (or an older one without the
+/// `lr` column); the error names the line and what is wrong with it.
+pub fn parse_history_csv(text: &str) -> Result<Vec<EpochRecord>, String> {
+    let mut lines = text.lines().enumerate();
+    let header = lines.next().map(|(_, l)| l.trim()).unwrap_or_default();
+    let with_lr = header == EpochRecord::CSV_HEADER;
+    if !with_lr && format!("{header},lr") != EpochRecord::CSV_HEADER {
+        return Err(format!(
+            "line 1 is {header:?}, not a history header ({})",
+            EpochRecord::CSV_HEADER
+        ));
+    }
+    let mut records = Vec::new();
+    for (i, line) in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |what: &str| format!("line {}: {what}: {line:?}", i + 1);
+        let cols: Vec<&str> = line.split(',').map(str::trim).collect();
+        if cols.len() != 6 + usize::from(with_lr) {
+            return Err(bad("wrong number of columns"));
+        }
+        let f = |j: usize| cols[j].parse::<f32>().map_err(|_| bad("not a number"));
+        records.push(EpochRecord {
+            epoch: cols[0].parse().map_err(|_| bad("not an epoch number"))?,
+            loss: f(1)?,
+            accuracy: f(2)?,
+            val_loss: f(3)?,
+            val_accuracy: f(4)?,
+            seconds: f(5)?,
+            lr: if with_lr { f(6)? } else { 0.0 },
+        });
+    }
+    Ok(records)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error("the loss became {value} at epoch {epoch}, step {step}: training diverged (try a lower learning rate)")]
