@@ -281,7 +281,7 @@ impl train::Observer for Saver<'_> {
         let bar = ProgressBar::new(steps as u64);
         bar.set_style(
             ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} {elapsed}<{eta} {per_sec} {msg}",
+                "{prefix} [{bar:30}] {pos}/{len} steps {elapsed}<{eta} {msg}",
             )
             .expect("valid template")
             .progress_chars("=> "),
@@ -293,7 +293,13 @@ impl train::Observer for Saver<'_> {
     fn step_done(&mut self, step: usize, loss: f64, accuracy: f64) {
         if let Some(bar) = &self.bar {
             if step.is_multiple_of(20) || step + 1 == bar.length().unwrap_or(0) as usize {
-                bar.set_message(format!("loss {loss:.4} acc {accuracy:.4}"));
+                let seconds = bar.elapsed().as_secs_f64();
+                let images = ((step + 1) * self.cfg.train.batch_size) as f64;
+                let rate = if seconds > 0.0 { images / seconds } else { 0.0 };
+                bar.set_message(format!(
+                    "{rate:.0} images/s · loss {} acc {accuracy:.4}",
+                    train::loss_text(loss)
+                ));
             }
             bar.inc(1);
         }

@@ -114,8 +114,14 @@ impl EpochRecord {
     /// Keras' end-of-epoch line.
     pub fn keras_line(&self, epochs: usize) -> String {
         format!(
-            "Epoch {}/{} - {:.0}s - loss: {:.4} - accuracy: {:.4} - val_loss: {:.4} - val_accuracy: {:.4}",
-            self.epoch, epochs, self.seconds, self.loss, self.accuracy, self.val_loss, self.val_accuracy
+            "Epoch {}/{} - {:.0}s - loss: {} - accuracy: {:.4} - val_loss: {} - val_accuracy: {:.4}",
+            self.epoch,
+            epochs,
+            self.seconds,
+            loss_text(f64::from(self.loss)),
+            self.accuracy,
+            loss_text(f64::from(self.val_loss)),
+            self.val_accuracy
         )
     }
 
@@ -132,6 +138,16 @@ impl EpochRecord {
             self.seconds,
             self.lr
         )
+    }
+}
+
+/// A loss as people read it: four decimals, or scientific notation once it
+/// has grown out of that range (a diverging run), never 30 digits.
+pub fn loss_text(loss: f64) -> String {
+    if loss.is_finite() && loss.abs() < 1e4 {
+        format!("{loss:.4}")
+    } else {
+        format!("{loss:.3e}")
     }
 }
 
@@ -179,6 +195,16 @@ pub fn parse_history_csv(text: &str) -> Result<Vec<EpochRecord>, String> {
         });
     }
     Ok(records)
+}
+
+#[cfg(test)]
+mod text_tests {
+    #[test]
+    fn losses_read_well_at_any_size() {
+        assert_eq!(super::loss_text(0.123456), "0.1235");
+        assert_eq!(super::loss_text(2.5e31), "2.500e31");
+        assert_eq!(super::loss_text(f64::INFINITY), "inf");
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
