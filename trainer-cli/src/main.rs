@@ -475,6 +475,7 @@ fn train(args: TrainArgs) -> Result<()> {
         eprintln!("Validating on the last {n} training images (held out), not on the test set");
     }
     let epochs = cfg.train.epochs;
+    on_interrupt_say_how_to_resume(&cfg.checkpoint);
     let result = run::run(&cfg, &data, &mut |r| {
         trainer_cli::out!("{}", r.keras_line(epochs))
     })?;
@@ -738,6 +739,29 @@ fn plot_history(args: PlotArgs) -> Result<()> {
     trainer_cli::plot::history(&out, &title, &records)?;
     trainer_cli::out!("{} epochs: {}", records.len(), out.display());
     Ok(())
+}
+
+/// On Ctrl-C (SIGINT, or SIGTERM), says where the last finished epoch is and
+/// how to resume, then exits with status 130. Every file is written to a
+/// temporary name and renamed, so none is left half-written.
+fn on_interrupt_say_how_to_resume(checkpoint: &std::path::Path) {
+    let checkpoint = checkpoint.to_path_buf();
+    let command: Vec<String> = std::env::args().collect();
+    let result = ctrlc::set_handler(move || {
+        if checkpoint.exists() {
+            eprintln!(
+                "\nInterrupted. The last finished epoch is saved in {}; run the same command again to resume:\n  {}",
+                checkpoint.display(),
+                command.join(" ")
+            );
+        } else {
+            eprintln!("\nInterrupted before the first epoch finished: nothing to resume.");
+        }
+        std::process::exit(130);
+    });
+    if let Err(e) = result {
+        eprintln!("warning: cannot catch Ctrl-C ({e}); an interrupted run still resumes from its checkpoint");
+    }
 }
 
 fn export(args: ExportArgs) -> Result<()> {

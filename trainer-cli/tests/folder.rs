@@ -2,7 +2,8 @@
 //! JPEGs drawn by the test) trains to well above chance through the
 //! `trainer` command, the exported model carries the folder's class names and
 //! grayscale input shape, and a model that does not fit the data is refused
-//! with one clear error before anything trains.
+//! with one clear error before anything trains; interrupted runs (Ctrl-C,
+//! kill -9) resume to the model an uninterrupted run exports.
 
 mod common;
 
@@ -186,4 +187,99 @@ fn a_model_that_does_not_fit_the_data_is_refused_before_training() {
         "{t}"
     );
     assert!(!t.contains("panicked"), "{t}");
+}
+
+/// Reads `child`'s standard output until a line starting with `prefix`.
+fn wait_for_line(out: &mut impl std::io::BufRead, prefix: &str) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = out.read_line(&mut line).unwrap();
+        assert!(n > 0, "the run ended before printing {prefix:?}");
+        if line.starts_with(prefix) {
+            return;
+        }
+    }
+}
+
+/// Ctrl-C (SIGINT) says where the checkpoint is and how to resume, and exits
+/// with 130; a run killed outright (SIGKILL) mid-epoch leaves a checkpoint
+/// the same command resumes from; and the model of the twice-interrupted run
+/// is byte for byte the uninterrupted run's (one thread, so that sums run in
+/// one order).
+#[test]
+fn interrupted_runs_resume_to_the_same_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("shapes");
+    draw_folder(&data, 12);
+    let spec = dir.path().join("shapes.json");
+    std::fs::write(&spec, SPEC).unwrap();
+    let out = dir.path().join("run.safetensors");
+    let base = [
+        "train",
+        "--model",
+        spec.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--val-split",
+        "0.25",
+        "--epochs",
+        "400",
+        "--batch-size",
+        "4",
+        "--quiet",
+        "--threads",
+        "1",
+    ];
+    let start = |out: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
+            .args(base)
+            .args(["--out", out.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let signal = |child: &std::process::Child, sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+
+    let mut first = start(&out);
+    let mut stdout = std::io::BufReader::new(first.stdout.take().unwrap());
+    wait_for_line(&mut stdout, "Epoch 3/400");
+    signal(&first, "-INT");
+    let o = first.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    let ckpt = out.with_extension("ckpt");
+    assert!(
+        err.contains("Interrupted. The last finished epoch is saved in")
+            && err.contains(ckpt.to_str().unwrap())
+            && err.contains("run the same command again to resume"),
+        "{err}"
+    );
+
+    let mut second = start(&out);
+    let mut stdout = std::io::BufReader::new(second.stdout.take().unwrap());
+    wait_for_line(&mut stdout, "Epoch 9/400");
+    signal(&second, "-KILL");
+    second.wait().unwrap();
+
+    let third = start(&out).wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&third.stderr);
+    assert!(third.status.success(), "{err}");
+    assert!(err.contains("Resuming from"), "{err}");
+
+    let whole_out = dir.path().join("whole.safetensors");
+    let whole = start(&whole_out).wait_with_output().unwrap();
+    assert!(whole.status.success());
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&whole_out).unwrap(),
+        "the interrupted run ended elsewhere than the uninterrupted one"
+    );
 }
