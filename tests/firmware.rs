@@ -8,6 +8,9 @@
 //! (static data, and the stack's high-water marks the firmware measures by
 //! painting its stack), which the README quotes.
 //!
+//! The `f32` build (the f32 ResNet-8, for FPU cores with more memory) is
+//! checked the same way, within 1e-5 of the host's probabilities.
+//!
 //! Needs `qemu-system-arm` and the `thumbv7em-none-eabihf` target; says
 //! SKIPPED without them, unless `FIRMWARE_REQUIRE=1` (as CI sets).
 
@@ -19,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TARGET: &str = "thumbv7em-none-eabihf";
-/// Where the linker script puts RAM (firmware/memory.x).
+/// Where the memory maps put RAM (firmware/memory-int8.x, memory-f32.x).
 const RAM_START: u64 = 0x2000_0000;
 const IMAGE_LEN: usize = 32 * 32 * 3;
 
@@ -27,12 +30,25 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn skip(why: &str) -> bool {
+/// Whether QEMU and the target are here; panics without them when
+/// FIRMWARE_REQUIRE is set, else says SKIPPED.
+fn can_run(test: &str) -> bool {
+    let why = if Command::new("qemu-system-arm")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        "qemu-system-arm is not installed (Debian: qemu-system-arm)"
+    } else if !target_installed() {
+        "no thumbv7em-none-eabihf target (rustup target add thumbv7em-none-eabihf)"
+    } else {
+        return true;
+    };
     if std::env::var_os("FIRMWARE_REQUIRE").is_some() {
         panic!("{why} (FIRMWARE_REQUIRE is set)");
     }
-    eprintln!("SKIPPED firmware_on_an_emulated_cortex_m4: {why}");
-    true
+    eprintln!("SKIPPED {test}: {why}");
+    false
 }
 
 fn target_installed() -> bool {
@@ -57,13 +73,15 @@ fn target_dir() -> PathBuf {
 }
 
 /// `cargo build --release` in firmware/ (its .cargo/config.toml picks the
-/// target and the linker script); returns the ELF file.
-fn build_firmware() -> PathBuf {
-    let dir = target_dir().join("firmware");
+/// target and the linker script), with `features`, in a target folder of its
+/// own (`name`); returns the ELF file.
+fn build_firmware(name: &str, features: &[&str]) -> PathBuf {
+    let dir = target_dir().join(name);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(cargo)
         .current_dir(root().join("firmware"))
         .args(["build", "--release"])
+        .args(features.iter().flat_map(|f| ["--features", f]))
         .env("CARGO_TARGET_DIR", &dir)
         .output()
         .expect("run cargo");
@@ -155,66 +173,111 @@ fn footprint(elf: &Path) -> (u64, u64) {
     (flash, ram)
 }
 
-#[test]
-fn firmware_on_an_emulated_cortex_m4() {
-    let probe = Command::new("qemu-system-arm").arg("--version").output();
-    if probe.is_err() && skip("qemu-system-arm is not installed (Debian: qemu-system-arm)") {
-        return;
-    }
-    if !target_installed()
-        && skip("no thumbv7em-none-eabihf target (rustup target add thumbv7em-none-eabihf)")
-    {
-        return;
-    }
-    let elf = build_firmware();
+/// The probabilities of one `image …` line of the firmware's output, and
+/// the line without them.
+fn parse_line(line: &str) -> (String, Vec<f32>) {
+    let (head, bits) = line.split_once(" probs ").expect("an image line");
+    let probs = bits
+        .split_whitespace()
+        .map(|b| f32::from_bits(u32::from_str_radix(b, 16).expect("hex f32 bits")))
+        .collect();
+    (head.to_string(), probs)
+}
+
+/// Boots the firmware built with `features` and compares every image's class
+/// and probabilities with `infer` on this machine (portable and best
+/// kernels), within `tolerance` (0: the same bits); prints its footprint.
+fn check_firmware(
+    name: &str,
+    features: &[&str],
+    model_file: &str,
+    tolerance: f32,
+    ram_length: u64,
+) {
+    let elf = build_firmware(name, features);
     let out = run_in_qemu(&elf);
     print!("{out}");
 
     // The same model and images on this machine.
-    let model_bytes = std::fs::read(root().join("models/resnet8-int8.safetensors")).unwrap();
+    let model_bytes = std::fs::read(root().join("models").join(model_file)).unwrap();
     let images = std::fs::read(root().join("firmware/images/cifar10-test.bin")).unwrap();
     let model = Model::from_bytes(&model_bytes).unwrap();
     let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("image ")).collect();
     assert_eq!(lines.len(), images.len() / (1 + IMAGE_LEN), "{out}");
     let mut scratch = vec![0f32; model.scratch_len()];
     let mut probs = vec![0f32; model.num_classes()];
+    let mut worst = 0f32;
     for backend in [Backend::Portable, Backend::Auto] {
         let model = model.clone().with_backend(backend);
         for (i, (record, line)) in images.chunks_exact(1 + IMAGE_LEN).zip(&lines).enumerate() {
             let top = model
                 .classify(&record[1..], &mut scratch, &mut probs)
                 .unwrap();
-            let bits: Vec<String> = probs
-                .iter()
-                .map(|p| format!("{:08x}", p.to_bits()))
-                .collect();
-            let want = format!(
-                "image {i} label {} class {} probs {}",
-                record[0],
-                top.class,
-                bits.join(" ")
-            );
+            let (head, got) = parse_line(line);
+            let want = format!("image {i} label {} class {}", record[0], top.class);
             assert_eq!(
-                *line, want,
+                head, want,
                 "{backend:?}: the Cortex-M4 and this machine disagree"
             );
+            for (g, w) in got.iter().zip(&probs) {
+                if tolerance == 0.0 {
+                    assert_eq!(g.to_bits(), w.to_bits(), "{backend:?}, {line}: {probs:?}");
+                }
+                worst = worst.max((g - w).abs());
+            }
         }
     }
+    assert!(
+        worst <= tolerance,
+        "largest probability difference {worst:e}"
+    );
 
     let (flash, ram) = footprint(&elf);
-    let scratch_f32 = figure(&out, "model Int8, 10 classes, scratch ");
+    let scratch_f32 = figure(
+        &out,
+        &format!("model {:?}, 10 classes, scratch ", model.precision()),
+    );
     let (loading, classifying) = (
         figure(&out, "stack loading "),
         figure(&out, "stack classifying "),
     );
     assert_eq!(scratch_f32, model.scratch_len());
+    // The stack grows down from the end of RAM towards the static data; had
+    // it reached them, the paint would be gone up to them and the figures
+    // below would be wrong (firmware/memory-int8.x and memory-f32.x set the RAM).
+    let stack = loading.max(classifying) as u64;
+    assert!(
+        ram + stack < ram_length,
+        "the stack ({stack} bytes) reached the static data ({ram} bytes of {ram_length})"
+    );
     println!(
-        "footprint: flash {flash} bytes (model {} bytes, test images {} bytes, the rest code and constants); \
-         RAM {ram} bytes static (scratch {} bytes) + stack {} bytes (high-water: loading {loading}, classifying {classifying}) = {} bytes",
+        "{name}: largest probability difference to this machine {worst:e}; footprint: flash {flash} bytes \
+         (model {} bytes, test images {} bytes, the rest code and constants); RAM {ram} bytes static \
+         (scratch {} bytes) + stack {stack} bytes (high-water: loading {loading}, classifying {classifying}) \
+         = {} bytes",
         model_bytes.len(),
         images.len(),
         scratch_f32 * 4,
-        loading.max(classifying),
-        ram as usize + loading.max(classifying)
+        ram + stack
     );
+}
+
+#[test]
+fn firmware_on_an_emulated_cortex_m4() {
+    if can_run("firmware_on_an_emulated_cortex_m4") {
+        check_firmware("firmware", &[], "resnet8-int8.safetensors", 0.0, 64 * 1024);
+    }
+}
+
+#[test]
+fn f32_firmware_on_an_emulated_cortex_m4() {
+    if can_run("f32_firmware_on_an_emulated_cortex_m4") {
+        check_firmware(
+            "firmware-f32",
+            &["f32"],
+            "resnet8.safetensors",
+            1e-5,
+            256 * 1024,
+        );
+    }
 }

@@ -17,7 +17,11 @@ use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 
 /// The int8 ResNet-8 shipped in models/ (trained and quantized by `trainer`).
+#[cfg(not(feature = "f32"))]
 static MODEL: &[u8] = include_bytes!("../../models/resnet8-int8.safetensors");
+/// The `f32` feature: the f32 ResNet-8 it was quantized from.
+#[cfg(feature = "f32")]
+static MODEL: &[u8] = include_bytes!("../../models/resnet8.safetensors");
 
 /// Test images: a label byte, then 32×32×3 pixels (HWC), for each
 /// (`images/make_images.py`).
@@ -26,9 +30,20 @@ const IMAGE_LEN: usize = 32 * 32 * 3;
 
 /// `infer`'s scratch, in `f32` elements: the model's
 /// [`infer::Model::scratch_len`] (checked at run time). An int8 model keeps
-/// `u8` activations, so this is a quarter of its size in bytes.
+/// `u8` activations, so this is a quarter of the f32 model's.
+#[cfg(not(feature = "f32"))]
 const SCRATCH_LEN: usize = 12_288;
+#[cfg(feature = "f32")]
+const SCRATCH_LEN: usize = 49_152;
 static mut SCRATCH: [f32; SCRATCH_LEN] = [0.0; SCRATCH_LEN];
+
+/// Layers the firmware's `Model` can hold: the int8 ResNet-8 has 21 (the 28
+/// entries of models/resnet8.json less its 7 batch norms, folded into the
+/// convolutions by `trainer quantize`), the f32 one 28.
+#[cfg(not(feature = "f32"))]
+const LAYERS: usize = 21;
+#[cfg(feature = "f32")]
+const LAYERS: usize = 28;
 
 /// What the unused stack is painted with.
 const PAINT: u32 = 0x5AC5_5AC5;
@@ -60,7 +75,11 @@ fn main() -> ! {
 }
 
 fn run() -> Result<(), infer::Error> {
-    let model = infer::Model::from_bytes(MODEL)?;
+    // Room for ResNet-8's layers, not the default 64: the model's table
+    // and the ones used while loading it take space in proportion. Borrowed
+    // from the result, not moved out of it, so that it is on the stack once.
+    let loaded = infer::Model::<'static, LAYERS>::load(MODEL);
+    let model = loaded.as_ref().map_err(|e| *e)?;
     // The stack's high-water mark while loading; then paint again for
     // classifying's.
     hprintln!("stack loading {} bytes", stack_used());
