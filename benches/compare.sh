@@ -165,11 +165,13 @@ for t in 1 2; do
 done
 
 # Every engine on every shipped model, one image, one thread, f32 and int8.
-for model in model1 fast; do
+# benches/yardstick.py: the anchors' yardstick with resnet8 added.
+for model in model1 fast resnet8; do
     step "PyTorch, ONNX Runtime (f32 and static int8), OpenVINO: inference $model, one image, 1 thread"
-    "$py" "$anchors/yardstick.py" infer --model "$model" --threads 1 --int8 "${yard_infer_args[@]}" \
+    "$py" benches/yardstick.py infer --model "$model" --threads 1 --int8 "${yard_infer_args[@]}" \
         2>>"$log/yardstick.stderr" | tee -a "$log/yardstick_engines.jsonl"
-    if [ -x "$tfpy" ]; then
+    # The anchors' TensorFlow yardstick has no resnet8.
+    if [ -x "$tfpy" ] && [ "$model" != resnet8 ]; then
         step "TensorFlow Lite (XNNPACK f32 and full int8): inference $model, one image, 1 thread"
         "$tfpy" "$anchors/yardstick_tf.py" infer --model "$model" --threads 1 "${yard_infer_args[@]}" \
             2>>"$log/yardstick.stderr" | tee -a "$log/yardstick_engines.jsonl"

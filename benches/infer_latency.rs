@@ -98,7 +98,26 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
 
-    for name in ["model1", "fast"] {
+    // ResNet-8 (models/resnet8.json), f32: the shipped file, else random weights.
+    let (bytes, origin) = model_bytes("resnet8");
+    let model = Model::from_bytes(&bytes).expect("resnet8 loads");
+    println!(
+        "{origin}: scratch {} f32 = {} bytes",
+        model.scratch_len(),
+        model.scratch_bytes()
+    );
+    let mut scratch = vec![0f32; model.scratch_len()];
+    let mut group = c.benchmark_group("resnet8_one_image");
+    group.bench_function("classify_auto", |b| {
+        b.iter(|| {
+            model
+                .classify(black_box(&image), &mut scratch, &mut probs)
+                .unwrap()
+        })
+    });
+    group.finish();
+
+    for name in ["model1", "fast", "resnet8"] {
         let file = format!("models/{name}-int8.safetensors");
         let Ok(bytes) = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(&file)) else {
             println!(

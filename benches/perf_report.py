@@ -471,7 +471,7 @@ def main():
         return out
 
     erows = []
-    for model in ("model1", "fast"):
+    for model in ("model1", "fast", "resnet8"):
         for kind in ("f32", "int8"):
             key = f"{model}_one_image/classify_auto" if kind == "f32" else f"{model}_int8_one_image/classify_auto"
             ours = (crit.get(key) or {}).get("median_ns")
@@ -496,13 +496,13 @@ def main():
         w(table(["model, precision", "ours (µs)", "peers (µs), fastest first", "ours / fastest", "target"], erows))
         w("")
         sizes = []
-        for model in ("model1", "fast"):
+        for model in ("model1", "fast", "resnet8"):
             f, q = model_sizes.get(f"{model}.safetensors"), model_sizes.get(f"{model}-int8.safetensors")
             if f and q:
                 sizes.append(f"{model} {f:,} → {q:,} bytes ({q / f:.2f}×)")
         if sizes:
             w("Model files, f32 → int8: " + "; ".join(sizes) + ".")
-        for model in ("model1", "fast"):
+        for model in ("model1", "fast", "resnet8"):
             m = re.search(rf"^models/{model}-int8\.safetensors: scratch (\d+) f32 = (\d+) bytes", infer_text, re.M)
             if m:
                 w(f"Int8 {model}: scratch {int(m.group(2)):,} bytes.")

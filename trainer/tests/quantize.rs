@@ -511,3 +511,28 @@ fn layer_sqnr() {
         }
     }
 }
+
+/// An add whose output only a relu reads (a ResNet block's end) is
+/// quantized from the relu's range: zero point 0, which the relu repeats, so
+/// every convolution after it reads a zero-point-0 input (what infer's SIMD
+/// kernels need); one whose output other layers read keeps its own range.
+#[test]
+fn an_add_followed_by_a_relu_gets_zero_point_0() {
+    let spec = r#"{"name":"t","input":{"height":8,"width":8,"channels":3},"layers":[
+        {"type":"conv2d","filters":6,"kernel":3},{"type":"relu","name":"stem"},
+        {"type":"conv2d","filters":6,"kernel":3},{"type":"add","from":"stem"},
+        {"type":"relu","name":"block"},
+        {"type":"conv2d","filters":6,"kernel":3},{"type":"add","from":"block","name":"raw"},
+        {"type":"conv2d","filters":6,"kernel":1,"name":"side"},{"type":"relu","input":"raw"},
+        {"type":"add","from":"side"},{"type":"global_avg_pool"},{"type":"dense","units":3}]}"#;
+    let net = random_net(spec, 3);
+    let images = random_images(40, 8 * 8 * 3, 5);
+    let mut folded = fold_batchnorms(&net).unwrap();
+    let acts = quantize::calibrate(&mut folded, &images, Calibration::MinMax).unwrap();
+    // acts[i + 1] is layer i's output: the first add (3) and its relu (4).
+    assert_eq!(acts[4].zero_point, 0, "{acts:?}");
+    assert_eq!(acts[4], acts[5]);
+    // The second add (6) is read by a convolution too: its own range, which
+    // random weights make negative somewhere.
+    assert!(acts[7].zero_point > 0, "{acts:?}");
+}

@@ -336,10 +336,7 @@ fn fuses_relu(spec: &ModelSpec, read_later: &[bool], i: usize) -> bool {
     matches!(
         spec.layers[i],
         LayerSpec::Conv2d { .. } | LayerSpec::Dense { .. }
-    ) && matches!(
-        spec.layers.get(i + 1),
-        Some(l @ LayerSpec::Relu { .. }) if l.input_name().is_none()
-    ) && !read_later[i]
+    ) && only_relu_reads(spec, read_later, i)
 }
 
 /// The shape of activation `a` (0: the input, `j + 1`: layer `j`'s output).
@@ -350,9 +347,22 @@ fn activation_shape(spec: &ModelSpec, shapes: &[ImageShape], a: usize) -> ImageS
     }
 }
 
+/// Whether layer `i`'s output goes only to a relu right after it (which
+/// reads it, and no other layer reads it).
+fn only_relu_reads(spec: &ModelSpec, read_later: &[bool], i: usize) -> bool {
+    matches!(
+        spec.layers.get(i + 1),
+        Some(l @ LayerSpec::Relu { .. }) if l.input_name().is_none()
+    ) && !read_later[i]
+}
+
 /// For each layer, the layer whose output tensor its quantization is taken
 /// from (`None`: it repeats its input's, the activation it reads). A conv2d or dense with a fused
-/// relu takes the relu's output.
+/// relu takes the relu's output. So does an add whose output only a relu
+/// reads (a ResNet block's end): its range then starts at 0, so its zero
+/// point is 0, `u8` saturation is the relu (which repeats the pair and
+/// changes nothing), and the next convolutions read zero-point-0 inputs,
+/// which the SIMD kernels of `infer` need.
 fn range_sources(spec: &ModelSpec) -> Vec<Option<usize>> {
     let read = spec.read_later();
     (0..spec.layers.len())
@@ -360,7 +370,11 @@ fn range_sources(spec: &ModelSpec) -> Vec<Option<usize>> {
             LayerSpec::Conv2d { .. } | LayerSpec::Dense { .. } => {
                 Some(if fuses_relu(spec, &read, i) { i + 1 } else { i })
             }
-            LayerSpec::Add { .. } => Some(i),
+            LayerSpec::Add { .. } => Some(if only_relu_reads(spec, &read, i) {
+                i + 1
+            } else {
+                i
+            }),
             // Batch norms are folded before calibrating; give one its own
             // range anyway rather than a wrong repeat.
             LayerSpec::BatchNorm { .. } => Some(i),
