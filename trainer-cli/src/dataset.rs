@@ -31,7 +31,8 @@ pub struct DataArgs {
     /// class as the test set (stratified, seeded by --data-seed).
     #[arg(long)]
     pub val_split: Option<f32>,
-    /// Seed of the --val-split draw.
+    /// Seed of the --val-split draw, and of `train`'s validation hold-out
+    /// (--val-fraction).
     #[arg(long, default_value_t = 1)]
     pub data_seed: u64,
     /// Image folder: skip unreadable or corrupt images (counted and listed)

@@ -17,7 +17,7 @@ use trainer::train::spec_file::SpecFile;
 use trainer::train::{self, EarlyStopping, Monitor, TrainConfig};
 use trainer_cli::dataset::{self, DataArgs};
 use trainer_cli::download;
-use trainer_cli::run::{self, RunConfig};
+use trainer_cli::run::{self, RunConfig, Validation};
 use trainer_cli::study::{self, StudyArgs, StudyError};
 
 /// A value parser for an engine setting, by the names spec files use for it
@@ -132,10 +132,20 @@ struct TrainArgs {
     lr: Option<f32>,
     #[command(flatten)]
     recipe: RecipeArgs,
-    /// Train on the first 50,000 − N training images and validate on the last
-    /// N instead of the test set (for choosing hyperparameters).
-    #[arg(long)]
+    /// Validate (the per-epoch figures, early stopping, the best epoch) on
+    /// this fraction of each class of the training set, drawn with
+    /// --data-seed; the test set is evaluated once, at the end.
+    #[arg(long, default_value_t = 0.1, value_name = "F")]
+    val_fraction: f32,
+    /// Validate on the last N training images instead (the previous
+    /// protocol for choosing hyperparameters).
+    #[arg(long, value_name = "N", conflicts_with = "validate_on_test")]
     holdout: Option<usize>,
+    /// Validate on the test set after every epoch, as the reference study
+    /// does (`trainer study` reproduces it so); then the epoch figures and
+    /// early stopping see the test set.
+    #[arg(long)]
+    validate_on_test: bool,
     /// Stop when the monitored figure stops improving.
     #[arg(long)]
     early_stopping: bool,
@@ -440,7 +450,14 @@ fn train(args: TrainArgs) -> Result<()> {
         optimizer: recipe.optimizer.clone(),
         subset: args.subset,
         val_subset: args.val_subset,
-        holdout: args.holdout,
+        validation: match (args.validate_on_test, args.holdout) {
+            (true, _) => Validation::TestSet,
+            (false, Some(n)) => Validation::Last(n),
+            (false, None) => Validation::Stratified {
+                fraction: args.val_fraction,
+                seed: args.data.data_seed,
+            },
+        },
         history: args
             .history
             .clone()
@@ -461,18 +478,25 @@ fn train(args: TrainArgs) -> Result<()> {
         .augment
         .check_fits(data.shape())
         .map_err(|e| anyhow::anyhow!("bad augmentation for this data set: {e}"))?;
-    let available = data.train.len() - args.holdout.unwrap_or(0).min(data.train.len());
     eprintln!(
-        "Training {} on {} images, batch {}, {} epochs max, {} threads",
+        "Training {}, batch {}, {} epochs max, {} threads",
         cfg.spec.name,
-        args.subset.unwrap_or(available),
         cfg.train.batch_size,
         cfg.train.epochs,
         rayon::current_num_threads()
     );
     eprintln!("Recipe: {}", recipe.describe());
-    if let Some(n) = args.holdout {
-        eprintln!("Validating on the last {n} training images (held out), not on the test set");
+    match cfg.validation {
+        Validation::Stratified { fraction, seed } => eprintln!(
+            "Validating on {:.0} % of each class of the training set (held out, --data-seed {seed}); the test set is evaluated once, at the end",
+            100.0 * fraction
+        ),
+        Validation::Last(n) => eprintln!(
+            "Validating on the last {n} training images (held out); the test set is evaluated once, at the end"
+        ),
+        Validation::TestSet => {
+            eprintln!("Validating on the test set after every epoch (--validate-on-test)")
+        }
     }
     let epochs = cfg.train.epochs;
     on_interrupt_say_how_to_resume(&cfg.checkpoint);
@@ -505,9 +529,17 @@ fn train(args: TrainArgs) -> Result<()> {
         result.test_accuracy,
         result.test_images
     );
+    if let Some(t) = result.test_set {
+        trainer_cli::out!(
+            "Test set, evaluated once: test loss {:.4}, test accuracy {:.4} on {} test images",
+            t.loss,
+            t.accuracy,
+            t.images
+        );
+    }
     if let Some(t) = result.tta {
         trainer_cli::out!(
-            "With test-time augmentation (flips): {what} loss {:.4}, {what} accuracy {:.4}",
+            "With test-time augmentation (flips): test loss {:.4}, test accuracy {:.4}",
             t.loss,
             t.accuracy
         );

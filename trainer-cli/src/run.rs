@@ -25,9 +25,9 @@ pub struct RunConfig {
     pub subset: Option<usize>,
     /// Validate on the first this-many images of the validation set.
     pub val_subset: Option<usize>,
-    /// Hold out the last this-many training images: train on the others and
-    /// validate on these instead of the test set (for tuning).
-    pub holdout: Option<usize>,
+    /// Where the per-epoch validation figures (early stopping, the best
+    /// epoch) come from.
+    pub validation: Validation,
     pub out: PathBuf,
     pub history: PathBuf,
     pub checkpoint: PathBuf,
@@ -42,6 +42,34 @@ pub struct RunConfig {
     pub init: Option<std::sync::Arc<WarmStart>>,
     /// Layers not to train ([`Network::freeze`] patterns).
     pub freeze: Vec<String>,
+}
+
+/// The images the per-epoch validation figures come from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Validation {
+    /// `fraction` of each class of the training set, drawn with `seed`
+    /// (`trainer train`'s default: 10 %); the test set is evaluated once, at
+    /// the end.
+    Stratified { fraction: f32, seed: u64 },
+    /// The last `n` training images (`--holdout N`); the test set is
+    /// evaluated once, at the end.
+    Last(usize),
+    /// The test set itself (`--validate-on-test`): the reference study's
+    /// protocol, which `trainer study` reproduces.
+    TestSet,
+}
+
+impl Validation {
+    /// What the fingerprint of a checkpoint records.
+    fn describe(&self) -> String {
+        match *self {
+            Validation::Stratified { fraction, seed } => {
+                format!("{fraction} of each class of the training set (seed {seed})")
+            }
+            Validation::Last(n) => format!("the last {n} training images"),
+            Validation::TestSet => "the test set".into(),
+        }
+    }
 }
 
 /// A model file to start training from ([`trainer::train::warm_start`]).
@@ -87,7 +115,11 @@ impl RunConfig {
             data: DataSelection {
                 dataset: format!("{} ({})", data.description, data.class_names.join(",")),
                 subset: self.subset,
-                holdout: self.holdout,
+                holdout: match self.validation {
+                    Validation::Last(n) => Some(n),
+                    _ => None,
+                },
+                validation: self.validation.describe(),
                 val_subset: self.val_subset,
             },
             batch_size: self.train.batch_size,
@@ -129,14 +161,27 @@ pub struct RunResult {
     /// Validated on images held out of the training set, not on the test set.
     #[serde(default)]
     pub held_out: bool,
-    /// Loss and accuracy of the saved weights on the same images with
-    /// test-time augmentation (image and mirror image averaged), when asked.
+    /// When `held_out`: the saved weights on the test set, evaluated once,
+    /// after training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_set: Option<TestFigures>,
+    /// Loss and accuracy of the saved weights on the test set (the
+    /// validation set's images when they are the test set's) with test-time
+    /// augmentation (image and mirror image averaged), when asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tta: Option<TtaFigures>,
     pub train_images: usize,
     /// Mean wall time of an epoch (training + validation).
     pub seconds_per_epoch: f32,
     pub threads: usize,
+}
+
+/// The saved weights on the test set.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TestFigures {
+    pub loss: f32,
+    pub accuracy: f32,
+    pub images: usize,
 }
 
 /// Figures with test-time augmentation by horizontal flips.
@@ -174,13 +219,18 @@ pub fn run(
     data: &Dataset,
     on_epoch: &mut dyn FnMut(&EpochRecord),
 ) -> Result<RunResult, RunError> {
-    let (train_all, val_all): (Cow<Split>, Cow<Split>) = match cfg.holdout {
-        Some(n) => {
+    let (train_all, val_all): (Cow<Split>, Cow<Split>) = match cfg.validation {
+        Validation::Stratified { fraction, seed } => {
+            let (train, held) = data.train.stratified_split(fraction, seed)?;
+            (Cow::Owned(train), Cow::Owned(held))
+        }
+        Validation::Last(n) => {
             let (train, held) = data.train.split_last(n)?;
             (Cow::Owned(train), Cow::Owned(held))
         }
-        None => (Cow::Borrowed(&data.train), Cow::Borrowed(&data.test)),
+        Validation::TestSet => (Cow::Borrowed(&data.train), Cow::Borrowed(&data.test)),
     };
+    let held_out = cfg.validation != Validation::TestSet;
     let train_split: Cow<Split> = match cfg.subset {
         Some(n) => Cow::Owned(train_all.stratified_subset(n, cfg.train.seed)?),
         None => train_all,
@@ -190,6 +240,11 @@ pub fn run(
         None => val_all,
     };
 
+    eprintln!(
+        "{} training images, {} validation images",
+        train_split.len(),
+        val_split.len()
+    );
     let fingerprint = cfg.fingerprint(data);
     let (mut net, mut opt, mut state) = if !cfg.fresh && cfg.checkpoint.exists() {
         let r = checkpoint::load(&cfg.checkpoint)?;
@@ -236,8 +291,18 @@ pub fn run(
     )?;
 
     let final_eval = train::evaluate(&mut net, &val_split, EVAL_BATCH);
+    // The test set, once, when it was not the validation set.
+    let test_set = (held_out && !data.test.is_empty()).then(|| {
+        let e = train::evaluate(&mut net, &data.test, EVAL_BATCH);
+        TestFigures {
+            loss: e.loss,
+            accuracy: e.accuracy,
+            images: data.test.len(),
+        }
+    });
     let tta = cfg.tta.then(|| {
-        let e = train::evaluate_tta(&mut net, &val_split, EVAL_BATCH);
+        let images = if held_out { &data.test } else { &*val_split };
+        let e = train::evaluate_tta(&mut net, images, EVAL_BATCH);
         TtaFigures {
             loss: e.loss,
             accuracy: e.accuracy,
@@ -256,7 +321,8 @@ pub fn run(
         test_loss: final_eval.loss,
         test_accuracy: final_eval.accuracy,
         test_images: val_split.len(),
-        held_out: cfg.holdout.is_some(),
+        held_out,
+        test_set,
         tta,
         train_images: train_split.len(),
         seconds_per_epoch: seconds,

@@ -85,10 +85,22 @@ fn image_folder_trains_exports_and_keeps_class_names() {
     );
     // --threads sets the pool.
     assert!(t.contains("epochs max, 1 threads"), "{t}");
-    let line = t
+    // Validated on 10 % of each class of the 90 training images (3 each),
+    // the 30 test images read once, at the end.
+    assert!(t.contains("Validating on 10 % of each class"), "{t}");
+    let saved = t
         .lines()
         .find(|l| l.starts_with("Saved "))
         .unwrap_or_else(|| panic!("{t}"));
+    assert!(
+        saved.contains("validation accuracy") && saved.ends_with("on 9 held-out training images"),
+        "{saved}"
+    );
+    let line = t
+        .lines()
+        .find(|l| l.starts_with("Test set, evaluated once:"))
+        .unwrap_or_else(|| panic!("{t}"));
+    assert!(line.ends_with("on 30 test images"), "{line}");
     let accuracy: f32 = line
         .split("test accuracy ")
         .nth(1)

@@ -40,6 +40,7 @@ fn init_from_a_trained_model_starts_where_it_ended() {
         "1e-30",
         "--val-subset",
         "500",
+        "--validate-on-test",
         "--quiet",
         "--out",
         out.to_str().unwrap(),

@@ -15,7 +15,7 @@
 //! numbers are the reference figures in [`RUNS`].
 
 use crate::plot::{self, PlotError};
-use crate::run::{self, RunConfig, RunError, RunResult};
+use crate::run::{self, RunConfig, RunError, RunResult, Validation};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -604,7 +604,8 @@ fn train_one(
         optimizer: recipe.optimizer.clone(),
         subset: settings.subset,
         val_subset: settings.val_subset,
-        holdout: None,
+        // The reference study's protocol: validate on the test set.
+        validation: Validation::TestSet,
         out: paths.model.clone(),
         history: paths.history.clone(),
         checkpoint: paths.checkpoint.clone(),

@@ -59,6 +59,8 @@ pub enum DataError {
     SubsetTooLarge { asked: usize, available: usize },
     #[error("cannot hold out {asked} of the {available} training images (at least 1, and leave at least 1 to train on)")]
     BadHoldout { asked: usize, available: usize },
+    #[error("cannot hold out {fraction} of each class for validation: give a fraction in (0, 1) of a training set with at least two images of some class, or --validate-on-test")]
+    BadValidationFraction { fraction: f32 },
     #[error("{path}: missing ({what})")]
     MissingFile { path: PathBuf, what: &'static str },
     #[error("{path}: {problem}")]
@@ -199,6 +201,44 @@ impl Split {
         ))
     }
 
+    /// Holds out `fraction` of each class, chosen at random with `seed`:
+    /// `(the rest, the held out)`, both in data-set order. A class of `n`
+    /// images gives `round(fraction · n)` of them, at least one when it has
+    /// two or more, and always keeps one for training. For a validation set
+    /// that is not the test set.
+    pub fn stratified_split(&self, fraction: f32, seed: u64) -> Result<(Split, Split), DataError> {
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return Err(DataError::BadValidationFraction { fraction });
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let classes = self
+            .labels
+            .iter()
+            .map(|&l| l as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
+        for (i, &l) in self.labels.iter().enumerate() {
+            by_class[l as usize].push(i);
+        }
+        let mut held = vec![false; self.len()];
+        for c in &mut by_class {
+            c.shuffle(&mut rng);
+            let n = c.len();
+            let take = ((fraction * n as f32).round() as usize)
+                .max(usize::from(n >= 2))
+                .min(n.saturating_sub(1));
+            for &i in &c[..take] {
+                held[i] = true;
+            }
+        }
+        let (val, train): (Vec<usize>, Vec<usize>) = (0..self.len()).partition(|&i| held[i]);
+        if val.is_empty() {
+            return Err(DataError::BadValidationFraction { fraction });
+        }
+        Ok((self.select(&train), self.select(&val)))
+    }
+
     /// The images at `indices`, in that order.
     pub fn select(&self, indices: &[usize]) -> Split {
         let mut out = Split {
@@ -279,6 +319,49 @@ mod tests {
             .zip(sub.images.chunks(6))
             .all(|(&l, im)| im == [l; 6]));
         assert!(s.stratified_subset(201, 1).is_err());
+    }
+
+    /// 10 % of each class, the rest for training, disjoint, images with
+    /// their labels, the same draw for the same seed and another for
+    /// another; a class of one image stays in training.
+    #[test]
+    fn stratified_split_holds_out_each_class() {
+        // Classes 0–3 with 50 images each (tagged by position), class 4 with one.
+        let mut s = Split::new(ImageShape::new(2, 1, 3));
+        for i in 0..201u32 {
+            let label = if i == 200 { 4 } else { (i % 4) as u8 };
+            s.images
+                .extend([label, (i % 256) as u8, (i / 256) as u8, 0, 0, 0]);
+            s.labels.push(label);
+        }
+        let (train, val) = s.stratified_split(0.1, 7).unwrap();
+        assert_eq!((train.len(), val.len()), (181, 20));
+        let mut counts = [0; 5];
+        val.labels.iter().for_each(|&l| counts[l as usize] += 1);
+        assert_eq!(counts, [5, 5, 5, 5, 0]);
+        let tag = |im: &[u8]| (im[0], u32::from(im[1]) + 256 * u32::from(im[2]));
+        let mut seen: Vec<(u8, u32)> = train
+            .images
+            .chunks(6)
+            .chain(val.images.chunks(6))
+            .map(tag)
+            .collect();
+        assert!(train
+            .labels
+            .iter()
+            .zip(train.images.chunks(6))
+            .all(|(&l, im)| im[0] == l));
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 201, "every image once");
+        assert_eq!(s.stratified_split(0.1, 7).unwrap().1.images, val.images);
+        assert_ne!(s.stratified_split(0.1, 8).unwrap().1.images, val.images);
+        assert!(s.stratified_split(0.0, 7).is_err());
+        assert!(s.stratified_split(1.0, 7).is_err());
+        assert!(
+            split_of([3]).stratified_split(0.5, 1).is_err(),
+            "nothing to hold out"
+        );
     }
 
     #[test]

@@ -90,9 +90,9 @@ impl RunFingerprint {
     }
 }
 
-/// The images of a run: the data set, then the first `len − holdout`
-/// training images (the last `holdout` validate), then a stratified `subset`
-/// of those.
+/// The images of a run: the data set, the training images that remain once
+/// the validation images are held out (`validation`; with `holdout`, the last
+/// ones), then a stratified `subset` of those.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataSelection {
     /// The data set's identity (its format and class names, say), as the
@@ -101,6 +101,10 @@ pub struct DataSelection {
     pub subset: Option<usize>,
     pub holdout: Option<usize>,
     pub val_subset: Option<usize>,
+    /// Where validation comes from (the caller's description); empty in
+    /// checkpoints from before it was recorded.
+    #[serde(default)]
+    pub validation: String,
 }
 
 #[derive(Debug, thiserror::Error)]
