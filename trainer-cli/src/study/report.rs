@@ -331,7 +331,7 @@ pub(super) fn run_section(md: &mut String, r: &StudyResult) {
         )
         .unwrap();
     }
-    writeln!(md, "- Command: `{}`", r.command).unwrap();
+    writeln!(md, "- Command: `{}`", as_trainer_command(&r.command)).unwrap();
     writeln!(md, "![{} history](img/{})\n", r.id, history_png(&r.id)).unwrap();
     writeln!(
         md,
@@ -431,4 +431,25 @@ pub(super) fn accuracy_vs_time(md: &mut String, r: &StudyResult) {
         .unwrap();
     }
     md.push('\n');
+}
+
+/// A recorded command line as users type it: whatever the binary was called
+/// when the run was made (a development build's name, say), it is `trainer`.
+fn as_trainer_command(command: &str) -> String {
+    match command.split_once(' ') {
+        Some((_, rest)) => format!("trainer {rest}"),
+        None => "trainer".into(),
+    }
+}
+
+#[cfg(test)]
+mod command_tests {
+    #[test]
+    fn commands_show_the_trainer_binary() {
+        assert_eq!(
+            super::as_trainer_command("trainer-study-bin study --only model1-35 --quiet"),
+            "trainer study --only model1-35 --quiet"
+        );
+        assert_eq!(super::as_trainer_command("trainer study"), "trainer study");
+    }
 }
