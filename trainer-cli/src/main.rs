@@ -127,6 +127,11 @@ struct TrainArgs {
     /// Per-epoch history as CSV. Default: the --out path with .csv
     #[arg(long)]
     history: Option<PathBuf>,
+    /// Also append one JSON line per training step to FILE (epoch, step,
+    /// running loss and accuracy, images/s, seconds into the epoch), flushed
+    /// as it comes: `tail -f FILE` follows the run.
+    #[arg(long, value_name = "FILE")]
+    log_jsonl: Option<PathBuf>,
     /// Base (peak) learning rate [default: 0.001 for Adam, 0.01 for SGD].
     #[arg(long)]
     lr: Option<f32>,
@@ -472,6 +477,7 @@ fn train(args: TrainArgs) -> Result<()> {
         spec,
         init: init.map(std::sync::Arc::new),
         freeze: args.freeze.clone(),
+        log_jsonl: args.log_jsonl.clone(),
     };
     dataset::check_fits(&cfg.spec, &data, &args.data.data)?;
     recipe

@@ -42,6 +42,9 @@ pub struct RunConfig {
     pub init: Option<std::sync::Arc<WarmStart>>,
     /// Layers not to train ([`Network::freeze`] patterns).
     pub freeze: Vec<String>,
+    /// Append one JSON line per training step here (epoch, step, running
+    /// loss and accuracy, images/s), for live monitoring.
+    pub log_jsonl: Option<PathBuf>,
 }
 
 /// The images the per-epoch validation figures come from.
@@ -195,6 +198,11 @@ pub struct TtaFigures {
 pub enum RunError {
     #[error(transparent)]
     Data(#[from] DataError),
+    #[error("cannot open the step log {path}")]
+    Log {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Network(#[from] NetworkError),
     #[error(transparent)]
@@ -274,11 +282,18 @@ pub fn run(
         net.freeze(&cfg.freeze)?;
     }
 
+    let log = match &cfg.log_jsonl {
+        None => None,
+        Some(path) => Some(StepLog::open(path)?),
+    };
     let mut observer = Saver {
         cfg,
         fingerprint: &fingerprint,
         on_epoch,
         bar: None,
+        log,
+        epoch: 0,
+        epoch_started: std::time::Instant::now(),
     };
     let outcome = train::fit(
         &mut net,
@@ -337,10 +352,47 @@ struct Saver<'a> {
     fingerprint: &'a RunFingerprint,
     on_epoch: &'a mut dyn FnMut(&EpochRecord),
     bar: Option<ProgressBar>,
+    log: Option<StepLog>,
+    epoch: usize,
+    epoch_started: std::time::Instant,
+}
+
+/// `--log-jsonl`: one line per step, appended and flushed as it comes (so
+/// that `tail -f` follows a run, and a resumed run continues the file).
+struct StepLog {
+    path: PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+}
+
+impl StepLog {
+    fn open(path: &std::path::Path) -> Result<StepLog, RunError> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| RunError::Log {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(StepLog {
+            path: path.to_path_buf(),
+            file: std::io::BufWriter::new(file),
+        })
+    }
+
+    fn write(&mut self, line: &serde_json::Value) {
+        use std::io::Write;
+        let result = writeln!(self.file, "{line}").and_then(|()| self.file.flush());
+        if let Err(e) = result {
+            eprintln!("warning: cannot write {}: {e}", self.path.display());
+        }
+    }
 }
 
 impl train::Observer for Saver<'_> {
     fn epoch_started(&mut self, epoch: usize, epochs: usize, steps: usize) {
+        self.epoch = epoch;
+        self.epoch_started = std::time::Instant::now();
         if !self.cfg.progress {
             return;
         }
@@ -357,6 +409,18 @@ impl train::Observer for Saver<'_> {
     }
 
     fn step_done(&mut self, step: usize, loss: f64, accuracy: f64) {
+        if let Some(log) = &mut self.log {
+            let seconds = self.epoch_started.elapsed().as_secs_f64();
+            let images = ((step + 1) * self.cfg.train.batch_size) as f64;
+            log.write(&serde_json::json!({
+                "epoch": self.epoch,
+                "step": step + 1,
+                "loss": loss,
+                "accuracy": accuracy,
+                "images_per_second": if seconds > 0.0 { (images / seconds).round() } else { 0.0 },
+                "seconds": (seconds * 1e3).round() / 1e3,
+            }));
+        }
         if let Some(bar) = &self.bar {
             if step.is_multiple_of(20) || step + 1 == bar.length().unwrap_or(0) as usize {
                 let seconds = bar.elapsed().as_secs_f64();

@@ -56,6 +56,7 @@ fn image_folder_trains_exports_and_keeps_class_names() {
     let spec = dir.path().join("shapes.json");
     std::fs::write(&spec, SPEC).unwrap();
     let out = dir.path().join("shapes.safetensors");
+    let steps_log = dir.path().join("steps.jsonl");
     let args = [
         "train",
         "--model",
@@ -73,6 +74,8 @@ fn image_folder_trains_exports_and_keeps_class_names() {
         "--quiet",
         "--threads",
         "1",
+        "--log-jsonl",
+        steps_log.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
     ];
@@ -85,6 +88,22 @@ fn image_folder_trains_exports_and_keeps_class_names() {
     );
     // --threads sets the pool.
     assert!(t.contains("epochs max, 1 threads"), "{t}");
+    // --log-jsonl: a line per step, 81 training images in batches of 8 → 11
+    // steps an epoch, for 25 epochs.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&steps_log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 25 * 11);
+    assert_eq!(
+        (lines[12]["epoch"].as_u64(), lines[12]["step"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert!(lines
+        .iter()
+        .all(|l| l["loss"].as_f64().is_some_and(f64::is_finite)
+            && l["images_per_second"].as_f64().is_some()));
     // Validated on 10 % of each class of the 90 training images (3 each),
     // the 30 test images read once, at the end.
     assert!(t.contains("Validating on 10 % of each class"), "{t}");

@@ -613,6 +613,7 @@ fn train_one(
         tta: run.own_recipe,
         init: None,
         freeze: Vec::new(),
+        log_jsonl: None,
     };
     eprintln!("Run {}: {} — {}", run.id, run.model, settings.describe());
     if !settings.overrides.is_empty() {
