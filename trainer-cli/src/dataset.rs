@@ -15,6 +15,7 @@ use trainer::model::spec::ModelSpec;
 
 /// Where the data set is and how to read it.
 #[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Data")]
 pub struct DataArgs {
     /// The data set: a CIFAR-10 or CIFAR-100 binary folder, MNIST-family IDX
     /// files, or an image folder (ROOT/train/<class>/*.png and ROOT/test/…, or

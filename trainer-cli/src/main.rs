@@ -88,102 +88,126 @@ struct TrainArgs {
     /// Built-in model (model1, model2, model3, fast, resnet8, mnist, cifar100) or a path to a JSON spec.
     /// A spec's "training" object sets the recipe; the flags below override it.
     /// [default: model1; with --init, the architecture of that file]
-    #[arg(long)]
+    #[arg(long, help_heading = "Model")]
     model: Option<String>,
     /// Start from the weights (and batch-norm statistics) of an exported f32
     /// model instead of a fresh initialisation, e.g. to fine-tune a shipped
     /// model on your own images. Its layers must have the names and shapes of
     /// --model's; the optimiser's state starts fresh.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Model")]
     init: Option<PathBuf>,
     /// Do not train these parameter layers (comma-separated names, or a
     /// prefix ending in `*`: `--freeze 'conv*'`); a frozen batch norm keeps
     /// its running statistics. For fine-tuning only the last layers.
-    #[arg(long, value_delimiter = ',', value_name = "LAYERS")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "LAYERS",
+        help_heading = "Model"
+    )]
     freeze: Vec<String>,
     /// Maximum epochs [default: 35].
-    #[arg(long)]
+    #[arg(long, help_heading = "Training")]
     epochs: Option<usize>,
     /// Mini-batch size [default: 32].
-    #[arg(long)]
+    #[arg(long, help_heading = "Training")]
     batch_size: Option<usize>,
     /// Seed for initialisation, shuffling and dropout.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, help_heading = "Training")]
     seed: u64,
     /// Train on N images, stratified by class (default: all 50,000).
-    #[arg(long, value_parser = positive())]
+    #[arg(long, value_parser = positive(), help_heading = "Training")]
     subset: Option<usize>,
     #[command(flatten)]
     data: DataArgs,
     /// Validate on the first N test images only (default: all 10,000). For quick runs.
-    #[arg(long, value_parser = positive())]
+    #[arg(long, value_parser = positive(), help_heading = "Validation and early stopping")]
     val_subset: Option<usize>,
     /// Never download the data set; fail if it is missing.
-    #[arg(long)]
+    #[arg(long, help_heading = "Data")]
     offline: bool,
     /// The exported model (safetensors). Default: runs/<model>.safetensors
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     out: Option<PathBuf>,
     /// Per-epoch history as CSV. Default: the --out path with .csv
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     history: Option<PathBuf>,
     /// Also append one JSON line per training step to FILE (epoch, step,
     /// running loss and accuracy, images/s, seconds into the epoch), flushed
     /// as it comes: `tail -f FILE` follows the run.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
     log_jsonl: Option<PathBuf>,
     /// Base (peak) learning rate [default: 0.001 for Adam, 0.01 for SGD].
-    #[arg(long)]
+    #[arg(long, help_heading = "Training")]
     lr: Option<f32>,
     #[command(flatten)]
     recipe: RecipeArgs,
     /// Validate (the per-epoch figures, early stopping, the best epoch) on
     /// this fraction of each class of the training set, drawn with
     /// --data-seed; the test set is evaluated once, at the end.
-    #[arg(long, default_value_t = 0.1, value_name = "F")]
+    #[arg(
+        long,
+        default_value_t = 0.1,
+        value_name = "F",
+        help_heading = "Validation and early stopping"
+    )]
     val_fraction: f32,
     /// Validate on the last N training images instead (the previous
     /// protocol for choosing hyperparameters).
-    #[arg(long, value_name = "N", conflicts_with = "validate_on_test")]
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with = "validate_on_test",
+        help_heading = "Validation and early stopping"
+    )]
     holdout: Option<usize>,
     /// Validate on the test set after every epoch, as the reference study
     /// does (`trainer study` reproduces it so); then the epoch figures and
     /// early stopping see the test set.
-    #[arg(long)]
+    #[arg(long, help_heading = "Validation and early stopping")]
     validate_on_test: bool,
     /// Stop when the monitored figure stops improving.
-    #[arg(long)]
+    #[arg(long, help_heading = "Validation and early stopping")]
     early_stopping: bool,
-    #[arg(long, default_value = "val_loss", value_parser = named::<Monitor>(&["val_loss", "val_accuracy"]))]
+    #[arg(long, default_value = "val_loss", value_parser = named::<Monitor>(&["val_loss", "val_accuracy"]), help_heading = "Validation and early stopping")]
     monitor: Monitor,
     /// Epochs without improvement before stopping.
-    #[arg(long, default_value_t = 5)]
+    #[arg(
+        long,
+        default_value_t = 5,
+        help_heading = "Validation and early stopping"
+    )]
     patience: usize,
     /// Smallest change that counts as an improvement.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        help_heading = "Validation and early stopping"
+    )]
     min_delta: f32,
     /// Keep the last epoch's weights instead of restoring the best ones.
-    #[arg(long)]
+    #[arg(long, help_heading = "Validation and early stopping")]
     no_restore_best: bool,
     /// Checkpoint file, written after every epoch; if it exists, training resumes from it.
     /// Default: the --out path with .ckpt
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     checkpoint: Option<PathBuf>,
     /// Ignore an existing checkpoint and start over.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     fresh: bool,
     /// No progress bar.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     quiet: bool,
     /// Also report the saved weights' figures with test-time augmentation
     /// (each image averaged with its mirror image).
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     tta: bool,
 }
 
 /// The training recipe (see trainer::train::recipe); each flag overrides the spec's
 /// "training" object.
 #[derive(Args)]
+#[command(next_help_heading = "Training recipe (overrides the spec's \"training\" object)")]
 struct RecipeArgs {
     /// Optimiser [default: adam].
     #[arg(long, value_parser = named::<OptimizerKind>(&["adam", "sgd"]))]
