@@ -269,8 +269,13 @@ fn tile(c: &QuantConv<'_>, x: &[u8], y: &mut [u8], at: TilePos, block: &Block, k
     }
 }
 
-/// The tile in plain Rust: per pixel, a row of `cols` accumulators.
+/// The tile in plain Rust: per pixel, a row of `cols` accumulators, fed a
+/// group of 4 input channels at a time, which is how the weights lie (each
+/// output channel's 4 weights of a group side by side): a 4-term dot product
+/// per output channel. Integer sums, so the order of the terms changes
+/// nothing (no sum can overflow: checked at load).
 pub(crate) fn tile_portable(t: &mut TileI8<'_>) {
+    const _: () = assert!(GROUP == 4, "the dot product below has 4 terms");
     let cols = t.cols;
     let zp = i32::from(t.zp_in);
     for p in 0..t.pixels {
@@ -280,11 +285,19 @@ pub(crate) fn tile_portable(t: &mut TileI8<'_>) {
             for j in 0..t.taps {
                 let xs = &t.x[p * t.px_in + r * t.row_stride + j * t.ci..][..t.ci];
                 let wt = &t.w[r * t.w_row + j * t.w_tap..];
-                for (i, &xv) in xs.iter().enumerate() {
-                    let xv = i32::from(xv) - zp;
-                    let wg = &wt[(i / GROUP) * t.w_group + i % GROUP..];
-                    for (a, &w) in acc[..cols].iter_mut().zip(wg.iter().step_by(GROUP)) {
-                        *a = a.wrapping_add(xv * i32::from(w as i8));
+                for (g, xg) in xs.chunks(GROUP).enumerate() {
+                    // The last group's missing channels have zero weights.
+                    let mut x4 = [0i32; GROUP];
+                    for (x, &v) in x4.iter_mut().zip(xg) {
+                        *x = i32::from(v) - zp;
+                    }
+                    let wg = &wt[g * t.w_group..][..cols * GROUP];
+                    for (a, w4) in acc[..cols].iter_mut().zip(wg.chunks_exact(GROUP)) {
+                        let dot = x4[0] * i32::from(w4[0] as i8)
+                            + x4[1] * i32::from(w4[1] as i8)
+                            + x4[2] * i32::from(w4[2] as i8)
+                            + x4[3] * i32::from(w4[3] as i8);
+                        *a = a.wrapping_add(dot);
                     }
                 }
             }
