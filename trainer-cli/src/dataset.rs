@@ -32,6 +32,11 @@ pub struct DataArgs {
     /// class as the test set (stratified, seeded by --data-seed).
     #[arg(long)]
     pub val_split: Option<f32>,
+    /// Where to download CIFAR-10 from when it is missing, instead of the
+    /// official address: a mirror, or a proxy's address for it (the archive
+    /// must be the same: its size and checksums are checked).
+    #[arg(long, env = "CIFAR10_URL", value_name = "URL")]
+    pub url: Option<String>,
     /// Seed of the --val-split draw, and of `train`'s validation hold-out
     /// (--val-fraction).
     #[arg(long, default_value_t = 1)]
@@ -54,6 +59,7 @@ impl DataArgs {
             label: "fine".into(),
             val_split: None,
             data_seed: 1,
+            url: None,
             skip_bad: false,
             no_cache: false,
         }
@@ -106,7 +112,7 @@ pub fn load(args: &DataArgs, shape: ImageShape, offline: bool, quiet: bool) -> R
         );
         crate::download::ensure_dataset(
             dir,
-            &crate::download::Source::official(),
+            &crate::download::Source::official().from_url(args.url.as_deref()),
             &crate::download::Options::default(),
         )
         .with_context(|| format!("cannot download CIFAR-10 into {}", dir.display()))?;

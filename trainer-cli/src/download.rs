@@ -61,6 +61,18 @@ pub struct Source {
 }
 
 impl Source {
+    /// This archive fetched from `url` instead (a mirror, or a proxy's
+    /// address): its size and checksums must still match.
+    pub fn from_url(self, url: Option<&str>) -> Source {
+        match url {
+            Some(url) => Source {
+                url: url.to_owned(),
+                ..self
+            },
+            None => self,
+        }
+    }
+
     /// The official archive published by the data set's authors.
     pub fn official() -> Source {
         Source {
@@ -116,9 +128,11 @@ pub enum DownloadError {
     /// The server could not be reached at all (no network, DNS failure,
     /// connection refused).
     #[error(
-        "cannot reach {url}: {reason}. No network? Use --offline and put the data in {}, \
-         or run `trainer download` where there is network",
-        dir.display()
+        "cannot reach {url}: {reason}. No network? Get cifar-10-binary.tar.gz elsewhere and \
+         unpack it here (`tar xzf cifar-10-binary.tar.gz -C {}`), or point --data at a folder \
+         that holds the CIFAR-10 binary files; behind a proxy or with a mirror of the same \
+         archive, give its address with --url (or CIFAR10_URL)",
+        dir.parent().map_or_else(|| ".".into(), |p| p.display().to_string())
     )]
     Network {
         /// The URL that was requested.
@@ -274,7 +288,26 @@ pub fn download_and_extract(
 ) -> Result<(), DownloadError> {
     let parent = parent_dir(dir)?;
     check_destination_free(dir)?;
+    // A folder this call creates goes again if the download fails, so that a
+    // failed first run leaves no empty `data/` behind.
+    let created = (!parent.exists()).then(|| parent.clone());
     fs::create_dir_all(&parent).map_err(io_err("cannot create", &parent))?;
+    let result = fetch_and_unpack(dir, &parent, source, opts);
+    if let (Err(_), Some(created)) = (&result, created) {
+        // Only if empty: whatever else is there stays.
+        let _ = fs::remove_dir(created);
+    }
+    result
+}
+
+/// The body of [`download_and_extract`], once `parent` exists.
+fn fetch_and_unpack(
+    dir: &Path,
+    parent: &Path,
+    source: &Source,
+    opts: &Options,
+) -> Result<(), DownloadError> {
+    let parent = parent.to_path_buf();
 
     let mut archive = tempfile::Builder::new()
         .prefix(".cifar-download-")

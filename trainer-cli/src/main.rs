@@ -81,6 +81,10 @@ struct DownloadArgs {
     /// Where to put the CIFAR-10 binary files.
     #[arg(long, default_value = "data/cifar-10-batches-bin")]
     data: PathBuf,
+    /// Download from this address instead of the official one: a mirror, or
+    /// a proxy's address for it (size and checksums are still checked).
+    #[arg(long, env = "CIFAR10_URL", value_name = "URL")]
+    url: Option<String>,
 }
 
 #[derive(Args)]
@@ -417,7 +421,7 @@ fn execute(command: Command) -> Result<()> {
         Command::Download(args) => {
             let fetched = download::ensure_dataset(
                 &args.data,
-                &download::Source::official(),
+                &download::Source::official().from_url(args.url.as_deref()),
                 &download::Options::default(),
             )
             .with_context(|| format!("cannot download CIFAR-10 into {}", args.data.display()))?;

@@ -649,3 +649,30 @@ fn plot_and_completions() {
         "{script}"
     );
 }
+
+/// `--url` (or CIFAR10_URL) replaces the official address: the error of an
+/// unreachable mirror names it.
+#[test]
+fn download_from_a_mirror() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/cifar-10-binary.tar.gz");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d").join("cifar-10-batches-bin");
+    let o = trainer(&["download", "--data", data.to_str().unwrap(), "--url", &url]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains(&url), "{}", text(&o));
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(["download", "--data", data.to_str().unwrap()])
+        .env("CIFAR10_URL", &url)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains(&url), "{}", text(&o));
+    assert!(
+        !dir.path().join("d").exists(),
+        "a failed download leaves no folder"
+    );
+}
