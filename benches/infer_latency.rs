@@ -80,42 +80,27 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
 
-    let (bytes, origin) = model_bytes("fast");
-    let model = Model::from_bytes(&bytes).expect("fast loads");
-    println!(
-        "{origin}: scratch {} f32 = {} bytes",
-        model.scratch_len(),
-        model.scratch_bytes()
-    );
-    let mut scratch = vec![0f32; model.scratch_len()];
-    let mut group = c.benchmark_group("fast_one_image");
-    group.bench_function("classify_auto", |b| {
-        b.iter(|| {
-            model
-                .classify(black_box(&image), &mut scratch, &mut probs)
-                .unwrap()
-        })
-    });
-    group.finish();
-
-    // ResNet-8 (models/resnet8.json), f32: the shipped file, else random weights.
-    let (bytes, origin) = model_bytes("resnet8");
-    let model = Model::from_bytes(&bytes).expect("resnet8 loads");
-    println!(
-        "{origin}: scratch {} f32 = {} bytes",
-        model.scratch_len(),
-        model.scratch_bytes()
-    );
-    let mut scratch = vec![0f32; model.scratch_len()];
-    let mut group = c.benchmark_group("resnet8_one_image");
-    group.bench_function("classify_auto", |b| {
-        b.iter(|| {
-            model
-                .classify(black_box(&image), &mut scratch, &mut probs)
-                .unwrap()
-        })
-    });
-    group.finish();
+    // fast and ResNet-8 (models/resnet8.json), f32: the shipped files, else
+    // random weights; the best backend only.
+    for name in ["fast", "resnet8"] {
+        let (bytes, origin) = model_bytes(name);
+        let model = Model::from_bytes(&bytes).expect("the f32 model loads");
+        println!(
+            "{origin}: scratch {} f32 = {} bytes",
+            model.scratch_len(),
+            model.scratch_bytes()
+        );
+        let mut scratch = vec![0f32; model.scratch_len()];
+        let mut group = c.benchmark_group(format!("{name}_one_image"));
+        group.bench_function("classify_auto", |b| {
+            b.iter(|| {
+                model
+                    .classify(black_box(&image), &mut scratch, &mut probs)
+                    .unwrap()
+            })
+        });
+        group.finish();
+    }
 
     for name in ["model1", "fast", "resnet8"] {
         let file = format!("models/{name}-int8.safetensors");

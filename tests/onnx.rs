@@ -8,6 +8,9 @@
 //! Needs Python with `onnxruntime` and `numpy` (`$ONNX_PYTHON`, default
 //! `python3`); says SKIPPED without them, unless `ONNX_REQUIRE=1` (as CI sets).
 
+mod common;
+
+use common::randomise;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,25 +20,6 @@ use trainer::{ModelSpec, Network};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Randomises biases and batch-norm parameters and statistics.
-fn randomise(net: &mut Network, seed: u64) {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let names: Vec<String> = net.named_tensors().into_iter().map(|(n, _, _)| n).collect();
-    let mut values = net.snapshot();
-    for (name, v) in names.iter().zip(&mut values) {
-        let range = match name.rsplit('.').next() {
-            Some("bias") => -0.1..0.1,
-            Some("gamma") => 0.5..1.5,
-            Some("beta") | Some("moving_mean") => -0.3..0.3,
-            Some("moving_variance") => 0.3..2.0,
-            _ => continue,
-        };
-        v.iter_mut()
-            .for_each(|x| *x = rng.random_range(range.clone()));
-    }
-    net.restore(&values);
 }
 
 /// ONNX Runtime's logits for `images` (u8 HWC), or `None` when it is missing.

@@ -12,6 +12,9 @@
 //! Images: the first 1,000 CIFAR-10 test images when the data is present
 //! (`../shared/cifar10/cifar-10-batches-bin`), else random images.
 
+mod common;
+
+use common::randomise;
 use infer::{Backend, Model};
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
@@ -42,26 +45,6 @@ fn cifar_images() -> Option<Vec<u8>> {
 fn random_images(len: usize, n: usize, seed: u64) -> Vec<u8> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     (0..len * n).map(|_| rng.random()).collect()
-}
-
-/// Randomises biases and batchnorm parameters/statistics (weights keep their
-/// initialisation), so that every tensor matters.
-fn randomise(net: &mut Network, seed: u64) {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let names: Vec<String> = net.named_tensors().into_iter().map(|(n, _, _)| n).collect();
-    let mut values = net.snapshot();
-    for (name, v) in names.iter().zip(&mut values) {
-        let range = match name.rsplit('.').next() {
-            Some("bias") => -0.1..0.1,
-            Some("gamma") => 0.5..1.5,
-            Some("beta") | Some("moving_mean") => -0.3..0.3,
-            Some("moving_variance") => 0.3..2.0,
-            _ => continue,
-        };
-        v.iter_mut()
-            .for_each(|x| *x = rng.random_range(range.clone()));
-    }
-    net.restore(&values);
 }
 
 /// Compares trainer and infer on `n` images; returns the number of near-ties.

@@ -201,15 +201,9 @@ impl Split {
         ))
     }
 
-    /// Holds out `fraction` of each class, chosen at random with `seed`:
-    /// `(the rest, the held out)`, both in data-set order. A class of `n`
-    /// images gives `round(fraction · n)` of them, at least one when it has
-    /// two or more, and always keeps one for training. For a validation set
-    /// that is not the test set.
-    pub fn stratified_split(&self, fraction: f32, seed: u64) -> Result<(Split, Split), DataError> {
-        if !(fraction > 0.0 && fraction < 1.0) {
-            return Err(DataError::BadValidationFraction { fraction });
-        }
+    /// The indices of each class's images (by label), each list shuffled
+    /// with `seed`: the draw behind the stratified selections.
+    fn shuffled_by_class(&self, seed: u64) -> Vec<Vec<usize>> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let classes = self
             .labels
@@ -221,9 +215,24 @@ impl Split {
         for (i, &l) in self.labels.iter().enumerate() {
             by_class[l as usize].push(i);
         }
-        let mut held = vec![false; self.len()];
         for c in &mut by_class {
             c.shuffle(&mut rng);
+        }
+        by_class
+    }
+
+    /// Holds out `fraction` of each class, chosen at random with `seed`:
+    /// `(the rest, the held out)`, both in data-set order. A class of `n`
+    /// images gives `round(fraction · n)` of them, at least one when it has
+    /// two or more, and always keeps one for training. For a validation set
+    /// that is not the test set.
+    pub fn stratified_split(&self, fraction: f32, seed: u64) -> Result<(Split, Split), DataError> {
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return Err(DataError::BadValidationFraction { fraction });
+        }
+        let by_class = self.shuffled_by_class(seed);
+        let mut held = vec![false; self.len()];
+        for c in &by_class {
             let n = c.len();
             let take = ((fraction * n as f32).round() as usize)
                 .max(usize::from(n >= 2))
@@ -262,20 +271,7 @@ impl Split {
                 available: self.len(),
             });
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let classes = self
-            .labels
-            .iter()
-            .map(|&l| l as usize + 1)
-            .max()
-            .unwrap_or(0);
-        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
-        for (i, &l) in self.labels.iter().enumerate() {
-            by_class[l as usize].push(i);
-        }
-        for c in &mut by_class {
-            c.shuffle(&mut rng);
-        }
+        let by_class = self.shuffled_by_class(seed);
         // Deal one image per class in turn until n are taken.
         let mut chosen = Vec::with_capacity(n);
         let mut depth = 0;
