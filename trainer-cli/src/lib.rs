@@ -5,6 +5,8 @@
 
 pub mod dataset;
 pub mod download;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod plot;
 pub mod run;
 pub mod study;

@@ -13,6 +13,7 @@ use trainer::optim::schedule::ScheduleKind;
 use trainer::optim::OptimizerKind;
 use trainer::train::metrics::ConfusionMatrix;
 use trainer::train::recipe::TrainingSpec;
+use trainer::train::replicas::{Alone, Replicas};
 use trainer::train::spec_file::SpecFile;
 use trainer::train::{self, EarlyStopping, Monitor, TrainConfig};
 use trainer_cli::dataset::{self, DataArgs};
@@ -385,7 +386,38 @@ struct EvaluateArgs {
 /// without the backtrace `anyhow` would add under `RUST_BACKTRACE`.
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
+    // Under `mpirun` (built with `--features mpi`), `train` is one replica of
+    // a data-parallel run; every other command runs alone.
+    #[cfg(feature = "mpi")]
+    let mpi = match &cli.command {
+        Command::Train(_) => match trainer_cli::mpi::Mpi::start() {
+            Ok(m) => Some(m),
+            Err(e) => {
+                eprintln!("trainer: error: cannot start MPI: {e:#}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    #[cfg(feature = "mpi")]
+    let replicas: &dyn Replicas = match &mpi {
+        Some(m) => m,
+        None => &Alone,
+    };
+    #[cfg(not(feature = "mpi"))]
+    let replicas: &dyn Replicas = &Alone;
+    // The processes of a job on one machine share its cores.
+    #[cfg(feature = "mpi")]
+    let threads = cli.threads.or_else(|| {
+        let local = mpi.as_ref().map_or(1, |m| m.local_size());
+        (local > 1).then(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores / local).max(1)
+        })
+    });
+    #[cfg(not(feature = "mpi"))]
+    let threads = cli.threads;
+    if let Some(n) = threads {
         if let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()
@@ -394,18 +426,32 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     }
-    match execute(cli.command) {
+    match execute(cli.command, replicas) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("trainer: error: {e:#}");
+            let rank = replicas.rank();
+            if replicas.size() > 1 {
+                eprintln!(
+                    "trainer: error (process {rank} of {}): {e:#}",
+                    replicas.size()
+                );
+                // The other processes may be waiting for this one inside a
+                // collective call: end the whole job instead of leaving them.
+                #[cfg(feature = "mpi")]
+                if let Some(m) = &mpi {
+                    m.abort(1);
+                }
+            } else {
+                eprintln!("trainer: error: {e:#}");
+            }
             std::process::ExitCode::FAILURE
         }
     }
 }
 
-fn execute(command: Command) -> Result<()> {
+fn execute(command: Command, replicas: &dyn Replicas) -> Result<()> {
     match command {
-        Command::Train(args) => train(*args),
+        Command::Train(args) => train(*args, replicas),
         Command::Evaluate(args) => evaluate(args),
         Command::Quantize(args) => quantize_model(args),
         Command::Export(args) => export(args),
@@ -435,7 +481,12 @@ fn execute(command: Command) -> Result<()> {
     }
 }
 
-fn train(args: TrainArgs) -> Result<()> {
+fn train(mut args: TrainArgs, replicas: &dyn Replicas) -> Result<()> {
+    let lead = replicas.rank() == 0;
+    if !lead {
+        // Replica 0 reports for all.
+        args.quiet = true;
+    }
     let init = match &args.init {
         Some(path) => Some(run::WarmStart::load(path).context("bad --init")?),
         None => None,
@@ -459,7 +510,15 @@ fn train(args: TrainArgs) -> Result<()> {
         .or(&from_spec)
         .resolve()
         .map_err(|e| anyhow::anyhow!("bad training settings: {e}"))?;
-    let data = dataset::load(&args.data, spec_file.model.input, args.offline, args.quiet)?;
+    // Replica 0 finds (or downloads) the data set first; the others then read it.
+    let data = if lead {
+        let data = dataset::load(&args.data, spec_file.model.input, args.offline, args.quiet);
+        replicas.barrier();
+        data?
+    } else {
+        replicas.barrier();
+        dataset::load(&args.data, spec_file.model.input, true, true)?
+    };
     spec_file
         .set_classes(data.num_classes())
         .context("bad --model")?;
@@ -512,31 +571,28 @@ fn train(args: TrainArgs) -> Result<()> {
         .augment
         .check_fits(data.shape())
         .map_err(|e| anyhow::anyhow!("bad augmentation for this data set: {e}"))?;
-    eprintln!(
-        "Training {}, batch {}, {} epochs max, {} threads",
-        cfg.spec.name,
-        cfg.train.batch_size,
-        cfg.train.epochs,
-        rayon::current_num_threads()
-    );
-    eprintln!("Recipe: {}", recipe.describe());
-    match cfg.validation {
-        Validation::Stratified { fraction, seed } => eprintln!(
-            "Validating on {:.0} % of each class of the training set (held out, --data-seed {seed}); the test set is evaluated once, at the end",
-            100.0 * fraction
-        ),
-        Validation::Last(n) => eprintln!(
-            "Validating on the last {n} training images (held out); the test set is evaluated once, at the end"
-        ),
-        Validation::TestSet => {
-            eprintln!("Validating on the test set after every epoch (--validate-on-test)")
-        }
+    if lead {
+        describe_run(&cfg, &recipe, replicas);
     }
     let epochs = cfg.train.epochs;
     on_interrupt_say_how_to_resume(&cfg.checkpoint);
-    let result = run::run(&cfg, &data, &mut |r| {
+    let result = run::run_replicated(&cfg, &data, replicas, &mut |r| {
         trainer_cli::out!("{}", r.keras_line(epochs))
     })?;
+    if !lead {
+        return Ok(());
+    }
+    if let Some((n, c)) = result.communication {
+        // A step's wall time, from the last epoch (training and validation).
+        let steps = result.train_images.div_ceil(cfg.train.batch_size).max(1);
+        let step = result.history.last().map_or(0.0, |r| f64::from(r.seconds)) / steps as f64;
+        eprintln!(
+            "MPI over {n} processes: {:.2} MB all-reduced per step, {:.2} ms per step in the all-reduce (a step takes {:.1} ms)",
+            c.bytes_per_step as f64 / 1e6,
+            c.seconds / c.steps.max(1) as f64 * 1e3,
+            step * 1e3
+        );
+    }
     if result.stopped_early {
         eprintln!("Early stopping after epoch {}", result.epochs_run);
     }
@@ -580,6 +636,38 @@ fn train(args: TrainArgs) -> Result<()> {
     }
     trainer_cli::out!("History: {}", cfg.history.display());
     Ok(())
+}
+
+/// What `train` says before it starts: the model, the recipe, the validation.
+fn describe_run(cfg: &RunConfig, recipe: &trainer::train::recipe::Recipe, replicas: &dyn Replicas) {
+    eprintln!(
+        "Training {}, batch {}, {} epochs max, {} threads",
+        cfg.spec.name,
+        cfg.train.batch_size,
+        cfg.train.epochs,
+        rayon::current_num_threads()
+    );
+    if replicas.size() > 1 {
+        eprintln!(
+            "Data-parallel over {} processes: each takes 1/{} of every batch of {}",
+            replicas.size(),
+            replicas.size(),
+            cfg.train.batch_size
+        );
+    }
+    eprintln!("Recipe: {}", recipe.describe());
+    match cfg.validation {
+        Validation::Stratified { fraction, seed } => eprintln!(
+            "Validating on {:.0} % of each class of the training set (held out, --data-seed {seed}); the test set is evaluated once, at the end",
+            100.0 * fraction
+        ),
+        Validation::Last(n) => eprintln!(
+            "Validating on the last {n} training images (held out); the test set is evaluated once, at the end"
+        ),
+        Validation::TestSet => {
+            eprintln!("Validating on the test set after every epoch (--validate-on-test)")
+        }
+    }
 }
 
 /// Reads a model file whole, with the error `Network::load` gives.

@@ -12,7 +12,10 @@ use trainer::model::spec::ModelSpec;
 use trainer::optim::schedule::ScheduleKind;
 use trainer::optim::Optimizer;
 use trainer::train::checkpoint::{self, CheckpointError, DataSelection, RunFingerprint};
-use trainer::train::{self, EpochRecord, TrainConfig, TrainError, TrainState, EVAL_BATCH};
+use trainer::train::replicas::{Alone, Replicas};
+use trainer::train::{
+    self, Communication, EpochRecord, TrainConfig, TrainError, TrainState, EVAL_BATCH,
+};
 
 #[derive(Clone, Debug)]
 pub struct RunConfig {
@@ -177,6 +180,9 @@ pub struct RunResult {
     /// Mean wall time of an epoch (training + validation).
     pub seconds_per_epoch: f32,
     pub threads: usize,
+    /// Data-parallel runs: the all-reduce traffic (not saved).
+    #[serde(skip)]
+    pub communication: Option<(usize, Communication)>,
 }
 
 /// The saved weights on the test set.
@@ -227,6 +233,20 @@ pub fn run(
     data: &Dataset,
     on_epoch: &mut dyn FnMut(&EpochRecord),
 ) -> Result<RunResult, RunError> {
+    run_replicated(cfg, data, &Alone, on_epoch)
+}
+
+/// [`run`] as one of the `replicas` of a data-parallel run: every replica
+/// trains ([`train::fit_replicated`]); replica 0 alone shows progress, calls
+/// `on_epoch`, writes the history, the checkpoints and the model, and
+/// evaluates the test set.
+pub fn run_replicated(
+    cfg: &RunConfig,
+    data: &Dataset,
+    replicas: &dyn Replicas,
+    on_epoch: &mut dyn FnMut(&EpochRecord),
+) -> Result<RunResult, RunError> {
+    let lead = replicas.rank() == 0;
     let (train_all, val_all): (Cow<Split>, Cow<Split>) = match cfg.validation {
         Validation::Stratified { fraction, seed } => {
             let (train, held) = data.train.stratified_split(fraction, seed)?;
@@ -248,11 +268,13 @@ pub fn run(
         None => val_all,
     };
 
-    eprintln!(
-        "{} training images, {} validation images",
-        train_split.len(),
-        val_split.len()
-    );
+    if lead {
+        eprintln!(
+            "{} training images, {} validation images",
+            train_split.len(),
+            val_split.len()
+        );
+    }
     let fingerprint = cfg.fingerprint(data);
     let (mut net, mut opt, mut state) = if !cfg.fresh && cfg.checkpoint.exists() {
         let r = checkpoint::load(&cfg.checkpoint)?;
@@ -262,18 +284,24 @@ pub fn run(
                 changed: r.fingerprint.differences(&fingerprint),
             });
         }
-        eprintln!(
-            "Resuming from {} after epoch {}",
-            cfg.checkpoint.display(),
-            r.state.epochs_done
-        );
+        if lead {
+            eprintln!(
+                "Resuming from {} after epoch {}",
+                cfg.checkpoint.display(),
+                r.state.epochs_done
+            );
+        }
         (r.net, r.opt, r.state)
     } else {
         let mut net = Network::new(&cfg.spec, cfg.train.seed)?;
         if let Some(w) = &cfg.init {
             let origin = w.path.display().to_string();
             trainer::train::warm_start::warm_start(&mut net, &w.net, &origin)?;
-            eprintln!("Starting from the weights of {origin} (the optimiser's state starts fresh)");
+            if lead {
+                eprintln!(
+                    "Starting from the weights of {origin} (the optimiser's state starts fresh)"
+                );
+            }
         }
         (net, cfg.optimizer.clone(), TrainState::default())
     };
@@ -283,10 +311,10 @@ pub fn run(
     }
 
     let log = match &cfg.log_jsonl {
-        None => None,
-        Some(path) => Some(StepLog::open(path)?),
+        Some(path) if lead => Some(StepLog::open(path)?),
+        _ => None,
     };
-    let mut observer = Saver {
+    let mut saver = Saver {
         cfg,
         fingerprint: &fingerprint,
         on_epoch,
@@ -295,19 +323,21 @@ pub fn run(
         epoch: 0,
         epoch_started: std::time::Instant::now(),
     };
-    let outcome = train::fit(
+    let observer: &mut dyn train::Observer = if lead { &mut saver } else { &mut () };
+    let outcome = train::fit_replicated(
+        replicas,
         &mut net,
         &mut opt,
         &train_split,
         &val_split,
         &cfg.train,
         &mut state,
-        &mut observer,
+        observer,
     )?;
 
     let final_eval = train::evaluate(&mut net, &val_split, EVAL_BATCH);
     // The test set, once, when it was not the validation set.
-    let test_set = (held_out && !data.test.is_empty()).then(|| {
+    let test_set = (lead && held_out && !data.test.is_empty()).then(|| {
         let e = train::evaluate(&mut net, &data.test, EVAL_BATCH);
         TestFigures {
             loss: e.loss,
@@ -315,7 +345,7 @@ pub fn run(
             images: data.test.len(),
         }
     });
-    let tta = cfg.tta.then(|| {
+    let tta = (lead && cfg.tta).then(|| {
         let images = if held_out { &data.test } else { &*val_split };
         let e = train::evaluate_tta(&mut net, images, EVAL_BATCH);
         TtaFigures {
@@ -323,7 +353,9 @@ pub fn run(
             accuracy: e.accuracy,
         }
     });
-    net.save_with_classes(&cfg.out)?;
+    if lead {
+        net.save_with_classes(&cfg.out)?;
+    }
     let history = outcome.history;
     let seconds = history.iter().map(|r| r.seconds).sum::<f32>() / history.len().max(1) as f32;
     Ok(RunResult {
@@ -342,6 +374,7 @@ pub fn run(
         train_images: train_split.len(),
         seconds_per_epoch: seconds,
         threads: rayon::current_num_threads(),
+        communication: outcome.communication.map(|c| (replicas.size(), c)),
     })
 }
 

@@ -402,6 +402,10 @@ impl Layer for BatchNorm {
             &mut self.moving_variance,
         ]
     }
+
+    fn statistics_mut(&mut self) -> Vec<&mut [f32]> {
+        vec![&mut self.moving_mean, &mut self.moving_variance]
+    }
 }
 
 #[cfg(test)]

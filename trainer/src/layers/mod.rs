@@ -118,6 +118,13 @@ pub trait Layer: Send {
         Vec::new()
     }
 
+    /// The non-trainable state among [`Layer::tensors_mut`] that training
+    /// updates (batch norm's running statistics): what the replicas of a
+    /// data-parallel run average.
+    fn statistics_mut(&mut self) -> Vec<&mut [f32]> {
+        Vec::new()
+    }
+
     /// Sets how the layer computes (layers with GEMMs use it).
     fn set_compute(&mut self, _compute: Compute) {}
 

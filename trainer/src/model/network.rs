@@ -510,6 +510,14 @@ impl Network {
             .collect()
     }
 
+    /// Every layer's running statistics ([`Layer::statistics_mut`]), in layer order.
+    pub fn statistics_mut(&mut self) -> Vec<&mut [f32]> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| l.statistics_mut())
+            .collect()
+    }
+
     /// Restores a [`Network::snapshot`] of this same network.
     pub fn restore(&mut self, snapshot: &[Vec<f32>]) {
         let mut values = snapshot.iter();

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod evaluate;
 pub mod metrics;
 pub mod recipe;
+pub mod replicas;
 pub mod spec_file;
 pub mod warm_start;
 
@@ -14,13 +15,16 @@ pub use evaluate::{evaluate, evaluate_tta, Evaluation, EVAL_BATCH};
 
 use crate::data::augment::{self, Augment, Batch};
 use crate::data::Split;
+use crate::layers::{Param, Params};
 use crate::model::network::Network;
 use crate::optim::schedule::{self, Schedule};
 use crate::optim::Optimizer;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use replicas::{Alone, Replicas};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::time::Instant;
 
 /// Which validation figure early stopping watches.
@@ -219,6 +223,8 @@ pub enum TrainError {
     ZeroBatch,
     #[error("the training set is empty")]
     EmptyTrainingSet,
+    #[error("after epoch {epoch} the weights differ between the processes of this data-parallel run (a replica computed something else: mixed builds or machines?)")]
+    ReplicasDiverged { epoch: usize },
 }
 
 /// Everything that changes as training goes on; what a checkpoint saves.
@@ -244,6 +250,19 @@ pub struct Outcome {
     pub final_epoch: usize,
     pub best_epoch: Option<usize>,
     pub stopped_early: bool,
+    /// What data-parallel training cost in communication (`None` alone).
+    pub communication: Option<Communication>,
+}
+
+/// The all-reduce traffic of a data-parallel run ([`fit_replicated`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Communication {
+    /// Bytes each replica contributes to the all-reduce of one step.
+    pub bytes_per_step: usize,
+    /// Steps taken (in this call of [`fit_replicated`]).
+    pub steps: usize,
+    /// Wall time spent in the per-step all-reduce, summed over the steps.
+    pub seconds: f64,
 }
 
 /// What the caller of [`fit`] sees as training goes: to draw progress, print
@@ -283,19 +302,57 @@ pub fn fit(
     state: &mut TrainState,
     observer: &mut dyn Observer,
 ) -> Result<Outcome, TrainError> {
+    fit_replicated(&Alone, net, opt, train, val, cfg, state, observer)
+}
+
+/// [`fit`] as one of the `replicas` of a data-parallel run (see
+/// [`replicas`]): every replica calls it with the same arguments; each
+/// trains on its shard of every batch and validates on its shard of `val`,
+/// and all see the same figures and end with the same weights. The
+/// observer of every replica is called; the caller gives replica 0 the one
+/// that reports and saves.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_replicated(
+    replicas: &dyn Replicas,
+    net: &mut Network,
+    opt: &mut Optimizer,
+    train: &Split,
+    val: &Split,
+    cfg: &TrainConfig,
+    state: &mut TrainState,
+    observer: &mut dyn Observer,
+) -> Result<Outcome, TrainError> {
     if cfg.batch_size == 0 {
         return Err(TrainError::ZeroBatch);
     }
     if train.is_empty() {
         return Err(TrainError::EmptyTrainingSet);
     }
+    let (rank, size) = (replicas.rank(), replicas.size());
     let steps = train.len().div_ceil(cfg.batch_size);
     let mut order: Vec<usize> = (0..train.len()).collect();
     // Two batch buffers: one trains while the other is gathered (and augmented).
+    // Every replica gathers the whole batch (cheap, and off the critical
+    // path) and trains on its shard, so the augmentation of each image is
+    // the same however many replicas there are.
     let mut buffers = [
         Batch::with_capacity(cfg.batch_size, train.shape),
         Batch::with_capacity(cfg.batch_size, train.shape),
     ];
+    let val_shard = if size > 1 {
+        Cow::Owned(val.select(&replicas::shard(val.len(), rank, size).collect::<Vec<_>>()))
+    } else {
+        Cow::Borrowed(val)
+    };
+    // The all-reduced buffer: every gradient, then the shard's loss sum and
+    // correct count.
+    let mut reduced: Vec<f32> = Vec::new();
+    let mut communication = Communication {
+        bytes_per_step: 0,
+        steps: 0,
+        seconds: 0.0,
+    };
+    let image_len = train.image_len();
 
     while state.epochs_done < cfg.epochs && !state.stopped_early {
         let epoch = state.epochs_done + 1;
@@ -321,20 +378,57 @@ pub fn fit(
             epoch_seed,
             &mut buffers,
             &mut |step, batch| {
-                net.set_input_u8(&batch.images, batch.len());
-                let b = net.forward_backward_smoothed(&batch.labels, cfg.label_smoothing);
-                if !b.loss.is_finite() {
+                let part = replicas::shard(batch.len(), rank, size);
+                let local = (!part.is_empty()).then(|| {
+                    let images = &batch.images[part.start * image_len..part.end * image_len];
+                    net.set_input_u8(images, part.len());
+                    net.forward_backward_smoothed(&batch.labels[part.clone()], cfg.label_smoothing)
+                });
+                // The batch's mean loss and its correct count, over all replicas.
+                let (loss, batch_correct) = match local {
+                    Some(b) if size == 1 => (b.loss, b.correct),
+                    _ => {
+                        let t = Instant::now();
+                        let weight = part.len() as f32 / batch.len() as f32;
+                        reduced.clear();
+                        net.visit_params(&mut |p| match local {
+                            Some(_) => reduced.extend(p.grad.iter().map(|g| g * weight)),
+                            None => reduced.resize(reduced.len() + p.grad.len(), 0.0),
+                        });
+                        let (l, c) = local.map_or((0.0, 0), |b| (b.loss, b.correct));
+                        reduced.extend([l * part.len() as f32, c as f32]);
+                        replicas.sum_f32(&mut reduced);
+                        communication.seconds += t.elapsed().as_secs_f64();
+                        communication.steps += 1;
+                        communication.bytes_per_step = std::mem::size_of_val(&reduced[..]);
+                        let k = reduced.len();
+                        (reduced[k - 2] / batch.len() as f32, reduced[k - 1] as usize)
+                    }
+                };
+                // Every replica sees the same reduced loss, so all stop together.
+                if !loss.is_finite() {
                     failure = Some(TrainError::NonFinite {
                         epoch,
                         step: step + 1,
-                        value: b.loss,
+                        value: loss,
                     });
                     return false;
                 }
                 let e = schedule::step_epoch(epoch, step, steps);
-                opt.step(net, cfg.schedule.factor(e, cfg.epochs as f32));
-                loss_sum += b.loss as f64 * batch.len() as f64;
-                correct += b.correct;
+                let factor = cfg.schedule.factor(e, cfg.epochs as f32);
+                if size == 1 {
+                    opt.step(net, factor);
+                } else {
+                    opt.step(
+                        &mut WithGradients {
+                            net,
+                            grads: &reduced,
+                        },
+                        factor,
+                    );
+                }
+                loss_sum += loss as f64 * batch.len() as f64;
+                correct += batch_correct;
                 let seen = (step * cfg.batch_size + batch.len()) as f64;
                 observer.step_done(step, loss_sum / seen, correct as f64 / seen);
                 true
@@ -345,13 +439,35 @@ pub fn fit(
             return Err(e);
         }
 
-        let v = evaluate(net, val, EVAL_BATCH);
+        let (val_loss, val_accuracy) = if size == 1 {
+            let v = evaluate(net, val, EVAL_BATCH);
+            (v.loss, v.accuracy)
+        } else {
+            average_statistics(net, replicas);
+            if !replicas.agree(replicas::fingerprint(
+                net.named_tensors().into_iter().map(|(_, _, d)| d),
+            )) {
+                observer.epoch_failed();
+                return Err(TrainError::ReplicasDiverged { epoch });
+            }
+            let v = evaluate(net, &val_shard, EVAL_BATCH);
+            let right = v
+                .predictions
+                .iter()
+                .zip(&val_shard.labels)
+                .filter(|(p, t)| p == t)
+                .count();
+            let mut sums = [f64::from(v.loss) * val_shard.len() as f64, right as f64];
+            replicas.sum_f64(&mut sums);
+            let n = val.len().max(1) as f64;
+            ((sums[0] / n) as f32, (sums[1] / n) as f32)
+        };
         let record = EpochRecord {
             epoch,
             loss: (loss_sum / train.len() as f64) as f32,
             accuracy: correct as f32 / train.len() as f32,
-            val_loss: v.loss,
-            val_accuracy: v.accuracy,
+            val_loss,
+            val_accuracy,
             seconds: started.elapsed().as_secs_f32(),
             lr: opt.learning_rate()
                 * cfg.schedule.factor(
@@ -381,7 +497,49 @@ pub fn fit(
         final_epoch,
         best_epoch: state.best.map(|(_, e)| e),
         stopped_early: state.stopped_early,
+        communication: (size > 1).then_some(communication),
     })
+}
+
+/// The network's parameters with the gradients of `grads` (all of them,
+/// flat, in [`Params::visit_params`] order) instead of its own: what the
+/// optimiser steps in a data-parallel run.
+struct WithGradients<'a> {
+    net: &'a mut Network,
+    grads: &'a [f32],
+}
+
+impl Params for WithGradients<'_> {
+    fn visit_params(&mut self, f: &mut dyn FnMut(Param<'_>)) {
+        let grads = self.grads;
+        let mut offset = 0;
+        self.net.visit_params(&mut |p| {
+            let n = p.value.len();
+            f(Param {
+                grad: &grads[offset..offset + n],
+                ..p
+            });
+            offset += n;
+        });
+    }
+}
+
+/// Replaces the running statistics (batch norm's moving mean and variance)
+/// by their mean over the replicas.
+fn average_statistics(net: &mut Network, replicas: &dyn Replicas) {
+    let mut stats = net.statistics_mut();
+    let mut flat: Vec<f32> = stats.iter().flat_map(|s| s.iter().copied()).collect();
+    if flat.is_empty() {
+        return;
+    }
+    replicas.sum_f32(&mut flat);
+    let scale = 1.0 / replicas.size() as f32;
+    let mut values = flat.iter();
+    for s in &mut stats {
+        for (v, sum) in s.iter_mut().zip(&mut values) {
+            *v = sum * scale;
+        }
+    }
 }
 
 /// Calls `train_step(step, batch)` on each batch of `order` in turn (stopping
@@ -575,6 +733,242 @@ mod tests {
         let mut back = vec![0u8; IMAGE_LEN];
         augment::mirror_image(&dst, &mut back, SHAPE);
         assert_eq!(back, src);
+    }
+
+    /// Replicas that are threads of this process, summing through shared
+    /// memory: what MPI does across processes, for testing
+    /// [`fit_replicated`] without it.
+    struct ThreadReplicas {
+        rank: usize,
+        size: usize,
+        shared: std::sync::Arc<(std::sync::Barrier, std::sync::Mutex<Vec<f64>>)>,
+    }
+
+    impl ThreadReplicas {
+        fn team(size: usize) -> Vec<ThreadReplicas> {
+            let shared = std::sync::Arc::new((
+                std::sync::Barrier::new(size),
+                std::sync::Mutex::new(Vec::new()),
+            ));
+            (0..size)
+                .map(|rank| ThreadReplicas {
+                    rank,
+                    size,
+                    shared: shared.clone(),
+                })
+                .collect()
+        }
+
+        fn sum(&self, values: &mut [f64]) {
+            let (barrier, acc) = &*self.shared;
+            if barrier.wait().is_leader() {
+                *acc.lock().unwrap() = vec![0.0; values.len()];
+            }
+            barrier.wait();
+            for (a, v) in acc.lock().unwrap().iter_mut().zip(values.iter()) {
+                *a += v;
+            }
+            barrier.wait();
+            values.copy_from_slice(&acc.lock().unwrap());
+            barrier.wait();
+        }
+    }
+
+    impl Replicas for ThreadReplicas {
+        fn rank(&self) -> usize {
+            self.rank
+        }
+        fn size(&self) -> usize {
+            self.size
+        }
+        fn sum_f32(&self, values: &mut [f32]) {
+            let mut wide: Vec<f64> = values.iter().map(|&v| f64::from(v)).collect();
+            self.sum(&mut wide);
+            for (v, w) in values.iter_mut().zip(wide) {
+                *v = w as f32;
+            }
+        }
+        fn sum_f64(&self, values: &mut [f64]) {
+            self.sum(values);
+        }
+        fn agree(&self, value: u64) -> bool {
+            // Per 16-bit piece: all equal exactly when n·Σv² = (Σv)² (no
+            // variance); exact in f64 at these sizes.
+            let pieces: Vec<f64> = (0..4)
+                .map(|i| ((value >> (16 * i)) & 0xffff) as f64)
+                .collect();
+            let mut sums: Vec<f64> = pieces
+                .iter()
+                .chain(&pieces.iter().map(|v| v * v).collect::<Vec<_>>())
+                .copied()
+                .collect();
+            self.sum(&mut sums);
+            let n = self.size as f64;
+            (0..4).all(|i| n * sums[4 + i] == sums[i] * sums[i])
+        }
+    }
+
+    /// Trains `make_net()` on `train` as `size` thread replicas; returns each
+    /// replica's final weights and history.
+    fn train_replicated(
+        make_net: fn() -> Network,
+        size: usize,
+        train: &Split,
+        val: &Split,
+        cfg: &TrainConfig,
+    ) -> Vec<(Vec<Vec<f32>>, Vec<EpochRecord>)> {
+        let team = ThreadReplicas::team(size);
+        std::thread::scope(|s| {
+            let runs: Vec<_> = team
+                .iter()
+                .map(|r| {
+                    s.spawn(move || {
+                        let mut net = make_net();
+                        let mut opt = Optimizer::Sgd(crate::optim::Sgd::new(0.05, 0.9, true));
+                        let mut state = TrainState::default();
+                        let out = fit_replicated(
+                            r,
+                            &mut net,
+                            &mut opt,
+                            train,
+                            val,
+                            cfg,
+                            &mut state,
+                            &mut (),
+                        )
+                        .unwrap();
+                        assert_eq!(out.communication.is_some(), size > 1);
+                        (net.snapshot(), out.history)
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    fn replicated_config(batch_size: usize) -> TrainConfig {
+        TrainConfig {
+            epochs: 2,
+            batch_size,
+            augment: Augment {
+                crop_pad: 2,
+                pad_mode: PadMode::Reflect,
+                flip: true,
+                cutout: 0,
+            },
+            ..TrainConfig::default()
+        }
+    }
+
+    /// Data-parallel training computes what one process computes: the
+    /// replicas' summed, weighted gradients are the whole batch's, so the
+    /// weights agree to rounding (summation order) — with shards of unequal
+    /// sizes, and with a last batch smaller than the team (an empty shard).
+    #[test]
+    fn replicas_train_like_one_process() {
+        for (size, images, batch) in [(2, 70, 16), (3, 70, 16), (2, 15, 7)] {
+            let (train, val) = (split_of(images), split_of(13));
+            let cfg = replicated_config(batch);
+            let alone = train_replicated(small_net, 1, &train, &val, &cfg);
+            let team = train_replicated(small_net, size, &train, &val, &cfg);
+            let (w1, h1) = &alone[0];
+            for (w, h) in &team {
+                // Bit for bit the same on every replica.
+                assert_eq!(w, &team[0].0);
+                let worst = w1
+                    .iter()
+                    .flatten()
+                    .zip(w.iter().flatten())
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(worst < 1e-5, "{size} replicas, batch {batch}: {worst}");
+                for (a, b) in h1.iter().zip(h) {
+                    assert!((a.loss - b.loss).abs() < 1e-5, "{a:?} vs {b:?}");
+                    assert!((a.val_loss - b.val_loss).abs() < 1e-5, "{a:?} vs {b:?}");
+                    assert_eq!(a.accuracy, b.accuracy);
+                    assert_eq!(a.val_accuracy, b.val_accuracy);
+                }
+            }
+            // Training moved the weights (the comparison is not of two initialisations).
+            let init = small_net().snapshot();
+            assert!(init
+                .iter()
+                .flatten()
+                .zip(w1.iter().flatten())
+                .any(|(a, b)| (a - b).abs() > 1e-3));
+        }
+    }
+
+    /// With batch norm each replica normalises by its shard's statistics, so
+    /// the run differs from one process's; the replicas still end identical,
+    /// their running statistics averaged.
+    #[test]
+    fn replicas_with_batch_norm_stay_identical() {
+        fn bn_net() -> Network {
+            let spec = crate::model::spec::ModelSpec::from_json_str(
+                r#"{"name":"tiny-bn","input":{"height":32,"width":32,"channels":3},"layers":[
+                    {"type":"conv2d","filters":4,"kernel":3},{"type":"batchnorm"},{"type":"relu"},
+                    {"type":"maxpool2d"},{"type":"flatten"},{"type":"dense","units":10}]}"#,
+            )
+            .unwrap();
+            Network::new(&spec, 3).unwrap()
+        }
+        let team = train_replicated(
+            bn_net,
+            2,
+            &split_of(40),
+            &split_of(10),
+            &replicated_config(8),
+        );
+        assert_eq!(team[0].0, team[1].0);
+        let figures = |h: &[EpochRecord]| -> Vec<[f32; 4]> {
+            h.iter()
+                .map(|r| [r.loss, r.accuracy, r.val_loss, r.val_accuracy])
+                .collect()
+        };
+        assert_eq!(figures(&team[0].1), figures(&team[1].1));
+        // The running statistics moved from their initial values.
+        assert_ne!(team[0].0[2..4], bn_net().snapshot()[2..4]);
+    }
+
+    /// Replicas whose weights differ stop with an error after the epoch.
+    #[test]
+    fn diverged_replicas_are_an_error() {
+        struct Disagreeing;
+        impl Replicas for Disagreeing {
+            fn rank(&self) -> usize {
+                0
+            }
+            fn size(&self) -> usize {
+                2
+            }
+            fn sum_f32(&self, values: &mut [f32]) {
+                values.iter_mut().for_each(|v| *v *= 2.0);
+            }
+            fn sum_f64(&self, values: &mut [f64]) {
+                values.iter_mut().for_each(|v| *v *= 2.0);
+            }
+            fn agree(&self, _value: u64) -> bool {
+                false
+            }
+        }
+        let mut net = small_net();
+        let mut opt = Optimizer::Sgd(crate::optim::Sgd::new(0.05, 0.9, true));
+        let err = fit_replicated(
+            &Disagreeing,
+            &mut net,
+            &mut opt,
+            &split_of(20),
+            &split_of(4),
+            &replicated_config(8),
+            &mut TrainState::default(),
+            &mut (),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, TrainError::ReplicasDiverged { epoch: 1 }),
+            "{err}"
+        );
     }
 
     /// The prefetching thread hands over, in order, exactly the batches that a
