@@ -120,6 +120,11 @@ struct TrainArgs {
     /// Seed for initialisation, shuffling and dropout.
     #[arg(long, default_value_t = 1, help_heading = "Training")]
     seed: u64,
+    /// Under `mpirun`: batch norm normalises by the statistics of the whole
+    /// global batch, summed over the processes at every batch-norm layer
+    /// (PyTorch's SyncBatchNorm), instead of each process's shard.
+    #[arg(long, help_heading = "Training")]
+    sync_batch_norm: bool,
     /// Train on N images, stratified by class (default: all 50,000).
     #[arg(long, value_parser = positive(), help_heading = "Training")]
     subset: Option<usize>,
@@ -528,16 +533,19 @@ fn train(mut args: TrainArgs, replicas: &dyn Replicas) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/{}.safetensors", spec.name)));
     let cfg = RunConfig {
-        train: TrainConfig::from_recipe(
-            &recipe,
-            args.seed,
-            args.early_stopping.then_some(EarlyStopping {
-                monitor: args.monitor,
-                patience: args.patience,
-                min_delta: args.min_delta,
-                restore_best: !args.no_restore_best,
-            }),
-        ),
+        train: TrainConfig {
+            sync_batch_norm: args.sync_batch_norm,
+            ..TrainConfig::from_recipe(
+                &recipe,
+                args.seed,
+                args.early_stopping.then_some(EarlyStopping {
+                    monitor: args.monitor,
+                    patience: args.patience,
+                    min_delta: args.min_delta,
+                    restore_best: !args.no_restore_best,
+                }),
+            )
+        },
         progress: !args.quiet,
         optimizer: recipe.optimizer.clone(),
         subset: args.subset,
@@ -649,10 +657,15 @@ fn describe_run(cfg: &RunConfig, recipe: &trainer::train::recipe::Recipe, replic
     );
     if replicas.size() > 1 {
         eprintln!(
-            "Data-parallel over {} processes: each takes 1/{} of every batch of {}",
+            "Data-parallel over {} processes: each takes 1/{} of every batch of {}; batch norm {}",
             replicas.size(),
             replicas.size(),
-            cfg.train.batch_size
+            cfg.train.batch_size,
+            if cfg.train.sync_batch_norm {
+                "by the whole batch's statistics (--sync-batch-norm)"
+            } else {
+                "by each process's shard (--sync-batch-norm: by the whole batch)"
+            }
         );
     }
     eprintln!("Recipe: {}", recipe.describe());

@@ -51,12 +51,18 @@ const SPEC: &str = r#"{"name":"tiny","input":{"height":32,"width":32,"channels":
     {"type":"conv2d","filters":8,"kernel":3},{"type":"relu"},{"type":"maxpool2d"},
     {"type":"flatten"},{"type":"dense","units":10}]}"#;
 
-fn setup(dir: &Path) -> (PathBuf, PathBuf) {
+/// SPEC with batch norm after each convolution.
+const SPEC_BN: &str = r#"{"name":"tiny-bn","input":{"height":32,"width":32,"channels":3},"layers":[
+    {"type":"conv2d","filters":6,"kernel":3},{"type":"batchnorm"},{"type":"relu"},{"type":"maxpool2d"},
+    {"type":"conv2d","filters":8,"kernel":3},{"type":"batchnorm"},{"type":"relu"},{"type":"maxpool2d"},
+    {"type":"flatten"},{"type":"dense","units":10}]}"#;
+
+fn setup(dir: &Path, spec_json: &str) -> (PathBuf, PathBuf) {
     let data = dir.join("data");
     std::fs::create_dir(&data).unwrap();
     tiny_cifar(&data);
     let spec = dir.join("tiny.json");
-    std::fs::write(&spec, SPEC).unwrap();
+    std::fs::write(&spec, spec_json).unwrap();
     (data, spec)
 }
 
@@ -153,21 +159,51 @@ fn text(o: &Output) -> String {
 /// process gets, within 1e-5, and report the same epochs.
 #[test]
 fn two_processes_train_what_one_process_trains() {
+    let (worst, h1, h2) = one_and_two_processes(SPEC, &[]);
+    assert!(worst <= 1e-5, "weights differ by {worst}");
+    assert_same_history(&h1, &h2);
+}
+
+/// With batch norm and `--sync-batch-norm`, each process normalises its half
+/// of the batch by the whole batch's statistics, so two processes still
+/// train what one does (running statistics included); without the option
+/// they do not (which shows that the comparison can tell).
+#[test]
+fn synchronised_batch_norm_trains_what_one_process_trains() {
+    let (worst, h1, h2) = one_and_two_processes(SPEC_BN, &["--sync-batch-norm"]);
+    assert!(worst <= 1e-5, "weights differ by {worst}");
+    assert_same_history(&h1, &h2);
+    let (apart, ..) = one_and_two_processes(SPEC_BN, &[]);
+    assert!(
+        apart > 1e-4,
+        "per-process statistics gave the same weights: {apart}"
+    );
+}
+
+/// Trains `spec_json` with `extra` arguments in one process and under
+/// `mpirun -np 2`; checks the logs, and returns the largest difference
+/// between the two runs' weights and the two histories (CSV).
+fn one_and_two_processes(spec_json: &str, extra: &[&str]) -> (f32, String, String) {
     let dir = tempfile::tempdir().unwrap();
-    let (data, spec) = setup(dir.path());
+    let (data, spec) = setup(dir.path(), spec_json);
     let (alone, pair) = (
         dir.path().join("alone.safetensors"),
         dir.path().join("pair.safetensors"),
     );
+    let args = |out: &Path| {
+        let mut args = train_args(&data, &spec, out, EPOCHS);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
 
     let one = Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(train_args(&data, &spec, &alone, EPOCHS))
+        .args(args(&alone))
         .env("RAYON_NUM_THREADS", "1")
         .output()
         .unwrap();
     assert!(one.status.success(), "{}", text(&one));
     let two = output_within(
-        spawn(mpirun(2, &train_args(&data, &spec, &pair, EPOCHS))),
+        spawn(mpirun(2, &args(&pair))),
         Duration::from_secs(120),
         "mpirun -np 2",
     );
@@ -191,23 +227,29 @@ fn two_processes_train_what_one_process_trains() {
         }
         assert_eq!(x.len(), y.len(), "{name}");
     }
-    eprintln!("largest difference between the weights: {worst:e}");
-    assert!(worst <= 1e-5, "weights differ by {worst}");
-    // The runs trained (the weights moved from the same initialisation).
+    eprintln!("{extra:?}: largest difference between the weights: {worst:e}");
     let h1 = std::fs::read_to_string(alone.with_extension("csv")).unwrap();
     let h2 = std::fs::read_to_string(pair.with_extension("csv")).unwrap();
-    let col = |h: &str, c: usize| -> Vec<f32> {
-        h.lines()
-            .skip(1)
-            .map(|l| l.split(',').nth(c).unwrap().parse().unwrap())
-            .collect()
-    };
+    (worst, h1, h2)
+}
+
+/// Column `c` of a history CSV.
+fn column(h: &str, c: usize) -> Vec<f32> {
+    h.lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(c).unwrap().parse().unwrap())
+        .collect()
+}
+
+/// The two runs report the same loss, validation loss and accuracy every
+/// epoch, and they trained (the loss fell).
+fn assert_same_history(h1: &str, h2: &str) {
     for c in [1, 3, 4] {
-        for (p, q) in col(&h1, c).iter().zip(col(&h2, c)) {
+        for (p, q) in column(h1, c).iter().zip(column(h2, c)) {
             assert!((p - q).abs() < 1e-4, "history column {c}: {h1} vs {h2}");
         }
     }
-    let losses = col(&h1, 1);
+    let losses = column(h1, 1);
     assert!(losses[EPOCHS - 1] < losses[0], "no learning: {h1}");
 }
 
@@ -217,7 +259,7 @@ fn two_processes_train_what_one_process_trains() {
 #[test]
 fn a_killed_process_ends_the_job() {
     let dir = tempfile::tempdir().unwrap();
-    let (data, spec) = setup(dir.path());
+    let (data, spec) = setup(dir.path(), SPEC);
     let out = dir.path().join("killed.safetensors");
     let child = spawn(mpirun(2, &train_args(&data, &spec, &out, 10_000)));
     // Wait for the first epoch (replica 0 writes the history), then kill rank 1.

@@ -9,11 +9,18 @@
 //! (one tensor less to write and hold). A following relu can be fused in
 //! ([`BatchNorm::fuse_relu`]): forward stores `max(0, y)`, and backward masks
 //! `dy` by `y > 0`, recomputed from `x` with the very operations of forward.
+//!
+//! Synchronised across the replicas of a data-parallel run
+//! ([`Layer::forward_synced`]), the per-channel sums of forward (`Σx`, `Σx²`
+//! and the count) and of backward (`Σdy`, `Σdy·x̂`) are summed over the
+//! replicas before use, so each replica normalises its shard by the whole
+//! batch's statistics and its `dx` is its part of the whole batch's: what one
+//! process computes on the whole batch.
 
 // Per-channel loops index several parallel arrays (γ, β, statistics) by channel.
 #![allow(clippy::needless_range_loop)]
 
-use super::{Layer, Mode, NamedTensor, ParamVisitor};
+use super::{BatchSync, Layer, Mode, NamedTensor, ParamVisitor};
 use crate::kernels::tensor::{ImageShape, Tensor};
 use rayon::prelude::*;
 
@@ -221,15 +228,120 @@ impl BatchNorm {
         }
     }
 
+    fn backward_any(
+        &mut self,
+        x: &Tensor,
+        dy: &Tensor,
+        dx: Option<&mut Tensor>,
+        sync: Option<&dyn BatchSync>,
+    ) {
+        if self.relu {
+            self.backward_impl::<true>(x, dy, dx, sync);
+        } else {
+            self.backward_impl::<false>(x, dy, dx, sync);
+        }
+    }
+
+    fn forward_impl(
+        &mut self,
+        x: &Tensor,
+        y: &mut Tensor,
+        mode: Mode,
+        sync: Option<&dyn BatchSync>,
+    ) {
+        let c = self.shape.channels;
+        y.resize(x.n, self.shape);
+        self.last_mode = mode;
+        match mode {
+            Mode::Eval => {
+                // Fixed statistics: an affine map per channel.
+                for ch in 0..c {
+                    self.inv_std[ch] = 1.0 / (self.moving_variance[ch] + self.epsilon).sqrt();
+                    self.mean[ch] = self.moving_mean[ch];
+                }
+            }
+            Mode::Train => {
+                // Σd and Σd² per channel of d = x − K, with the shift K the
+                // batch's first value of the channel: close to the mean, so
+                // that var = E[d²] − E[d]² does not cancel even when the mean
+                // is large against the spread. Totalled in f64 so large batches
+                // stay accurate (see GROUP_ROWS).
+                // Across replicas the shift is the running mean instead: the
+                // same on every replica (they all compute the same statistics).
+                let mut rows = (x.data.len() / c) as f64;
+                match sync {
+                    Some(_) => self.shift.copy_from_slice(&self.moving_mean),
+                    None => self.shift.copy_from_slice(&x.data[..c]),
+                }
+                let per = PerChannel {
+                    mean: &self.shift,
+                    inv_std: &self.inv_std,
+                    gamma: &self.gamma,
+                    beta: &self.beta,
+                };
+                channel_sums(
+                    &x.data,
+                    &x.data,
+                    per,
+                    &mut self.partials,
+                    &mut self.sum,
+                    |a, _, p| {
+                        let d = a - p.mean;
+                        (d, d * d)
+                    },
+                );
+                if let Some(sync) = sync {
+                    rows = self.sum_across(sync, rows);
+                }
+                let m = self.momentum;
+                for ch in 0..c {
+                    let d = self.sum[ch].0 / rows;
+                    let var = (self.sum[ch].1 / rows - d * d).max(0.0);
+                    let mu = self.shift[ch] as f64 + d;
+                    self.mean[ch] = mu as f32;
+                    self.inv_std[ch] = 1.0 / ((var as f32) + self.epsilon).sqrt();
+                    self.moving_mean[ch] = m * self.moving_mean[ch] + (1.0 - m) * mu as f32;
+                    self.moving_variance[ch] =
+                        m * self.moving_variance[ch] + (1.0 - m) * var as f32;
+                }
+            }
+        }
+        let (per, relu) = (self.per(), self.relu);
+        y.data
+            .par_chunks_mut(BLOCK_ROWS * c)
+            .zip(x.data.par_chunks(BLOCK_ROWS * c))
+            .for_each(|(y, x)| {
+                for (ys, xs) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                    for ((y, &x), p) in ys.iter_mut().zip(xs).zip(per.iter()) {
+                        let v = normalise(x, p);
+                        *y = if relu { v.max(0.0) } else { v };
+                    }
+                }
+            });
+    }
+
+    /// Replaces the per-channel sums and `rows` by their totals over the
+    /// replicas; returns the total `rows`.
+    fn sum_across(&mut self, sync: &dyn BatchSync, rows: f64) -> f64 {
+        let mut flat: Vec<f64> = self.sum.iter().flat_map(|&(a, b)| [a, b]).collect();
+        flat.push(rows);
+        sync.sum_f64(&mut flat);
+        for (s, pair) in self.sum.iter_mut().zip(flat.chunks_exact(2)) {
+            *s = (pair[0], pair[1]);
+        }
+        flat[flat.len() - 1]
+    }
+
     /// Backward's sums and `dx`, with the relu mask compiled in or out.
     fn backward_impl<const RELU: bool>(
         &mut self,
         x: &Tensor,
         dy: &Tensor,
         dx: Option<&mut Tensor>,
+        sync: Option<&dyn BatchSync>,
     ) {
         let c = self.shape.channels;
-        let rows = (x.data.len() / c) as f32;
+        let mut rows = (x.data.len() / c) as f64;
         let per = PerChannel {
             mean: &self.mean,
             inv_std: &self.inv_std,
@@ -255,11 +367,18 @@ impl BatchNorm {
         dx.resize(x.n, self.shape);
         // dx = γ·inv_std/M · (M·dy − dβ − x̂·dγ) = a·dy − b − c·x̂ in training,
         // a·dy in evaluation.
+        // M, dβ and dγ are the whole batch's when it is split across
+        // replicas (this shard's dβ and dγ stay its parameter gradients).
         let train = self.last_mode == Mode::Train;
+        if let (true, Some(sync)) = (train, sync) {
+            rows = self.sum_across(sync, rows);
+        }
+        let rows = rows as f32;
         for ch in 0..c {
             let a = self.gamma[ch] * self.inv_std[ch];
             let (b, k) = if train {
-                (a * self.dbeta[ch] / rows, a * self.dgamma[ch] / rows)
+                let (sum_dy, sum_dy_xh) = (self.sum[ch].0 as f32, self.sum[ch].1 as f32);
+                (a * sum_dy / rows, a * sum_dy_xh / rows)
             } else {
                 (0.0, 0.0)
             };
@@ -299,67 +418,7 @@ impl Layer for BatchNorm {
     }
 
     fn forward(&mut self, x: &Tensor, y: &mut Tensor, mode: Mode) {
-        let c = self.shape.channels;
-        y.resize(x.n, self.shape);
-        self.last_mode = mode;
-        match mode {
-            Mode::Eval => {
-                // Fixed statistics: an affine map per channel.
-                for ch in 0..c {
-                    self.inv_std[ch] = 1.0 / (self.moving_variance[ch] + self.epsilon).sqrt();
-                    self.mean[ch] = self.moving_mean[ch];
-                }
-            }
-            Mode::Train => {
-                // Σd and Σd² per channel of d = x − K, with the shift K the
-                // batch's first value of the channel: close to the mean, so
-                // that var = E[d²] − E[d]² does not cancel even when the mean
-                // is large against the spread. Totalled in f64 so large batches
-                // stay accurate (see GROUP_ROWS).
-                let rows = (x.data.len() / c) as f64;
-                self.shift.copy_from_slice(&x.data[..c]);
-                let per = PerChannel {
-                    mean: &self.shift,
-                    inv_std: &self.inv_std,
-                    gamma: &self.gamma,
-                    beta: &self.beta,
-                };
-                channel_sums(
-                    &x.data,
-                    &x.data,
-                    per,
-                    &mut self.partials,
-                    &mut self.sum,
-                    |a, _, p| {
-                        let d = a - p.mean;
-                        (d, d * d)
-                    },
-                );
-                let m = self.momentum;
-                for ch in 0..c {
-                    let d = self.sum[ch].0 / rows;
-                    let var = (self.sum[ch].1 / rows - d * d).max(0.0);
-                    let mu = self.shift[ch] as f64 + d;
-                    self.mean[ch] = mu as f32;
-                    self.inv_std[ch] = 1.0 / ((var as f32) + self.epsilon).sqrt();
-                    self.moving_mean[ch] = m * self.moving_mean[ch] + (1.0 - m) * mu as f32;
-                    self.moving_variance[ch] =
-                        m * self.moving_variance[ch] + (1.0 - m) * var as f32;
-                }
-            }
-        }
-        let (per, relu) = (self.per(), self.relu);
-        y.data
-            .par_chunks_mut(BLOCK_ROWS * c)
-            .zip(x.data.par_chunks(BLOCK_ROWS * c))
-            .for_each(|(y, x)| {
-                for (ys, xs) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-                    for ((y, &x), p) in ys.iter_mut().zip(xs).zip(per.iter()) {
-                        let v = normalise(x, p);
-                        *y = if relu { v.max(0.0) } else { v };
-                    }
-                }
-            });
+        self.forward_impl(x, y, mode, None);
     }
 
     /// With `M = n·h·w` positions per channel: `dβ = Σ dy`, `dγ = Σ dy·x̂`, and
@@ -367,11 +426,22 @@ impl Layer for BatchNorm {
     /// statistics depend on x), `dx = γ·inv_std·dy` in evaluation. With a
     /// fused relu, `dy` is first masked by the forward output `> 0`.
     fn backward(&mut self, x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
-        if self.relu {
-            self.backward_impl::<true>(x, dy, dx);
-        } else {
-            self.backward_impl::<false>(x, dy, dx);
-        }
+        self.backward_any(x, dy, dx, None);
+    }
+
+    fn forward_synced(&mut self, x: &Tensor, y: &mut Tensor, mode: Mode, sync: &dyn BatchSync) {
+        self.forward_impl(x, y, mode, Some(sync));
+    }
+
+    fn backward_synced(
+        &mut self,
+        x: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+        dx: Option<&mut Tensor>,
+        sync: &dyn BatchSync,
+    ) {
+        self.backward_any(x, dy, dx, Some(sync));
     }
 
     fn visit_params(&mut self, f: &mut ParamVisitor<'_>) {

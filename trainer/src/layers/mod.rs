@@ -90,6 +90,16 @@ pub trait Params {
     fn visit_params(&mut self, f: &mut dyn FnMut(Param<'_>));
 }
 
+/// Sums over the replicas of a data-parallel step, each holding one shard of
+/// the batch (see `train::replicas`): what a layer whose output depends on the
+/// whole batch (batch norm's statistics) needs to compute as if it saw all of
+/// it. Every replica calls it in the same order with buffers of the same
+/// length (a collective operation).
+pub trait BatchSync {
+    /// Replaces `values` by their element-wise sum over all replicas.
+    fn sum_f64(&self, values: &mut [f64]);
+}
+
 pub trait Layer: Send {
     /// Per-image output shape.
     fn output_shape(&self) -> ImageShape;
@@ -101,6 +111,27 @@ pub trait Layer: Send {
     /// nothing: it *overwrites* the parameter gradients with `∂L/∂θ` and, when
     /// `dx` is given, writes `∂L/∂x` into it (resized by the layer).
     fn backward(&mut self, x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>);
+
+    /// [`Layer::forward`] of this replica's shard of a batch split across
+    /// replicas, computing as if on the whole batch; the same as `forward`
+    /// for every layer that treats images independently.
+    fn forward_synced(&mut self, x: &Tensor, y: &mut Tensor, mode: Mode, _sync: &dyn BatchSync) {
+        self.forward(x, y, mode)
+    }
+
+    /// [`Layer::backward`] to match [`Layer::forward_synced`]: `dx` is this
+    /// shard's part of the whole batch's gradient. Parameter gradients stay
+    /// this shard's (the caller sums them over the replicas).
+    fn backward_synced(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        dx: Option<&mut Tensor>,
+        _sync: &dyn BatchSync,
+    ) {
+        self.backward(x, y, dy, dx)
+    }
 
     /// Calls `f(suffix, value, gradient, decay)` for each trainable parameter, in a
     /// fixed order. `decay` is true for the weights (kernels, matrices) that

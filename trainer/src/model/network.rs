@@ -298,7 +298,7 @@ impl Network {
     /// Runs every layer on the current input; returns the logits.
     pub fn forward(&mut self, mode: Mode) -> &Tensor {
         for i in 0..self.layers.len() {
-            self.forward_layer(i, mode);
+            self.forward_layer(i, mode, None);
         }
         self.acts.last().expect("at least the input")
     }
@@ -323,7 +323,9 @@ impl Network {
     }
 
     /// `acts[i + 1] = layer i (acts[inputs[i]])`, plus the skip input for an add.
-    fn forward_layer(&mut self, i: usize, mode: Mode) {
+    /// With `sync`, the batch is one replica's shard (see
+    /// [`Network::forward_backward_shard`]).
+    fn forward_layer(&mut self, i: usize, mode: Mode, sync: Option<&dyn layers::BatchSync>) {
         if self.fused[i] {
             // The layer before already applied this relu: its output becomes
             // this layer's (acts[i] is left stale and rewritten next step).
@@ -334,17 +336,21 @@ impl Network {
         // A frozen batch norm keeps its running statistics and uses them,
         // as Keras does for a layer that is not trainable.
         let mode = if self.frozen[i] { Mode::Eval } else { mode };
-        self.layers[i].forward(&done[self.inputs[i]], &mut rest[0], mode);
+        let (x, y) = (&done[self.inputs[i]], &mut rest[0]);
+        match sync {
+            Some(sync) => self.layers[i].forward_synced(x, y, mode, sync),
+            None => self.layers[i].forward(x, y, mode),
+        }
         if let Some(s) = self.skips[i] {
             layers::add_assign(&mut rest[0].data, &done[s].data);
         }
     }
 
     /// Backpropagates from `grads[last] = ∂L/∂logits`, filling every layer's parameter gradients.
-    fn backward(&mut self) {
+    fn backward(&mut self, sync: Option<&dyn layers::BatchSync>) {
         self.start_backward();
         for i in (self.first_trained..self.layers.len()).rev() {
-            self.backward_layer(i);
+            self.backward_layer(i, sync);
         }
     }
 
@@ -361,7 +367,7 @@ impl Network {
     /// input's. The first layer (in backward order) to reach `grads[a]`
     /// writes it, any other adds to it; every reader of `acts[a]` comes after
     /// `a` in the spec, so `grads[a]` is whole before layer `a − 1` reads it.
-    fn backward_layer(&mut self, i: usize) {
+    fn backward_layer(&mut self, i: usize, sync: Option<&dyn layers::BatchSync>) {
         if self.fused[i] {
             // ∂L/∂(relu output) goes to the layer before unmasked: it masks it
             // (a convolution with the relu output, given as its `y`: acts[i + 2]).
@@ -377,15 +383,20 @@ impl Network {
         } else {
             &self.acts[i + 1]
         };
+        let layer = &mut self.layers[i];
+        let mut backward = |x: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>| match sync {
+            Some(sync) => layer.backward_synced(x, y, dy, dx, sync),
+            None => layer.backward(x, y, dy, dx),
+        };
         // No gradient below the first trained layer (nor for the input).
         if a <= self.first_trained {
-            self.layers[i].backward(&self.acts[a], y, &upper[0], None);
+            backward(&self.acts[a], &upper[0], None);
         } else if self.has_grad[a] {
             let dx = &mut self.dx_scratch;
-            self.layers[i].backward(&self.acts[a], y, &upper[0], Some(dx));
+            backward(&self.acts[a], &upper[0], Some(dx));
             layers::add_assign(&mut lower[a].data, &dx.data);
         } else {
-            self.layers[i].backward(&self.acts[a], y, &upper[0], Some(&mut lower[a]));
+            backward(&self.acts[a], &upper[0], Some(&mut lower[a]));
             self.has_grad[a] = true;
         }
         if let Some(s) = self.skips[i] {
@@ -417,7 +428,35 @@ impl Network {
             smoothing,
             Some(&mut self.grads[last]),
         );
-        self.backward();
+        self.backward(None);
+        loss
+    }
+
+    /// [`Network::forward_backward_smoothed`] of one replica's shard of a
+    /// batch split across the replicas of a data-parallel run, with gradients
+    /// scaled by `weight` (the shard's share of the batch, `n_r / B`), so that
+    /// the replicas' gradients sum to the whole batch's. With `sync`, batch
+    /// norm normalises by the whole batch's statistics (summed over `sync`);
+    /// without, by the shard's. The loss returned is the shard's own mean.
+    pub fn forward_backward_shard(
+        &mut self,
+        labels: &[u8],
+        smoothing: f32,
+        weight: f32,
+        sync: Option<&dyn layers::BatchSync>,
+    ) -> BatchLoss {
+        for i in 0..self.layers.len() {
+            self.forward_layer(i, Mode::Train, sync);
+        }
+        let last = self.layers.len();
+        let loss = softmax_cross_entropy_smoothed(
+            &self.acts[last],
+            labels,
+            smoothing,
+            Some(&mut self.grads[last]),
+        );
+        self.grads[last].data.iter_mut().for_each(|g| *g *= weight);
+        self.backward(sync);
         loss
     }
 
@@ -447,7 +486,7 @@ impl Network {
             .collect();
         for (i, time) in times.iter_mut().enumerate() {
             let t = Instant::now();
-            self.forward_layer(i, Mode::Train);
+            self.forward_layer(i, Mode::Train, None);
             time.1 = t.elapsed().as_secs_f64();
         }
         let last = self.layers.len();
@@ -455,7 +494,7 @@ impl Network {
         self.start_backward();
         for i in (self.first_trained..self.layers.len()).rev() {
             let t = Instant::now();
-            self.backward_layer(i);
+            self.backward_layer(i, None);
             times[i].2 = t.elapsed().as_secs_f64();
         }
         (loss, times)

@@ -15,7 +15,7 @@ pub use evaluate::{evaluate, evaluate_tta, Evaluation, EVAL_BATCH};
 
 use crate::data::augment::{self, Augment, Batch};
 use crate::data::Split;
-use crate::layers::{Param, Params};
+use crate::layers::{BatchSync, Param, Params};
 use crate::model::network::Network;
 use crate::optim::schedule::{self, Schedule};
 use crate::optim::Optimizer;
@@ -63,6 +63,11 @@ pub struct TrainConfig {
     /// the plain cross-entropy).
     #[serde(default)]
     pub label_smoothing: f32,
+    /// In a data-parallel run, batch norm normalises by the statistics of the
+    /// whole batch (summed over the replicas at every batch-norm layer,
+    /// forward and backward) instead of each replica's shard.
+    #[serde(default)]
+    pub sync_batch_norm: bool,
 }
 
 impl TrainConfig {
@@ -80,6 +85,7 @@ impl TrainConfig {
             augment: recipe.augment.clone(),
             schedule: recipe.schedule.clone(),
             label_smoothing: recipe.label_smoothing,
+            sync_batch_norm: false,
         }
     }
 }
@@ -96,6 +102,7 @@ impl Default for TrainConfig {
             augment: Augment::default(),
             schedule: Schedule::default(),
             label_smoothing: 0.0,
+            sync_batch_norm: false,
         }
     }
 }
@@ -225,6 +232,13 @@ pub enum TrainError {
     EmptyTrainingSet,
     #[error("after epoch {epoch} the weights differ between the processes of this data-parallel run (a replica computed something else: mixed builds or machines?)")]
     ReplicasDiverged { epoch: usize },
+    #[error("synchronised batch norm needs every one of the {replicas} processes to get at least one image of every batch: with {images} training images in batches of {batch_size}, {problem}; choose another batch size")]
+    ShardTooSmall {
+        replicas: usize,
+        images: usize,
+        batch_size: usize,
+        problem: String,
+    },
 }
 
 /// Everything that changes as training goes on; what a checkpoint saves.
@@ -330,6 +344,21 @@ pub fn fit_replicated(
     }
     let (rank, size) = (replicas.rank(), replicas.size());
     let steps = train.len().div_ceil(cfg.batch_size);
+    // Synchronised batch norm sums inside every replica's forward and
+    // backward, so every replica must run them: no empty shard.
+    let sync = (size > 1 && cfg.sync_batch_norm).then_some(Across(replicas));
+    let smallest_batch = match train.len() % cfg.batch_size {
+        0 => cfg.batch_size.min(train.len()),
+        last => last,
+    };
+    if sync.is_some() && smallest_batch < size {
+        return Err(TrainError::ShardTooSmall {
+            replicas: size,
+            images: train.len(),
+            batch_size: cfg.batch_size,
+            problem: format!("a batch has only {smallest_batch}"),
+        });
+    }
     let mut order: Vec<usize> = (0..train.len()).collect();
     // Two batch buffers: one trains while the other is gathered (and augmented).
     // Every replica gathers the whole batch (cheap, and off the critical
@@ -382,17 +411,24 @@ pub fn fit_replicated(
                 let local = (!part.is_empty()).then(|| {
                     let images = &batch.images[part.start * image_len..part.end * image_len];
                     net.set_input_u8(images, part.len());
-                    net.forward_backward_smoothed(&batch.labels[part.clone()], cfg.label_smoothing)
+                    let labels = &batch.labels[part.clone()];
+                    if size == 1 {
+                        net.forward_backward_smoothed(labels, cfg.label_smoothing)
+                    } else {
+                        let weight = part.len() as f32 / batch.len() as f32;
+                        let sync = sync.as_ref().map(|s| s as &dyn BatchSync);
+                        net.forward_backward_shard(labels, cfg.label_smoothing, weight, sync)
+                    }
                 });
                 // The batch's mean loss and its correct count, over all replicas.
                 let (loss, batch_correct) = match local {
                     Some(b) if size == 1 => (b.loss, b.correct),
                     _ => {
+                        // The gradients, already weighted by the shard's share.
                         let t = Instant::now();
-                        let weight = part.len() as f32 / batch.len() as f32;
                         reduced.clear();
                         net.visit_params(&mut |p| match local {
-                            Some(_) => reduced.extend(p.grad.iter().map(|g| g * weight)),
+                            Some(_) => reduced.extend_from_slice(p.grad),
                             None => reduced.resize(reduced.len() + p.grad.len(), 0.0),
                         });
                         let (l, c) = local.map_or((0.0, 0), |b| (b.loss, b.correct));
@@ -499,6 +535,15 @@ pub fn fit_replicated(
         stopped_early: state.stopped_early,
         communication: (size > 1).then_some(communication),
     })
+}
+
+/// The replicas as batch norm sees them when synchronised.
+struct Across<'a>(&'a dyn Replicas);
+
+impl BatchSync for Across<'_> {
+    fn sum_f64(&self, values: &mut [f64]) {
+        self.0.sum_f64(values);
+    }
 }
 
 /// The network's parameters with the gradients of `grads` (all of them,
@@ -904,15 +949,6 @@ mod tests {
     /// their running statistics averaged.
     #[test]
     fn replicas_with_batch_norm_stay_identical() {
-        fn bn_net() -> Network {
-            let spec = crate::model::spec::ModelSpec::from_json_str(
-                r#"{"name":"tiny-bn","input":{"height":32,"width":32,"channels":3},"layers":[
-                    {"type":"conv2d","filters":4,"kernel":3},{"type":"batchnorm"},{"type":"relu"},
-                    {"type":"maxpool2d"},{"type":"flatten"},{"type":"dense","units":10}]}"#,
-            )
-            .unwrap();
-            Network::new(&spec, 3).unwrap()
-        }
         let team = train_replicated(
             bn_net,
             2,
@@ -929,6 +965,82 @@ mod tests {
         assert_eq!(figures(&team[0].1), figures(&team[1].1));
         // The running statistics moved from their initial values.
         assert_ne!(team[0].0[2..4], bn_net().snapshot()[2..4]);
+    }
+
+    fn bn_net() -> Network {
+        let spec = crate::model::spec::ModelSpec::from_json_str(
+            r#"{"name":"tiny-bn","input":{"height":32,"width":32,"channels":3},"layers":[
+                {"type":"conv2d","filters":4,"kernel":3},{"type":"batchnorm"},{"type":"relu"},
+                {"type":"maxpool2d"},{"type":"conv2d","filters":6,"kernel":3},
+                {"type":"batchnorm"},{"type":"relu"},
+                {"type":"flatten"},{"type":"dense","units":10}]}"#,
+        )
+        .unwrap();
+        Network::new(&spec, 3).unwrap()
+    }
+
+    fn largest_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+        a.iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
+    }
+
+    /// Synchronised batch norm normalises every shard by the whole batch's
+    /// statistics, forward and backward, so replicas train what one process
+    /// trains — weights and running statistics — while without it they do
+    /// not (which shows the comparison can fail).
+    #[test]
+    fn synchronised_batch_norm_trains_like_one_process() {
+        let (train, val) = (split_of(48), split_of(12));
+        let cfg = TrainConfig {
+            sync_batch_norm: true,
+            ..replicated_config(12)
+        };
+        let alone = train_replicated(bn_net, 1, &train, &val, &cfg);
+        for size in [2, 3] {
+            let team = train_replicated(bn_net, size, &train, &val, &cfg);
+            assert_eq!(team[0].0, team[size - 1].0);
+            let worst = largest_difference(&alone[0].0, &team[0].0);
+            assert!(worst < 1e-5, "{size} replicas: {worst}");
+        }
+        let unsynchronised = train_replicated(bn_net, 2, &train, &val, &replicated_config(12));
+        let apart = largest_difference(&alone[0].0, &unsynchronised[0].0);
+        assert!(
+            apart > 1e-3,
+            "per-shard statistics gave the same weights: {apart}"
+        );
+    }
+
+    /// A batch too small to give every replica an image is refused up front
+    /// with synchronised batch norm (a replica without images could not take
+    /// part in the sums).
+    #[test]
+    fn synchronised_batch_norm_refuses_empty_shards() {
+        let cfg = TrainConfig {
+            sync_batch_norm: true,
+            ..replicated_config(8)
+        };
+        let team = ThreadReplicas::team(3);
+        let mut opt = Optimizer::Sgd(crate::optim::Sgd::new(0.05, 0.9, true));
+        // 34 images in batches of 8: the last batch has 2, for 3 replicas.
+        let err = fit_replicated(
+            &team[0],
+            &mut bn_net(),
+            &mut opt,
+            &split_of(34),
+            &split_of(4),
+            &cfg,
+            &mut TrainState::default(),
+            &mut (),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, TrainError::ShardTooSmall { replicas: 3, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("only 2"), "{err}");
     }
 
     /// Replicas whose weights differ stop with an error after the epoch.

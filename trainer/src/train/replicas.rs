@@ -12,8 +12,11 @@
 //!
 //! and every replica applies the same optimiser step to the same weights, so
 //! they stay equal (checked after every epoch, [`Replicas::agree`]). Batch
-//! normalisation uses each shard's own statistics (as PyTorch's DDP does); the
-//! running statistics are averaged over the replicas after every epoch.
+//! normalisation uses each shard's own statistics by default (as PyTorch's
+//! DDP does), or with [`super::TrainConfig::sync_batch_norm`] the whole
+//! batch's (its sums are all-reduced at every batch-norm layer, forward and
+//! backward, as PyTorch's `SyncBatchNorm`); the running statistics are
+//! averaged over the replicas after every epoch.
 //!
 //! The engine knows only this trait; the `trainer` command implements it on
 //! MPI (rsmpi on Open MPI) behind its `mpi` feature. [`Alone`] is the
