@@ -699,6 +699,9 @@ def main():
     w("")
     w("The individual benches: `cargo bench --bench train_throughput`, `--bench infer_latency`, "
       "`--bench gemm`, `--bench conv_layers` (each takes `-- --quick`).")
+    w("")
+    w("Data-parallel training over MPI (processes against threads, bytes and time in the "
+      "all-reduce per step): [SCALING.md](SCALING.md), written by `benches/mpi_scaling.sh`.")
 
     text = "\n".join(out) + "\n"
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
