@@ -225,6 +225,61 @@ pub enum RunError {
     },
     #[error(transparent)]
     WarmStart(#[from] trainer::train::warm_start::WarmStartError),
+    #[error("another run is writing {out} (it holds {lock}): wait for it to finish, or pass another --out")]
+    Busy { out: String, lock: String },
+    #[error("cannot create the lock file {path}")]
+    Lock {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An exclusive lock on a run's outputs, so that two runs started with the
+/// same `--out` do not both write them: an OS file lock on `OUT.lock`, which
+/// the OS releases if the process dies (no stale lock after `kill -9`). The
+/// file is removed when the run ends.
+struct OutputLock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl OutputLock {
+    fn acquire(out: &std::path::Path) -> Result<OutputLock, RunError> {
+        let mut name = out.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        let error = |source| RunError::Lock {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(error)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(error)?;
+        match file.try_lock() {
+            Ok(()) => Ok(OutputLock { path, _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Busy {
+                out: out.display().to_string(),
+                lock: path.display().to_string(),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(error(e)),
+        }
+    }
+}
+
+impl Drop for OutputLock {
+    fn drop(&mut self) {
+        // Removed while still locked, so a later run creates a new lock file.
+        // (A run that opened the old file in the very instant before could
+        // still lock it once this process exits.)
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Runs `cfg` on `data`; `on_epoch` sees each epoch's record as it finishes.
@@ -247,6 +302,11 @@ pub fn run_replicated(
     on_epoch: &mut dyn FnMut(&EpochRecord),
 ) -> Result<RunResult, RunError> {
     let lead = replicas.rank() == 0;
+    let _lock = if lead {
+        Some(OutputLock::acquire(&cfg.out)?)
+    } else {
+        None
+    };
     let (train_all, val_all): (Cow<Split>, Cow<Split>) = match cfg.validation {
         Validation::Stratified { fraction, seed } => {
             let (train, held) = data.train.stratified_split(fraction, seed)?;

@@ -242,6 +242,47 @@ fn diverging_loss_is_reported_not_saved() {
     assert!(!out.exists());
 }
 
+/// A run whose outputs another run is writing (it holds `OUT.lock`) is
+/// refused with a clear message and writes nothing; once the lock is
+/// released the same command runs, and leaves no lock file behind.
+#[test]
+fn a_second_run_on_the_same_out_is_refused() {
+    let Some(data) = common::cifar10_dir("a_second_run_on_the_same_out_is_refused") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.safetensors");
+    let lock_path = dir.path().join("m.safetensors.lock");
+    let args = [
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--offline",
+        "--subset",
+        "200",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let other = std::fs::File::create(&lock_path).unwrap();
+    other.try_lock().unwrap();
+    let o = trainer(&args);
+    let log = text(&o);
+    assert!(!o.status.success(), "{log}");
+    assert!(
+        log.contains("another run is writing") && log.contains("m.safetensors.lock"),
+        "{log}"
+    );
+    assert!(!out.exists() && !out.with_extension("ckpt").exists());
+    drop(other);
+    let o = trainer(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.exists());
+    assert!(!lock_path.exists(), "the lock file is left behind");
+}
+
 #[test]
 fn bad_spec_and_bad_model_file_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
