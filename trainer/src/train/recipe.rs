@@ -217,8 +217,12 @@ impl TrainingSpec {
         if batch_size == 0 {
             return Err("batch size must be at least 1".to_string());
         }
+        let epochs = self.epochs.unwrap_or(DEFAULT_EPOCHS);
+        if epochs == 0 {
+            return Err("epochs must be at least 1 (0 would save the untrained model)".to_string());
+        }
         Ok(Recipe {
-            epochs: self.epochs.unwrap_or(DEFAULT_EPOCHS),
+            epochs,
             batch_size,
             optimizer,
             schedule,
@@ -325,6 +329,9 @@ mod tests {
         assert!(bad(r#"{"label_smoothing":1.0}"#).contains("label smoothing"));
         assert!(bad(r#"{"crop_pad":20}"#).contains("crop"));
         assert!(bad(r#"{"lr":-1}"#).contains("learning rate"));
+        assert!(bad(r#"{"lr":0}"#).contains("learning rate"));
+        assert!(bad(r#"{"epochs":0}"#).contains("epochs must be at least 1"));
+        assert!(bad(r#"{"batch_size":0}"#).contains("batch size"));
         assert!(bad(r#"{"learning_rate":0.1}"#).contains("unknown field"));
         // SGD's default rate is Keras' 0.01.
         let sgd = TrainingSpec {
