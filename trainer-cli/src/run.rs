@@ -145,6 +145,7 @@ impl RunConfig {
                 .as_ref()
                 .map(|w| format!("{} (sha256 {})", w.path.display(), w.sha256)),
             frozen: self.freeze.clone(),
+            sync_batch_norm: self.train.sync_batch_norm,
         }
     }
 }

@@ -48,6 +48,10 @@ pub struct RunFingerprint {
     /// The layers not trained (`Network::freeze` patterns).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub frozen: Vec<String>,
+    /// Batch norm by the whole batch's statistics in a data-parallel run
+    /// ([`super::TrainConfig::sync_batch_norm`]): another computation.
+    #[serde(default)]
+    pub sync_batch_norm: bool,
 }
 
 impl RunFingerprint {
@@ -323,6 +327,7 @@ mod tests {
             schedule_epochs: None,
             init: None,
             frozen: Vec::new(),
+            sync_batch_norm: false,
         }
     }
 
@@ -362,6 +367,14 @@ mod tests {
             };
             assert_ne!(r.fingerprint, other);
             assert_eq!(r.fingerprint.differences(&other), ["seed: 1 → 2"]);
+            let synchronised = RunFingerprint {
+                sync_batch_norm: true,
+                ..run.clone()
+            };
+            assert_eq!(
+                r.fingerprint.differences(&synchronised),
+                ["sync_batch_norm: false → true"]
+            );
         }
     }
 
