@@ -139,3 +139,83 @@ fn onnx_runtime_agrees_with_the_trainer() {
     .unwrap();
     check(&odd, 9, 16);
 }
+
+/// `scripts/interop_numpy.py` (what docs/INTEROP.md shows: the exported file
+/// read with numpy alone, its weights permuted to PyTorch's layouts, the
+/// network run in NCHW) gives the trainer's logits, within 1e-4: on the shipped
+/// model 1, and on a random network with odd sizes, a stride, an even kernel's
+/// asymmetric `same` padding and a flatten of a non-square activation.
+#[test]
+fn the_interop_script_gives_the_trainers_logits() {
+    let python = std::env::var_os("ONNX_PYTHON").unwrap_or_else(|| "python3".into());
+    let numpy = Command::new(&python).args(["-c", "import numpy"]).status();
+    if !matches!(numpy, Ok(s) if s.success()) {
+        assert!(
+            std::env::var_os("ONNX_REQUIRE").is_none(),
+            "no numpy in {python:?} (ONNX_REQUIRE is set)"
+        );
+        eprintln!("SKIPPED the interop script check: no Python with numpy");
+        return;
+    }
+    let odd = ModelSpec::from_json_str(
+        r#"{"name": "odd", "input": {"height": 15, "width": 13, "channels": 3}, "layers": [
+            {"type": "conv2d", "filters": 8, "kernel": 3, "stride": 2},
+            {"type": "relu"},
+            {"type": "conv2d", "filters": 6, "kernel": 2},
+            {"type": "maxpool2d", "size": 2, "stride": 2, "padding": "valid"},
+            {"type": "flatten"},
+            {"type": "dropout", "rate": 0.5},
+            {"type": "dense", "units": 7},
+            {"type": "relu"},
+            {"type": "dense", "units": 4}
+        ]}"#,
+    )
+    .unwrap();
+    let mut random = Network::new(&odd, 5).unwrap();
+    randomise(&mut random, 5);
+    let shipped = Network::load(&root().join("models/model1.safetensors")).unwrap();
+    for mut net in [shipped, random] {
+        let dir = tempfile::tempdir().unwrap();
+        let (model, input, output) = (
+            dir.path().join("m.safetensors"),
+            dir.path().join("images.u8"),
+            dir.path().join("logits.f32"),
+        );
+        let names: Vec<String> = (0..net.num_classes()).map(|i| format!("c{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        net.save(&model, &names).unwrap();
+        let n = 6;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let images: Vec<u8> = (0..n * net.input_shape().len())
+            .map(|_| rng.random())
+            .collect();
+        std::fs::write(&input, &images).unwrap();
+        net.set_input_u8(&images, n);
+        let want = net.forward(Mode::Eval).data.clone();
+        let out = Command::new(&python)
+            .arg(root().join("scripts/interop_numpy.py"))
+            .args([&model, &input])
+            .arg(n.to_string())
+            .arg(&output)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: Vec<f32> = std::fs::read(&output)
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        assert_eq!(got.len(), want.len());
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs() / w.abs().max(1.0))
+            .fold(0f32, f32::max);
+        println!("{}: largest logit difference {worst:.2e}", net.spec().name);
+        assert!(worst <= 1e-4, "{}: {worst}", net.spec().name);
+    }
+}
