@@ -6,7 +6,8 @@
 //! on this machine with its portable kernels and with the best SIMD ones.
 //! Also prints the firmware's footprint: flash (code, model, images) and RAM
 //! (static data, and the stack's high-water marks the firmware measures by
-//! painting its stack), which the README quotes.
+//! painting its stack), and the instructions per classification (QEMU runs
+//! with `-icount`, and the firmware reads SysTick), which the README quotes.
 //!
 //! The `f32` build (the f32 ResNet-8, for FPU cores with more memory) is
 //! checked the same way, within 1e-5 of the host's probabilities.
@@ -98,6 +99,9 @@ fn build_firmware(name: &str, features: &[&str]) -> PathBuf {
 fn run_in_qemu(elf: &Path) -> String {
     let mut child = Command::new("qemu-system-arm")
         .args(["-cpu", "cortex-m4", "-machine", "mps2-an386", "-nographic"])
+        // Virtual time by instruction count, so that the firmware's SysTick
+        // readings count instructions (see `instructions_per_image`).
+        .args(["-icount", "shift=0"])
         .args(["-semihosting-config", "enable=on,target=native", "-kernel"])
         .arg(elf)
         .stdin(Stdio::null())
@@ -135,6 +139,31 @@ fn run_in_qemu(elf: &Path) -> String {
         "the firmware failed ({status}):\n{stdout}{stderr}"
     );
     stdout
+}
+
+/// The median instructions per classification, from the firmware's SysTick
+/// readings: under `-icount` its ticks are proportional to instructions, at
+/// the rate its calibration loop (a known count of instructions) shows.
+fn instructions_per_image(out: &str) -> f64 {
+    let cal = out
+        .lines()
+        .find_map(|l| l.strip_prefix("systick calibration "))
+        .unwrap_or_else(|| panic!("no calibration line in:\n{out}"));
+    let words: Vec<&str> = cal.split_whitespace().collect();
+    let (instructions, ticks): (f64, f64) = (words[0].parse().unwrap(), words[2].parse().unwrap());
+    assert!(ticks > 0.0, "SysTick did not count: {cal}");
+    let mut per_image: Vec<f64> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("systick image "))
+        .map(|rest| {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            assert_eq!(words.get(2), Some(&"ticks"), "SysTick wrapped: {rest}");
+            words[1].parse::<f64>().unwrap() * instructions / ticks
+        })
+        .collect();
+    assert!(!per_image.is_empty(), "no SysTick readings in:\n{out}");
+    per_image.sort_by(f64::total_cmp);
+    per_image[per_image.len() / 2]
 }
 
 /// The number after `prefix` on the line that starts with it.
@@ -242,6 +271,7 @@ fn check_firmware(
         figure(&out, "stack classifying "),
     );
     assert_eq!(scratch_f32, model.scratch_len());
+    let instructions = instructions_per_image(&out);
     // The stack grows down from the end of RAM towards the static data; had
     // it reached them, the paint would be gone up to them and the figures
     // below would be wrong (firmware/memory-int8.x and memory-f32.x set the RAM).
@@ -254,11 +284,12 @@ fn check_firmware(
         "{name}: largest probability difference to this machine {worst:e}; footprint: flash {flash} bytes \
          (model {} bytes, test images {} bytes, the rest code and constants); RAM {ram} bytes static \
          (scratch {} bytes) + stack {stack} bytes (high-water: loading {loading}, classifying {classifying}) \
-         = {} bytes",
+         = {} bytes; {:.1} M instructions per image (QEMU -icount, not cycles)",
         model_bytes.len(),
         images.len(),
         scratch_f32 * 4,
-        ram + stack
+        ram + stack,
+        instructions / 1e6
     );
 }
 

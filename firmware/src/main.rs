@@ -8,11 +8,17 @@
 //! exits through semihosting with status 0, or 1 on any error (a hard fault
 //! or a panic included).
 //!
+//! Each classification is also timed with the SysTick timer on the core
+//! clock: under QEMU's `-icount` (as `tests/firmware.rs` runs it) virtual
+//! time advances by a fixed amount per instruction, so the ticks count the
+//! instructions executed, not cycles; on a board they are cycles.
+//!
 //! Run it under QEMU: `cd firmware && cargo run --release`.
 #![no_std]
 #![no_main]
 
 use core::ptr::{addr_of, addr_of_mut};
+use cortex_m::peripheral::{syst::SystClkSource, SYST};
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 
@@ -44,6 +50,9 @@ static mut SCRATCH: [f32; SCRATCH_LEN] = [0.0; SCRATCH_LEN];
 const LAYERS: usize = 21;
 #[cfg(feature = "f32")]
 const LAYERS: usize = 28;
+
+/// SysTick's reload value: its largest (the counter has 24 bits).
+const RELOAD: u32 = 0x00FF_FFFF;
 
 /// What the unused stack is painted with.
 const PAINT: u32 = 0x5AC5_5AC5;
@@ -95,9 +104,43 @@ fn run() -> Result<(), infer::Error> {
     );
     let mut probs = [0f32; 10];
     let mut correct = 0;
+    // SysTick counts down from its 24-bit reload on the core clock; each
+    // classification must take less than one turn (COUNTFLAG says if not).
+    let mut syst = cortex_m::Peripherals::take().map(|p| p.SYST);
+    if let Some(syst) = syst.as_mut() {
+        syst.set_clock_source(SystClkSource::Core);
+        syst.set_reload(RELOAD);
+        syst.enable_counter();
+        // Calibration: a loop of a known number of instructions (two per turn).
+        syst.clear_current();
+        let turns: u32 = 1_000_000;
+        // SAFETY: a register-only countdown loop.
+        unsafe {
+            core::arch::asm!("2:", "subs {0}, {0}, #1", "bne 2b", inout(reg) turns => _, options(nomem, nostack));
+        }
+        let ticks = (RELOAD + 1) - SYST::get_current();
+        hprintln!(
+            "systick calibration {} instructions {} ticks",
+            2 * turns,
+            ticks
+        );
+    }
     for (i, record) in IMAGES.chunks_exact(1 + IMAGE_LEN).enumerate() {
         let (label, image) = (record[0], &record[1..]);
+        // Clearing the counter (and COUNTFLAG) makes the next tick load the
+        // reload value: the counter then stands at 2^24 − ticks elapsed.
+        if let Some(s) = syst.as_mut() {
+            s.clear_current();
+        }
         let top = model.classify(image, scratch, &mut probs)?;
+        if let Some(s) = syst.as_mut() {
+            let ticks = (RELOAD + 1) - SYST::get_current();
+            if s.has_wrapped() {
+                hprintln!("systick image {} wrapped", i);
+            } else {
+                hprintln!("systick image {} {} ticks", i, ticks);
+            }
+        }
         correct += usize::from(top.class == usize::from(label));
         let b = probs.map(f32::to_bits);
         hprintln!(
