@@ -11,8 +11,8 @@
 //! `dy` by `y > 0`, recomputed from `x` with the very operations of forward.
 //!
 //! Synchronised across the replicas of a data-parallel run
-//! ([`Layer::forward_synced`]), the per-channel sums of forward (`Σx`, `Σx²`
-//! and the count) and of backward (`Σdy`, `Σdy·x̂`) are summed over the
+//! ([`Layer::forward_synced`]), the per-channel sums of forward (`Σd`, `Σd²`
+//! of `d = x − K`, and the count) and of backward (`Σdy`, `Σdy·x̂`) are summed over the
 //! replicas before use, so each replica normalises its shard by the whole
 //! batch's statistics and its `dx` is its part of the whole batch's: what one
 //! process computes on the whole batch.
