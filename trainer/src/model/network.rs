@@ -420,16 +420,7 @@ impl Network {
     /// [`Network::forward_backward`] with the labels smoothed by `smoothing`
     /// (see [`crate::model::loss`]); the loss returned is the smoothed one.
     pub fn forward_backward_smoothed(&mut self, labels: &[u8], smoothing: f32) -> BatchLoss {
-        self.forward(Mode::Train);
-        let last = self.layers.len();
-        let loss = softmax_cross_entropy_smoothed(
-            &self.acts[last],
-            labels,
-            smoothing,
-            Some(&mut self.grads[last]),
-        );
-        self.backward(None);
-        loss
+        self.forward_backward_shard(labels, smoothing, 1.0, None)
     }
 
     /// [`Network::forward_backward_smoothed`] of one replica's shard of a
@@ -455,7 +446,9 @@ impl Network {
             smoothing,
             Some(&mut self.grads[last]),
         );
-        self.grads[last].data.iter_mut().for_each(|g| *g *= weight);
+        if weight != 1.0 {
+            self.grads[last].data.iter_mut().for_each(|g| *g *= weight);
+        }
         self.backward(sync);
         loss
     }

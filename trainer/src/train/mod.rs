@@ -411,14 +411,11 @@ pub fn fit_replicated(
                 let local = (!part.is_empty()).then(|| {
                     let images = &batch.images[part.start * image_len..part.end * image_len];
                     net.set_input_u8(images, part.len());
+                    // Alone, the shard is the whole batch and its weight 1.
                     let labels = &batch.labels[part.clone()];
-                    if size == 1 {
-                        net.forward_backward_smoothed(labels, cfg.label_smoothing)
-                    } else {
-                        let weight = part.len() as f32 / batch.len() as f32;
-                        let sync = sync.as_ref().map(|s| s as &dyn BatchSync);
-                        net.forward_backward_shard(labels, cfg.label_smoothing, weight, sync)
-                    }
+                    let weight = part.len() as f32 / batch.len() as f32;
+                    let sync = sync.as_ref().map(|s| s as &dyn BatchSync);
+                    net.forward_backward_shard(labels, cfg.label_smoothing, weight, sync)
                 });
                 // The batch's mean loss and its correct count, over all replicas.
                 let (loss, batch_correct) = match local {
