@@ -25,8 +25,9 @@ fn check_png(path: &Path, size: (u32, u32)) {
     );
 }
 
-/// `trainer study --only <id>` at smoke size: `[subset, epochs cap,
-/// validation subset]`, writing into `dir` and `results`, offline and quiet.
+/// `trainer study --only <ids>` at smoke size: `[subset, epochs cap,
+/// validation subset]`, writing into `dir` and `results` (and reading the
+/// Keras results beside `results`, `keras.json`), offline and quiet.
 fn smoke_study(
     id: &str,
     [subset, epochs, val_subset]: [&str; 3],
@@ -53,6 +54,8 @@ fn smoke_study(
         path(dir),
         "--results".into(),
         path(results),
+        "--keras".into(),
+        path(&results.with_file_name("keras.json")),
         "--data".into(),
         path(data),
         "--offline".into(),
@@ -61,6 +64,13 @@ fn smoke_study(
     .collect()
 }
 
+/// A `keras_study.py` results file with one run of model3-10k (seed 1).
+const KERAS_FIXTURE: &str = r#"[{"id": "model3-10k", "seed": 1, "model": "model3",
+ "test_accuracy": 0.7123, "test_loss": 0.9012, "epochs_run": 11, "best_epoch": 1,
+ "stopped_early": true, "seconds_per_epoch": 9.5, "threads": 2, "train_images": 10000,
+ "starts_from": "model3-es", "history": [], "tensorflow": "2.21.0", "python": "3.11.2",
+ "finished": "2026-12-06 06:00 UTC", "command": "benches/reference/keras_study.py"}]"#;
+
 /// The table row of `id` in the report.
 fn row<'a>(md: &'a str, id: &str) -> &'a str {
     md.lines()
@@ -68,9 +78,10 @@ fn row<'a>(md: &'a str, id: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no row for {id} in\n{md}"))
 }
 
-/// model3-10k on 300 images for 2 epochs, validated on 200 test images: the
-/// run's files, the charts and the report agree with result.json; a rerun is
-/// skipped; `--force` trains again.
+/// model3-es then model3-10k (which starts from model3-es's weights) on 300
+/// images for 2 epochs, validated on 200 test images: the run's files, the
+/// charts and the report agree with result.json, and the report shows the
+/// Keras results file beside them; a rerun is skipped; `--force` trains again.
 #[test]
 fn smoke_run_report_skip_and_force() {
     let Some(data) = common::cifar10_dir("smoke_run_report_skip_and_force") else {
@@ -79,12 +90,25 @@ fn smoke_run_report_skip_and_force() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("study");
     let results = tmp.path().join("docs/RESULTS.md");
-    let owned = smoke_study("model3-10k", ["300", "2", "200"], &dir, &results, &data);
+    std::fs::create_dir_all(results.parent().unwrap()).unwrap();
+    std::fs::write(results.with_file_name("keras.json"), KERAS_FIXTURE).unwrap();
+    let owned = smoke_study(
+        "model3-es,model3-10k",
+        ["300", "2", "200"],
+        &dir,
+        &results,
+        &data,
+    );
     let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let o = trainer(&args);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(out.contains("Epoch 2/2"), "{out}");
+    let from = dir.join("model3-es/model.safetensors");
+    assert!(
+        out.contains(&format!("Starting from the weights of {}", from.display())),
+        "{out}"
+    );
 
     let run_dir = dir.join("model3-10k");
     let result = read_json(&run_dir.join("result.json"));
@@ -121,6 +145,7 @@ fn smoke_run_report_skip_and_force() {
     let o = trainer(&args);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
+    assert!(out.contains("skipping model3-es"), "{out}");
     assert!(out.contains("skipping model3-10k"), "{out}");
     assert!(!out.contains("Epoch 1/2"), "{out}");
     assert_eq!(std::fs::read(run_dir.join("result.json")).unwrap(), before);
@@ -158,10 +183,11 @@ fn smoke_run_report_skip_and_force() {
     check_result(&read_json(&run_dir.join("result.json")));
 }
 
-/// result.json records the smoke settings, and its confusion matrix is that
-/// of the reported test accuracy.
+/// result.json records the smoke settings and the run it started from, and
+/// its confusion matrix is that of the reported test accuracy.
 fn check_result(result: &Value) {
     assert_eq!(result["id"], "model3-10k");
+    assert_eq!(result["settings"]["init_from"], "model3-es");
     let overrides = &result["settings"]["overrides"];
     assert_eq!(overrides["epochs_cap"], 2);
     assert_eq!(overrides["subset"], 300);
@@ -189,20 +215,26 @@ fn check_report(md: &str, result: &Value) {
     let seconds = format!("{:.1} s", run["seconds_per_epoch"].as_f64().unwrap());
     let r = row(md, "model3-10k");
     let cells: Vec<&str> = r.split('|').map(str::trim).collect();
-    // ["", run, ref acc, ref loss, our acc, our loss, epochs, best, s/epoch, ""]
-    assert_eq!(cells.len(), 10, "{r}");
+    // ["", run, ref acc, ref loss, keras, our acc, our loss, epochs, best, s/epoch, ""]
+    assert_eq!(cells.len(), 11, "{r}");
     assert!(cells[1].contains("smoke test"), "{r}");
     assert_eq!(cells[2], "73.78 %");
     assert_eq!(cells[3], "0.853");
-    assert!(cells[4].starts_with(&accuracy), "{r} vs {accuracy}");
-    assert!(cells[4].contains("200 test images"), "{r}");
-    assert_eq!(cells[5], loss);
-    assert_eq!(cells[6], "2");
-    assert!(cells[8].starts_with(&seconds), "{r}");
-    for id in ["model1-35", "model1-es", "model2-50", "model3-es"] {
+    assert_eq!(cells[4], "71.23 %, 0.901 (s1)");
+    assert!(cells[5].starts_with(&accuracy), "{r} vs {accuracy}");
+    assert!(cells[5].contains("200 test images"), "{r}");
+    assert_eq!(cells[6], loss);
+    assert_eq!(cells[7], "2");
+    assert!(cells[9].starts_with(&seconds), "{r}");
+    for id in ["model1-35", "model1-es", "model2-50", "model3-10k-scratch"] {
         assert!(row(md, id).contains("not run yet"), "{}", row(md, id));
     }
-    assert!(md.contains("Generated by: `trainer study --only model3-10k"));
+    assert!(
+        row(md, "model3-es").contains("| — |"),
+        "no Keras run of model3-es"
+    );
+    assert!(md.contains("TensorFlow 2.21.0. Keras runs: model3-10k s1: 11 epochs, best epoch 1"));
+    assert!(md.contains("Generated by: `trainer study --only model3-es,model3-10k"));
     assert!(md.contains("Colab GPU"));
     assert!(md.contains("smoke-test runs"));
     for png in [
@@ -240,12 +272,14 @@ fn report_only_without_results() {
         "model2-50",
         "model3-es",
         "model3-10k",
+        "model3-10k-scratch",
         "fast",
         "fast-50",
         "fast-12",
     ] {
         assert!(row(&md, id).contains("not run yet"), "{md}");
     }
+    assert!(md.contains("Keras on our data") && md.contains("Not run yet (—)."));
     assert!(!md.contains("!["), "no charts without results");
 }
 
@@ -289,6 +323,29 @@ fn fast_run_uses_its_recipe_and_reports_tta() {
     assert!(md.contains("| epoch | elapsed | learning rate |"), "{md}");
     assert!(md.contains("With test-time augmentation"), "{md}");
     assert!(md.contains("Wall time of the whole run"), "{md}");
+}
+
+/// model3-10k starts from model3-es's saved weights: without them it stops
+/// before training, saying what to run.
+#[test]
+fn warm_started_run_needs_its_origin() {
+    let Some(data) = common::cifar10_dir("warm_started_run_needs_its_origin") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("study");
+    let results = tmp.path().join("RESULTS.md");
+    let args = smoke_study("model3-10k", ["300", "1", "100"], &dir, &results, &data);
+    let o = trainer(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("run model3-10k starts from the weights of model3-es")
+            && out.contains("run `trainer study --only model3-es` first"),
+        "{out}"
+    );
+    assert!(!out.contains("Epoch 1/1"), "{out}");
+    assert!(!dir.join("model3-10k/result.json").exists());
 }
 
 #[test]

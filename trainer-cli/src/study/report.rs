@@ -28,16 +28,70 @@ pub fn read_result(path: &Path) -> Result<StudyResult, StudyError> {
     })
 }
 
-/// Regenerates the report at `results` and its charts in `img/` beside it.
-pub fn write_report(study_dir: &Path, results: &Path, command: &str) -> Result<(), StudyError> {
+/// One run of `benches/reference/keras_study.py`: the reference's Keras code
+/// and settings on our data files, on this machine (an entry of its
+/// `results.json`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct KerasResult {
+    pub id: String,
+    pub seed: u64,
+    pub test_accuracy: f32,
+    pub test_loss: f32,
+    pub epochs_run: usize,
+    pub best_epoch: Option<usize>,
+    pub seconds_per_epoch: f32,
+    pub threads: usize,
+    pub tensorflow: String,
+    pub finished: String,
+}
+
+/// The Keras runs in `path`, sorted by run then seed; none when the file
+/// does not exist (the script has not been run).
+pub fn load_keras(path: &Path) -> Result<Vec<KerasResult>, StudyError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(StudyError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut runs: Vec<KerasResult> =
+        serde_json::from_slice(&bytes).map_err(|source| StudyError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    runs.sort_by(|a, b| (&a.id, a.seed).cmp(&(&b.id, b.seed)));
+    Ok(runs)
+}
+
+/// Regenerates the report at `results` and its charts in `img/` beside it,
+/// with the Keras runs of `keras` (a `keras_study.py` results file) when it
+/// exists.
+pub fn write_report(
+    study_dir: &Path,
+    results: &Path,
+    keras: &Path,
+    command: &str,
+) -> Result<(), StudyError> {
     let finished = load_results(study_dir)?;
+    let keras_runs = load_keras(keras)?;
     let img_dir = results
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .join("img");
     let charts = draw_charts(&finished, &img_dir)?;
-    let md = render_markdown(&finished, &charts, command, &utc_now(), &Machine::this());
+    let md = render_markdown(
+        &finished,
+        &keras_runs,
+        &charts,
+        command,
+        &utc_now(),
+        &Machine::this(),
+    );
     trainer::atomic::write_atomic(results, md.as_bytes()).map_err(|source| StudyError::Write {
         path: results.to_path_buf(),
         source,
@@ -118,6 +172,7 @@ fn confusion_png(id: &str) -> String {
 /// The whole report as Markdown.
 pub(super) fn render_markdown(
     finished: &[StudyResult],
+    keras: &[KerasResult],
     charts: &Charts,
     command: &str,
     date: &str,
@@ -125,7 +180,7 @@ pub(super) fn render_markdown(
 ) -> String {
     let mut md = String::new();
     header(&mut md, finished, command, date, machine);
-    table(&mut md, finished);
+    table(&mut md, finished, keras);
     if let Some(c) = &charts.compare {
         md += "\n## Validation accuracy per epoch, models 1, 2 and 3\n\n";
         md += "One run per model: the first finished of model1-35/model1-es, model2-50, model3-es/model3-10k.\n\n";
@@ -177,13 +232,14 @@ pub(super) fn header(
 }
 
 /// The comparison table: a row for every run of the study.
-pub(super) fn table(md: &mut String, finished: &[StudyResult]) {
+pub(super) fn table(md: &mut String, finished: &[StudyResult], keras: &[KerasResult]) {
     md.push_str("\n## Test accuracy and loss\n\n");
-    md.push_str("| run | reference test acc | reference test loss | our test acc | our test loss | epochs run | best epoch | s/epoch (this machine, threads) |\n");
-    md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("| run | reference test acc | reference test loss | Keras on our data: test acc, loss | our test acc | our test loss | epochs run | best epoch | s/epoch (this machine, threads) |\n");
+    md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for run in &RUNS {
         let ours = finished.iter().find(|r| r.id == run.id);
-        md.push_str(&table_row(run, ours));
+        let theirs: Vec<&KerasResult> = keras.iter().filter(|k| k.id == run.id).collect();
+        md.push_str(&table_row(run, &theirs, ours));
     }
     let notes: Vec<String> = RUNS
         .iter()
@@ -194,6 +250,7 @@ pub(super) fn table(md: &mut String, finished: &[StudyResult]) {
     if !notes.is_empty() {
         writeln!(md, "\nReference details: {}.", notes.join("; ")).unwrap();
     }
+    keras_paragraph(md, keras);
     md.push_str("\nThe runs:\n\n");
     for r in &RUNS {
         match Settings::new(r, &Overrides::default()) {
@@ -209,7 +266,66 @@ pub(super) fn table(md: &mut String, finished: &[StudyResult]) {
     );
 }
 
-pub(super) fn table_row(run: &StudyRun, ours: Option<&StudyResult>) -> String {
+/// What the "Keras on our data" column is, and each Keras run's epochs and speed.
+fn keras_paragraph(md: &mut String, keras: &[KerasResult]) {
+    md.push_str(
+        "\n\"Keras on our data\": the reference's models and settings in its own framework \
+         (TensorFlow/Keras, the architectures built from our `models/*.json`, Keras' default \
+         initialisation) trained on the same CIFAR-10 files as ours, on this machine, by \
+         `benches/reference/keras_study.py`; one figure per seed (s1 = seed 1). It separates \
+         what the data does from what the trainer does.",
+    );
+    if keras.is_empty() {
+        md.push_str(" Not run yet (—).\n");
+        return;
+    }
+    let versions: std::collections::BTreeSet<&str> =
+        keras.iter().map(|k| k.tensorflow.as_str()).collect();
+    let runs: Vec<String> = keras
+        .iter()
+        .map(|k| {
+            let best = k
+                .best_epoch
+                .map_or(String::new(), |b| format!(", best epoch {b}"));
+            format!(
+                "{} s{}: {} epochs{best}, {:.1} s/epoch ({} threads), finished {}",
+                k.id, k.seed, k.epochs_run, k.seconds_per_epoch, k.threads, k.finished
+            )
+        })
+        .collect();
+    writeln!(
+        md,
+        " TensorFlow {}. Keras runs: {}.",
+        versions.into_iter().collect::<Vec<_>>().join(", "),
+        runs.join("; ")
+    )
+    .unwrap();
+}
+
+/// "76.01 %, 0.712 (s1); 75.80 %, 0.720 (s2)", or "—".
+fn keras_cell(theirs: &[&KerasResult]) -> String {
+    if theirs.is_empty() {
+        return "—".to_string();
+    }
+    theirs
+        .iter()
+        .map(|k| {
+            format!(
+                "{}, {:.3} (s{})",
+                percent(k.test_accuracy),
+                k.test_loss,
+                k.seed
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+pub(super) fn table_row(
+    run: &StudyRun,
+    theirs: &[&KerasResult],
+    ours: Option<&StudyResult>,
+) -> String {
     // A smoke-test run is marked in the run column, so it cannot pass for a real one.
     let smoke = ours.is_some_and(|r| !r.settings.overrides.is_empty());
     let (ref_acc, ref_loss) = match run.reference {
@@ -217,9 +333,10 @@ pub(super) fn table_row(run: &StudyRun, ours: Option<&StudyResult>) -> String {
         None => ("—".to_string(), "—".to_string()),
     };
     let reference = format!(
-        "| {}{} | {ref_acc} | {ref_loss} |",
+        "| {}{} | {ref_acc} | {ref_loss} | {} |",
         run.id,
         if smoke { " ⚠ smoke test" } else { "" },
+        keras_cell(theirs),
     );
     let Some(r) = ours else {
         return format!("{reference} not run yet | | | | |\n");
