@@ -216,6 +216,10 @@ pub enum RunError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Train(#[from] TrainError),
+    /// The checkpoint cannot be read back (damaged, truncated, unreadable):
+    /// `problem` is the whole cause, so the hint comes last.
+    #[error("{problem}; pass --fresh to start over (trainer study: --force)")]
+    Resume { path: String, problem: String },
     #[error("checkpoint {path} belongs to another run ({}): pass --fresh to start over, or the same settings to resume", changed.join("; "))]
     ForeignCheckpoint { path: String, changed: Vec<String> },
     #[error("cannot read {path}")]
@@ -234,6 +238,14 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A file of the run's state (history, checkpoint) that could not be written
+/// after an epoch: `problem` is the whole cause, so the hint comes last.
+#[derive(Debug, thiserror::Error)]
+#[error("{problem} (the previous files are intact: once it can be written, rerun the same command to resume from the last checkpoint)")]
+pub struct SaveError {
+    pub problem: String,
 }
 
 /// An exclusive lock on a run's outputs, so that two runs started with the
@@ -304,7 +316,23 @@ pub fn run_replicated(
 ) -> Result<RunResult, RunError> {
     let lead = replicas.rank() == 0;
     let _lock = if lead {
-        Some(OutputLock::acquire(&cfg.out)?)
+        let lock = OutputLock::acquire(&cfg.out)?;
+        // Holding the lock, the run owns its outputs: what a killed run left
+        // half-written beside them goes.
+        for path in [&cfg.out, &cfg.history, &cfg.checkpoint] {
+            match trainer::atomic::remove_stale_partials(path) {
+                Ok(0) => {}
+                Ok(n) => eprintln!(
+                    "Removed {n} temporary file(s) of {} left by an interrupted run",
+                    path.display()
+                ),
+                Err(e) => eprintln!(
+                    "warning: cannot remove the temporary files of {}: {e}",
+                    path.display()
+                ),
+            }
+        }
+        Some(lock)
     } else {
         None
     };
@@ -338,7 +366,10 @@ pub fn run_replicated(
     }
     let fingerprint = cfg.fingerprint(data);
     let (mut net, mut opt, mut state) = if !cfg.fresh && cfg.checkpoint.exists() {
-        let r = checkpoint::load(&cfg.checkpoint)?;
+        let r = checkpoint::load(&cfg.checkpoint).map_err(|e| RunError::Resume {
+            path: cfg.checkpoint.display().to_string(),
+            problem: crate::error_chain(&e),
+        })?;
         if r.fingerprint != fingerprint {
             return Err(RunError::ForeignCheckpoint {
                 path: cfg.checkpoint.display().to_string(),
@@ -541,18 +572,25 @@ impl train::Observer for Saver<'_> {
         net: &Network,
         opt: &Optimizer,
         state: &TrainState,
-    ) {
+    ) -> Result<(), train::ObserverError> {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
         (self.on_epoch)(record);
+        // A history or checkpoint that cannot be written (a full disk) stops
+        // the run: the previous files are intact, and once there is room the
+        // same command resumes from the last checkpoint, having lost at most
+        // this epoch, instead of training on for hours it could not save.
         let cfg = self.cfg;
         let csv = train::history_csv(&state.history);
-        if let Err(e) = trainer::atomic::write_atomic(&cfg.history, csv.as_bytes()) {
-            eprintln!("warning: cannot write {}: {e}", cfg.history.display());
-        }
-        if let Err(e) = checkpoint::save(&cfg.checkpoint, net, opt, state, self.fingerprint) {
-            eprintln!("warning: {}", crate::error_chain(&e));
-        }
+        trainer::atomic::write_atomic(&cfg.history, csv.as_bytes()).map_err(|e| SaveError {
+            problem: format!("cannot write the history {}: {e}", cfg.history.display()),
+        })?;
+        checkpoint::save(&cfg.checkpoint, net, opt, state, self.fingerprint).map_err(|e| {
+            SaveError {
+                problem: crate::error_chain(&e),
+            }
+        })?;
+        Ok(())
     }
 }

@@ -10,6 +10,11 @@
 //! model file), `conv1.weight.adam_m`, `conv1.weight.adam_v` or
 //! `conv1.weight.sgd_v` (optimiser state), `conv1.weight.best` (early
 //! stopping's best weights; every saved tensor, running statistics included).
+//!
+//! The metadata's `checksum` is the SHA-256 of every tensor (by name) and
+//! every other metadata entry ([`checksum`]): a file damaged after it was
+//! written (a bad disk, a copy cut short) is refused at load instead of
+//! resuming from wrong numbers.
 
 use crate::data::augment::Augment;
 use crate::model::network::Network;
@@ -138,6 +143,40 @@ fn from_bytes(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// The key of the checksum in the metadata.
+const CHECKSUM: &str = "checksum";
+
+/// `sha256:` and the hex SHA-256 of the tensors (name-sorted: name, byte
+/// length, bytes) and of the metadata entries other than the checksum
+/// (key-sorted: key, length, value).
+fn checksum<'a>(
+    tensors: impl Iterator<Item = (&'a str, &'a [u8])>,
+    metadata: &HashMap<String, String>,
+) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut feed = |name: &str, bytes: &[u8]| {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    let mut tensors: Vec<(&str, &[u8])> = tensors.collect();
+    tensors.sort_unstable_by_key(|(name, _)| *name);
+    for (name, bytes) in tensors {
+        feed(name, bytes);
+    }
+    let mut meta: Vec<(&String, &String)> =
+        metadata.iter().filter(|(k, _)| *k != CHECKSUM).collect();
+    meta.sort_unstable();
+    for (k, v) in meta {
+        feed(k, v.as_bytes());
+    }
+    let digest = h.finalize();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
 /// Writes the checkpoint atomically.
 pub fn save(
     path: &Path,
@@ -169,13 +208,21 @@ pub fn save(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| invalid(e.to_string()))?;
     let json = |v: &dyn erased::Json| v.to_json();
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         ("architecture".to_string(), net.spec().to_json()),
         ("class_names".to_string(), net.class_names.join(",")),
         ("state".to_string(), json(state)),
         ("optimizer".to_string(), json(opt)),
         ("fingerprint".to_string(), json(run)),
     ]);
+    let sum = checksum(
+        tensors
+            .iter()
+            .zip(&bytes)
+            .map(|((name, _), b)| (name.as_str(), b.as_slice())),
+        &metadata,
+    );
+    metadata.insert(CHECKSUM.to_string(), sum);
     let file = safetensors::serialize(views, Some(metadata)).map_err(|e| invalid(e.to_string()))?;
     crate::atomic::write_atomic(path, &file).map_err(|source| CheckpointError::Write {
         path: path.display().to_string(),
@@ -192,8 +239,9 @@ pub struct Resumed {
     pub fingerprint: RunFingerprint,
 }
 
-/// Reads a checkpoint written by [`save`]. One written by an older trainer
-/// (tensors keyed by position) is refused with a message saying so.
+/// Reads a checkpoint written by [`save`], checking its checksum (a file from
+/// before checksums has none, and is read as it is). One written by an older
+/// trainer (tensors keyed by position) is refused with a message saying so.
 pub fn load(path: &Path) -> Result<Resumed, CheckpointError> {
     let shown = path.display().to_string();
     let invalid = |problem: String| CheckpointError::Invalid {
@@ -228,6 +276,21 @@ pub fn load(path: &Path) -> Result<Resumed, CheckpointError> {
         serde_json::from_str(get("fingerprint")?).map_err(|e| parse_err("fingerprint", e))?;
 
     let file = SafeTensors::deserialize(&bytes).map_err(|e| invalid(e.to_string()))?;
+    if let Some(stored) = meta.get(CHECKSUM) {
+        let names = file.names();
+        let found = checksum(
+            names
+                .iter()
+                .filter_map(|n| Some((*n, file.tensor(n).ok()?.data()))),
+            &meta,
+        );
+        if *stored != found {
+            return Err(invalid(
+                "its contents do not match its checksum (the file was damaged after it was written)"
+                    .into(),
+            ));
+        }
+    }
     let tensor = |name: &str, len: usize| match file.tensor(name) {
         Ok(v) if v.dtype() == Dtype::F32 && v.data().len() == 4 * len => Ok(from_bytes(v.data())),
         Ok(_) => Err(invalid(format!("tensor {name} is not {len} f32 values"))),

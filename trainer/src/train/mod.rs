@@ -226,6 +226,12 @@ pub enum TrainError {
         step: usize,
         value: f32,
     },
+    #[error("training stopped after epoch {epoch}")]
+    Observer {
+        epoch: usize,
+        #[source]
+        source: ObserverError,
+    },
     #[error("batch size must be at least 1")]
     ZeroBatch,
     #[error("the training set is empty")]
@@ -291,15 +297,21 @@ pub trait Observer {
     /// The epoch ended early, on an error [`fit`] returns next.
     fn epoch_failed(&mut self) {}
     /// The epoch finished: validated, early stopping updated, `state` current.
+    /// An error (the checkpoint cannot be written, say) stops training:
+    /// [`fit`] returns it as [`TrainError::Observer`].
     fn epoch_done(
         &mut self,
         _record: &EpochRecord,
         _net: &Network,
         _opt: &Optimizer,
         _state: &TrainState,
-    ) {
+    ) -> Result<(), ObserverError> {
+        Ok(())
     }
 }
+
+/// Why an [`Observer`] stopped training.
+pub type ObserverError = Box<dyn std::error::Error + Send + Sync>;
 
 /// An [`Observer`] that does nothing.
 impl Observer for () {}
@@ -513,7 +525,9 @@ pub fn fit_replicated(
         if let Some(es) = &cfg.early_stopping {
             early_stopping_update(es, &record, net, state);
         }
-        observer.epoch_done(&record, net, opt, state);
+        observer
+            .epoch_done(&record, net, opt, state)
+            .map_err(|source| TrainError::Observer { epoch, source })?;
     }
 
     let mut final_epoch = state.epochs_done;
