@@ -2,9 +2,19 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageReader};
+use image::{DynamicImage, ImageReader, Limits};
 use infer::Model;
+use std::io::Cursor;
 use std::path::Path;
+
+/// The largest image side decoded (pixels). A file claiming more is refused
+/// before anything is allocated: a few hundred bytes of PNG can declare an
+/// image of gigabytes (a decompression bomb).
+pub const MAX_SIDE: u32 = 16_384;
+/// The most memory one decode may allocate (bytes): an 8-bit RGBA image of
+/// 8,192 × 8,192. Files are decoded on every core at once, so this bounds the
+/// program's memory to about cores × this.
+pub const MAX_ALLOC: u64 = 256 << 20;
 
 /// An image ready for the model, and where it came from.
 pub struct Input {
@@ -37,20 +47,36 @@ pub fn is_image_name(path: &Path) -> bool {
 /// (`trainer::data::folder::fit`), so a model sees its images as it was
 /// trained on them.
 pub fn load(path: &Path, model: &Model<'_>) -> Result<Input> {
-    let name = path.display();
-    let image = ImageReader::open(path)
-        .with_context(|| format!("cannot read {name}"))?
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    decode(&bytes, &path.display().to_string(), model.input_shape())
+}
+
+/// [`load`] on the bytes of a file (`name` is what errors call it), for a
+/// model whose input is `(h, w, c)`. Within [`MAX_SIDE`] and [`MAX_ALLOC`].
+pub fn decode(bytes: &[u8], name: &str, (h, w, c): (usize, usize, usize)) -> Result<Input> {
+    let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .with_context(|| format!("cannot read {name}"))?;
-    if image.format().is_none() {
+    if !matches!(
+        reader.format(),
+        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg)
+    ) {
         bail!("{name}: not a PNG or JPEG image");
     }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_ALLOC);
+    reader.limits(limits);
     // The decoder's message already includes its causes: no `.context` chain,
     // which would print them twice.
-    let image = image
-        .decode()
-        .map_err(|e| anyhow!("cannot decode {name}: {e}"))?;
-    let (h, w, c) = model.input_shape();
+    let image = reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => anyhow!(
+            "cannot decode {name}: {e} (images are decoded up to {MAX_SIDE} pixels a side and {} MiB)",
+            MAX_ALLOC >> 20
+        ),
+        _ => anyhow!("cannot decode {name}: {e}"),
+    })?;
     let (w, h) = (
         u32::try_from(w).context("model input too wide")?,
         u32::try_from(h).context("model input too tall")?,

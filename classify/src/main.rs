@@ -14,15 +14,14 @@
 //! that cannot be read or decoded gets a one-line error on stderr naming it;
 //! the others are still classified, and the exit status is 1 if any failed.
 
-mod input;
-mod report;
-
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use infer::Model;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use classify::{input, report};
 
 /// The model shipped with the program: the residual network of
 /// `models/fast.json` trained on CIFAR-10 (`trainer study --only fast-50`).

@@ -619,3 +619,67 @@ fn a_checkpoint_is_not_a_model() {
         stderr(&out)
     );
 }
+
+/// CRC-32 (IEEE) of a PNG chunk's type and data.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+/// A PNG declaring a `w × h` RGBA image, whose image data is 1 MiB of zeros
+/// deflated to about a kilobyte: a file of ~1 KB that would make a naive
+/// decoder allocate `w · h · 4` bytes.
+fn png_declaring(w: u32, h: u32) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(&vec![0u8; 1 << 20]).unwrap();
+    let idat = z.finish().unwrap();
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        png.extend((data.len() as u32).to_be_bytes());
+        let body: Vec<u8> = kind.iter().chain(data).copied().collect();
+        png.extend(&body);
+        png.extend(crc32(&body).to_be_bytes());
+    };
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 6, 0, 0, 0]); // 8-bit RGBA, deflate, no filter, no interlace
+    chunk(b"IHDR", &ihdr);
+    chunk(b"IDAT", &idat);
+    chunk(b"IEND", &[]);
+    png
+}
+
+/// Decompression bombs: a tiny file declaring a huge image is refused from
+/// its header (by side, and by the memory it would take), before anything is
+/// allocated; a plain image beside them is still classified.
+#[test]
+fn decompression_bombs_are_refused() {
+    let dir = TempDir::new().unwrap();
+    let wide = dir.path().join("wide.png");
+    std::fs::write(&wide, png_declaring(100_000, 100_000)).unwrap();
+    // Within the side limit, over the memory limit (16,000² RGBA = 1 GB).
+    let heavy = dir.path().join("heavy.png");
+    std::fs::write(&heavy, png_declaring(16_000, 16_000)).unwrap();
+    let good = dir.path().join("good.png");
+    rgb(32, 32).save(&good).unwrap();
+    let out = classify(&[s(&wide), s(&heavy), s(&good)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    for (line, bad) in lines.iter().zip([&wide, &heavy]) {
+        assert!(
+            line.contains(s(bad)) && line.contains("limit"),
+            "{line} should name {} and the limit",
+            bad.display()
+        );
+    }
+}

@@ -39,8 +39,6 @@ pub struct KerasResult {
     pub test_loss: f32,
     pub epochs_run: usize,
     pub best_epoch: Option<usize>,
-    pub seconds_per_epoch: f32,
-    pub threads: usize,
     pub tensorflow: String,
     pub finished: String,
 }
@@ -273,7 +271,8 @@ fn keras_paragraph(md: &mut String, keras: &[KerasResult]) {
          (TensorFlow/Keras, the architectures built from our `models/*.json`, Keras' default \
          initialisation) trained on the same CIFAR-10 files as ours, on this machine, by \
          `benches/reference/keras_study.py`; one figure per seed (s1 = seed 1). It separates \
-         what the data does from what the trainer does.",
+         what the data does from what the trainer does. (Its speed is not compared here: the \
+         runs shared the machine with other work; docs/PERFORMANCE.md compares speeds.)",
     );
     if keras.is_empty() {
         md.push_str(" Not run yet (—).\n");
@@ -288,8 +287,8 @@ fn keras_paragraph(md: &mut String, keras: &[KerasResult]) {
                 .best_epoch
                 .map_or(String::new(), |b| format!(", best epoch {b}"));
             format!(
-                "{} s{}: {} epochs{best}, {:.1} s/epoch ({} threads), finished {}",
-                k.id, k.seed, k.epochs_run, k.seconds_per_epoch, k.threads, k.finished
+                "{} s{}: {} epochs{best}, finished {}",
+                k.id, k.seed, k.epochs_run, k.finished
             )
         })
         .collect();
