@@ -164,4 +164,33 @@ fn main() {
     );
     seed("folder_cache", "valid", &cache);
     seed("folder_cache", "truncated", &cache[..cache.len() - 1]);
+
+    // classify_decode: byte 0 picks the input shape; then small PNG and JPEG
+    // files (RGB, grayscale, RGBA 16-bit, a size to resize, a truncation).
+    let rgb = image::RgbImage::from_fn(32, 32, |x, y| {
+        image::Rgb([(x * 8) as u8, (y * 8) as u8, ((x + y) * 4) as u8])
+    });
+    let encode = |img: image::DynamicImage, format: image::ImageFormat| {
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, format).expect("encode seed image");
+        out.into_inner()
+    };
+    let png = encode(rgb.clone().into(), image::ImageFormat::Png);
+    let gray = image::DynamicImage::ImageRgb8(rgb.clone()).into_luma8();
+    let rgba16 = image::DynamicImage::ImageRgb8(rgb.clone()).into_rgba16();
+    let wide = image::DynamicImage::ImageRgb8(rgb.clone()).resize_exact(
+        48,
+        20,
+        image::imageops::FilterType::Nearest,
+    );
+    for (shape, name, bytes) in [
+        (0u8, "rgb.png", png.clone()),
+        (1, "gray.png", encode(gray.into(), image::ImageFormat::Png)),
+        (2, "rgba16.png", encode(rgba16.into(), image::ImageFormat::Png)),
+        (3, "wide.png", encode(wide, image::ImageFormat::Png)),
+        (0, "rgb.jpg", encode(rgb.into(), image::ImageFormat::Jpeg)),
+        (0, "truncated.png", png[..png.len() / 2].to_vec()),
+    ] {
+        seed("classify_decode", name, &[&[shape][..], &bytes].concat());
+    }
 }
