@@ -125,6 +125,12 @@ struct TrainArgs {
     /// (PyTorch's SyncBatchNorm), instead of each process's shard.
     #[arg(long, help_heading = "Training")]
     sync_batch_norm: bool,
+    /// Under `mpirun`: the gradients are summed over the processes in buckets
+    /// of about this many KiB, each started as soon as backward has produced
+    /// it, so that communication overlaps the rest of backward (as PyTorch's
+    /// DDP); 0: one sum of everything once backward is done.
+    #[arg(long, value_name = "KIB", default_value_t = trainer::train::BUCKET_BYTES >> 10, help_heading = "Training")]
+    allreduce_bucket_kib: usize,
     /// Train on N images, stratified by class (default: all 50,000).
     #[arg(long, value_parser = positive(), help_heading = "Training")]
     subset: Option<usize>,
@@ -535,6 +541,7 @@ fn train(mut args: TrainArgs, replicas: &dyn Replicas) -> Result<()> {
     let cfg = RunConfig {
         train: TrainConfig {
             sync_batch_norm: args.sync_batch_norm,
+            bucket_bytes: args.allreduce_bucket_kib << 10,
             ..TrainConfig::from_recipe(
                 &recipe,
                 args.seed,
@@ -595,8 +602,9 @@ fn train(mut args: TrainArgs, replicas: &dyn Replicas) -> Result<()> {
         let steps = result.train_images.div_ceil(cfg.train.batch_size).max(1);
         let step = result.history.last().map_or(0.0, |r| f64::from(r.seconds)) / steps as f64;
         eprintln!(
-            "MPI over {n} processes: {:.2} MB all-reduced per step, {:.2} ms per step in the all-reduce (a step takes {:.1} ms)",
+            "MPI over {n} processes: {:.2} MB all-reduced per step in {} all-reduces, {:.2} ms per step waiting for them after backward (a step takes {:.1} ms)",
             c.bytes_per_step as f64 / 1e6,
+            c.buckets,
             c.seconds / c.steps.max(1) as f64 * 1e3,
             step * 1e3
         );

@@ -156,12 +156,20 @@ fn text(o: &Output) -> String {
 
 /// Two processes, each training on half of every batch of 20 (with random
 /// crops and flips, and a last batch of 16), end with the weights one
-/// process gets, within 1e-5, and report the same epochs.
+/// process gets, within 1e-5, and report the same epochs: with the gradients
+/// summed in one bucket once backward is done, and in buckets of 1 KiB
+/// started during backward (three, and the loss).
 #[test]
 fn two_processes_train_what_one_process_trains() {
-    let (worst, h1, h2) = one_and_two_processes(SPEC, &[]);
-    assert!(worst <= 1e-5, "weights differ by {worst}");
-    assert_same_history(&h1, &h2);
+    for (kib, all_reduces) in [("0", 2), ("1", 4)] {
+        let (worst, h1, h2) =
+            one_and_two_processes(SPEC, &["--allreduce-bucket-kib", kib], all_reduces);
+        assert!(
+            worst <= 1e-5,
+            "{kib} KiB buckets: weights differ by {worst}"
+        );
+        assert_same_history(&h1, &h2);
+    }
 }
 
 /// With batch norm and `--sync-batch-norm`, each process normalises its half
@@ -170,10 +178,12 @@ fn two_processes_train_what_one_process_trains() {
 /// they do not (which shows that the comparison can tell).
 #[test]
 fn synchronised_batch_norm_trains_what_one_process_trains() {
-    let (worst, h1, h2) = one_and_two_processes(SPEC_BN, &["--sync-batch-norm"]);
+    // Buckets of 1 KiB: their sums interleave with batch norm's.
+    let synced = ["--sync-batch-norm", "--allreduce-bucket-kib", "1"];
+    let (worst, h1, h2) = one_and_two_processes(SPEC_BN, &synced, 4);
     assert!(worst <= 1e-5, "weights differ by {worst}");
     assert_same_history(&h1, &h2);
-    let (apart, ..) = one_and_two_processes(SPEC_BN, &[]);
+    let (apart, ..) = one_and_two_processes(SPEC_BN, &[], 2);
     assert!(
         apart > 1e-4,
         "per-process statistics gave the same weights: {apart}"
@@ -181,9 +191,14 @@ fn synchronised_batch_norm_trains_what_one_process_trains() {
 }
 
 /// Trains `spec_json` with `extra` arguments in one process and under
-/// `mpirun -np 2`; checks the logs, and returns the largest difference
-/// between the two runs' weights and the two histories (CSV).
-fn one_and_two_processes(spec_json: &str, extra: &[&str]) -> (f32, String, String) {
+/// `mpirun -np 2`; checks the logs (the step's `all_reduces`), and returns
+/// the largest difference between the two runs' weights and the two
+/// histories (CSV).
+fn one_and_two_processes(
+    spec_json: &str,
+    extra: &[&str],
+    all_reduces: usize,
+) -> (f32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let (data, spec) = setup(dir.path(), spec_json);
     let (alone, pair) = (
@@ -211,6 +226,10 @@ fn one_and_two_processes(spec_json: &str, extra: &[&str]) -> (f32, String, Strin
     assert!(two.status.success(), "{log}");
     assert!(log.contains("Data-parallel over 2 processes"), "{log}");
     assert!(log.contains("MPI over 2 processes"), "{log}");
+    assert!(
+        log.contains(&format!("per step in {all_reduces} all-reduces")),
+        "{log}"
+    );
     // Replica 0 alone reports: one line per epoch.
     assert_eq!(
         log.matches(&format!("Epoch {EPOCHS}/{EPOCHS}")).count(),

@@ -346,14 +346,6 @@ impl Network {
         }
     }
 
-    /// Backpropagates from `grads[last] = ∂L/∂logits`, filling every layer's parameter gradients.
-    fn backward(&mut self, sync: Option<&dyn layers::BatchSync>) {
-        self.start_backward();
-        for i in (self.first_trained..self.layers.len()).rev() {
-            self.backward_layer(i, sync);
-        }
-    }
-
     /// Before backward: only `grads[last] = ∂L/∂logits` is written.
     fn start_backward(&mut self) {
         self.has_grad.fill(false);
@@ -436,6 +428,22 @@ impl Network {
         weight: f32,
         sync: Option<&dyn layers::BatchSync>,
     ) -> BatchLoss {
+        self.forward_backward_shard_with(labels, smoothing, weight, sync, &mut |_, _| {})
+    }
+
+    /// [`Network::forward_backward_shard`] calling `after_layer(self, i)` as
+    /// soon as layer `i`'s backward is done (from the last trained layer down
+    /// to the first): from then on its parameters' gradients are final
+    /// ([`Network::copy_layer_grads`]), so a data-parallel step can start
+    /// summing them over the replicas while backward goes on below.
+    pub fn forward_backward_shard_with(
+        &mut self,
+        labels: &[u8],
+        smoothing: f32,
+        weight: f32,
+        sync: Option<&dyn layers::BatchSync>,
+        after_layer: &mut dyn FnMut(&mut Network, usize),
+    ) -> BatchLoss {
         for i in 0..self.layers.len() {
             self.forward_layer(i, Mode::Train, sync);
         }
@@ -449,8 +457,56 @@ impl Network {
         if weight != 1.0 {
             self.grads[last].data.iter_mut().for_each(|g| *g *= weight);
         }
-        self.backward(sync);
+        self.start_backward();
+        for i in (self.first_trained..self.layers.len()).rev() {
+            self.backward_layer(i, sync);
+            after_layer(self, i);
+        }
         loss
+    }
+
+    /// For each layer, how many trained parameter values it has (0 for a
+    /// layer without parameters, or frozen): [`Params::visit_params`] visits
+    /// them in this order, so a flat buffer of every gradient is these
+    /// lengths end to end.
+    pub fn param_lens(&mut self) -> Vec<usize> {
+        (0..self.layers.len())
+            .map(|i| {
+                let mut len = 0;
+                self.visit_layer_params(i, &mut |p| len += p.grad.len());
+                len
+            })
+            .collect()
+    }
+
+    /// Copies layer `i`'s parameter gradients, in [`Params::visit_params`]
+    /// order, into `out` (of length `param_lens()[i]`).
+    pub fn copy_layer_grads(&mut self, i: usize, out: &mut [f32]) {
+        let mut offset = 0;
+        self.visit_layer_params(i, &mut |p| {
+            out[offset..offset + p.grad.len()].copy_from_slice(p.grad);
+            offset += p.grad.len();
+        });
+        assert_eq!(offset, out.len(), "layer {i}'s gradients fill its part");
+    }
+
+    /// [`Params::visit_params`] for layer `i` alone.
+    fn visit_layer_params(&mut self, i: usize, f: &mut dyn FnMut(Param<'_>)) {
+        let Some(name) = self.names[i].as_deref() else {
+            return;
+        };
+        if self.frozen[i] {
+            return;
+        }
+        self.layers[i].visit_params(&mut |suffix, value, grad, decay| {
+            f(Param {
+                layer: name,
+                suffix,
+                value,
+                grad,
+                decay,
+            })
+        });
     }
 
     /// [`Network::forward_backward`] with the time spent in each layer, for profiling:
@@ -749,22 +805,8 @@ impl Params for Network {
     /// Every trainable parameter, layer by layer, named `{layer}.{suffix}`
     /// (see [`Layer::visit_params`] for `decay`).
     fn visit_params(&mut self, f: &mut dyn FnMut(Param<'_>)) {
-        for (index, (layer, name)) in self.layers.iter_mut().zip(&self.names).enumerate() {
-            let Some(name) = name.as_deref() else {
-                continue;
-            };
-            if self.frozen[index] {
-                continue;
-            }
-            layer.visit_params(&mut |suffix, value, grad, decay| {
-                f(Param {
-                    layer: name,
-                    suffix,
-                    value,
-                    grad,
-                    decay,
-                })
-            });
+        for i in 0..self.layers.len() {
+            self.visit_layer_params(i, f);
         }
     }
 }

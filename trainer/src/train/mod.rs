@@ -22,7 +22,7 @@ use crate::optim::Optimizer;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use replicas::{Alone, Replicas};
+use replicas::{Alone, Buckets, PendingSum, Replicas};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::time::Instant;
@@ -68,6 +68,19 @@ pub struct TrainConfig {
     /// forward and backward) instead of each replica's shard.
     #[serde(default)]
     pub sync_batch_norm: bool,
+    /// In a data-parallel run, the gradients are summed over the replicas in
+    /// buckets of about this many bytes, each started as soon as backward
+    /// has produced it ([`replicas::Buckets`]); 0: one sum of every gradient
+    /// once backward is done.
+    #[serde(default = "default_bucket_bytes")]
+    pub bucket_bytes: usize,
+}
+
+/// [`TrainConfig::bucket_bytes`] by default: 1 MiB.
+pub const BUCKET_BYTES: usize = 1 << 20;
+
+fn default_bucket_bytes() -> usize {
+    BUCKET_BYTES
 }
 
 impl TrainConfig {
@@ -86,6 +99,7 @@ impl TrainConfig {
             schedule: recipe.schedule.clone(),
             label_smoothing: recipe.label_smoothing,
             sync_batch_norm: false,
+            bucket_bytes: BUCKET_BYTES,
         }
     }
 }
@@ -103,6 +117,7 @@ impl Default for TrainConfig {
             schedule: Schedule::default(),
             label_smoothing: 0.0,
             sync_batch_norm: false,
+            bucket_bytes: BUCKET_BYTES,
         }
     }
 }
@@ -277,11 +292,16 @@ pub struct Outcome {
 /// The all-reduce traffic of a data-parallel run ([`fit_replicated`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Communication {
-    /// Bytes each replica contributes to the all-reduce of one step.
+    /// Bytes each replica contributes to the all-reduces of one step.
     pub bytes_per_step: usize,
+    /// All-reduces per step: the gradient buckets ([`Buckets`]), then the
+    /// loss and correct count.
+    pub buckets: usize,
     /// Steps taken (in this call of [`fit_replicated`]).
     pub steps: usize,
-    /// Wall time spent in the per-step all-reduce, summed over the steps.
+    /// Wall time spent waiting for the all-reduces once backward was done
+    /// (the communication that did not overlap backward), summed over the
+    /// steps.
     pub seconds: f64,
 }
 
@@ -385,11 +405,13 @@ pub fn fit_replicated(
     } else {
         Cow::Borrowed(val)
     };
-    // The all-reduced buffer: every gradient, then the shard's loss sum and
-    // correct count.
-    let mut reduced: Vec<f32> = Vec::new();
+    // The all-reduced buffer: every gradient (in buckets), then the shard's
+    // loss sum and correct count.
+    let buckets = Buckets::plan(&net.param_lens(), cfg.bucket_bytes);
+    let mut reduced: Vec<f32> = vec![0.0; buckets.len() + 2];
     let mut communication = Communication {
-        bytes_per_step: 0,
+        bytes_per_step: std::mem::size_of_val(&reduced[..]),
+        buckets: buckets.buckets.len() + 1,
         steps: 0,
         seconds: 0.0,
     };
@@ -420,35 +442,33 @@ pub fn fit_replicated(
             &mut buffers,
             &mut |step, batch| {
                 let part = replicas::shard(batch.len(), rank, size);
-                let local = (!part.is_empty()).then(|| {
+                let labels = &batch.labels[part.clone()];
+                // Alone, the shard is the whole batch and its weight 1.
+                let weight = part.len() as f32 / batch.len() as f32;
+                if !part.is_empty() {
                     let images = &batch.images[part.start * image_len..part.end * image_len];
                     net.set_input_u8(images, part.len());
-                    // Alone, the shard is the whole batch and its weight 1.
-                    let labels = &batch.labels[part.clone()];
-                    let weight = part.len() as f32 / batch.len() as f32;
-                    let sync = sync.as_ref().map(|s| s as &dyn BatchSync);
-                    net.forward_backward_shard(labels, cfg.label_smoothing, weight, sync)
-                });
+                }
+                let sync = sync.as_ref().map(|s| s as &dyn BatchSync);
                 // The batch's mean loss and its correct count, over all replicas.
-                let (loss, batch_correct) = match local {
-                    Some(b) if size == 1 => (b.loss, b.correct),
-                    _ => {
-                        // The gradients, already weighted by the shard's share.
-                        let t = Instant::now();
-                        reduced.clear();
-                        net.visit_params(&mut |p| match local {
-                            Some(_) => reduced.extend_from_slice(p.grad),
-                            None => reduced.resize(reduced.len() + p.grad.len(), 0.0),
-                        });
-                        let (l, c) = local.map_or((0.0, 0), |b| (b.loss, b.correct));
-                        reduced.extend([l * part.len() as f32, c as f32]);
-                        replicas.sum_f32(&mut reduced);
-                        communication.seconds += t.elapsed().as_secs_f64();
-                        communication.steps += 1;
-                        communication.bytes_per_step = std::mem::size_of_val(&reduced[..]);
-                        let k = reduced.len();
-                        (reduced[k - 2] / batch.len() as f32, reduced[k - 1] as usize)
-                    }
+                let (loss, batch_correct) = if size == 1 {
+                    let b = net.forward_backward_shard(labels, cfg.label_smoothing, weight, sync);
+                    (b.loss, b.correct)
+                } else {
+                    let shard = (!part.is_empty()).then_some((labels, weight));
+                    let waited = step_replicated(
+                        net,
+                        replicas,
+                        &buckets,
+                        &mut reduced,
+                        shard,
+                        cfg.label_smoothing,
+                        sync,
+                    );
+                    communication.seconds += waited;
+                    communication.steps += 1;
+                    let k = reduced.len();
+                    (reduced[k - 2] / batch.len() as f32, reduced[k - 1] as usize)
                 };
                 // Every replica sees the same reduced loss, so all stop together.
                 if !loss.is_finite() {
@@ -467,7 +487,7 @@ pub fn fit_replicated(
                     opt.step(
                         &mut WithGradients {
                             net,
-                            grads: &reduced,
+                            grads: &reduced[..buckets.len()],
                         },
                         factor,
                     );
@@ -578,6 +598,72 @@ impl Params for WithGradients<'_> {
             offset += n;
         });
     }
+}
+
+/// One replica's forward and backward of its shard of a batch, with the sum
+/// of the gradients over the replicas overlapping backward: each bucket is
+/// copied into its part of `reduced` and its sum started as soon as backward
+/// has produced it; then the shard's loss sum and correct count (the last two
+/// values) are summed, and every sum waited for. A replica without images in
+/// this batch (`shard` None) contributes zeros. Returns the seconds spent
+/// waiting after backward.
+fn step_replicated(
+    net: &mut Network,
+    replicas: &dyn Replicas,
+    buckets: &Buckets,
+    reduced: &mut [f32],
+    shard: Option<(&[u8], f32)>,
+    smoothing: f32,
+    sync: Option<&dyn BatchSync>,
+) -> f64 {
+    let (grads, tail) = reduced.split_at_mut(buckets.len());
+    // The buckets' parts of the buffer, in the order they are started.
+    let mut parts: Vec<Option<&mut [f32]>> = Vec::with_capacity(buckets.buckets.len());
+    let mut rest = grads;
+    for (range, _) in &buckets.buckets {
+        let (head, part) = rest.split_at_mut(range.start);
+        debug_assert_eq!(part.len(), range.len());
+        parts.push(Some(part));
+        rest = head;
+    }
+    let mut pending: Vec<Box<dyn PendingSum + '_>> = Vec::with_capacity(parts.len() + 1);
+    let mut next = 0;
+    let local = shard.map(|(labels, weight)| {
+        net.forward_backward_shard_with(labels, smoothing, weight, sync, &mut |net, i| {
+            let layer = &buckets.layers[i];
+            if !layer.is_empty() {
+                let (range, lowest) = &buckets.buckets[next];
+                let part = parts[next].as_deref_mut().expect("not started yet");
+                net.copy_layer_grads(
+                    i,
+                    &mut part[layer.start - range.start..layer.end - range.start],
+                );
+                if i == *lowest {
+                    let part = parts[next].take().expect("not started yet");
+                    pending.push(replicas.start_sum_f32(part));
+                    next += 1;
+                }
+            }
+            for p in &mut pending {
+                p.progress();
+            }
+        })
+    });
+    // No images: zeros, in the same buckets, in the same order.
+    for part in parts.iter_mut().skip(next) {
+        let part = part.take().expect("not started yet");
+        part.fill(0.0);
+        pending.push(replicas.start_sum_f32(part));
+    }
+    let (loss, correct) = local.map_or((0.0, 0), |b| (b.loss, b.correct));
+    let n = shard.map_or(0, |(labels, _)| labels.len());
+    tail.copy_from_slice(&[loss * n as f32, correct as f32]);
+    let waited = Instant::now();
+    pending.push(replicas.start_sum_f32(tail));
+    for p in pending {
+        p.wait();
+    }
+    waited.elapsed().as_secs_f64()
 }
 
 /// Replaces the running statistics (batch norm's moving mean and variance)
@@ -919,12 +1005,21 @@ mod tests {
     /// Data-parallel training computes what one process computes: the
     /// replicas' summed, weighted gradients are the whole batch's, so the
     /// weights agree to rounding (summation order) — with shards of unequal
-    /// sizes, and with a last batch smaller than the team (an empty shard).
+    /// sizes, and with a last batch smaller than the team (an empty shard);
+    /// with the gradients summed in one bucket or one per layer.
     #[test]
     fn replicas_train_like_one_process() {
-        for (size, images, batch) in [(2, 70, 16), (3, 70, 16), (2, 15, 7)] {
+        for (size, images, batch, bucket_bytes) in [
+            (2, 70, 16, BUCKET_BYTES),
+            (3, 70, 16, 4),
+            (2, 15, 7, 0),
+            (2, 15, 7, 4),
+        ] {
             let (train, val) = (split_of(images), split_of(13));
-            let cfg = replicated_config(batch);
+            let cfg = TrainConfig {
+                bucket_bytes,
+                ..replicated_config(batch)
+            };
             let alone = train_replicated(small_net, 1, &train, &val, &cfg);
             let team = train_replicated(small_net, size, &train, &val, &cfg);
             let (w1, h1) = &alone[0];
@@ -1007,6 +1102,8 @@ mod tests {
         let (train, val) = (split_of(48), split_of(12));
         let cfg = TrainConfig {
             sync_batch_norm: true,
+            // A bucket per layer: their sums interleave with batch norm's.
+            bucket_bytes: 4,
             ..replicated_config(12)
         };
         let alone = train_replicated(bn_net, 1, &train, &val, &cfg);

@@ -34,6 +34,16 @@ pub trait Replicas {
     fn size(&self) -> usize;
     /// Replaces `values` by their element-wise sum over all replicas.
     fn sum_f32(&self, values: &mut [f32]);
+    /// Starts replacing `values` by their element-wise sum over all replicas
+    /// and returns at once; the sum is in `values` once the returned
+    /// [`PendingSum`] is waited for (or dropped). Replicas start their sums in
+    /// the same order. Training starts the sum of the last layers' gradients
+    /// while backward still runs through the earlier ones. The default sums
+    /// at once.
+    fn start_sum_f32<'a>(&'a self, values: &'a mut [f32]) -> Box<dyn PendingSum + 'a> {
+        self.sum_f32(values);
+        Box::new(Summed)
+    }
     /// Replaces `values` by their element-wise sum over all replicas.
     fn sum_f64(&self, values: &mut [f64]);
     /// Whether every replica passed the same `value`.
@@ -41,6 +51,74 @@ pub trait Replicas {
     /// Waits until every replica gets here (for the caller: e.g. replica 0
     /// downloads the data set while the others wait to read it).
     fn barrier(&self) {}
+}
+
+/// A sum started by [`Replicas::start_sum_f32`], still borrowing its buffer.
+pub trait PendingSum {
+    /// Lets the sum advance without blocking (MPI moves a non-blocking
+    /// collective on mostly inside MPI calls).
+    fn progress(&mut self) {}
+    /// Blocks until the sum is in the buffer.
+    fn wait(self: Box<Self>);
+}
+
+/// A sum already done.
+struct Summed;
+
+impl PendingSum for Summed {
+    fn wait(self: Box<Self>) {}
+}
+
+/// The gradient buckets of a data-parallel step: consecutive layers whose
+/// gradients are summed over the replicas together, as soon as backward has
+/// produced the last of them (the lowest layer), so that their all-reduce
+/// overlaps the backward of the layers below (as PyTorch's DDP buckets).
+/// Layers are taken from the last down to the first, a bucket closing once
+/// it holds at least `bucket_bytes` (0: one bucket for everything).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Buckets {
+    /// Where each layer's gradients sit in the flat buffer
+    /// (`Params::visit_params` order).
+    pub layers: Vec<Range<usize>>,
+    /// Each bucket's range of the flat buffer and its lowest layer (whose
+    /// backward completes it), from the last bucket of the buffer to the
+    /// first: the order they are started in.
+    pub buckets: Vec<(Range<usize>, usize)>,
+}
+
+impl Buckets {
+    /// The buckets of layers with `lens` trained values each.
+    pub fn plan(lens: &[usize], bucket_bytes: usize) -> Buckets {
+        let mut layers = Vec::with_capacity(lens.len());
+        let mut offset = 0;
+        for &n in lens {
+            layers.push(offset..offset + n);
+            offset += n;
+        }
+        let cap = bucket_bytes.div_ceil(std::mem::size_of::<f32>());
+        let lowest = layers.iter().position(|r| !r.is_empty());
+        let mut buckets = Vec::new();
+        let mut end = offset; // the open bucket is `start..end`
+        for (i, r) in layers.iter().enumerate().rev() {
+            if r.is_empty() {
+                continue;
+            }
+            if Some(i) == lowest || (cap > 0 && end - r.start >= cap) {
+                buckets.push((r.start..end, i));
+                end = r.start;
+            }
+        }
+        Buckets { layers, buckets }
+    }
+
+    /// Values in all the buckets.
+    pub fn len(&self) -> usize {
+        self.layers.last().map_or(0, |r| r.end)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Training in one process.
@@ -116,5 +194,32 @@ mod tests {
         assert_eq!(fingerprint([&a[..]]), fingerprint([&a[..2], &a[2..]]));
         // -0.0 and 0.0 are equal numbers but different weights' bits.
         assert_ne!(fingerprint([&[0.0f32][..]]), fingerprint([&[-0.0f32][..]]));
+    }
+
+    /// Buckets close once they hold at least the asked bytes, from the last
+    /// layer down; layers without values (or frozen) belong to none; the
+    /// lowest layer with values always closes the last bucket; 0 bytes: one
+    /// bucket.
+    #[test]
+    fn buckets_from_the_last_layer_down() {
+        // Layers of 10, 0, 6, 3 and 8 values: the buffer is 0..27.
+        let lens = [10, 0, 6, 3, 8];
+        let b = Buckets::plan(&lens, 0);
+        assert_eq!(b.layers, [0..10, 10..10, 10..16, 16..19, 19..27]);
+        assert_eq!(b.buckets, [(0..27, 0)]);
+        assert_eq!(b.len(), 27);
+        // At least 9 values (36 bytes) a bucket: 8 + 3, then 6 + 10.
+        let b = Buckets::plan(&lens, 36);
+        assert_eq!(b.buckets, [(16..27, 3), (0..16, 0)]);
+        // 4 bytes: one bucket per layer with values.
+        let b = Buckets::plan(&lens, 4);
+        assert_eq!(
+            b.buckets,
+            [(19..27, 4), (16..19, 3), (10..16, 2), (0..10, 0)]
+        );
+        // Frozen first layers: the last bucket ends at the lowest trained one.
+        let b = Buckets::plan(&[0, 0, 5, 2], 1 << 20);
+        assert_eq!(b.buckets, [(0..7, 2)]);
+        assert!(Buckets::plan(&[0, 0], 4).buckets.is_empty());
     }
 }
