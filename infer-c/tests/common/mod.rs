@@ -183,12 +183,16 @@ pub fn cargo_build(args: &[&str], envs: &[(&str, &str)], name: &str) -> Vec<Path
 /// The `classify` binary: built (or found up to date) by cargo, in this
 /// test's target directory and profile.
 pub fn classify_binary() -> PathBuf {
+    // The package's library is named `classify` too: take the executable, not
+    // the library's .rlib/.rmeta.
     cargo_build(
         &["-p", "classify", "--bin", "classify", "--profile", "test"],
         &[],
         "classify",
     )
-    .remove(0)
+    .into_iter()
+    .find(|p| p.extension().is_none_or(|e| e == "exe"))
+    .expect("cargo built the classify executable")
 }
 
 /// `classify --json ARGS PNGS`, one line per image.
