@@ -155,20 +155,9 @@ fn resumed_run_matches_uninterrupted_run() {
         );
     }
     // Every column but `seconds` (the 6th) must match.
-    let strip_seconds = |p: &Path| -> Vec<String> {
-        std::fs::read_to_string(p)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let mut cells: Vec<&str> = l.split(',').collect();
-                cells.remove(5);
-                cells.join(",")
-            })
-            .collect()
-    };
     assert_eq!(
-        strip_seconds(&dir.path().join("a.csv")),
-        strip_seconds(&dir.path().join("b.csv"))
+        common::history_without_seconds(&dir.path().join("a.csv")),
+        common::history_without_seconds(&dir.path().join("b.csv"))
     );
 }
 

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{text, trainer};
+use common::{history_without_seconds, text, trainer};
 use trainer::atomic::WRITE_PAUSE_ENV;
 use trainer::train::checkpoint;
 
@@ -35,19 +35,6 @@ fn train_args<'a>(data: &'a str, out: &'a str, epochs: &'a str) -> Vec<&'a str> 
         "--out",
         out,
     ]
-}
-
-/// Every column of the history but `seconds` (the 6th).
-fn history_without_seconds(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut cells: Vec<&str> = l.split(',').collect();
-            cells.remove(5);
-            cells.join(",")
-        })
-        .collect()
 }
 
 /// The history is complete: a header and `epochs` rows of 7 cells.

@@ -59,3 +59,17 @@ pub fn figure(out: &str, prefix: &str, key: &str) -> f32 {
         .parse()
         .unwrap()
 }
+
+/// Every column of a history CSV but `seconds` (the 6th), one string per
+/// line: what two runs of the same training must share.
+pub fn history_without_seconds(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut cells: Vec<&str> = l.split(',').collect();
+            cells.remove(5);
+            cells.join(",")
+        })
+        .collect()
+}
