@@ -34,6 +34,9 @@ where
     })
 }
 
+/// The `--tta` values (serde names of [`train::Tta`]).
+const TTA_NAMES: &[&str] = &["flip", "flip_translate"];
+
 /// A count of at least 1 (`--subset 0` is refused, not a run on nothing).
 fn positive() -> impl clap::builder::TypedValueParser<Value = usize> {
     use clap::builder::TypedValueParser;
@@ -90,7 +93,7 @@ struct DownloadArgs {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// Built-in model (model1, model2, model3, fast, resnet8, mnist, cifar100) or a path to a JSON spec.
+    /// Built-in model (model1, model2, model3, fast, resnet8, airbench, mnist, cifar100) or a path to a JSON spec.
     /// A spec's "training" object sets the recipe; the flags below override it.
     /// [default: model1; with --init, the architecture of that file]
     #[arg(long, help_heading = "Model")]
@@ -214,10 +217,12 @@ struct TrainArgs {
     /// No progress bar.
     #[arg(long, help_heading = "Output")]
     quiet: bool,
-    /// Also report the saved weights' figures with test-time augmentation
-    /// (each image averaged with its mirror image).
-    #[arg(long, help_heading = "Output")]
-    tta: bool,
+    /// Also report the saved weights' figures with test-time augmentation:
+    /// `flip` averages each image with its mirror image; `flip_translate`
+    /// adds both shifted by one pixel (airbench's six views)
+    #[arg(long, help_heading = "Output", num_args = 0..=1, default_missing_value = "flip",
+          value_parser = named::<train::Tta>(TTA_NAMES))]
+    tta: Option<train::Tta>,
 }
 
 /// The training recipe (see trainer::train::recipe); each flag overrides the spec's
@@ -277,6 +282,12 @@ struct RecipeArgs {
     /// Cutout: zero a random N×N square (0: none).
     #[arg(long)]
     cutout: Option<usize>,
+    /// The warm-up starts at this factor of the base rate [default: 0].
+    #[arg(long, value_name = "F")]
+    initial_lr_factor: Option<f32>,
+    /// Batch norm's shifts train at this multiple of the learning rate [default: 1].
+    #[arg(long, value_name = "F")]
+    bn_bias_lr_scale: Option<f32>,
 }
 
 impl RecipeArgs {
@@ -306,6 +317,16 @@ impl RecipeArgs {
             pad_mode: self.pad_mode,
             flip: self.flip.then_some(true),
             cutout: self.cutout,
+            initial_lr_factor: self.initial_lr_factor,
+            bn_bias_lr_scale: self.bn_bias_lr_scale,
+            // Set in a spec's "training" object only (docs/RECIPES.md).
+            alternate_flip: None,
+            bn_scale: None,
+            lookahead: None,
+            whitening: None,
+            dirac: None,
+            lr_scales: None,
+            init_scales: None,
         };
         if self.augment {
             t.crop_pad = t.crop_pad.or(Some(4));
@@ -314,6 +335,7 @@ impl RecipeArgs {
         if self.no_augment {
             t.crop_pad = Some(0);
             t.flip = Some(false);
+            t.alternate_flip = Some(false);
             t.cutout = Some(0);
         }
         t
@@ -387,10 +409,12 @@ struct EvaluateArgs {
     /// Write the confusion matrix as CSV to this file (`-`: standard output).
     #[arg(long)]
     csv: Option<PathBuf>,
-    /// Also report loss and accuracy with test-time augmentation (each image
-    /// averaged with its mirror image), beside the plain figures.
-    #[arg(long)]
-    tta: bool,
+    /// Also report loss and accuracy with test-time augmentation, beside the
+    /// plain figures: `flip` averages each image with its mirror image;
+    /// `flip_translate` adds both shifted by one pixel (airbench's six views)
+    #[arg(long, num_args = 0..=1, default_missing_value = "flip",
+          value_parser = named::<train::Tta>(TTA_NAMES))]
+    tta: Option<train::Tta>,
 }
 
 /// Errors are printed as one chain of causes (`trainer: error: … : …`),
@@ -643,9 +667,10 @@ fn train(mut args: TrainArgs, replicas: &dyn Replicas) -> Result<()> {
             t.images
         );
     }
-    if let Some(t) = result.tta {
+    if let (Some(t), Some(views)) = (result.tta, cfg.tta) {
         trainer_cli::out!(
-            "With test-time augmentation (flips): test loss {:.4}, test accuracy {:.4}",
+            "With test-time augmentation ({}): test loss {:.4}, test accuracy {:.4}",
+            views.describe(),
             t.loss,
             t.accuracy
         );
@@ -711,11 +736,17 @@ enum Evaluated<'a> {
 }
 
 impl Evaluated<'_> {
-    fn evaluate(&mut self, split: &trainer::data::Split, tta: bool) -> train::Evaluation {
-        match self {
-            Evaluated::F32(net) if tta => train::evaluate_tta(net, split, train::EVAL_BATCH),
-            Evaluated::F32(net) => train::evaluate(net, split, train::EVAL_BATCH),
-            Evaluated::Int8(model) => evaluate_infer(model, split, tta),
+    fn evaluate(
+        &mut self,
+        split: &trainer::data::Split,
+        tta: Option<train::Tta>,
+    ) -> train::Evaluation {
+        match (self, tta) {
+            (Evaluated::F32(net), Some(views)) => {
+                train::evaluate_tta(net, split, train::EVAL_BATCH, views)
+            }
+            (Evaluated::F32(net), None) => train::evaluate(net, split, train::EVAL_BATCH),
+            (Evaluated::Int8(model), tta) => evaluate_infer(model, split, tta),
         }
     }
 }
@@ -726,7 +757,7 @@ impl Evaluated<'_> {
 fn evaluate_infer(
     model: &infer::Model<'_>,
     split: &trainer::data::Split,
-    tta: bool,
+    tta: Option<train::Tta>,
 ) -> train::Evaluation {
     use rayon::prelude::*;
     let classes = model.num_classes();
@@ -741,18 +772,25 @@ fn evaluate_infer(
                     vec![0u8; split.image_len()],
                 )
             },
-            |(scratch, probs, flipped, mirrored), i| {
+            |(scratch, probs, view_probs, view_image), i| {
                 let image = split.image(i);
-                model
-                    .classify(image, scratch, probs)
-                    .expect("image, scratch and output sizes are the model's");
-                if tta {
-                    trainer::data::augment::mirror_image(image, mirrored, split.shape);
-                    model
-                        .classify(mirrored, scratch, flipped)
-                        .expect("image, scratch and output sizes are the model's");
-                    for (p, q) in probs.iter_mut().zip(flipped.iter()) {
-                        *p = 0.5 * (*p + q);
+                match tta {
+                    None => {
+                        model
+                            .classify(image, scratch, probs)
+                            .expect("image, scratch and output sizes are the model's");
+                    }
+                    Some(views) => {
+                        probs.fill(0.0);
+                        for view in views.views() {
+                            view.render(image, view_image, split.shape);
+                            model
+                                .classify(view_image, scratch, view_probs)
+                                .expect("image, scratch and output sizes are the model's");
+                            for (p, q) in probs.iter_mut().zip(view_probs.iter()) {
+                                *p += view.weight * q;
+                            }
+                        }
                     }
                 }
                 let p = &probs[..classes];
@@ -823,7 +861,7 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
     }
     let names = data.class_names;
     let started = Instant::now();
-    let e = evaluated.evaluate(&test, false);
+    let e = evaluated.evaluate(&test, None);
     let seconds = started.elapsed().as_secs_f32();
     let matrix = ConfusionMatrix::from_predictions(classes, &test.labels, &e.predictions);
     let report = matrix.report(&names);
@@ -847,11 +885,13 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
         "test loss: {:.4} - test accuracy: {:.4}",
         e.loss, e.accuracy
     ));
-    let tta = args.tta.then(|| {
-        let t = evaluated.evaluate(&test, true);
+    let tta = args.tta.map(|views| {
+        let t = evaluated.evaluate(&test, Some(views));
         say(format_args!(
-            "with test-time augmentation (flips): test loss: {:.4} - test accuracy: {:.4}",
-            t.loss, t.accuracy
+            "with test-time augmentation ({}): test loss: {:.4} - test accuracy: {:.4}",
+            views.describe(),
+            t.loss,
+            t.accuracy
         ));
         t
     });

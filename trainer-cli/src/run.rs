@@ -38,7 +38,7 @@ pub struct RunConfig {
     pub fresh: bool,
     /// Also evaluate the saved weights with test-time augmentation
     /// ([`train::evaluate_tta`]), reported beside the plain figures.
-    pub tta: bool,
+    pub tta: Option<train::Tta>,
     /// Draw a progress bar during each epoch.
     pub progress: bool,
     /// Start from this model's weights instead of a fresh initialisation.
@@ -134,11 +134,12 @@ impl RunConfig {
             schedule: self.train.schedule.clone(),
             augment: self.train.augment.clone(),
             label_smoothing: self.train.label_smoothing,
-            // One-cycle and cosine curves are drawn over the planned epochs.
-            schedule_epochs: matches!(
+            // One-cycle and cosine curves are drawn over the planned epochs,
+            // and so is lookahead's decay.
+            schedule_epochs: (matches!(
                 self.train.schedule.kind,
                 ScheduleKind::OneCycle | ScheduleKind::Cosine
-            )
+            ) || self.train.lookahead.is_some())
             .then_some(self.train.epochs),
             init: self
                 .init
@@ -146,6 +147,11 @@ impl RunConfig {
                 .map(|w| format!("{} (sha256 {})", w.path.display(), w.sha256)),
             frozen: self.freeze.clone(),
             sync_batch_norm: self.train.sync_batch_norm,
+            groups: self.train.groups.clone(),
+            lookahead: self.train.lookahead,
+            whitening: self.train.whitening.clone(),
+            dirac: self.train.dirac,
+            init_scales: self.train.init_scales.clone(),
         }
     }
 }
@@ -230,6 +236,9 @@ pub enum RunError {
     },
     #[error(transparent)]
     WarmStart(#[from] trainer::train::warm_start::WarmStartError),
+    /// The recipe's initialisation (whitening) cannot be applied.
+    #[error("{0}")]
+    Recipe(String),
     #[error("another run is writing {out} (it holds {lock}): wait for it to finish, or pass another --out")]
     Busy { out: String, lock: String },
     #[error("cannot create the lock file {path}")]
@@ -386,6 +395,8 @@ pub fn run_replicated(
         (r.net, r.opt, r.state)
     } else {
         let mut net = Network::new(&cfg.spec, cfg.train.seed)?;
+        trainer::train::whitening::initialise(&mut net, &cfg.train, &train_split)
+            .map_err(RunError::Recipe)?;
         if let Some(w) = &cfg.init {
             let origin = w.path.display().to_string();
             trainer::train::warm_start::warm_start(&mut net, &w.net, &origin)?;
@@ -437,9 +448,9 @@ pub fn run_replicated(
             images: data.test.len(),
         }
     });
-    let tta = (lead && cfg.tta).then(|| {
+    let tta = cfg.tta.filter(|_| lead).map(|views| {
         let images = if held_out { &data.test } else { &*val_split };
-        let e = train::evaluate_tta(&mut net, images, EVAL_BATCH);
+        let e = train::evaluate_tta(&mut net, images, EVAL_BATCH, views);
         TtaFigures {
             loss: e.loss,
             accuracy: e.accuracy,

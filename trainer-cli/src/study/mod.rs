@@ -28,7 +28,7 @@ use trainer::train::metrics::ConfusionMatrix;
 use trainer::train::recipe::{Recipe, TrainingSpec};
 use trainer::train::spec_file::SpecFile;
 use trainer::train::EVAL_BATCH;
-use trainer::train::{self, EarlyStopping, EpochRecord, Monitor, TrainConfig};
+use trainer::train::{self, EarlyStopping, EpochRecord, Monitor, TrainConfig, Tta};
 
 mod machine;
 mod report;
@@ -78,9 +78,12 @@ pub struct StudyRun {
     pub subset: Option<usize>,
     /// Train with the spec's own `training` recipe (optimiser, schedule,
     /// augmentation, batch size; `epochs` above still applies) instead of the
-    /// study's Adam 0.001 at batch 32, and also report the test figures with
-    /// test-time augmentation.
+    /// study's Adam 0.001 at batch 32.
     pub own_recipe: bool,
+    /// Also report the test figures with these test-time augmentation views.
+    pub tta: Option<Tta>,
+    /// Seed of initialisation, shuffling and augmentation.
+    pub seed: u64,
     /// The Keras study's figures; `None` for our runs beyond the study.
     pub reference: Option<Reference>,
 }
@@ -90,7 +93,7 @@ pub struct StudyRun {
 /// models come from (TensorFlow/Keras, trained on a Google Colab GPU, batch
 /// 32, Adam 1e-3, evaluated on the 10,000 CIFAR-10 test images); they are the
 /// only hand-typed numbers in the generated report.
-pub const RUNS: [StudyRun; 9] = [
+pub const RUNS: [StudyRun; 12] = [
     StudyRun {
         id: "model1-35",
         model: "model1",
@@ -99,6 +102,8 @@ pub const RUNS: [StudyRun; 9] = [
         init_from: None,
         subset: None,
         own_recipe: false,
+        tta: None,
+        seed: SEED,
         reference: Some(Reference {
             accuracy: 0.7678,
             loss: 1.208,
@@ -113,6 +118,8 @@ pub const RUNS: [StudyRun; 9] = [
         init_from: None,
         subset: None,
         own_recipe: false,
+        tta: None,
+        seed: SEED,
         reference: Some(Reference {
             accuracy: 0.7711,
             loss: 0.683,
@@ -127,6 +134,8 @@ pub const RUNS: [StudyRun; 9] = [
         init_from: None,
         subset: None,
         own_recipe: false,
+        tta: None,
+        seed: SEED,
         reference: Some(Reference {
             accuracy: 0.7324,
             loss: 1.843,
@@ -141,6 +150,8 @@ pub const RUNS: [StudyRun; 9] = [
         init_from: None,
         subset: None,
         own_recipe: false,
+        tta: None,
+        seed: SEED,
         reference: Some(Reference {
             accuracy: 0.7407,
             loss: 0.770,
@@ -159,6 +170,8 @@ pub const RUNS: [StudyRun; 9] = [
         init_from: Some("model3-es"),
         subset: Some(10_000),
         own_recipe: false,
+        tta: None,
+        seed: SEED,
         reference: Some(Reference {
             accuracy: 0.7378,
             loss: 0.853,
@@ -175,6 +188,8 @@ pub const RUNS: [StudyRun; 9] = [
         init_from: None,
         subset: Some(10_000),
         own_recipe: false,
+        tta: None,
+        seed: SEED,
         reference: None,
     },
     // Beyond the study: the residual network of models/fast.json with its
@@ -189,6 +204,8 @@ pub const RUNS: [StudyRun; 9] = [
         init_from: None,
         subset: None,
         own_recipe: true,
+        tta: Some(Tta::Flip),
+        seed: SEED,
         reference: None,
     },
     StudyRun {
@@ -199,6 +216,8 @@ pub const RUNS: [StudyRun; 9] = [
         init_from: None,
         subset: None,
         own_recipe: true,
+        tta: Some(Tta::Flip),
+        seed: SEED,
         reference: None,
     },
     StudyRun {
@@ -209,6 +228,46 @@ pub const RUNS: [StudyRun; 9] = [
         init_from: None,
         subset: None,
         own_recipe: true,
+        tta: Some(Tta::Flip),
+        seed: SEED,
+        reference: None,
+    },
+    // airbench's recipe (Keller Jordan, 2024) in models/airbench.json: 10
+    // epochs, its six-view test-time augmentation, three seeds.
+    StudyRun {
+        id: "airbench",
+        model: "airbench",
+        epochs: 10,
+        patience: None,
+        init_from: None,
+        subset: None,
+        own_recipe: true,
+        tta: Some(Tta::FlipTranslate),
+        seed: SEED,
+        reference: None,
+    },
+    StudyRun {
+        id: "airbench-s2",
+        model: "airbench",
+        epochs: 10,
+        patience: None,
+        init_from: None,
+        subset: None,
+        own_recipe: true,
+        tta: Some(Tta::FlipTranslate),
+        seed: 2,
+        reference: None,
+    },
+    StudyRun {
+        id: "airbench-s3",
+        model: "airbench",
+        epochs: 10,
+        patience: None,
+        init_from: None,
+        subset: None,
+        own_recipe: true,
+        tta: Some(Tta::FlipTranslate),
+        seed: 3,
         reference: None,
     },
 ];
@@ -222,7 +281,7 @@ pub struct StudyArgs {
     /// The generated report; its charts go into img/ beside it.
     #[arg(long, default_value = "docs/RESULTS.md")]
     pub results: PathBuf,
-    /// Run only these runs (comma-separated ids: model1-35, model1-es, model2-50, model3-es, model3-10k, model3-10k-scratch, fast, fast-50, fast-12).
+    /// Run only these runs (comma-separated ids: model1-35, model1-es, model2-50, model3-es, model3-10k, model3-10k-scratch, fast, fast-50, fast-12, airbench, airbench-s2, airbench-s3).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Redo runs from scratch even if they have finished (or have a checkpoint).
@@ -333,7 +392,7 @@ impl Settings {
             epochs,
             batch_size,
             learning_rate,
-            seed: SEED,
+            seed: run.seed,
             early_stopping: run.patience.map(|patience| EarlyStopping {
                 monitor: Monitor::ValLoss,
                 patience,
@@ -672,7 +731,7 @@ fn train_one(
         history: paths.history.clone(),
         checkpoint: paths.checkpoint.clone(),
         fresh,
-        tta: run.own_recipe,
+        tta: run.tta,
         init: init.map(std::sync::Arc::new),
         freeze: Vec::new(),
         log_jsonl: None,

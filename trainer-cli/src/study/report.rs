@@ -214,8 +214,10 @@ pub(super) fn header(
     );
     md.push_str(
         "- Every run of the reference study: batch 32, Adam (learning rate 0.001), seed 1, \
-         validation on the test set. The runs beyond the study (`fast`, `fast-50`, `fast-12`) train \
-         with their spec's own recipe (`models/fast.json`), given in their sections.\n",
+         validation on the test set. The runs beyond the study (`fast`, `fast-50`, `fast-12`; \
+         `airbench`, `airbench-s2`, `airbench-s3`) train with their spec's own recipe \
+         (`models/fast.json`, `models/airbench.json`), given in their sections; they train \
+         for a fixed number of epochs, so the per-epoch test figures choose nothing.\n",
     );
     let smoke: Vec<&StudyResult> = finished
         .iter()
@@ -259,9 +261,84 @@ pub(super) fn table(md: &mut String, finished: &[StudyResult], keras: &[KerasRes
     }
     md.push_str(
         "\nThe runs beyond the study have no reference figures (—). Their \"TTA\" figure is the \
-         test accuracy with test-time augmentation (each image averaged with its mirror \
-         image), reported beside the plain one.\n",
+         test accuracy with test-time augmentation, reported beside the plain one: `fast` \
+         averages each image with its mirror image, `airbench` its six views (the image and \
+         its mirror image, ¼ each, and both shifted by one pixel either way, ⅛ each).\n",
     );
+    seeds_paragraph(md, finished);
+}
+
+/// Runs of the same model and recipe that differ only by their seed: the
+/// mean and range of their test figures (plain and TTA) and wall times.
+fn seeds_paragraph(md: &mut String, finished: &[StudyResult]) {
+    let mut groups: Vec<(String, Vec<&StudyResult>)> = Vec::new();
+    for r in finished.iter().filter(|r| r.settings.recipe.is_some()) {
+        let key = format!("{} {}", r.settings.model, r.settings.epochs);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(r),
+            None => groups.push((key, vec![r])),
+        }
+    }
+    for (_, group) in groups {
+        let seeds: std::collections::BTreeSet<u64> =
+            group.iter().map(|r| r.settings.seed).collect();
+        if seeds.len() < 2 || seeds.len() != group.len() {
+            continue;
+        }
+        let stats = |values: Vec<f32>| {
+            let n = values.len() as f32;
+            let mean = values.iter().sum::<f32>() / n;
+            let lo = values.iter().copied().fold(f32::INFINITY, f32::min);
+            let hi = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            (mean, lo, hi)
+        };
+        let acc = stats(group.iter().map(|r| r.run.test_accuracy).collect());
+        let tta: Vec<f32> = group
+            .iter()
+            .filter_map(|r| r.run.tta.map(|t| t.accuracy))
+            .collect();
+        let wall: Vec<f32> = group.iter().filter_map(|r| r.wall_seconds).collect();
+        let first = group[0];
+        write!(
+            md,
+            "\nOver {} seeds ({}), {} for {} epochs: test accuracy mean {} (from {} to {})",
+            group.len(),
+            seeds
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            first.settings.model,
+            first.settings.epochs,
+            percent(acc.0),
+            percent(acc.1),
+            percent(acc.2)
+        )
+        .unwrap();
+        if tta.len() == group.len() {
+            let t = stats(tta);
+            write!(
+                md,
+                "; with TTA mean {} (from {} to {})",
+                percent(t.0),
+                percent(t.1),
+                percent(t.2)
+            )
+            .unwrap();
+        }
+        if wall.len() == group.len() {
+            let w = stats(wall);
+            write!(
+                md,
+                "; wall time mean {} (from {} to {})",
+                minutes(w.0),
+                minutes(w.1),
+                minutes(w.2)
+            )
+            .unwrap();
+        }
+        md.push_str(".\n");
+    }
 }
 
 /// What the "Keras on our data" column is, and each Keras run's epochs and speed.
@@ -420,10 +497,15 @@ pub(super) fn run_section(md: &mut String, r: &StudyResult) {
     )
     .unwrap();
     if let Some(t) = r.run.tta {
+        let views = RUNS
+            .iter()
+            .find(|run| run.id == r.id)
+            .and_then(|run| run.tta)
+            .unwrap_or_default();
         writeln!(
             md,
-            "- With test-time augmentation (each image averaged with its mirror image): \
-             test loss {:.4}, test accuracy {}.",
+            "- With test-time augmentation ({}): test loss {:.4}, test accuracy {}.",
+            views.describe(),
             t.loss,
             percent(t.accuracy)
         )

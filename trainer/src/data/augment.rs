@@ -46,6 +46,11 @@ pub struct Augment {
     pub flip: bool,
     /// Side of the cutout square (0 = none).
     pub cutout: usize,
+    /// With `flip`: instead of a fresh coin per image and epoch, a random
+    /// half of the images (drawn once from the run's seed) is mirrored in
+    /// odd epochs and the other half in even ones, so every image is seen
+    /// both ways every two epochs (airbench).
+    pub alternate_flip: bool,
 }
 
 /// Largest `crop_pad` accepted (reflection needs `pad < side`).
@@ -59,6 +64,9 @@ impl Augment {
 
     /// Checks the settings on their own (see also [`Augment::check_fits`]).
     pub fn validate(&self) -> Result<(), String> {
+        if self.alternate_flip && !self.flip {
+            return Err("alternate_flip needs flip".to_string());
+        }
         if self.crop_pad > MAX_CROP_PAD {
             return Err(format!(
                 "crop padding {} is larger than {MAX_CROP_PAD}",
@@ -97,7 +105,9 @@ impl Augment {
             };
             parts.push(format!("crop {} {mode}", self.crop_pad));
         }
-        if self.flip {
+        if self.flip && self.alternate_flip {
+            parts.push("alternating flip".to_string());
+        } else if self.flip {
             parts.push("flip".to_string());
         }
         if self.cutout > 0 {
@@ -245,9 +255,34 @@ impl Batch {
     }
 }
 
+/// Which images an epoch mirrors under [`Augment::alternate_flip`]: image
+/// `i` (its index in the training split) is mirrored when its coin, drawn
+/// once from the run's seed, differs from the epoch's parity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlipPhase {
+    pub run_seed: u64,
+    /// 1-based.
+    pub epoch: usize,
+}
+
+impl FlipPhase {
+    pub fn mirrors(&self, index: usize) -> bool {
+        let coin = splitmix64(self.run_seed ^ 0x5851_F42D_4C95_7F2D ^ index as u64) & 1 == 1;
+        coin != self.epoch.is_multiple_of(2)
+    }
+}
+
 /// Gathers the images `indices` of `split` into `batch`, augmented with the
-/// stream seeded by `seed` (see [`batch_seed`]).
-pub fn gather_batch(split: &Split, indices: &[usize], aug: &Augment, seed: u64, batch: &mut Batch) {
+/// stream seeded by `seed` (see [`batch_seed`]); `phase` decides the flips
+/// when they alternate.
+pub fn gather_batch(
+    split: &Split,
+    indices: &[usize],
+    aug: &Augment,
+    seed: u64,
+    phase: FlipPhase,
+    batch: &mut Batch,
+) {
     batch.images.clear();
     batch.labels.clear();
     if aug.is_identity() {
@@ -264,7 +299,10 @@ pub fn gather_batch(split: &Split, indices: &[usize], aug: &Augment, seed: u64, 
         .iter()
         .zip(batch.images.chunks_exact_mut(shape.len()))
     {
-        let draw = Draw::sample(aug, shape, &mut rng);
+        let mut draw = Draw::sample(aug, shape, &mut rng);
+        if aug.flip && aug.alternate_flip {
+            draw.flip = phase.mirrors(i);
+        }
         augment_image(split.image(i), dst, shape, aug, &draw);
         batch.labels.push(split.labels[i]);
     }
@@ -439,13 +477,56 @@ mod tests {
         let split = split_of(6);
         let idx = [4, 0, 5, 2];
         let mut batch = Batch::default();
-        gather_batch(&split, &idx, &Augment::default(), 99, &mut batch);
+        gather_batch(
+            &split,
+            &idx,
+            &Augment::default(),
+            99,
+            FlipPhase::default(),
+            &mut batch,
+        );
         let mut plain = Vec::new();
         for &i in &idx {
             plain.extend_from_slice(split.image(i));
         }
         assert_eq!(batch.images, plain);
         assert_eq!(batch.labels, [4, 0, 5, 2]);
+    }
+
+    /// Alternating flips: each image is mirrored in exactly one of two
+    /// consecutive epochs, whatever the batch's seed; about half of them in
+    /// each epoch (some in each).
+    #[test]
+    fn alternating_flips_mirror_each_image_every_other_epoch() {
+        let split = split_of(8);
+        let idx: Vec<usize> = (0..8).collect();
+        let aug = Augment {
+            flip: true,
+            alternate_flip: true,
+            ..Augment::default()
+        };
+        let gather = |epoch: usize, seed: u64| {
+            let mut b = Batch::default();
+            let phase = FlipPhase { run_seed: 9, epoch };
+            gather_batch(&split, &idx, &aug, seed, phase, &mut b);
+            b
+        };
+        let mirrored =
+            |b: &Batch, i: usize| b.images[i * IMAGE_LEN..][..IMAGE_LEN] != *split.image(i);
+        let (one, two, three) = (gather(1, 5), gather(2, 6), gather(3, 7));
+        let mut count = 0;
+        for i in 0..8 {
+            assert_ne!(mirrored(&one, i), mirrored(&two, i), "image {i}");
+            assert_eq!(mirrored(&one, i), mirrored(&three, i), "image {i}");
+            count += usize::from(mirrored(&one, i));
+        }
+        assert!((1..=7).contains(&count), "{count} of 8 mirrored");
+        assert!(Augment {
+            alternate_flip: true,
+            ..Augment::default()
+        }
+        .validate()
+        .is_err());
     }
 
     #[test]
@@ -457,11 +538,33 @@ mod tests {
             pad_mode: PadMode::Reflect,
             flip: true,
             cutout: 6,
+            alternate_flip: false,
         };
         let (mut a, mut b, mut c) = (Batch::default(), Batch::default(), Batch::default());
-        gather_batch(&split, &idx, &aug, batch_seed(7, 3), &mut a);
-        gather_batch(&split, &idx, &aug, batch_seed(7, 3), &mut b);
-        gather_batch(&split, &idx, &aug, batch_seed(7, 4), &mut c);
+        gather_batch(
+            &split,
+            &idx,
+            &aug,
+            batch_seed(7, 3),
+            FlipPhase::default(),
+            &mut a,
+        );
+        gather_batch(
+            &split,
+            &idx,
+            &aug,
+            batch_seed(7, 3),
+            FlipPhase::default(),
+            &mut b,
+        );
+        gather_batch(
+            &split,
+            &idx,
+            &aug,
+            batch_seed(7, 4),
+            FlipPhase::default(),
+            &mut c,
+        );
         assert_eq!(a.images, b.images);
         assert_eq!(a.labels, c.labels);
         assert_ne!(a.images, c.images);

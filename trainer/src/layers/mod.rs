@@ -75,6 +75,10 @@ pub struct Param<'a> {
     pub grad: &'a [f32],
     /// Whether weight decay normally applies (see [`Layer::visit_params`]).
     pub decay: bool,
+    /// What the step's learning rate is multiplied by for this parameter
+    /// (1 unless a recipe groups parameters: [`crate::train::groups`]); 0
+    /// holds it fixed (no update, no decay).
+    pub lr_scale: f32,
 }
 
 impl Param<'_> {

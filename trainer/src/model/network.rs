@@ -505,6 +505,7 @@ impl Network {
                 value,
                 grad,
                 decay,
+                lr_scale: 1.0,
             })
         });
     }
@@ -606,13 +607,20 @@ impl Network {
             .collect()
     }
 
+    /// Every saved tensor, mutable, in [`Network::named_tensors`] order.
+    pub fn tensors_mut(&mut self) -> Vec<&mut [f32]> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| l.tensors_mut())
+            .collect()
+    }
+
     /// Restores a [`Network::snapshot`] of this same network.
     pub fn restore(&mut self, snapshot: &[Vec<f32>]) {
-        let mut values = snapshot.iter();
-        for layer in &mut self.layers {
-            for t in layer.tensors_mut() {
-                t.copy_from_slice(values.next().expect("snapshot of this network"));
-            }
+        let tensors = self.tensors_mut();
+        assert_eq!(tensors.len(), snapshot.len(), "a snapshot of this network");
+        for (t, saved) in tensors.into_iter().zip(snapshot) {
+            t.copy_from_slice(saved);
         }
     }
 

@@ -24,7 +24,10 @@
 //! batch-norm γ, β are not decayed (see [`crate::layers::Layer::visit_params`]).
 //!
 //! `lr` of a step is the optimiser's `learning_rate` times the factor the
-//! learning-rate schedule gives for that step ([`Optimizer::step`]).
+//! learning-rate schedule gives for that step ([`Optimizer::step`]). A
+//! parameter's update (not its decay) uses `lr` times its
+//! [`Param::lr_scale`]; a scale of 0 leaves the parameter and its state
+//! untouched (a parameter held fixed for part of a run).
 
 pub mod schedule;
 
@@ -111,6 +114,10 @@ impl Adam {
             let (_, m, v) = &mut moments[index];
             let (w, g, decay) = (p.value, p.grad, p.decay);
             index += 1;
+            if p.lr_scale == 0.0 {
+                return;
+            }
+            let alpha = alpha * p.lr_scale;
             let keep = decay_factor(lr, wd, decay_bn_bias, decay);
             w.par_chunks_mut(BLOCK)
                 .zip(g.par_chunks(BLOCK))
@@ -179,7 +186,11 @@ impl Sgd {
             let (_, v) = &mut velocity[index];
             let (w, g, decay) = (p.value, p.grad, p.decay);
             index += 1;
+            if p.lr_scale == 0.0 {
+                return;
+            }
             let keep = decay_factor(lr, wd, decay_bn_bias, decay);
+            let lr = lr * p.lr_scale;
             w.par_chunks_mut(BLOCK)
                 .zip(g.par_chunks(BLOCK))
                 .zip(v.par_chunks_mut(BLOCK))

@@ -6,7 +6,8 @@
 //! `factor(e) = warm-up(e) · decay(e)` with, for a warm-up of `w` epochs and
 //! `T` epochs in all:
 //!
-//! - warm-up: `e / w` while `e < w`, then 1 (none when `w = 0`);
+//! - warm-up: `i + (1 − i)·e / w` while `e < w`, then 1 (none when `w = 0`;
+//!   `i`, the initial factor, is 0 unless set);
 //! - `constant`: 1;
 //! - `onecycle`: linear from 1 at `e = w` down to `final_factor` at `e = T`:
 //!   with the warm-up, the triangle of fast CIFAR-10 training (up linearly,
@@ -41,6 +42,8 @@ pub struct Schedule {
     pub step_epochs: f32,
     /// `step`: factor of each decay.
     pub step_gamma: f32,
+    /// The factor the warm-up starts from.
+    pub initial_factor: f32,
 }
 
 impl Default for Schedule {
@@ -51,6 +54,7 @@ impl Default for Schedule {
             final_factor: 0.0,
             step_epochs: 10.0,
             step_gamma: 0.1,
+            initial_factor: 0.0,
         }
     }
 }
@@ -65,7 +69,12 @@ impl Schedule {
     /// The learning-rate factor at fractional epoch `e` of a run of `total` epochs.
     pub fn factor(&self, e: f32, total: f32) -> f32 {
         let w = self.warmup_epochs;
-        let warm = if w > 0.0 && e < w { e / w } else { 1.0 };
+        let i0 = self.initial_factor;
+        let warm = if w > 0.0 && e < w {
+            i0 + (1.0 - i0) * e / w
+        } else {
+            1.0
+        };
         let progress = || {
             if total > w {
                 ((e - w) / (total - w)).clamp(0.0, 1.0)
@@ -91,6 +100,12 @@ impl Schedule {
             return Err(format!(
                 "warm-up epochs {} must be 0 or more",
                 self.warmup_epochs
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.initial_factor) {
+            return Err(format!(
+                "initial learning-rate factor {} must be in [0, 1]",
+                self.initial_factor
             ));
         }
         if !(0.0..=1.0).contains(&self.final_factor) {
@@ -120,6 +135,9 @@ impl Schedule {
         };
         if self.warmup_epochs > 0.0 {
             s += &format!(", warm-up {} epochs", self.warmup_epochs);
+            if self.initial_factor > 0.0 {
+                s += &format!(" from {}×", self.initial_factor);
+            }
         }
         s
     }
@@ -157,6 +175,26 @@ mod tests {
         assert!(close(s.factor(1.0, 10.0), 0.5));
         assert_eq!(s.factor(2.0, 10.0), 1.0);
         assert_eq!(s.factor(7.0, 10.0), 1.0);
+    }
+
+    /// airbench's shape: up from 0.2 over the first 23 % of the run, then
+    /// down to 0.07.
+    #[test]
+    fn warmup_from_an_initial_factor() {
+        let s = Schedule {
+            initial_factor: 0.2,
+            final_factor: 0.07,
+            ..of(ScheduleKind::OneCycle, 2.3)
+        };
+        assert!(close(s.factor(0.0, 10.0), 0.2));
+        assert!(close(s.factor(1.15, 10.0), 0.6));
+        assert!(close(s.factor(2.3, 10.0), 1.0));
+        assert!(close(s.factor(10.0, 10.0), 0.07));
+        let bad = Schedule {
+            initial_factor: 1.5,
+            ..Schedule::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("initial"));
     }
 
     #[test]

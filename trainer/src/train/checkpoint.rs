@@ -21,10 +21,13 @@ use crate::model::network::Network;
 use crate::model::spec::ModelSpec;
 use crate::optim::schedule::Schedule;
 use crate::optim::Optimizer;
+use crate::train::groups::ParamGroups;
+use crate::train::lookahead::Lookahead;
+use crate::train::whitening::Whitening;
 use crate::train::TrainState;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 /// Everything that makes two runs the same run: a checkpoint is resumed only
@@ -57,6 +60,17 @@ pub struct RunFingerprint {
     /// ([`super::TrainConfig::sync_batch_norm`]): another computation.
     #[serde(default)]
     pub sync_batch_norm: bool,
+    /// Per-parameter learning-rate multipliers.
+    #[serde(default, skip_serializing_if = "ParamGroups::is_default")]
+    pub groups: ParamGroups,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookahead: Option<Lookahead>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whitening: Option<Whitening>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dirac: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub init_scales: BTreeMap<String, f32>,
 }
 
 impl RunFingerprint {
@@ -198,6 +212,9 @@ pub fn save(
             tensors.push((format!("{name}.best"), w));
         }
     }
+    for ((name, _, _), a) in named.iter().zip(&state.lookahead) {
+        tensors.push((format!("{name}.lookahead"), a));
+    }
     let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, d)| to_bytes(d)).collect();
     let views = tensors
         .iter()
@@ -323,6 +340,12 @@ pub fn load(path: &Path) -> Result<Resumed, CheckpointError> {
                 .collect::<Result<_, _>>()?,
         );
     }
+    if file.names().iter().any(|n| n.ends_with(".lookahead")) {
+        state.lookahead = expected
+            .iter()
+            .map(|(name, len)| tensor(&format!("{name}.lookahead"), *len))
+            .collect::<Result<_, _>>()?;
+    }
     Ok(Resumed {
         net,
         opt,
@@ -370,6 +393,11 @@ mod tests {
             epochs_done: 1,
             best: Some((0.5, 1)),
             best_weights: Some(net.snapshot()),
+            lookahead: net
+                .snapshot()
+                .into_iter()
+                .map(|t| t.iter().map(|v| v * 0.5).collect())
+                .collect(),
             ..TrainState::default()
         }
     }
@@ -391,6 +419,11 @@ mod tests {
             init: None,
             frozen: Vec::new(),
             sync_batch_norm: false,
+            groups: ParamGroups::default(),
+            lookahead: None,
+            whitening: None,
+            dirac: false,
+            init_scales: BTreeMap::new(),
         }
     }
 
@@ -423,6 +456,7 @@ mod tests {
             assert_eq!(r.net.snapshot(), net.snapshot());
             assert_eq!(r.state.epochs_done, 1);
             assert_eq!(r.state.best_weights, Some(net.snapshot()));
+            assert_eq!(r.state.lookahead, state(&net).lookahead);
             assert_eq!(r.fingerprint, run);
             let other = RunFingerprint {
                 seed: 2,

@@ -5,20 +5,25 @@
 
 pub mod checkpoint;
 pub mod evaluate;
+pub mod groups;
+pub mod lookahead;
 pub mod metrics;
 pub mod recipe;
 pub mod replicas;
 pub mod spec_file;
 pub mod warm_start;
+pub mod whitening;
 
-pub use evaluate::{evaluate, evaluate_tta, Evaluation, EVAL_BATCH};
+pub use evaluate::{evaluate, evaluate_tta, Evaluation, Tta, EVAL_BATCH};
 
-use crate::data::augment::{self, Augment, Batch};
+use crate::data::augment::{self, Augment, Batch, FlipPhase};
 use crate::data::Split;
 use crate::layers::{BatchSync, Param, Params};
 use crate::model::network::Network;
 use crate::optim::schedule::{self, Schedule};
 use crate::optim::Optimizer;
+use groups::{Grouped, ParamGroups};
+use lookahead::Lookahead;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -74,6 +79,24 @@ pub struct TrainConfig {
     /// once backward is done.
     #[serde(default = "default_bucket_bytes")]
     pub bucket_bytes: usize,
+    /// Per-parameter learning-rate multipliers ([`groups`]).
+    #[serde(default)]
+    pub groups: ParamGroups,
+    /// Lookahead averaging of the weights ([`lookahead`]).
+    #[serde(default)]
+    pub lookahead: Option<Lookahead>,
+    /// A whitening first layer: its filters are held fixed, its bias after
+    /// `bias_epochs` (the values are set before training, [`whitening`]).
+    #[serde(default)]
+    pub whitening: Option<whitening::Whitening>,
+    /// Dirac initialisation of the convolutions ([`whitening::dirac`]),
+    /// applied with the whitening by [`whitening::initialise`].
+    #[serde(default)]
+    pub dirac: bool,
+    /// Multipliers of named layers' initial weights (also applied by
+    /// [`whitening::initialise`]).
+    #[serde(default)]
+    pub init_scales: std::collections::BTreeMap<String, f32>,
 }
 
 /// [`TrainConfig::bucket_bytes`] by default: 1 MiB.
@@ -100,7 +123,29 @@ impl TrainConfig {
             label_smoothing: recipe.label_smoothing,
             sync_batch_norm: false,
             bucket_bytes: BUCKET_BYTES,
+            groups: recipe.groups.clone(),
+            lookahead: recipe.lookahead,
+            whitening: recipe.whitening.clone(),
+            dirac: recipe.dirac,
+            init_scales: recipe.init_scales.clone(),
         }
+    }
+}
+
+impl TrainConfig {
+    /// The parameter groups of `epoch` (1-based): the recipe's, with a
+    /// whitening layer's filters held, and its bias once its epochs are done.
+    pub fn groups_in(&self, epoch: usize) -> ParamGroups {
+        let mut groups = self.groups.clone();
+        if let Some(w) = &self.whitening {
+            let bias = (epoch > w.bias_epochs).then_some("bias");
+            for suffix in std::iter::once("weight").chain(bias) {
+                groups
+                    .held
+                    .push((w.layer.clone(), Some(suffix.to_string())));
+            }
+        }
+        groups
     }
 }
 
@@ -118,6 +163,11 @@ impl Default for TrainConfig {
             label_smoothing: 0.0,
             sync_batch_norm: false,
             bucket_bytes: BUCKET_BYTES,
+            groups: ParamGroups::default(),
+            lookahead: None,
+            whitening: None,
+            dirac: false,
+            init_scales: Default::default(),
         }
     }
 }
@@ -275,6 +325,10 @@ pub struct TrainState {
     pub stopped_early: bool,
     #[serde(skip)]
     pub best_weights: Option<Vec<Vec<f32>>>,
+    /// The lookahead average ([`lookahead`]), one tensor per saved tensor;
+    /// empty without lookahead.
+    #[serde(skip)]
+    pub lookahead: Vec<Vec<f32>>,
 }
 
 /// How a run ended.
@@ -416,6 +470,10 @@ pub fn fit_replicated(
         seconds: 0.0,
     };
     let image_len = train.image_len();
+    let total_steps = (steps * cfg.epochs) as u64;
+    if cfg.lookahead.is_some() && state.lookahead.is_empty() {
+        state.lookahead = net.snapshot();
+    }
 
     while state.epochs_done < cfg.epochs && !state.stopped_early {
         let epoch = state.epochs_done + 1;
@@ -430,6 +488,11 @@ pub fn fit_replicated(
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(epoch_seed));
         net.reseed(epoch_seed);
 
+        let groups = cfg.groups_in(epoch);
+        let phase = FlipPhase {
+            run_seed: cfg.seed,
+            epoch,
+        };
         observer.epoch_started(epoch, cfg.epochs, steps);
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
         let mut failure = None;
@@ -439,6 +502,7 @@ pub fn fit_replicated(
             cfg.batch_size,
             &cfg.augment,
             epoch_seed,
+            phase,
             &mut buffers,
             &mut |step, batch| {
                 let part = replicas::shard(batch.len(), rank, size);
@@ -482,15 +546,28 @@ pub fn fit_replicated(
                 let e = schedule::step_epoch(epoch, step, steps);
                 let factor = cfg.schedule.factor(e, cfg.epochs as f32);
                 if size == 1 {
-                    opt.step(net, factor);
-                } else {
                     opt.step(
-                        &mut WithGradients {
-                            net,
-                            grads: &reduced[..buckets.len()],
+                        &mut Grouped {
+                            inner: net,
+                            groups: &groups,
                         },
                         factor,
                     );
+                } else {
+                    opt.step(
+                        &mut Grouped {
+                            inner: &mut WithGradients {
+                                net,
+                                grads: &reduced[..buckets.len()],
+                            },
+                            groups: &groups,
+                        },
+                        factor,
+                    );
+                }
+                if let Some(l) = &cfg.lookahead {
+                    let t = ((epoch - 1) * steps + step + 1) as u64;
+                    l.after_step(net, &mut state.lookahead, t, total_steps);
                 }
                 loss_sum += loss as f64 * batch.len() as f64;
                 correct += batch_correct;
@@ -550,6 +627,10 @@ pub fn fit_replicated(
             .map_err(|source| TrainError::Observer { epoch, source })?;
     }
 
+    // The run's last lookahead update (d = 1) leaves the average in place.
+    if cfg.lookahead.is_some() && state.epochs_done == cfg.epochs && !state.lookahead.is_empty() {
+        lookahead::blend(net, &mut state.lookahead, 1.0);
+    }
     let mut final_epoch = state.epochs_done;
     if let (Some(es), Some((_, best_epoch)), Some(w)) =
         (&cfg.early_stopping, state.best, state.best_weights.as_ref())
@@ -689,12 +770,14 @@ fn average_statistics(net: &mut Network, replicas: &dyn Replicas) {
 /// the next batch into the other buffer: preparing batches stays off the
 /// critical path. Batch `step` is augmented with the stream
 /// [`augment::batch_seed`]`(epoch_seed, step)`, whichever thread does it.
+#[allow(clippy::too_many_arguments)]
 fn prefetched_batches(
     train: &Split,
     order: &[usize],
     batch_size: usize,
     aug: &Augment,
     epoch_seed: u64,
+    phase: FlipPhase,
     buffers: &mut [Batch; 2],
     train_step: &mut dyn FnMut(usize, &Batch) -> bool,
 ) {
@@ -718,6 +801,7 @@ fn prefetched_batches(
                     idx,
                     aug,
                     augment::batch_seed(epoch_seed, step),
+                    phase,
                     &mut batch,
                 );
                 if ready_tx.send((step, batch)).is_err() {
@@ -825,8 +909,8 @@ mod tests {
         let split = split_of(37);
         let flipped = mirrored(&split);
         let (a, b) = (
-            evaluate_tta(&mut net, &split, 10),
-            evaluate_tta(&mut net, &flipped, 16),
+            evaluate_tta(&mut net, &split, 10, Tta::Flip),
+            evaluate_tta(&mut net, &flipped, 16, Tta::Flip),
         );
         assert!((a.loss - b.loss).abs() < 1e-5, "{} vs {}", a.loss, b.loss);
         assert_eq!(a.predictions, b.predictions);
@@ -858,11 +942,163 @@ mod tests {
         assert_eq!(mirrored(&split).images, split.images);
         let (plain, tta) = (
             evaluate(&mut net, &split, 7),
-            evaluate_tta(&mut net, &split, 7),
+            evaluate_tta(&mut net, &split, 7, Tta::Flip),
         );
         assert!((plain.loss - tta.loss).abs() < 1e-5);
         assert_eq!(plain.accuracy, tta.accuracy);
         assert_eq!(plain.predictions, tta.predictions);
+    }
+
+    /// A shifted view moves the content by one pixel on both axes, the
+    /// border reflected; a mirrored one is then mirrored. Weights sum to 1.
+    #[test]
+    fn tta_views_shift_and_mirror() {
+        let src: Vec<u8> = (0..IMAGE_LEN).map(|i| (i % 251) as u8).collect();
+        let px = |img: &[u8], y: usize, x: usize| img[(y * 32 + x) * 3..][..3].to_vec();
+        let mut dst = vec![0u8; IMAGE_LEN];
+        let views = Tta::FlipTranslate.views();
+        for tta in [Tta::Flip, Tta::FlipTranslate] {
+            let sum: f32 = tta.views().iter().map(|v| v.weight).sum();
+            assert!((sum - 1.0).abs() < 1e-6);
+        }
+        // (false, −1), content moved up-left: out[y][x] = src[y + 1][x + 1],
+        // the last row and column reflected.
+        views[2].render(&src, &mut dst, SHAPE);
+        assert_eq!(px(&dst, 5, 7), px(&src, 6, 8));
+        assert_eq!(px(&dst, 31, 31), px(&src, 30, 30));
+        // (false, +1), down-right: out[y][x] = src[y − 1][x − 1], the first
+        // row and column reflected.
+        views[4].render(&src, &mut dst, SHAPE);
+        assert_eq!(px(&dst, 5, 7), px(&src, 4, 6));
+        assert_eq!(px(&dst, 0, 0), px(&src, 1, 1));
+        // (true, +1): the mirror image of the last one.
+        let mut shifted = vec![0u8; IMAGE_LEN];
+        views[4].render(&src, &mut shifted, SHAPE);
+        views[5].render(&src, &mut dst, SHAPE);
+        assert_eq!(px(&dst, 5, 7), px(&shifted, 5, 24));
+        assert_ne!(dst, shifted);
+        // (false, 0) is the image itself.
+        views[0].render(&src, &mut dst, SHAPE);
+        assert_eq!(dst, src);
+    }
+
+    /// Snapshots of the network after each epoch; stops training after
+    /// epoch `stop_after` (as a killed run would).
+    struct Snapshots {
+        after: Vec<Vec<Vec<f32>>>,
+        stop_after: Option<usize>,
+    }
+
+    impl Observer for Snapshots {
+        fn epoch_done(
+            &mut self,
+            record: &EpochRecord,
+            net: &Network,
+            _opt: &Optimizer,
+            _state: &TrainState,
+        ) -> Result<(), ObserverError> {
+            self.after.push(net.snapshot());
+            match self.stop_after {
+                Some(e) if e == record.epoch => Err("stopped".into()),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    /// airbench's techniques together (whitening, Dirac, parameter groups,
+    /// lookahead, alternating flips, a warm-up from 0.2): a run stopped after
+    /// epoch 1 and continued from its state ends with the uninterrupted
+    /// run's weights, bit for bit; the whitening filters never move; its bias
+    /// trains in epoch 1 only; batch norm's scales stay 1.
+    #[test]
+    fn airbench_techniques_hold_what_they_hold_and_resume_exactly() {
+        let spec = crate::model::spec::ModelSpec::from_json_str(
+            r#"{"name":"w","input":{"height":32,"width":32,"channels":3},"layers":[
+                {"type":"conv2d","name":"whiten","filters":24,"kernel":2,"padding":"valid"},
+                {"type":"relu"},{"type":"maxpool2d","size":4,"stride":4},
+                {"type":"conv2d","name":"c","filters":24,"kernel":3},
+                {"type":"batchnorm","name":"n"},{"type":"relu"},
+                {"type":"flatten"},{"type":"dense","name":"head","units":10}]}"#,
+        )
+        .unwrap();
+        let recipe: recipe::TrainingSpec = serde_json::from_str(
+            r#"{"epochs":3,"batch_size":8,"optimizer":"sgd","lr":0.05,"momentum":0.85,
+                "nesterov":true,"weight_decay":0.01,"schedule":"onecycle",
+                "warmup_epochs":1,"initial_lr_factor":0.2,"final_lr_factor":0.1,
+                "label_smoothing":0.2,"crop_pad":2,"flip":true,"alternate_flip":true,
+                "bn_scale":false,"bn_bias_lr_scale":4,"lr_scales":{"head":0.5},
+                "init_scales":{"head":0.1},"dirac":true,
+                "whitening":{"layer":"whiten","images":20,"bias_epochs":1},
+                "lookahead":{"every":2,"decay":0.9}}"#,
+        )
+        .unwrap();
+        let recipe = recipe.resolve().unwrap();
+        let cfg = TrainConfig::from_recipe(&recipe, 3, None);
+        let (train, val) = (split_of(36), split_of(6));
+        let start = || {
+            let mut net = Network::new(&spec, 3).unwrap();
+            whitening::initialise(&mut net, &cfg, &train).unwrap();
+            (net, recipe.optimizer.clone(), TrainState::default())
+        };
+        let tensor = |snapshot: &[Vec<f32>], net: &Network, name: &str| {
+            let i = net
+                .named_tensors()
+                .iter()
+                .position(|(n, _, _)| n == name)
+                .unwrap();
+            snapshot[i].clone()
+        };
+
+        let (mut net, mut opt, mut state) = start();
+        let initial = net.snapshot();
+        let mut seen = Snapshots {
+            after: Vec::new(),
+            stop_after: None,
+        };
+        fit(
+            &mut net, &mut opt, &train, &val, &cfg, &mut state, &mut seen,
+        )
+        .unwrap();
+        let done = net.snapshot();
+
+        let (mut again, mut opt2, mut state2) = start();
+        let mut stopped = Snapshots {
+            after: Vec::new(),
+            stop_after: Some(1),
+        };
+        let err = fit(
+            &mut again,
+            &mut opt2,
+            &train,
+            &val,
+            &cfg,
+            &mut state2,
+            &mut stopped,
+        );
+        assert!(matches!(err, Err(TrainError::Observer { epoch: 1, .. })));
+        fit(
+            &mut again,
+            &mut opt2,
+            &train,
+            &val,
+            &cfg,
+            &mut state2,
+            &mut (),
+        )
+        .unwrap();
+        // Equal but for the order of parallel float sums, which other tests
+        // running at the same time can change (a real run is bit-exact:
+        // trainer-cli's crash tests compare the files).
+        let apart = largest_difference(&again.snapshot(), &done);
+        assert!(apart < 1e-5, "the resumed run ends {apart} away");
+
+        let w = |s: &[Vec<f32>], name: &str| tensor(s, &net, name);
+        assert_eq!(w(&done, "whiten.weight"), w(&initial, "whiten.weight"));
+        assert_ne!(w(&seen.after[0], "whiten.bias"), w(&initial, "whiten.bias"));
+        assert_eq!(w(&done, "whiten.bias"), w(&seen.after[1], "whiten.bias"));
+        assert!(w(&done, "n.gamma").iter().all(|&g| g == 1.0));
+        assert_ne!(w(&done, "n.beta"), w(&initial, "n.beta"));
+        assert_ne!(w(&done, "c.weight"), w(&initial, "c.weight"));
     }
 
     #[test]
@@ -997,6 +1233,7 @@ mod tests {
                 pad_mode: PadMode::Reflect,
                 flip: true,
                 cutout: 0,
+                alternate_flip: false,
             },
             ..TrainConfig::default()
         }
@@ -1202,34 +1439,55 @@ mod tests {
             pad_mode: PadMode::Zero,
             flip: true,
             cutout: 4,
+            alternate_flip: false,
         };
         let mut buffers = [Batch::default(), Batch::default()];
         for _epoch in 0..2 {
             let mut seen = Vec::new();
-            prefetched_batches(&split, &order, 5, &aug, 42, &mut buffers, &mut |step, b| {
-                let mut expected = Batch::default();
-                let idx = &order[step * 5..(step * 5 + 5).min(23)];
-                augment::gather_batch(
-                    &split,
-                    idx,
-                    &aug,
-                    augment::batch_seed(42, step),
-                    &mut expected,
-                );
-                assert_eq!(b.images, expected.images);
-                assert_eq!(b.labels, expected.labels);
-                seen.push(step);
-                true
-            });
+            let phase = FlipPhase::default();
+            prefetched_batches(
+                &split,
+                &order,
+                5,
+                &aug,
+                42,
+                phase,
+                &mut buffers,
+                &mut |step, b| {
+                    let mut expected = Batch::default();
+                    let idx = &order[step * 5..(step * 5 + 5).min(23)];
+                    augment::gather_batch(
+                        &split,
+                        idx,
+                        &aug,
+                        augment::batch_seed(42, step),
+                        phase,
+                        &mut expected,
+                    );
+                    assert_eq!(b.images, expected.images);
+                    assert_eq!(b.labels, expected.labels);
+                    seen.push(step);
+                    true
+                },
+            );
             assert_eq!(seen, [0, 1, 2, 3, 4]);
             // The buffers come back with their capacity.
             assert!(buffers.iter().all(|b| b.images.capacity() >= 3 * IMAGE_LEN));
         }
         let mut steps = 0;
-        prefetched_batches(&split, &order, 5, &aug, 42, &mut buffers, &mut |_, _| {
-            steps += 1;
-            steps < 2
-        });
+        prefetched_batches(
+            &split,
+            &order,
+            5,
+            &aug,
+            42,
+            FlipPhase::default(),
+            &mut buffers,
+            &mut |_, _| {
+                steps += 1;
+                steps < 2
+            },
+        );
         assert_eq!(steps, 2);
     }
 }

@@ -11,7 +11,11 @@
 use crate::data::augment::{Augment, PadMode};
 use crate::optim::schedule::{Schedule, ScheduleKind};
 use crate::optim::{Adam, Optimizer, OptimizerKind, Sgd};
+use crate::train::groups::ParamGroups;
+use crate::train::lookahead::Lookahead;
+use crate::train::whitening::Whitening;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 pub const DEFAULT_EPOCHS: usize = 35;
 pub const DEFAULT_BATCH_SIZE: usize = 32;
@@ -65,6 +69,35 @@ pub struct TrainingSpec {
     pub flip: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cutout: Option<usize>,
+    /// The warm-up starts at this factor of the base rate (default 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_lr_factor: Option<f32>,
+    /// Flip every image in alternate epochs (a random half first) instead
+    /// of at random (needs `flip`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alternate_flip: Option<bool>,
+    /// Learning-rate multiplier of batch norm's shift β (default 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bn_bias_lr_scale: Option<f32>,
+    /// Whether batch norm's scale γ trains (default true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bn_scale: Option<bool>,
+    /// Lookahead averaging of the weights ([`Lookahead`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lookahead: Option<Lookahead>,
+    /// The first convolution set to whiten image patches ([`Whitening`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whitening: Option<Whitening>,
+    /// Identity (Dirac) initialisation of the convolutions' first filters
+    /// ([`crate::train::whitening::dirac`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dirac: Option<bool>,
+    /// Learning-rate multipliers of named layers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr_scales: Option<BTreeMap<String, f32>>,
+    /// Multipliers of named layers' initial weights.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_scales: Option<BTreeMap<String, f32>>,
 }
 
 /// A complete recipe, every setting decided.
@@ -77,6 +110,11 @@ pub struct Recipe {
     pub schedule: Schedule,
     pub augment: Augment,
     pub label_smoothing: f32,
+    pub groups: ParamGroups,
+    pub lookahead: Option<Lookahead>,
+    pub whitening: Option<Whitening>,
+    pub dirac: bool,
+    pub init_scales: BTreeMap<String, f32>,
 }
 
 impl Default for Recipe {
@@ -98,6 +136,30 @@ impl Recipe {
         );
         if self.label_smoothing != 0.0 {
             s += &format!("; label smoothing {}", self.label_smoothing);
+        }
+        if self.groups.bn_bias_lr_scale != 1.0 {
+            s += &format!("; BN shifts at {}× the rate", self.groups.bn_bias_lr_scale);
+        }
+        if !self.groups.bn_scale {
+            s += "; BN scales fixed";
+        }
+        if let Some(l) = &self.lookahead {
+            s += &format!("; lookahead every {} steps, decay {}", l.every, l.decay);
+        }
+        if let Some(w) = &self.whitening {
+            s += &format!(
+                "; {} whitened ({} images, bias trained {} epochs)",
+                w.layer, w.images, w.bias_epochs
+            );
+        }
+        if self.dirac {
+            s += "; dirac init";
+        }
+        for (layer, f) in &self.groups.layers {
+            s += &format!("; {layer} at {f}× the rate");
+        }
+        for (layer, f) in &self.init_scales {
+            s += &format!("; {layer} initialised ×{f}");
         }
         s
     }
@@ -122,7 +184,7 @@ impl TrainingSpec {
         };
         // (Defined here so that `fallback` is the one above.)
         macro_rules! pick {
-            ($($f:ident),*) => { TrainingSpec { $($f: self.$f.or(fallback.$f)),* } };
+            ($($f:ident),*) => { TrainingSpec { $($f: self.$f.clone().or(fallback.$f.clone())),* } };
         }
         pick!(
             epochs,
@@ -142,7 +204,16 @@ impl TrainingSpec {
             crop_pad,
             pad_mode,
             flip,
-            cutout
+            cutout,
+            initial_lr_factor,
+            alternate_flip,
+            bn_bias_lr_scale,
+            bn_scale,
+            lookahead,
+            whitening,
+            dirac,
+            lr_scales,
+            init_scales
         )
     }
 
@@ -198,6 +269,7 @@ impl TrainingSpec {
             final_factor: self.final_lr_factor.unwrap_or(defaults.final_factor),
             step_epochs: self.step_epochs.unwrap_or(defaults.step_epochs),
             step_gamma: self.step_gamma.unwrap_or(defaults.step_gamma),
+            initial_factor: self.initial_lr_factor.unwrap_or(defaults.initial_factor),
         };
         schedule.validate()?;
         let augment = Augment {
@@ -205,8 +277,32 @@ impl TrainingSpec {
             pad_mode: self.pad_mode.unwrap_or_default(),
             flip: self.flip.unwrap_or(false),
             cutout: self.cutout.unwrap_or(0),
+            alternate_flip: self.alternate_flip.unwrap_or(false),
         };
         augment.validate()?;
+        let groups = ParamGroups {
+            bn_bias_lr_scale: self.bn_bias_lr_scale.unwrap_or(1.0),
+            bn_scale: self.bn_scale.unwrap_or(true),
+            layers: self.lr_scales.clone().unwrap_or_default(),
+            held: Vec::new(),
+        };
+        let init_scales = self.init_scales.clone().unwrap_or_default();
+        for (layer, f) in groups.layers.iter().chain(&init_scales) {
+            if !(*f >= 0.0 && f.is_finite()) {
+                return Err(format!(
+                    "the scale of layer {layer}, {f}, must be 0 or more"
+                ));
+            }
+        }
+        if !(groups.bn_bias_lr_scale >= 0.0 && groups.bn_bias_lr_scale.is_finite()) {
+            return Err(format!(
+                "bn_bias_lr_scale {} must be 0 or more",
+                groups.bn_bias_lr_scale
+            ));
+        }
+        if let Some(l) = &self.lookahead {
+            l.validate()?;
+        }
         let label_smoothing = self.label_smoothing.unwrap_or(0.0);
         if !(0.0..1.0).contains(&label_smoothing) {
             return Err(format!(
@@ -228,6 +324,11 @@ impl TrainingSpec {
             schedule,
             augment,
             label_smoothing,
+            groups,
+            lookahead: self.lookahead,
+            whitening: self.whitening.clone(),
+            dirac: self.dirac.unwrap_or(false),
+            init_scales,
         })
     }
 }
@@ -279,7 +380,8 @@ mod tests {
                 crop_pad: 4,
                 pad_mode: PadMode::Reflect,
                 flip: true,
-                cutout: 8
+                cutout: 8,
+                alternate_flip: false,
             }
         );
         assert_eq!(r.label_smoothing, 0.2);

@@ -43,6 +43,7 @@ pub const BUILTINS: &[(&str, &str)] = &[
     ("mnist", include_str!("../../../models/mnist.json")),
     ("cifar100", include_str!("../../../models/cifar100.json")),
     ("resnet8", include_str!("../../../models/resnet8.json")),
+    ("airbench", include_str!("../../../models/airbench.json")),
 ];
 
 impl SpecFile {
@@ -186,7 +187,7 @@ mod tests {
             let f = SpecFile::builtin(name).unwrap();
             let classes = if *name == "cifar100" { 100 } else { 10 };
             assert_eq!(f.model.num_classes(), classes, "{name}");
-            let own_recipe = ["fast", "mnist", "cifar100", "resnet8"].contains(name);
+            let own_recipe = ["fast", "mnist", "cifar100", "resnet8", "airbench"].contains(name);
             assert_eq!(f.training.is_some(), own_recipe, "{name}");
         }
         let mnist = SpecFile::builtin("mnist").unwrap().model;
