@@ -234,43 +234,26 @@ pub const RUNS: [StudyRun; 12] = [
     },
     // airbench's recipe (Keller Jordan, 2024) in models/airbench.json: 10
     // epochs, its six-view test-time augmentation, three seeds.
-    StudyRun {
-        id: "airbench",
-        model: "airbench",
-        epochs: 10,
-        patience: None,
-        init_from: None,
-        subset: None,
-        own_recipe: true,
-        tta: Some(Tta::FlipTranslate),
-        seed: SEED,
-        reference: None,
-    },
-    StudyRun {
-        id: "airbench-s2",
-        model: "airbench",
-        epochs: 10,
-        patience: None,
-        init_from: None,
-        subset: None,
-        own_recipe: true,
-        tta: Some(Tta::FlipTranslate),
-        seed: 2,
-        reference: None,
-    },
-    StudyRun {
-        id: "airbench-s3",
-        model: "airbench",
-        epochs: 10,
-        patience: None,
-        init_from: None,
-        subset: None,
-        own_recipe: true,
-        tta: Some(Tta::FlipTranslate),
-        seed: 3,
-        reference: None,
-    },
+    airbench("airbench", SEED),
+    airbench("airbench-s2", 2),
+    airbench("airbench-s3", 3),
 ];
+
+/// A run of `models/airbench.json` with its own recipe, seeded `seed`.
+const fn airbench(id: &'static str, seed: u64) -> StudyRun {
+    StudyRun {
+        id,
+        model: "airbench",
+        epochs: 10,
+        patience: None,
+        init_from: None,
+        subset: None,
+        own_recipe: true,
+        tta: Some(Tta::FlipTranslate),
+        seed,
+        reference: None,
+    }
+}
 
 /// Options of `trainer study`.
 #[derive(Clone, Debug, clap::Args)]

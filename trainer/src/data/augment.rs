@@ -540,30 +540,15 @@ mod tests {
             cutout: 6,
             alternate_flip: false,
         };
-        let (mut a, mut b, mut c) = (Batch::default(), Batch::default(), Batch::default());
-        gather_batch(
-            &split,
-            &idx,
-            &aug,
-            batch_seed(7, 3),
-            FlipPhase::default(),
-            &mut a,
-        );
-        gather_batch(
-            &split,
-            &idx,
-            &aug,
-            batch_seed(7, 3),
-            FlipPhase::default(),
-            &mut b,
-        );
-        gather_batch(
-            &split,
-            &idx,
-            &aug,
-            batch_seed(7, 4),
-            FlipPhase::default(),
-            &mut c,
+        let gather = |seed| {
+            let mut b = Batch::default();
+            gather_batch(&split, &idx, &aug, seed, FlipPhase::default(), &mut b);
+            b
+        };
+        let (a, b, c) = (
+            gather(batch_seed(7, 3)),
+            gather(batch_seed(7, 3)),
+            gather(batch_seed(7, 4)),
         );
         assert_eq!(a.images, b.images);
         assert_eq!(a.labels, c.labels);
