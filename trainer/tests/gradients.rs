@@ -191,7 +191,11 @@ proptest! {
     }
 
     #[test]
-    fn batchnorm(n in 2usize..4, h in 1usize..4, c in 1usize..5, train in any::<bool>(), seed in any::<u64>()) {
+    fn batchnorm(n in 2usize..6, h in 1usize..4, c in 1usize..5, train in any::<bool>(), seed in any::<u64>()) {
+        // At least 4 values per channel: with 2, two close draws make the
+        // batch variance comparable to ε, where a step of H is too coarse for
+        // a finite difference (CI drew n = 2, h = 1: numeric −8.15 vs −8.25).
+        prop_assume!(n * h * h >= 4);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let shape = ImageShape::new(h, h, c);
         let mut layer = layers::BatchNorm::new(shape, 0.99, 1e-3);
