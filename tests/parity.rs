@@ -334,3 +334,31 @@ fn grayscale_and_non_square_inputs() {
         assert!(ties <= 1, "{}: {ties} near-ties", spec.name);
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+    /// Any class names the trainer writes, infer reads back: each name that
+    /// needs no JSON escape sequence is borrowed from the file as it is; a name
+    /// that does (a quote, a backslash, a control character) is `None`, never
+    /// a wrong name, and never costs its neighbours theirs.
+    #[test]
+    fn class_names_written_by_the_trainer_read_in_infer(
+        names in proptest::collection::vec("[a-z ,\"\\\\é\\t\\[\\]]{0,8}", 3)
+    ) {
+        let spec = ModelSpec::from_json_str(
+            r#"{"name":"t","input":{"height":2,"width":2,"channels":1},"layers":[
+                {"type":"flatten"},{"type":"dense","units":3}]}"#,
+        )
+        .unwrap();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let bytes = Network::new(&spec, 1).unwrap().to_safetensors_bytes(&refs).unwrap();
+        let back = Network::from_safetensors_bytes(&bytes, "t").unwrap();
+        proptest::prop_assert_eq!(&back.class_names, &names);
+        let model = Model::from_bytes(&bytes).unwrap();
+        for (i, name) in names.iter().enumerate() {
+            let plain = !name.contains(['"', '\\', '\t']);
+            proptest::prop_assert_eq!(model.class_name(i), plain.then_some(name.as_str()));
+        }
+        proptest::prop_assert_eq!(model.class_name(3), None);
+    }
+}

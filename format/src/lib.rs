@@ -7,8 +7,8 @@
 //! nothing that depends on how they parse or compute:
 //!
 //! - the format string [`FORMAT`], the metadata keys ([`KEY_FORMAT`],
-//!   [`KEY_ARCHITECTURE`], [`KEY_CLASS_NAMES`]), the class-name separator and
-//!   the tensor dtype;
+//!   [`KEY_ARCHITECTURE`], [`KEY_CLASS_NAMES`]), the class names' encoding
+//!   ([`class_names`]) and the tensor dtype;
 //! - the layer types ([`LayerKind`]: `type` tags, which ones have parameters,
 //!   their default-name prefixes) and the default names themselves
 //!   ([`DefaultNames`]);
@@ -25,6 +25,7 @@
 
 use core::fmt;
 
+pub mod class_names;
 pub mod quant;
 
 /// The value of the `format` metadata entry.
@@ -37,12 +38,9 @@ pub const KEY_FORMAT: &str = "format";
 /// canonical form (every field present, every parameter layer named).
 pub const KEY_ARCHITECTURE: &str = "architecture";
 
-/// Metadata key of the class names, in label order, joined by
-/// [`CLASS_NAMES_SEPARATOR`].
+/// Metadata key of the class names, in label order: a JSON array of strings
+/// (older files: joined by commas), see [`class_names`].
 pub const KEY_CLASS_NAMES: &str = "class_names";
-
-/// What separates the class names in the `class_names` value.
-pub const CLASS_NAMES_SEPARATOR: char = ',';
 
 /// The safetensors dtype of every tensor of an `f32` model (little-endian `f32`).
 pub const DTYPE: &str = "F32";

@@ -11,8 +11,9 @@ use crate::safetensors::{self, Metadata, TensorEntry};
 use crate::scratch::{self, Demand};
 use crate::{math, Error};
 use core::fmt;
+use model_format::class_names::ClassNames;
 use model_format::quant::{self as q, ActQuant, AddMultipliers, GROUP};
-use model_format::{Param as P, ParamLayer, Precision, CLASS_NAMES_SEPARATOR, FORMAT, MAX_PARAMS};
+use model_format::{Param as P, ParamLayer, Precision, FORMAT, MAX_PARAMS};
 
 /// The most capable kernels [`Model::classify`] may run. The CPU's support is
 /// detected once at run time; a backend it lacks falls back to the best one
@@ -164,7 +165,7 @@ pub struct Model<'a, const N: usize = MAX_LAYERS> {
     num_classes: usize,
     /// Scratch elements: `f32`s, or bytes in an int8 model.
     scratch_elems: usize,
-    class_names: Option<&'a str>,
+    class_names: Option<ClassNames<'a>>,
     backend: Backend,
     precision: Precision,
 }
@@ -582,10 +583,13 @@ impl<'a, const N: usize> Model<'a, N> {
         self.precision
     }
 
-    /// Name of class `i` from the file's `class_names` metadata; `None` when
-    /// out of range or the file has no names.
+    /// Name of class `i` from the file's `class_names` metadata, borrowed
+    /// from the file; `None` when out of range, when the file has no names, or
+    /// when this name holds JSON escape sequences (a quote, a backslash, a
+    /// control character: see `model_format::class_names`), which cannot be
+    /// returned without a copy.
     pub fn class_name(&self, i: usize) -> Option<&'a str> {
-        self.class_names?.split(CLASS_NAMES_SEPARATOR).nth(i)
+        self.class_names?.get(i)?.as_str()
     }
 
     /// The kernels in use.
@@ -1162,16 +1166,10 @@ fn check_overlaps<const N: usize>(
     Ok(())
 }
 
-/// Checks the `class_names` metadata: UTF-8, no escapes, one name per class.
-fn class_names(raw: &[u8], num_classes: usize) -> Result<&str, Error> {
-    if raw.contains(&b'\\') {
-        return Err(Error::Metadata(
-            "class_names with JSON escape sequences are not supported",
-        ));
-    }
-    let names =
-        core::str::from_utf8(raw).map_err(|_| Error::Metadata("class_names is not UTF-8"))?;
-    if names.split(CLASS_NAMES_SEPARATOR).count() != num_classes {
+/// Checks the `class_names` metadata (either form): one name per class.
+fn class_names(raw: &[u8], num_classes: usize) -> Result<ClassNames<'_>, Error> {
+    let names = ClassNames::parse_escaped(raw).map_err(Error::Metadata)?;
+    if names.len() != num_classes {
         return Err(Error::Metadata(
             "class_names does not list one name per class",
         ));

@@ -155,6 +155,33 @@ fn tensor_problems() {
     assert!(matches!(load(&st), Err(Error::UnexpectedTensor { .. })));
 }
 
+/// Class names are a JSON array (any character, commas included); files
+/// that joined them by commas still load. A name holding an escape sequence
+/// has no borrowed form: `class_name` gives `None` for it alone.
+#[test]
+fn class_names_in_both_forms() {
+    let base = small().safetensors();
+    let names = |value: &str| {
+        let mut st = base.clone();
+        st.metadata.retain(|(k, _)| k != "class_names");
+        st.metadata.push(("class_names".into(), value.into()));
+        let bytes = st.to_bytes();
+        let model = Model::from_bytes(&bytes).unwrap();
+        (0..4)
+            .map(|i| model.class_name(i).map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    let some = |s: &str| Some(s.to_string());
+    assert_eq!(
+        names(r#"["tench, Tinca tinca","say \"hi\"","café"]"#),
+        [some("tench, Tinca tinca"), None, some("café"), None]
+    );
+    assert_eq!(
+        names("cat,dog,bird"),
+        [some("cat"), some("dog"), some("bird"), None]
+    );
+}
+
 #[test]
 fn metadata_problems() {
     let base = small().safetensors();
@@ -172,14 +199,12 @@ fn metadata_problems() {
         Err(Error::Metadata(_))
     ));
     assert_eq!(set("format", None), Ok(()));
-    assert!(matches!(
-        set("class_names", Some("a,b")),
-        Err(Error::Metadata(_))
-    ));
-    assert!(matches!(
-        set("class_names", Some("a,b\"c,d")),
-        Err(Error::Metadata(_))
-    ));
+    for wrong in ["a,b", r#"["a","b"]"#, r#"["a","b","c""#, r#"["a","b",c]"#] {
+        assert!(
+            matches!(set("class_names", Some(wrong)), Err(Error::Metadata(_))),
+            "{wrong}"
+        );
+    }
     assert_eq!(set("class_names", None), Ok(()));
     assert_eq!(set("comment", Some("anything")), Ok(()));
 

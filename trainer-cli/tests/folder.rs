@@ -11,14 +11,15 @@ use common::{text, trainer};
 use std::path::Path;
 
 /// Three classes of 16×16 pictures, drawn with noise: a horizontal bar, a
-/// vertical bar, a filled square; `n` per class, every third one a JPEG.
+/// vertical bar, a filled square (its folder's name holds a comma, as
+/// ImageNet's "tench, Tinca tinca" does); `n` per class, every third one a JPEG.
 fn draw_folder(root: &Path, n: usize) {
     let mut seed = 12345u32;
     let mut noise = move || {
         seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
         (seed >> 16) as u8 % 40
     };
-    for (class, name) in ["hbar", "square", "vbar"].iter().enumerate() {
+    for (class, name) in ["hbar", "square, filled", "vbar"].iter().enumerate() {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         for i in 0..n {
@@ -129,7 +130,14 @@ fn image_folder_trains_exports_and_keeps_class_names() {
     // Chance is 1/3.
     assert!(accuracy >= 0.8, "{t}");
     let net = trainer::Network::load(&out).unwrap();
-    assert_eq!(net.class_names, ["hbar", "square", "vbar"]);
+    assert_eq!(net.class_names, ["hbar", "square, filled", "vbar"]);
+    // infer reads the same names from the file, without a heap.
+    let bytes = std::fs::read(&out).unwrap();
+    let model = infer::Model::from_bytes(&bytes).unwrap();
+    assert_eq!(
+        (0..4).map(|i| model.class_name(i)).collect::<Vec<_>>(),
+        [Some("hbar"), Some("square, filled"), Some("vbar"), None]
+    );
     assert_eq!(
         net.input_shape(),
         trainer::kernels::tensor::ImageShape::new(16, 16, 1)
@@ -157,7 +165,7 @@ fn image_folder_trains_exports_and_keeps_class_names() {
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is the JSON");
     assert_eq!(
         json["class_names"],
-        serde_json::json!(["hbar", "square", "vbar"])
+        serde_json::json!(["hbar", "square, filled", "vbar"])
     );
     let accuracy = json["accuracy"].as_f64().unwrap();
     assert!(accuracy >= 0.8, "{json}");

@@ -281,7 +281,7 @@ impl TestModel {
             metadata: vec![
                 ("format".into(), "cifar-cnn/1".into()),
                 ("architecture".into(), self.arch_json()),
-                ("class_names".into(), self.class_names.join(",")),
+                ("class_names".into(), self.class_names_json()),
             ],
             tensors: self
                 .tensors
@@ -308,6 +308,12 @@ impl TestModel {
 
     pub fn num_classes(&self) -> usize {
         self.class_names.len()
+    }
+
+    /// The `class_names` metadata value: a JSON array of strings.
+    pub fn class_names_json(&self) -> String {
+        let names: Vec<String> = self.class_names.iter().map(|n| json_string(n)).collect();
+        format!("[{}]", names.join(","))
     }
 
     pub fn tensor(&self, name: &str) -> &[f32] {

@@ -172,15 +172,6 @@ fn class_folders(dir: &Path) -> Result<Vec<(String, PathBuf)>, DataError> {
             ),
         });
     }
-    let sep = model_format::CLASS_NAMES_SEPARATOR;
-    if let Some((_, path)) = classes.iter().find(|(name, _)| name.contains(sep)) {
-        return Err(DataError::Invalid {
-            path: path.clone(),
-            problem: format!(
-                "a class folder's name cannot contain '{sep}' (the model file lists class names separated by it): rename the folder"
-            ),
-        });
-    }
     Ok(classes)
 }
 

@@ -649,7 +649,7 @@ impl Network {
             ),
             (
                 model_format::KEY_CLASS_NAMES.to_string(),
-                class_names.join(&model_format::CLASS_NAMES_SEPARATOR.to_string()),
+                encode_class_names(class_names),
             ),
         ]);
         let bytes =
@@ -715,8 +715,8 @@ impl Network {
             )));
         }
         let mut net = Network::new(&spec, 0)?;
-        if let Some(names) = meta.get("class_names") {
-            net.class_names = names.split(',').map(str::to_string).collect();
+        if let Some(names) = meta.get(model_format::KEY_CLASS_NAMES) {
+            net.class_names = decode_class_names(names).map_err(err)?;
         }
         if net.class_names.len() != net.num_classes() {
             return Err(err(format!(
@@ -762,6 +762,23 @@ impl Network {
         }
         net.restore(&loaded);
         Ok(net)
+    }
+}
+
+/// The `class_names` metadata value: a JSON array of the names in label
+/// order (`model_format::class_names`), so a name may hold any character.
+pub fn encode_class_names<S: AsRef<str>>(names: &[S]) -> String {
+    let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+    serde_json::to_string(&names).expect("strings serialise")
+}
+
+/// Reads a `class_names` metadata value in either form: the JSON array, or
+/// the names joined by commas of files written before it.
+pub fn decode_class_names(value: &str) -> Result<Vec<String>, String> {
+    if value.trim_start().starts_with('[') {
+        serde_json::from_str(value).map_err(|e| format!("class_names: {e}"))
+    } else {
+        Ok(value.split(',').map(str::to_string).collect())
     }
 }
 

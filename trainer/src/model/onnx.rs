@@ -26,7 +26,7 @@
 //! The protobuf messages are declared here with `prost`'s derive (the field
 //! numbers of onnx.proto), so no `.proto` compiler is needed to build.
 
-use super::network::Network;
+use super::network::{encode_class_names, Network};
 use super::spec::{LayerSpec, ModelSpec};
 use crate::kernels::tensor::ImageShape;
 use prost::Message;
@@ -475,7 +475,7 @@ pub fn to_onnx(net: &Network) -> Vec<u8> {
     }
     let image = [spec.input.channels, spec.input.height, spec.input.width];
     let classes = shapes.last().map_or(0, |s| s.len());
-    let class_names = serde_json::to_string(&net.class_names).expect("strings serialise");
+    let class_names = encode_class_names(&net.class_names);
     let model = ModelProto {
         ir_version: IR_VERSION,
         producer_name: "cifar-cnn trainer".into(),

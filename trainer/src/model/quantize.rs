@@ -61,7 +61,9 @@
 
 use crate::kernels::tensor::ImageShape;
 use crate::layers::Mode;
-use crate::model::network::{canonical_header, Network, NetworkError};
+use crate::model::network::{
+    canonical_header, decode_class_names, encode_class_names, Network, NetworkError,
+};
 use crate::model::spec::{LayerSpec, ModelSpec, SpecError};
 use model_format::quant::{self, ActQuant, AddMultipliers, Multiplier};
 use model_format::{Dtype, Param, ParamLayer};
@@ -717,8 +719,7 @@ pub fn write_int8(net: &Network, acts: &[ActQuant]) -> Result<Vec<u8>, QuantizeE
         (model_format::KEY_ARCHITECTURE.to_string(), spec.to_json()),
         (
             model_format::KEY_CLASS_NAMES.to_string(),
-            net.class_names
-                .join(&model_format::CLASS_NAMES_SEPARATOR.to_string()),
+            encode_class_names(&net.class_names),
         ),
         (quant::KEY_QUANTIZATION.to_string(), quantization_json(acts)),
     ]);
@@ -1061,14 +1062,10 @@ impl Int8Reference {
                 file.len()
             )));
         }
-        let class_names = meta
-            .get(model_format::KEY_CLASS_NAMES)
-            .map(|s| {
-                s.split(model_format::CLASS_NAMES_SEPARATOR)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let class_names = match meta.get(model_format::KEY_CLASS_NAMES) {
+            Some(value) => decode_class_names(value).map_err(err)?,
+            None => Vec::new(),
+        };
         Ok(Int8Reference {
             spec,
             shapes,

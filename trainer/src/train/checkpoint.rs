@@ -17,7 +17,7 @@
 //! resuming from wrong numbers.
 
 use crate::data::augment::Augment;
-use crate::model::network::Network;
+use crate::model::network::{decode_class_names, encode_class_names, Network};
 use crate::model::spec::ModelSpec;
 use crate::optim::schedule::Schedule;
 use crate::optim::Optimizer;
@@ -227,7 +227,10 @@ pub fn save(
     let json = |v: &dyn erased::Json| v.to_json();
     let mut metadata = HashMap::from([
         ("architecture".to_string(), net.spec().to_json()),
-        ("class_names".to_string(), net.class_names.join(",")),
+        (
+            "class_names".to_string(),
+            encode_class_names(&net.class_names),
+        ),
         ("state".to_string(), json(state)),
         ("optimizer".to_string(), json(opt)),
         ("fingerprint".to_string(), json(run)),
@@ -283,7 +286,7 @@ pub fn load(path: &Path) -> Result<Resumed, CheckpointError> {
     let spec =
         ModelSpec::from_json_str(get("architecture")?).map_err(|e| invalid(e.to_string()))?;
     let mut net = Network::new(&spec, 0).map_err(|e| invalid(e.to_string()))?;
-    net.class_names = get("class_names")?.split(',').map(str::to_string).collect();
+    net.class_names = decode_class_names(get("class_names")?).map_err(invalid)?;
     let parse_err = |key: &str, e: serde_json::Error| invalid(format!("{key}: {e}"));
     let mut state: TrainState =
         serde_json::from_str(get("state")?).map_err(|e| parse_err("state", e))?;
