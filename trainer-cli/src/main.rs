@@ -76,7 +76,7 @@ enum Command {
     Completions(CompletionsArgs),
     /// Download, verify and unpack CIFAR-10 into --data.
     Download(DownloadArgs),
-    /// Run the reference study (its five runs, then the fast runs; resumable) and write docs/RESULTS.md.
+    /// Run the reference study and ours (resumable) and write its report, OUT_DIR/RESULTS.md.
     Study(StudyArgs),
 }
 

@@ -50,7 +50,7 @@ fn smoke_study(
     .map(String::from)
     .into_iter()
     .chain([
-        "--dir".into(),
+        "--out-dir".into(),
         path(dir),
         "--results".into(),
         path(results),
@@ -169,7 +169,7 @@ fn smoke_run_report_skip_and_force() {
         "study",
         "--only",
         "model3-10k",
-        "--dir",
+        "--out-dir",
         dir.to_str().unwrap(),
         "--results",
         results.to_str().unwrap(),
@@ -249,22 +249,28 @@ fn check_report(md: &str, result: &Value) {
 }
 
 /// `--report-only` needs no data: with no results, every run is "not run yet".
+/// The report goes into `--out-dir` (not into the working directory's docs/).
 #[test]
 fn report_only_without_results() {
     let tmp = tempfile::tempdir().unwrap();
-    let results = tmp.path().join("RESULTS.md");
-    let o = trainer(&[
-        "study",
-        "--report-only",
-        "--dir",
-        tmp.path().join("none").to_str().unwrap(),
-        "--results",
-        results.to_str().unwrap(),
-        "--data",
-        tmp.path().join("no-data").to_str().unwrap(),
-        "--offline",
-    ]);
+    let out_dir = tmp.path().join("study");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .current_dir(tmp.path())
+        .args([
+            "study",
+            "--report-only",
+            "--out-dir",
+            out_dir.to_str().unwrap(),
+            "--data",
+            tmp.path().join("no-data").to_str().unwrap(),
+            "--offline",
+        ])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o));
+    let results = out_dir.join("RESULTS.md");
+    assert!(text(&o).contains(&format!("Report: {}", results.display())));
+    assert!(!tmp.path().join("docs").exists());
     let md = std::fs::read_to_string(&results).unwrap();
     for id in [
         "model1-35",
@@ -355,7 +361,7 @@ fn unknown_run_is_refused() {
         "study",
         "--only",
         "model9",
-        "--dir",
+        "--out-dir",
         tmp.path().to_str().unwrap(),
         "--results",
         tmp.path().join("R.md").to_str().unwrap(),

@@ -1,8 +1,10 @@
 //! `trainer study`: the reference Keras study — five training runs of the
 //! three models — and our runs beyond it (the residual `fast` network with its
-//! own recipe), as one resumable command that writes `docs/RESULTS.md`.
+//! own recipe), as one resumable command that writes a report,
+//! `OUT_DIR/RESULTS.md` (`--out-dir`, default `runs/study`; the repository's
+//! `docs/RESULTS.md` is written with `--results docs/RESULTS.md`).
 //!
-//! Each run lives in `<dir>/<id>/`: `model.safetensors` (the saved weights),
+//! Each run lives in `OUT_DIR/<id>/`: `model.safetensors` (the saved weights),
 //! `history.csv` (one row per epoch), `model.ckpt` (checkpoint after every
 //! epoch; an interrupted run resumes from it), `settings.json` (what the run
 //! was started with) and, once it has finished, `result.json` ([`StudyResult`]:
@@ -258,12 +260,14 @@ const fn airbench(id: &'static str, seed: u64) -> StudyRun {
 /// Options of `trainer study`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct StudyArgs {
-    /// Folder holding one sub-folder per run.
-    #[arg(long, default_value = "runs/study")]
-    pub dir: PathBuf,
-    /// The generated report; its charts go into img/ beside it.
-    #[arg(long, default_value = "docs/RESULTS.md")]
-    pub results: PathBuf,
+    /// Where the study writes: one sub-folder per run, the report
+    /// (RESULTS.md) and its charts (img/).
+    #[arg(long, visible_alias = "dir", default_value = "runs/study")]
+    pub out_dir: PathBuf,
+    /// Write the report here instead of OUT_DIR/RESULTS.md (its charts go
+    /// into img/ beside it); the repository's is `--results docs/RESULTS.md`.
+    #[arg(long)]
+    pub results: Option<PathBuf>,
     /// Run only these runs (comma-separated ids: model1-35, model1-es, model2-50, model3-es, model3-10k, model3-10k-scratch, fast, fast-50, fast-12, airbench, airbench-s2, airbench-s3).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -295,6 +299,15 @@ pub struct StudyArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+impl StudyArgs {
+    /// The report's path: `--results`, else `OUT_DIR/RESULTS.md`.
+    pub fn results_path(&self) -> PathBuf {
+        self.results
+            .clone()
+            .unwrap_or_else(|| self.out_dir.join("RESULTS.md"))
+    }
 }
 
 /// Overrides of the study's settings given on the command line (smoke tests).
@@ -602,10 +615,11 @@ pub fn execute(
         val_subset: args.val_subset,
     };
     let command = command_line();
+    let results = args.results_path();
     if !args.report_only {
         let mut data: Option<Dataset> = None;
         for run in selected {
-            let paths = RunPaths::new(&args.dir, run.id);
+            let paths = RunPaths::new(&args.out_dir, run.id);
             let settings = Settings::new(run, &overrides)?;
             if paths.result.exists() && !args.force {
                 check_finished_settings(run, &paths, &settings)?;
@@ -622,11 +636,11 @@ pub fn execute(
             }
             let data = data.as_ref().expect("loaded above");
             train_one(run, &settings, &paths, data, args, &command, started)?;
-            write_report(&args.dir, &args.results, &args.keras, &command)?;
+            write_report(&args.out_dir, &results, &args.keras, &command)?;
         }
     }
-    write_report(&args.dir, &args.results, &args.keras, &command)?;
-    eprintln!("Report: {}", args.results.display());
+    write_report(&args.out_dir, &results, &args.keras, &command)?;
+    eprintln!("Report: {}", results.display());
     Ok(())
 }
 
@@ -755,7 +769,7 @@ fn train_one(
 
 /// The saved weights of run `from`, which run `id` starts from.
 fn warm_start(id: &str, from: &str, args: &StudyArgs) -> Result<run::WarmStart, StudyError> {
-    let path = RunPaths::new(&args.dir, from).model;
+    let path = RunPaths::new(&args.out_dir, from).model;
     if !path.exists() {
         return Err(StudyError::MissingInit {
             id: id.to_string(),

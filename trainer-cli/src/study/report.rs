@@ -1,4 +1,4 @@
-//! The study's report: `docs/RESULTS.md` and its charts, regenerated from
+//! The study's report: `RESULTS.md` and its charts, regenerated from
 //! the finished runs' `result.json` files. Every figure in it is computed;
 //! the only typed-in numbers are the reference figures in [`super::RUNS`].
 
