@@ -68,7 +68,7 @@ enum Command {
     Evaluate(EvaluateArgs),
     /// Quantize an f32 model to int8 (post-training, calibrated on training images).
     Quantize(QuantizeArgs),
-    /// Export an f32 model to another format: ONNX (opset 17, NCHW float input = pixel / 255, logits out).
+    /// Export a model to ONNX (opset 17, NCHW float input = pixel / 255, logits out); an int8 file as QDQ.
     Export(ExportArgs),
     /// Draw the loss and accuracy charts of a run from its history CSV (what train writes beside the model).
     Plot(PlotArgs),
@@ -382,7 +382,8 @@ struct CompletionsArgs {
 
 #[derive(Args)]
 struct ExportArgs {
-    /// The f32 model to export (what `trainer train` wrote, or a shipped one).
+    /// The model to export: f32 (what `trainer train` wrote, or a shipped
+    /// one), or int8 (what `trainer quantize` wrote), written in QDQ form.
     #[arg(long)]
     model: PathBuf,
     /// The ONNX file to write: input `input` [N, C, H, W] float (pixel / 255),
@@ -982,26 +983,31 @@ fn on_interrupt_say_how_to_resume(checkpoint: &std::path::Path) {
 fn export(args: ExportArgs) -> Result<()> {
     let bytes = read_model(&args.model)?;
     let origin = args.model.display().to_string();
-    if quantize::precision_of(&bytes, &origin)? == Precision::Int8 {
-        bail!(
-            "{origin} is an int8 model: export its f32 original (ONNX export is f32 only for now)"
-        );
-    }
-    let net = Network::from_safetensors_bytes(&bytes, &origin)?;
-    let onnx = trainer::model::onnx::to_onnx(&net);
+    let (onnx, spec, form) = if quantize::precision_of(&bytes, &origin)? == Precision::Int8 {
+        let model = quantize::Int8Reference::from_bytes(&bytes, &origin)?;
+        let onnx = trainer::model::onnx::to_onnx_int8(&model);
+        (onnx, model.spec().clone(), "int8 as QDQ")
+    } else {
+        let net = Network::from_safetensors_bytes(&bytes, &origin)?;
+        (
+            trainer::model::onnx::to_onnx(&net),
+            net.spec().clone(),
+            "f32",
+        )
+    };
     trainer::atomic::write_atomic(&args.onnx, &onnx)
         .with_context(|| format!("cannot write {}", args.onnx.display()))?;
-    let s = net.input_shape();
+    let s = spec.input;
+    let classes = spec.shapes()?.last().map_or(0, |s| s.len());
     trainer_cli::out!(
-        "Exported {origin} ({}) to ONNX (opset {}): {}, {} bytes; input `input` [N, {}, {}, {}] float = pixel / 255, output `logits` [N, {}]",
-        net.spec().name,
+        "Exported {origin} ({}, {form}) to ONNX (opset {}): {}, {} bytes; input `input` [N, {}, {}, {}] float = pixel / 255, output `logits` [N, {classes}]",
+        spec.name,
         trainer::model::onnx::OPSET,
         args.onnx.display(),
         onnx.len(),
         s.channels,
         s.height,
         s.width,
-        net.num_classes()
     );
     Ok(())
 }

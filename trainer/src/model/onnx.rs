@@ -27,8 +27,10 @@
 //! numbers of onnx.proto), so no `.proto` compiler is needed to build.
 
 use super::network::{encode_class_names, Network};
+use super::quantize::{Int8Conv, Int8Reference};
 use super::spec::{LayerSpec, ModelSpec};
 use crate::kernels::tensor::ImageShape;
+use model_format::quant::ActQuant;
 use prost::Message;
 use std::collections::HashMap;
 
@@ -118,8 +120,11 @@ struct AttributeProto {
     r#type: i32,
 }
 
-/// `TensorProto.DataType`: `FLOAT`, `INT64`.
+/// `TensorProto.DataType`: `FLOAT`, `UINT8`, `INT8`, `INT32`, `INT64`.
 const FLOAT: i32 = 1;
+const UINT8: i32 = 2;
+const INT8: i32 = 3;
+const INT32: i32 = 6;
 const INT64: i32 = 7;
 
 #[derive(Clone, PartialEq, Message)]
@@ -238,13 +243,83 @@ impl Graph {
 
     fn initializer(&mut self, name: &str, dims: &[usize], values: &[f32]) {
         debug_assert_eq!(dims.iter().product::<usize>(), values.len());
+        let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.typed_initializer(name, dims, FLOAT, raw);
+    }
+
+    /// An initializer of `data_type` from its little-endian bytes.
+    fn typed_initializer(&mut self, name: &str, dims: &[usize], data_type: i32, raw: Vec<u8>) {
         self.initializers.push(TensorProto {
             dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: FLOAT,
+            data_type,
             name: name.to_string(),
-            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            raw_data: raw,
         });
     }
+
+    /// `x` rounded to activation `a`'s int8 grid and back:
+    /// `QuantizeLinear` (round half to even, saturating to `[0, 255]`) then
+    /// `DequantizeLinear`, written to `out`. The scale and zero point are
+    /// scalar initializers `act{a}.scale`, `act{a}.zero_point`.
+    fn requantize(&mut self, x: &str, a: usize, q: ActQuant, out: &str) {
+        let (scale, zero) = (format!("act{a}.scale"), format!("act{a}.zero_point"));
+        if !self.initializers.iter().any(|t| t.name == scale) {
+            self.initializer(&scale, &[], &[q.scale]);
+            self.typed_initializer(&zero, &[], UINT8, vec![q.zero_point]);
+        }
+        let quantized = format!("{out}_q");
+        self.node("QuantizeLinear", &[x, &scale, &zero], &quantized, vec![]);
+        self.node(
+            "DequantizeLinear",
+            &[&quantized, &scale, &zero],
+            out,
+            vec![],
+        );
+    }
+
+    /// `{name}.weight` and `{name}.bias` of an int8 layer as `DequantizeLinear`
+    /// nodes (per output channel, along `axis` of the weight): int8 weights
+    /// times their scales, int32 biases times input scale × weight scale.
+    /// Returns the two float tensors' names.
+    fn int8_params(
+        &mut self,
+        name: &str,
+        dims: &[usize],
+        axis: i64,
+        weight: Vec<i8>,
+        p: &Int8Conv,
+        input_scale: f32,
+    ) -> (String, String) {
+        let co = p.bias.len();
+        let (w, ws) = (format!("{name}.weight"), format!("{name}.weight_scale"));
+        let (b, bs) = (format!("{name}.bias"), format!("{name}.bias_scale"));
+        self.typed_initializer(&w, dims, INT8, weight.iter().map(|&v| v as u8).collect());
+        self.initializer(&ws, &[co], p.weight_scale);
+        let bias = p.bias.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.typed_initializer(&b, &[co], INT32, bias);
+        let bias_scale: Vec<f32> = p.weight_scale.iter().map(|s| input_scale * s).collect();
+        self.initializer(&bs, &[co], &bias_scale);
+        let (wf, bf) = (format!("{w}_dq"), format!("{b}_dq"));
+        self.node("DequantizeLinear", &[&w, &ws], &wf, vec![int("axis", axis)]);
+        self.node("DequantizeLinear", &[&b, &bs], &bf, vec![int("axis", 0)]);
+        (wf, bf)
+    }
+}
+
+/// A convolution's weights from the trainer's `[ky][kx][ci][co]` (HWIO) to
+/// ONNX's `[co][ci][ky][kx]` (OIHW).
+fn hwio_to_oihw<T: Copy + Default>(w: &[T], k: usize, ci: usize, co: usize) -> Vec<T> {
+    let mut oihw = vec![T::default(); w.len()];
+    for ky in 0..k {
+        for kx in 0..k {
+            for c in 0..ci {
+                for o in 0..co {
+                    oihw[((o * ci + c) * k + ky) * k + kx] = w[((ky * k + kx) * ci + c) * co + o];
+                }
+            }
+        }
+    }
+    oihw
 }
 
 /// ONNX `pads` `[top, left, bottom, right]` of a window of `k` cells moved by
@@ -300,22 +375,59 @@ impl Graph {
     }
 }
 
+/// Where the graph's parameters come from.
+enum Params<'a> {
+    /// An `f32` network's tensors by name (`{layer}.{param}`).
+    F32(HashMap<String, (Vec<usize>, &'a [f32])>),
+    /// An int8 model file: QDQ form.
+    Int8(&'a Int8Reference),
+}
+
 /// The ONNX model of `net` (`f32`), as bytes.
 pub fn to_onnx(net: &Network) -> Vec<u8> {
-    let spec: &ModelSpec = net.spec();
-    let shapes = spec.shapes().expect("a network's spec is valid");
-    let inputs = spec.inputs();
-    let tensors: HashMap<String, (Vec<usize>, &[f32])> = net
+    let tensors = net
         .named_tensors()
         .into_iter()
         .map(|(n, s, d)| (n, (s, d)))
         .collect();
+    build(net.spec(), &net.class_names, &Params::F32(tensors))
+}
+
+/// The ONNX model of an int8 model file, as bytes, in the **QDQ** form that
+/// ONNX Runtime, OpenVINO and TensorRT turn into integer kernels: the same
+/// float input and logits as [`to_onnx`]; the int8 weights and int32 biases
+/// stored as such, each read through a `DequantizeLinear` (per output
+/// channel); the input and every layer's output passed through `QuantizeLinear` →
+/// `DequantizeLinear` with the file's scale and zero point (a conv2d's or
+/// dense layer's after its fused relu), so that each operator reads
+/// `DequantizeLinear → op → QuantizeLinear`, the shape engines replace by an
+/// integer kernel.
+///
+/// The graph states the file's quantization exactly; an engine's integer
+/// arithmetic rounds its requantizations its own way (ONNX Runtime: in float,
+/// half to even; this format: fixed point, half up), so engines agree with
+/// `infer` to within a step of an activation's grid here and there, not bit
+/// for bit (measured in tests/onnx.rs).
+pub fn to_onnx_int8(model: &Int8Reference) -> Vec<u8> {
+    build(model.spec(), &model.class_names, &Params::Int8(model))
+}
+
+fn build(spec: &ModelSpec, class_names: &[String], params: &Params) -> Vec<u8> {
+    let shapes = spec.shapes().expect("a network's spec is valid");
+    let inputs = spec.inputs();
     let tensor = |layer: &str, param: &str| {
+        let Params::F32(tensors) = params else {
+            unreachable!("an int8 model's parameters are read by conv_params")
+        };
         let key = format!("{layer}.{param}");
         tensors
             .get(&key)
             .unwrap_or_else(|| panic!("a network holds {key}"))
             .clone()
+    };
+    let acts: &[ActQuant] = match params {
+        Params::F32(_) => &[],
+        Params::Int8(r) => r.activations(),
     };
     let mut g = Graph {
         nodes: Vec::new(),
@@ -326,6 +438,10 @@ pub fn to_onnx(net: &Network) -> Vec<u8> {
         name: "input".into(),
         rank: 4,
     }];
+    if let Some(&q) = acts.first() {
+        g.requantize("input", 0, q, "input_dq");
+        values[0].name = "input_dq".into();
+    }
     let last = spec.layers.len() - 1;
     for (i, layer) in spec.layers.iter().enumerate() {
         let x = values[inputs[i]].clone();
@@ -338,6 +454,18 @@ pub fn to_onnx(net: &Network) -> Vec<u8> {
         } else {
             format!("{}_{i}", layer.name().unwrap_or(layer.kind()))
         };
+        // In the QDQ form every layer writes its float result here, then
+        // rounds it to its activation's grid into `out`: where the layer
+        // keeps its input's grid (relu, max-pooling, flatten) that changes no
+        // value, and it gives each operator the `DequantizeLinear → op →
+        // QuantizeLinear` shape that engines replace by an integer kernel.
+        let requantized = acts.get(i + 1).is_some();
+        let name = out;
+        let out = if requantized {
+            format!("{name}_f")
+        } else {
+            name.clone()
+        };
         let rank = match layer {
             LayerSpec::Conv2d {
                 name,
@@ -347,23 +475,24 @@ pub fn to_onnx(net: &Network) -> Vec<u8> {
                 ..
             } => {
                 let name = name.as_deref().expect("parameter layers are named");
-                let (dims, w) = tensor(name, "weight");
-                let (k, ci, co) = (dims[0], dims[2], dims[3]);
-                // [ky][kx][ci][co] → [co][ci][ky][kx].
-                let mut oihw = vec![0f32; w.len()];
-                for ky in 0..k {
-                    for kx in 0..k {
-                        for c in 0..ci {
-                            for o in 0..co {
-                                oihw[((o * ci + c) * k + ky) * k + kx] =
-                                    w[((ky * k + kx) * ci + c) * co + o];
-                            }
-                        }
+                let (k, ci) = (*kernel, input.channels);
+                let (wn, bn) = match params {
+                    Params::F32(_) => {
+                        let (dims, w) = tensor(name, "weight");
+                        let oihw = hwio_to_oihw(w, k, ci, dims[3]);
+                        let (wn, bn) = (format!("{name}.weight"), format!("{name}.bias"));
+                        g.initializer(&wn, &[dims[3], ci, k, k], &oihw);
+                        g.initializer(&bn, &[dims[3]], tensor(name, "bias").1);
+                        (wn, bn)
                     }
-                }
-                let (wn, bn) = (format!("{name}.weight"), format!("{name}.bias"));
-                g.initializer(&wn, &[co, ci, k, k], &oihw);
-                g.initializer(&bn, &[co], tensor(name, "bias").1);
+                    Params::Int8(r) => {
+                        let p = r.conv_params(i).expect("a conv2d layer");
+                        let co = p.bias.len();
+                        let oihw = hwio_to_oihw(p.weight, k, ci, co);
+                        let x_scale = acts[inputs[i]].scale;
+                        g.int8_params(name, &[co, ci, k, k], 0, oihw, &p, x_scale)
+                    }
+                };
                 let x = g.as_image(&x);
                 g.node(
                     "Conv",
@@ -426,6 +555,16 @@ pub fn to_onnx(net: &Network) -> Vec<u8> {
                 let x = g.as_image(&x);
                 let pooled = format!("{out}_nchw");
                 g.node("GlobalAveragePool", &[&x], &pooled, vec![]);
+                let pooled = match acts.get(i + 1) {
+                    // Rounded before the flatten, so the pooling reads
+                    // DequantizeLinear → GlobalAveragePool → QuantizeLinear.
+                    Some(&q) => {
+                        let rounded = format!("{pooled}_q");
+                        g.requantize(&pooled, i + 1, q, &rounded);
+                        rounded
+                    }
+                    None => pooled,
+                };
                 g.node("Flatten", &[&pooled], &out, vec![int("axis", 1)]);
                 2
             }
@@ -448,10 +587,22 @@ pub fn to_onnx(net: &Network) -> Vec<u8> {
             }
             LayerSpec::Dense { name, .. } => {
                 let name = name.as_deref().expect("parameter layers are named");
-                let (dims, w) = tensor(name, "weight");
-                let (wn, bn) = (format!("{name}.weight"), format!("{name}.bias"));
-                g.initializer(&wn, &dims, w);
-                g.initializer(&bn, &[dims[1]], tensor(name, "bias").1);
+                let (wn, bn) = match params {
+                    Params::F32(_) => {
+                        let (dims, w) = tensor(name, "weight");
+                        let (wn, bn) = (format!("{name}.weight"), format!("{name}.bias"));
+                        g.initializer(&wn, &dims, w);
+                        g.initializer(&bn, &[dims[1]], tensor(name, "bias").1);
+                        (wn, bn)
+                    }
+                    Params::Int8(r) => {
+                        let p = r.conv_params(i).expect("a dense layer");
+                        let dims = [input.len(), p.bias.len()];
+                        let x_scale = acts[inputs[i]].scale;
+                        // Gemm's B is [in, units]: its output channels are axis 1.
+                        g.int8_params(name, &dims, 1, p.weight.to_vec(), &p, x_scale)
+                    }
+                };
                 // A dense layer reads a vector (validated).
                 let x = g.as_vector(&x);
                 g.node("Gemm", &[&x, &wn, &bn], &out, vec![]);
@@ -471,11 +622,41 @@ pub fn to_onnx(net: &Network) -> Vec<u8> {
                 }
             }
         };
+        let out = match (requantized, params) {
+            (true, Params::Int8(r)) => {
+                let fused_relu = r.conv_params(i).is_some_and(|p| p.relu_fused);
+                let mut x = out;
+                if fused_relu {
+                    let relu = format!("{x}_relu");
+                    g.node("Relu", &[&x], &relu, vec![]);
+                    x = relu;
+                }
+                g.requantize(&x, i + 1, acts[i + 1], &name);
+                name
+            }
+            _ => out,
+        };
         values.push(Value { name: out, rank });
     }
     let image = [spec.input.channels, spec.input.height, spec.input.width];
     let classes = shapes.last().map_or(0, |s| s.len());
-    let class_names = encode_class_names(&net.class_names);
+    let class_names = encode_class_names(class_names);
+    let mut metadata_props = vec![
+        StringStringEntryProto {
+            key: "class_names".into(),
+            value: class_names,
+        },
+        StringStringEntryProto {
+            key: model_format::KEY_ARCHITECTURE.into(),
+            value: spec.to_json(),
+        },
+    ];
+    if let Params::Int8(_) = params {
+        metadata_props.push(StringStringEntryProto {
+            key: model_format::quant::KEY_QUANTIZATION.into(),
+            value: format!("QDQ of an {} model file", model_format::quant::SCHEME),
+        });
+    }
     let model = ModelProto {
         ir_version: IR_VERSION,
         producer_name: "cifar-cnn trainer".into(),
@@ -495,16 +676,7 @@ pub fn to_onnx(net: &Network) -> Vec<u8> {
             domain: String::new(),
             version: OPSET,
         }],
-        metadata_props: vec![
-            StringStringEntryProto {
-                key: "class_names".into(),
-                value: class_names,
-            },
-            StringStringEntryProto {
-                key: model_format::KEY_ARCHITECTURE.into(),
-                value: spec.to_json(),
-            },
-        ],
+        metadata_props,
     };
     model.encode_to_vec()
 }
@@ -544,5 +716,65 @@ mod tests {
                 .count(),
             2
         );
+    }
+
+    /// The QDQ form of an int8 file: weights stored as INT8 and biases as
+    /// INT32 (a quarter of the f32 bytes), and every convolution and dense
+    /// layer reads `DequantizeLinear` outputs only and feeds (through its
+    /// fused relu, if any) a `QuantizeLinear`: the pattern engines fuse.
+    #[test]
+    fn int8_files_export_as_qdq() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/resnet8-int8.safetensors"
+        );
+        let bytes = std::fs::read(path).unwrap();
+        let model = Int8Reference::from_bytes(&bytes, path).unwrap();
+        let graph = ModelProto::decode(&to_onnx_int8(&model)[..])
+            .unwrap()
+            .graph
+            .unwrap();
+        let producer = |t: &str| graph.node.iter().find(|n| n.output[0] == t);
+        let consumers = |t: &str| -> Vec<&NodeProto> {
+            graph
+                .node
+                .iter()
+                .filter(|n| n.input.iter().any(|x| x == t))
+                .collect()
+        };
+        let mut layers = 0;
+        for node in graph
+            .node
+            .iter()
+            .filter(|n| ["Conv", "Gemm"].contains(&n.op_type.as_str()))
+        {
+            layers += 1;
+            for input in &node.input {
+                let op = producer(input).map(|p| p.op_type.as_str());
+                assert_eq!(op, Some("DequantizeLinear"), "{} reads {input}", node.name);
+            }
+            let mut next = consumers(&node.output[0]);
+            if next.len() == 1 && next[0].op_type == "Relu" {
+                next = consumers(&next[0].output[0]);
+            }
+            assert!(
+                next.len() == 1 && next[0].op_type == "QuantizeLinear",
+                "{} feeds {next:?}",
+                node.name
+            );
+        }
+        assert_eq!(layers, 10, "ResNet-8: 9 convolutions and a dense layer");
+        let weights: Vec<_> = graph
+            .initializer
+            .iter()
+            .filter(|t| t.name.ends_with(".weight"))
+            .collect();
+        assert_eq!(weights.len(), 10);
+        assert!(weights.iter().all(|t| t.data_type == INT8));
+        assert!(graph
+            .initializer
+            .iter()
+            .filter(|t| t.name.ends_with(".bias"))
+            .all(|t| t.data_type == INT32));
     }
 }

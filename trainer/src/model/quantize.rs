@@ -760,6 +760,20 @@ fn describe(spec: &ModelSpec, i: usize) -> String {
     }
 }
 
+/// The integer parameters of an int8 conv2d or dense layer
+/// ([`Int8Reference::conv_params`]): `real weight = weight_scale[o] · weight`,
+/// `real bias = input_scale · weight_scale[o] · bias`.
+#[derive(Clone, Copy, Debug)]
+pub struct Int8Conv<'a> {
+    /// `[ky][kx][ci][co]` (a dense layer's `[in][units]`).
+    pub weight: &'a [i8],
+    pub bias: &'a [i32],
+    pub weight_scale: &'a [f32],
+    /// Whether its output is clamped at its zero point, real 0 (a fused
+    /// relu; or a zero point of 0, where the clamp at 0 is the same).
+    pub relu_fused: bool,
+}
+
 /// One layer of [`Int8Reference`].
 #[derive(Clone, Debug)]
 enum RefOp {
@@ -771,6 +785,7 @@ enum RefOp {
         /// `[ky][kx][ci][co]`, unpacked from the file's groups.
         weight: Vec<i8>,
         bias: Vec<i32>,
+        weight_scale: Vec<f32>,
         mult: Vec<Multiplier>,
         /// Lower clamp: the output zero point when the next relu is fused.
         lo: u8,
@@ -1002,6 +1017,7 @@ impl Int8Reference {
                         pad,
                         weight,
                         bias,
+                        weight_scale: scales,
                         mult,
                         lo: if fuses_relu(&spec, &read, i) {
                             y.zero_point
@@ -1086,6 +1102,25 @@ impl Int8Reference {
         &self.acts
     }
 
+    /// The parameters of layer `i` when it is a conv2d or dense layer.
+    pub fn conv_params(&self, i: usize) -> Option<Int8Conv<'_>> {
+        match &self.ops[i] {
+            RefOp::Conv {
+                weight,
+                bias,
+                weight_scale,
+                lo,
+                ..
+            } => Some(Int8Conv {
+                weight,
+                bias,
+                weight_scale,
+                relu_fused: *lo == self.acts[i + 1].zero_point,
+            }),
+            _ => None,
+        }
+    }
+
     /// Every activation of one image (`u8` HWC of the input shape): the
     /// input, then each layer's output.
     pub fn forward_all(&self, image: &[u8]) -> Vec<Vec<u8>> {
@@ -1107,6 +1142,7 @@ impl Int8Reference {
                     bias,
                     mult,
                     lo,
+                    ..
                 } => conv_ref(
                     x, input, out_shape, *kernel, *stride, *pad, weight, bias, mult, qx, qy, *lo,
                 ),
