@@ -588,6 +588,20 @@ fn quantize_then_evaluate_int8() {
         10
     );
 
+    // The int8 file exports to ONNX as QDQ, int8 weights: about a quarter of
+    // the f32 export (tests/onnx.rs runs both in ONNX Runtime).
+    let onnx = |path: &str, out: &Path| {
+        let o = trainer(&["export", "--model", path, "--onnx", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o));
+        (text(&o), std::fs::metadata(out).unwrap().len())
+    };
+    let (log, int8_onnx) = onnx(out.to_str().unwrap(), &dir.path().join("int8.onnx"));
+    assert!(log.contains("(model1, int8 as QDQ) to ONNX"), "{log}");
+    let (log, f32_onnx) = onnx(model, &dir.path().join("f32.onnx"));
+    assert!(log.contains("(model1, f32) to ONNX"), "{log}");
+    let ratio = int8_onnx as f64 / f32_onnx as f64;
+    assert!((0.2..0.3).contains(&ratio), "{int8_onnx} / {f32_onnx}");
+
     // Refusals: an unknown method, an int8 input.
     let bad = trainer(&[
         "quantize",
