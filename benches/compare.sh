@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Runs our benchmarks and the reference frameworks (../shared/anchors/yardstick.py:
-# PyTorch, ONNX Runtime) in one sitting, then writes docs/PERFORMANCE.md from what
+# Runs our benchmarks and the reference frameworks (benches/yardstick.py and
+# benches/yardstick_tf.py, the anchors' yardsticks with resnet8 and airbench added:
+# PyTorch in its default and channels_last layouts, Keras/TensorFlow, ONNX Runtime,
+# OpenVINO, TensorFlow Lite) in one sitting, then writes docs/PERFORMANCE.md from what
 # they printed (benches/perf_report.py). Nothing in the document is typed by hand.
 #
-#   benches/compare.sh                          # full run (about 6 minutes after the build)
+#   benches/compare.sh                          # full run (about 20 minutes after the build)
 #   benches/compare.sh --quick                  # smoke test: fewer reps, fewer cases (~1.5 min)
 #   benches/compare.sh --time-log FILE          # also report the peak RSS from `/usr/bin/time -v` output
 #   benches/compare.sh --out FILE               # write somewhere else than docs/PERFORMANCE.md
@@ -108,15 +110,21 @@ step() {
 
 if [ "$quick" = 1 ]; then
     ours_train_args=(--quick)
+    ours_train_more=()
     yard_train_cases=("model1 32")
     yard_train_args=(--images 640 --reps 1)
+    tf_train_args=(--images 640 --reps 1)
     yard_infer_args=(--reps 1)
     torch_one_thread=""
     quick_arg=(--quick)
 else
     ours_train_args=()
-    yard_train_cases=("model1 32" "model1 128" "model3 32" "model3 128")
+    # What users train beyond the reference models: fast and airbench at their batches.
+    ours_train_more=(fast:512 airbench:1024)
+    yard_train_cases=("model1 32" "model1 128" "model3 32" "model3 128" "fast 512" "airbench 1024")
     yard_train_args=()
+    # TensorFlow's passes are sometimes half speed on this VM: the median of 5.
+    tf_train_args=(--reps 5)
     yard_infer_args=()
     torch_one_thread="model1 32"
     quick_arg=()
@@ -124,12 +132,26 @@ fi
 
 step "ours: training throughput, 2 threads"
 RAYON_NUM_THREADS=2 "$(bin train_throughput)" "${ours_train_args[@]}" | tee "$log/train_ours_t2.txt"
+for case in "${ours_train_more[@]}"; do
+    step "ours: training throughput $case, 2 threads"
+    RAYON_NUM_THREADS=2 "$(bin train_throughput)" --only "$case" | grep '^train ' | tee -a "$log/train_ours_t2.txt"
+done
 
+# Every peer configuration: PyTorch default (NCHW), PyTorch channels_last, Keras.
 for case in "${yard_train_cases[@]}"; do
     set -- $case
-    step "PyTorch: training $1 batch $2, 2 threads"
-    "$py" "$anchors/yardstick.py" train --model "$1" --batch "$2" --threads 2 "${yard_train_args[@]}" \
-        2>>"$log/yardstick.stderr" | tee -a "$log/yardstick.jsonl"
+    images=6400
+    [ "$2" -ge 512 ] && images=4096
+    for layout in "" --channels-last; do
+        step "PyTorch${layout:+ $layout}: training $1 batch $2, 2 threads"
+        "$py" benches/yardstick.py train --model "$1" --batch "$2" --threads 2 --images "$images" $layout \
+            "${yard_train_args[@]}" 2>>"$log/yardstick.stderr" | tee -a "$log/yardstick.jsonl"
+    done
+    if [ -x "$tfpy" ]; then
+        step "Keras/TensorFlow: training $1 batch $2, 2 threads"
+        "$tfpy" benches/yardstick_tf.py train --model "$1" --batch "$2" --threads 2 --images "$images" \
+            "${tf_train_args[@]}" 2>>"$log/yardstick.stderr" | tee -a "$log/yardstick.jsonl"
+    fi
 done
 
 step "ours: where a model-1 training step goes, batch 32, 2 threads"
@@ -204,7 +226,7 @@ fi
 } >>"$log/meta.txt"
 
 # 3. The report.
-report_args=(--logs "$log" --anchors "$anchors/README.md" --out "$out")
+report_args=(--logs "$log" --out "$out")
 [ -n "$time_log" ] && report_args+=(--time-log "$time_log")
 python3 benches/perf_report.py "${report_args[@]}"
 echo "compare.sh: wrote $out"

@@ -7,6 +7,8 @@
 //! cargo bench --bench train_throughput -- --profile    # also a per-layer time breakdown
 //! RAYON_NUM_THREADS=1 cargo bench --bench train_throughput   # one core
 //! cargo bench --bench train_throughput -- --backend matrixmultiply --only model1:32
+//! cargo bench --bench train_throughput -- --only fast:512     # any built-in model or spec file
+//! cargo bench --bench train_throughput -- --only models/airbench.json:1024
 //! cargo bench --bench train_throughput -- --conv im2col  # no Winograd for 3×3 layers
 //! ```
 //!
@@ -48,25 +50,25 @@ fn main() {
             other => panic!("unknown --conv {other} (auto, winograd or im2col)"),
         };
     }
-    let mut cases: Vec<(&str, usize)> = if quick {
-        vec![("model1", 32)]
+    let mut cases: Vec<(String, usize)> = if quick {
+        vec![("model1".into(), 32)]
     } else {
-        vec![
+        [
             ("model1", 32),
             ("model1", 128),
             ("model3", 32),
             ("model3", 128),
         ]
+        .map(|(m, b)| (m.to_string(), b))
+        .to_vec()
     };
     if let Some(only) = value("--only") {
-        let (model, batch) = only.split_once(':').expect("--only MODEL:BATCH");
-        let model = ["model1", "model2", "model3", "fast"]
-            .into_iter()
-            .find(|m| *m == model)
-            .expect("model1, model2, model3 or fast");
-        cases = vec![(model, batch.parse().expect("batch size"))];
+        // A built-in model or a spec file (`--only models/x.json:1024`).
+        let (model, batch) = only.rsplit_once(':').expect("--only MODEL:BATCH");
+        cases = vec![(model.to_string(), batch.parse().expect("batch size"))];
     }
-    let (rounds, steps) = if quick { (3, 4) } else { (5, 8) };
+    // Rounds of about 2,048 images at large batches (8 steps at 32 and 128).
+    let (rounds, max_steps) = if quick { (3, 4) } else { (5, 8) };
     println!("threads: {}", rayon::current_num_threads());
     println!("gemm backend: {:?}", compute.gemm);
     println!(
@@ -74,9 +76,11 @@ fn main() {
         trainer::layers::WINOGRAD_MIN_CHANNELS,
         compute.conv
     );
-    for &(model, batch) in &cases {
-        let spec = trainer::train::spec_file::SpecFile::builtin(model)
-            .unwrap()
+    for (model, batch) in &cases {
+        let (model, batch) = (model.as_str(), *batch);
+        let steps = (2048 / batch).clamp(2, max_steps);
+        let spec = trainer::train::spec_file::SpecFile::resolve(model)
+            .unwrap_or_else(|e| panic!("--only {model}: {e}"))
             .model;
         let mut net = Network::new(&spec, 1).unwrap();
         net.set_compute(compute);

@@ -1,11 +1,12 @@
-"""(A copy of ../shared/anchors/yardstick.py with `resnet8` added: models/resnet8.json.)
+"""(A copy of ../shared/anchors/yardstick.py with `resnet8` and `airbench` added:
+models/resnet8.json, models/airbench.json.)
 
 Measures the reference frameworks on this machine, on the reference CNNs, so that our
 own benchmarks can be quoted as ratios measured in the same sitting.
 
-  python yardstick.py train  [--model model1|model3] [--batch 32] [--images 6400] [--threads 2]
+  python yardstick.py train  [--model model1|model3|fast|airbench] [--batch 32] [--images 6400] [--threads 2]
   python yardstick.py train  ... [--channels-last]          (PyTorch's often faster CPU layout)
-  python yardstick.py infer  [--model model1|model3|fast|resnet8] [--threads 1] [--int8]
+  python yardstick.py infer  [--model model1|model3|fast|resnet8|airbench] [--threads 1] [--int8]
                              (PyTorch, ONNX Runtime f32 [and int8], and OpenVINO when installed)
 
 Prints one JSON line per measurement (median of --reps repetitions after a warm-up).
@@ -61,11 +62,22 @@ class ResNet8(nn.Module):
             x = torch.relu(main(x) + short(x))
         return self.head(x.mean(dim=(2, 3)))
 
-MODELS = {"model1": model1, "model3": model3, "fast": Fast, "resnet8": ResNet8}
+def airbench():
+    """models/airbench.json: airbench94's network as we train it (ReLU for GELU): a 2×2
+    valid convolution to 24 channels, three blocks [conv 3×3 → max-pool 2 → BN → ReLU →
+    conv 3×3 → BN → ReLU] of 64, 256, 256 channels, max-pool 3, a dense head."""
+    def block(i, o):
+        return [nn.Conv2d(i, o, 3, padding=1), nn.MaxPool2d(2), nn.BatchNorm2d(o), nn.ReLU(),
+                nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU()]
+    return nn.Sequential(nn.Conv2d(3, 24, 2), nn.ReLU(), *block(24, 64), *block(64, 256), *block(256, 256),
+                         nn.MaxPool2d(3), nn.Flatten(), nn.Linear(256, 10))
+
+MODELS = {"model1": model1, "model3": model3, "fast": Fast, "resnet8": ResNet8, "airbench": airbench}
 # multiply-adds per image, forward (fast: counted from models/fast.json's layer shapes)
 FWD_MACS = {"model1": 38_896_896, "model3": 12_158_208,
             "fast": 32*32*(27*32 + 288*64) + 16*16*(576*64*2 + 576*128) + 8*8*1152*256 + 4*4*2304*256*2 + 2560,
-            "resnet8": 32*32*(27*16 + 2*144*16) + 16*16*(16*32 + 144*32 + 288*32) + 8*8*(32*64 + 288*64 + 576*64) + 640}
+            "resnet8": 32*32*(27*16 + 2*144*16) + 16*16*(16*32 + 144*32 + 288*32) + 8*8*(32*64 + 288*64 + 576*64) + 640,
+            "airbench": 31*31*(12*24 + 216*64) + 15*15*(576*64 + 576*256) + 7*7*(2304*256*2) + 3*3*2304*256 + 2560}
 
 def emit(**kw):
     print(json.dumps(kw), flush=True)
