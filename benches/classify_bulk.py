@@ -18,12 +18,14 @@ import argparse
 import concurrent.futures
 import json
 import os
-import struct
 import sys
 import time
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+from interop_numpy import load as load_safetensors  # noqa: E402  (the one safetensors reader)
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 
@@ -52,18 +54,9 @@ def load_image(path, h, w):
 
 
 def read_safetensors(path):
-    raw = open(path, "rb").read()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n])
-    meta = header.pop("__metadata__", {})
-    body = raw[8 + n :]
-    tensors = {}
-    for name, t in header.items():
-        if t["dtype"] != "F32":
-            sys.exit(f"{path}: {name} is {t['dtype']}: PyTorch reads f32 model files here")
-        start, end = t["data_offsets"]
-        tensors[name] = np.frombuffer(body[start:end], dtype="<f4").reshape(t["shape"]).copy()
-    return tensors, json.loads(meta["architecture"])
+    """The f32 tensors (writable copies) and the spec of a model file."""
+    tensors, meta = load_safetensors(path)
+    return {k: v.copy() for k, v in tensors.items()}, json.loads(meta["architecture"])
 
 
 def torch_model(path):
