@@ -1,4 +1,5 @@
-//! ONNX export of an `f32` network: the graph other tools load (ONNX Runtime,
+//! ONNX export of an `f32` network ([`to_onnx`]) or of an int8 model file in
+//! QDQ form ([`to_onnx_int8`]): the graph other tools load (ONNX Runtime,
 //! OpenVINO, TensorRT, PyTorch via `onnx2torch`, …), opset 17.
 //!
 //! The graph takes what those tools expect: a float tensor `input` of shape
