@@ -273,7 +273,7 @@ fn the_int8_file_follows_the_format() {
     let h = header(&bytes);
     let meta = &h["__metadata__"];
     assert_eq!(meta["format"], model_format::FORMAT);
-    assert_eq!(meta["class_names"], "c0,c1,c2,c3,c4");
+    assert_eq!(meta["class_names"], r#"["c0","c1","c2","c3","c4"]"#);
     let mut folded = fold_batchnorms(&net).unwrap();
     assert_eq!(meta["architecture"], folded.spec().to_json());
     let quant_text = meta["quantization"].as_str().unwrap();
