@@ -460,9 +460,12 @@ fn build(spec: &ModelSpec, class_names: &[String], params: &Params) -> Vec<u8> {
         // keeps its input's grid (relu, max-pooling, flatten) that changes no
         // value, and it gives each operator the `DequantizeLinear → op →
         // QuantizeLinear` shape that engines replace by an integer kernel.
-        let requantized = acts.get(i + 1).is_some();
+        let int8 = match params {
+            Params::Int8(r) => Some(*r),
+            Params::F32(_) => None,
+        };
         let name = out;
-        let out = if requantized {
+        let out = if int8.is_some() {
             format!("{name}_f")
         } else {
             name.clone()
@@ -623,8 +626,8 @@ fn build(spec: &ModelSpec, class_names: &[String], params: &Params) -> Vec<u8> {
                 }
             }
         };
-        let out = match (requantized, params) {
-            (true, Params::Int8(r)) => {
+        let out = match int8 {
+            Some(r) => {
                 let fused_relu = r.conv_params(i).is_some_and(|p| p.relu_fused);
                 let mut x = out;
                 if fused_relu {
@@ -635,7 +638,7 @@ fn build(spec: &ModelSpec, class_names: &[String], params: &Params) -> Vec<u8> {
                 g.requantize(&x, i + 1, acts[i + 1], &name);
                 name
             }
-            _ => out,
+            None => out,
         };
         values.push(Value { name: out, rank });
     }
