@@ -128,13 +128,14 @@ fn onnx_runtime_agrees_with_the_trainer() {
             {"type": "conv2d", "filters": 6, "kernel": 1, "stride": 2, "name": "short"},
             {"type": "conv2d", "filters": 6, "kernel": 4, "stride": 2, "input": "r"},
             {"type": "add", "from": "short"},
+            {"type": "gelu"},
             {"type": "maxpool2d", "size": 3, "stride": 2, "padding": "same"},
             {"type": "conv2d", "filters": 5, "kernel": 2, "padding": "same"},
             {"type": "flatten"},
             {"type": "dropout", "rate": 0.5},
             {"type": "dense", "units": 9},
             {"type": "batchnorm"},
-            {"type": "relu"},
+            {"type": "gelu"},
             {"type": "dense", "units": 4}
         ]}"#,
     )

@@ -142,7 +142,6 @@ fn fast_residual_randomly_initialised() {
 /// reference's answers bit for bit on every backend.
 #[test]
 fn resnet8_projection_shortcuts_randomly_initialised() {
-    use trainer::model::quantize::{self, Calibration, Int8Reference};
     let cifar = cifar_images();
     let n = if cifar.is_some() { IMAGES } else { 200 };
     let images = cifar.unwrap_or_else(|| random_images(32 * 32 * 3, n, 8));
@@ -153,13 +152,18 @@ fn resnet8_projection_shortcuts_randomly_initialised() {
     randomise(&mut net, 8);
     let bytes = export(&net);
     compare("resnet8", &mut net, &bytes, &images, n);
+    compare_int8("resnet8", &net, &images[..100 * 32 * 32 * 3], 100);
+}
 
-    let len = 32 * 32 * 3;
-    let int8 = quantize::quantize(&net, &images[..100 * len], Calibration::Mse).unwrap();
-    let reference = Int8Reference::from_bytes(&int8, "resnet8-int8").unwrap();
+/// Quantizes `net` (calibrated on the `n` images) and checks that `infer`
+/// gives the trainer's integer reference's probabilities on every backend.
+fn compare_int8(what: &str, net: &Network, images: &[u8], n: usize) {
+    use trainer::model::quantize::{self, Calibration, Int8Reference};
+    let int8 = quantize::quantize(net, images, Calibration::Mse).unwrap();
+    let reference = Int8Reference::from_bytes(&int8, what).unwrap();
     let model = Model::from_bytes(&int8).unwrap();
     let mut scratch = vec![0f32; model.scratch_len()];
-    let mut probs = vec![0f32; 10];
+    let mut probs = vec![0f32; model.num_classes()];
     for backend in [
         Backend::Auto,
         Backend::Avx512,
@@ -167,14 +171,45 @@ fn resnet8_projection_shortcuts_randomly_initialised() {
         Backend::Portable,
     ] {
         let model = model.clone().with_backend(backend);
-        for image in images.chunks_exact(len).take(100) {
+        for image in images.chunks_exact(images.len() / n) {
             let want = reference.probabilities(image);
             model.classify(image, &mut scratch, &mut probs).unwrap();
             for (a, b) in probs.iter().zip(&want) {
-                assert!((a - b).abs() <= 1e-6, "{backend:?}: {probs:?} vs {want:?}");
+                assert!(
+                    (a - b).abs() <= 1e-6,
+                    "{what}, {backend:?}: {probs:?} vs {want:?}"
+                );
             }
         }
     }
+}
+
+/// GELU after batch norm, after a convolution and in a dense block: `infer`
+/// matches the trainer in `f32`, and the int8 look-up table matches the
+/// trainer's integer reference on every backend.
+#[test]
+fn gelu_f32_and_int8() {
+    let spec = ModelSpec::from_json_str(
+        r#"{"name": "gelu", "input": {"height": 12, "width": 12, "channels": 3}, "layers": [
+            {"type": "conv2d", "filters": 16, "kernel": 3},
+            {"type": "batchnorm"},
+            {"type": "gelu"},
+            {"type": "maxpool2d"},
+            {"type": "conv2d", "filters": 24, "kernel": 3},
+            {"type": "gelu"},
+            {"type": "global_avg_pool"},
+            {"type": "dense", "units": 20},
+            {"type": "gelu"},
+            {"type": "dense", "units": 10}
+        ]}"#,
+    )
+    .unwrap();
+    let mut net = Network::new(&spec, 21).unwrap();
+    randomise(&mut net, 21);
+    let bytes = export(&net);
+    let images = random_images(12 * 12 * 3, 300, 21);
+    compare("gelu", &mut net, &bytes, &images, 300);
+    compare_int8("gelu", &net, &images[..100 * 12 * 12 * 3], 100);
 }
 
 /// Layers whose `input` names an output several layers back (overwritten in

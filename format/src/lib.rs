@@ -15,7 +15,9 @@
 //! - the defaults of the optional layer fields ([`defaults`]);
 //! - the output-size arithmetic of convolutions and pooling ([`Padding`]);
 //! - the parameter tensors of each layer type and their shapes ([`Param`],
-//!   [`ParamLayer`], [`TensorShape`]).
+//!   [`ParamLayer`], [`TensorShape`]);
+//! - the arithmetic both sides must compute bit for bit: GELU ([`gelu`]) and
+//!   the int8 scheme ([`quant`]).
 //!
 //! It is `no_std`, has no dependencies, never allocates and never panics, so a
 //! `std` trainer and a heap-free bare-metal reader can both use it.
@@ -26,6 +28,7 @@
 use core::fmt;
 
 pub mod class_names;
+pub mod gelu;
 pub mod quant;
 
 /// The value of the `format` metadata entry.
@@ -182,6 +185,8 @@ pub enum LayerKind {
     Conv2d,
     /// `relu`.
     Relu,
+    /// `gelu`: `x · Φ(x)` ([`gelu`](crate::gelu)).
+    Gelu,
     /// `maxpool2d`: fields `size`, `stride`, `padding`.
     MaxPool2d,
     /// `global_avg_pool`.
@@ -200,9 +205,10 @@ pub enum LayerKind {
 
 impl LayerKind {
     /// Every layer type, in the order of FORMAT.md's table.
-    pub const ALL: [LayerKind; 9] = [
+    pub const ALL: [LayerKind; 10] = [
         LayerKind::Conv2d,
         LayerKind::Relu,
+        LayerKind::Gelu,
         LayerKind::MaxPool2d,
         LayerKind::GlobalAvgPool,
         LayerKind::BatchNorm,
@@ -217,6 +223,7 @@ impl LayerKind {
         match self {
             LayerKind::Conv2d => "conv2d",
             LayerKind::Relu => "relu",
+            LayerKind::Gelu => "gelu",
             LayerKind::MaxPool2d => "maxpool2d",
             LayerKind::GlobalAvgPool => "global_avg_pool",
             LayerKind::BatchNorm => "batchnorm",
@@ -248,6 +255,7 @@ impl LayerKind {
                 Param::MovingVariance,
             ],
             LayerKind::Relu
+            | LayerKind::Gelu
             | LayerKind::MaxPool2d
             | LayerKind::GlobalAvgPool
             | LayerKind::Flatten
@@ -284,6 +292,7 @@ impl LayerKind {
             LayerKind::BatchNorm => Some("bn"),
             LayerKind::Dense => Some("dense"),
             LayerKind::Relu
+            | LayerKind::Gelu
             | LayerKind::MaxPool2d
             | LayerKind::GlobalAvgPool
             | LayerKind::Flatten

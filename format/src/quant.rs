@@ -271,6 +271,19 @@ pub fn rounded_div(sum: i32, count: i32) -> i32 {
     }
 }
 
+/// The int8 `gelu`: a table of the 256 outputs, `table[q] =
+/// output.quantize(gelu(input.dequantize(q)))` (TFLite's approach for
+/// non-linear activations), built by the reader from the two quantizations
+/// in the file; [`crate::gelu::gelu`] is plain `f32` arithmetic, so every
+/// platform builds the same table.
+pub fn gelu_table(input: ActQuant, output: ActQuant) -> [u8; 256] {
+    let mut table = [0u8; 256];
+    for (q, t) in table.iter_mut().enumerate() {
+        *t = output.quantize(crate::gelu::gelu(input.dequantize(q as u8)));
+    }
+    table
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +295,25 @@ mod tests {
         let total = 31 - m.shift;
         // floor((p + 2^(total−1)) / 2^total)
         ((p + (1i128 << (total - 1))) >> total) as i64
+    }
+
+    #[test]
+    fn gelu_table_is_gelu_on_the_grid() {
+        let input = ActQuant::from_range(-6.0, 4.0);
+        let output = ActQuant::from_range(-0.17, 4.0);
+        let table = gelu_table(input, output);
+        for q in 0..=255u8 {
+            let x = input.dequantize(q);
+            // Within half a step of the real GELU (plus its 3e-7 error).
+            let real = x as f64 * 0.5 * libm::erfc(-(x as f64) / core::f64::consts::SQRT_2);
+            let got = output.dequantize(table[q as usize]) as f64;
+            assert!(
+                (got - real).abs() <= 0.5 * output.scale as f64 + 1e-5,
+                "q {q}: {got} vs {real}"
+            );
+        }
+        // gelu(0) = 0: the zero point maps to the zero point.
+        assert_eq!(table[input.zero_point as usize], output.zero_point);
     }
 
     #[test]

@@ -60,6 +60,7 @@ pub(crate) enum Kind {
         padding: Padding,
     },
     Relu,
+    Gelu,
     MaxPool2d {
         size: usize,
         stride: usize,
@@ -87,6 +88,7 @@ impl Kind {
         match self {
             Kind::Conv2d { .. } => LayerKind::Conv2d,
             Kind::Relu => LayerKind::Relu,
+            Kind::Gelu => LayerKind::Gelu,
             Kind::MaxPool2d { .. } => LayerKind::MaxPool2d,
             Kind::GlobalAvgPool => LayerKind::GlobalAvgPool,
             Kind::BatchNorm { .. } => LayerKind::BatchNorm,
@@ -465,6 +467,7 @@ fn build_layer(index: usize, f: &Fields) -> Result<LayerSpec, Error> {
             },
         ),
         LayerKind::Relu => (NAME, Kind::Relu),
+        LayerKind::Gelu => (NAME, Kind::Gelu),
         LayerKind::MaxPool2d => (
             NAME | SIZE | STRIDE | PADDING,
             Kind::MaxPool2d {

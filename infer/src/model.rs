@@ -57,6 +57,7 @@ enum Op<'a> {
     GlobalAvgPool,
     BatchNorm(BatchNormParams<'a>),
     Relu,
+    Gelu,
     /// add: the skip input is the stash starting at scratch index `stash`,
     /// the output of layer `source`; `m` are an int8 model's multipliers.
     Add {
@@ -95,6 +96,7 @@ impl fmt::Debug for Op<'_> {
                 .field("epsilon", &p.epsilon)
                 .finish(),
             Op::Relu => f.write_str("Relu"),
+            Op::Gelu => f.write_str("Gelu"),
             Op::Add { stash, source, m } => f
                 .debug_struct("Add")
                 .field("stash", stash)
@@ -390,6 +392,7 @@ impl<'a, const N: usize> Model<'a, N> {
                 ),
                 Kind::Dropout => (Op::Identity, shape),
                 Kind::Relu => (Op::Relu, shape),
+                Kind::Gelu => (Op::Gelu, shape),
                 Kind::Add { source } => {
                     // `source < index`, checked by the parser.
                     read_later[source] = true;
@@ -777,6 +780,7 @@ impl<'a, const N: usize> Model<'a, N> {
     fn step_f32(&self, layer: &Layer<'_>, step: Step<'_, f32>, kernel: Kernel) {
         match (step, &layer.op) {
             (Step::InPlace { x, .. }, Op::Relu) => crate::layers::relu(x),
+            (Step::InPlace { x, .. }, Op::Gelu) => crate::layers::gelu(x),
             (Step::InPlace { x, free }, Op::BatchNorm(p)) => {
                 norm::batchnorm(p, layer.channels, x, free)
             }
@@ -805,6 +809,9 @@ impl<'a, const N: usize> Model<'a, N> {
     fn step_i8(&self, layer: &Layer<'_>, step: Step<'_, u8>, kernel: KernelI8) {
         match (step, &layer.op) {
             (Step::InPlace { x, .. }, Op::Relu) => crate::layers::relu_i8(x, layer.q_in.zero_point),
+            (Step::InPlace { x, .. }, Op::Gelu) => {
+                crate::layers::gelu_i8(x, layer.q_in, layer.q_out)
+            }
             (Step::Add { x, skip }, Op::Add { source, m, .. }) => {
                 let zs = [
                     layer.q_in.zero_point,
@@ -881,6 +888,8 @@ impl<'a, const N: usize> Model<'a, N> {
                     }
                 }
                 Kind::Conv2d { .. } | Kind::Dense { .. } => check_conv(index, layer)?,
+                // Any pair: the table maps each input byte to its output byte.
+                Kind::Gelu => {}
                 Kind::BatchNorm { .. } => return Err(err("batchnorm in an int8 model")),
             }
         }
@@ -890,7 +899,7 @@ impl<'a, const N: usize> Model<'a, N> {
 
 /// One layer's data during [`Model::run`].
 enum Step<'s, T> {
-    /// In place (relu, batchnorm, flatten, dropout): the activation, and the
+    /// In place (relu, gelu, batchnorm, flatten, dropout): the activation, and the
     /// free part of the working region.
     InPlace { x: &'s mut [T], free: &'s mut [T] },
     /// An add: the activation and the stashed skip input.

@@ -83,6 +83,7 @@ fn every_layer_kind_and_padding() {
                 },
                 conv(33, 5, 1, true),
                 L::Bn { eps: 1e-5 },
+                L::Gelu,
                 L::Gap,
                 L::Dense { units: 7 },
             ],

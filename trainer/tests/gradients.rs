@@ -183,6 +183,16 @@ proptest! {
     }
 
     #[test]
+    fn gelu(n in 1usize..3, h in 1usize..5, c in 1usize..5, spread in 0.5f32..4.0, seed in any::<u64>()) {
+        // Smooth everywhere; `spread` reaches the tails, where Φ saturates.
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let shape = ImageShape::new(h, h, c);
+        let mut x = random_tensor(n, shape, &mut rng);
+        x.data.iter_mut().for_each(|v| *v *= spread);
+        check_layer(&mut layers::Gelu::new(shape), &x, Mode::Train, &mut rng)?;
+    }
+
+    #[test]
     fn global_avg_pool(n in 1usize..3, h in 1usize..6, w in 1usize..6, c in 1usize..5, seed in any::<u64>()) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let shape = ImageShape::new(h, w, c);

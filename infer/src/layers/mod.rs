@@ -21,6 +21,13 @@ pub(crate) fn relu(x: &mut [f32]) {
     }
 }
 
+/// `gelu`: `x = x · Φ(x)`, in place (`model_format::gelu`, as the trainer).
+pub(crate) fn gelu(x: &mut [f32]) {
+    for v in x {
+        *v = model_format::gelu::gelu(*v);
+    }
+}
+
 /// `add` (a residual connection): `x[i] = x[i] + skip[i]`, in place, where
 /// `skip` is the stashed output of an earlier layer, of the same shape.
 pub(crate) fn add(x: &mut [f32], skip: &[f32]) {
@@ -34,6 +41,19 @@ pub(crate) fn add(x: &mut [f32], skip: &[f32]) {
 pub(crate) fn relu_i8(x: &mut [u8], zero_point: u8) {
     for v in x {
         *v = (*v).max(zero_point);
+    }
+}
+
+/// `gelu` in an int8 model, in place: `x = table[x]`, the table of
+/// `model_format::quant::gelu_table` (256 bytes on the stack, made per call).
+pub(crate) fn gelu_i8(
+    x: &mut [u8],
+    input: model_format::quant::ActQuant,
+    output: model_format::quant::ActQuant,
+) {
+    let table = model_format::quant::gelu_table(input, output);
+    for v in x {
+        *v = table[usize::from(*v)];
     }
 }
 

@@ -59,7 +59,7 @@ impl Int8Model {
                         own
                     }
                 }
-                L::Add { .. } => own,
+                L::Add { .. } | L::Gelu => own,
                 L::Bn { .. } => unreachable!(),
             });
         }
@@ -321,6 +321,10 @@ impl Int8Model {
                     s = Shape { h: 1, w: 1, c: s.c };
                 }
                 L::Relu => x.iter_mut().for_each(|v| *v = (*v).max(qi.zero_point)),
+                // FORMAT.md: the output byte nearest the format's gelu of the input's value.
+                L::Gelu => x
+                    .iter_mut()
+                    .for_each(|v| *v = qo.quantize(model_format::gelu::gelu(qi.dequantize(*v)))),
                 L::Flatten => {
                     s = Shape {
                         h: 1,

@@ -43,6 +43,7 @@ pub enum L {
         same: bool,
     },
     Relu,
+    Gelu,
     MaxPool {
         size: usize,
         stride: usize,
@@ -139,7 +140,7 @@ impl TestModel {
                         c: units,
                     }
                 }
-                L::Relu | L::Bn { .. } | L::Dropout => s,
+                L::Relu | L::Gelu | L::Bn { .. } | L::Dropout => s,
             };
             out.push(s);
         }
@@ -243,6 +244,7 @@ impl TestModel {
                     pad(same)
                 ),
                 L::Relu => format!(r#"{{"type":"relu"{}}}"#, named(n)),
+                L::Gelu => format!(r#"{{"type":"gelu"{}}}"#, named(n)),
                 L::MaxPool { size, stride, same } => format!(
                     r#"{{"type":"maxpool2d"{},"size":{size},"stride":{stride},"padding":"{}"}}"#,
                     named(n),
@@ -445,6 +447,10 @@ impl TestModel {
                     }
                 }
                 L::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
+                // x · Φ(x), Φ from libm's erfc in f64 (not the format's f32 formula).
+                L::Gelu => x
+                    .iter_mut()
+                    .for_each(|v| *v *= 0.5 * libm::erfc(-*v / std::f64::consts::SQRT_2)),
                 L::Flatten => {
                     s = Shape {
                         h: 1,
@@ -607,7 +613,7 @@ pub fn random_architecture(rng: &mut Rng) -> (Shape, Vec<L>) {
         };
         let mut layers = vec![];
         for _ in 0..rng.range(1, 5) {
-            layers.push(match rng.range(0, 5) {
+            layers.push(match rng.range(0, 6) {
                 0 | 1 => L::Conv {
                     filters: rng.range(1, 40),
                     k: rng.range(1, 5),
@@ -623,6 +629,7 @@ pub fn random_architecture(rng: &mut Rng) -> (Shape, Vec<L>) {
                 4 => L::Bn {
                     eps: [1e-3, 1e-5, 0.1][rng.range(0, 2)],
                 },
+                5 => L::Gelu,
                 _ => L::Dropout,
             });
         }
@@ -671,7 +678,7 @@ pub fn random_residual_architecture(rng: &mut Rng) -> (Shape, Vec<L>) {
                         from: sources[rng.range(0, sources.len() - 1)],
                     }
                 } else {
-                    match rng.range(0, 6) {
+                    match rng.range(0, 7) {
                         0..=2 => L::Conv {
                             filters: if rng.range(0, 1) == 0 {
                                 current.c
@@ -689,6 +696,7 @@ pub fn random_residual_architecture(rng: &mut Rng) -> (Shape, Vec<L>) {
                         },
                         4 => L::Bn { eps: 1e-3 },
                         5 => L::Relu,
+                        6 => L::Gelu,
                         _ => L::Dropout,
                     }
                 };

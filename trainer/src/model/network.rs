@@ -131,6 +131,7 @@ impl Network {
                     Box::new(conv)
                 }
                 LayerSpec::Relu { .. } => Box::new(layers::Relu::new(input)),
+                LayerSpec::Gelu { .. } => Box::new(layers::Gelu::new(input)),
                 LayerSpec::MaxPool2d {
                     size,
                     stride,

@@ -12,6 +12,7 @@
 //! | `conv2d` | `Conv`, weight permuted from `[k, k, ci, co]` (HWIO) to `[co, ci, k, k]` (OIHW), explicit `pads` (TensorFlow's `same`: the odd cell after) |
 //! | `batchnorm` | `BatchNormalization` (evaluation: the moving statistics) |
 //! | `relu` | `Relu` |
+//! | `gelu` | `x · 0.5 · (1 + Erf(x · 1/√2))` in five nodes (`Gelu` is opset 20; ONNX Runtime fuses these into its `Gelu`) |
 //! | `maxpool2d` | `MaxPool` (padded cells never win, as here) |
 //! | `global_avg_pool` | `GlobalAveragePool`, then `Flatten` to `[N, C]` |
 //! | `flatten` | `Transpose` to NHWC, then `Flatten`: the trainer flattens in `(h, w, c)` order |
@@ -246,6 +247,14 @@ impl Graph {
         debug_assert_eq!(dims.iter().product::<usize>(), values.len());
         let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.typed_initializer(name, dims, FLOAT, raw);
+    }
+
+    /// The name of a float scalar initializer holding `value` (added once).
+    fn scalar(&mut self, name: &str, value: f32) -> String {
+        if !self.initializers.iter().any(|t| t.name == name) {
+            self.initializer(name, &[], &[value]);
+        }
+        name.to_string()
     }
 
     /// An initializer of `data_type` from its little-endian bytes.
@@ -530,6 +539,20 @@ fn build(spec: &ModelSpec, class_names: &[String], params: &Params) -> Vec<u8> {
             }
             LayerSpec::Relu { .. } => {
                 g.node("Relu", &[&x.name], &out, vec![]);
+                x.rank
+            }
+            LayerSpec::Gelu { .. } => {
+                // x · ½ · (1 + erf(x/√2))
+                let inv_sqrt2 = g.scalar("gelu_inv_sqrt2", std::f32::consts::FRAC_1_SQRT_2);
+                let one = g.scalar("gelu_one", 1.0);
+                let half = g.scalar("gelu_half", 0.5);
+                let (scaled, erf) = (format!("{out}_scaled"), format!("{out}_erf"));
+                let (plus1, prod) = (format!("{out}_plus1"), format!("{out}_prod"));
+                g.node("Mul", &[&x.name, &inv_sqrt2], &scaled, vec![]);
+                g.node("Erf", &[&scaled], &erf, vec![]);
+                g.node("Add", &[&erf, &one], &plus1, vec![]);
+                g.node("Mul", &[&x.name, &plus1], &prod, vec![]);
+                g.node("Mul", &[&prod, &half], &out, vec![]);
                 x.rank
             }
             LayerSpec::Dropout { .. } => {

@@ -380,6 +380,7 @@ fn range_sources(spec: &ModelSpec) -> Vec<Option<usize>> {
             // Batch norms are folded before calibrating; give one its own
             // range anyway rather than a wrong repeat.
             LayerSpec::BatchNorm { .. } => Some(i),
+            LayerSpec::Gelu { .. } => Some(i),
             LayerSpec::Relu { .. }
             | LayerSpec::MaxPool2d { .. }
             | LayerSpec::GlobalAvgPool { .. }
@@ -624,7 +625,13 @@ pub fn write_int8(net: &Network, acts: &[ActQuant]) -> Result<Vec<u8>, QuantizeE
                     "batch norms must be folded before writing an int8 model".into(),
                 ))
             }
-            _ => {
+            // A table maps any input pair to any output pair.
+            LayerSpec::Gelu { .. } => continue,
+            LayerSpec::Relu { .. }
+            | LayerSpec::MaxPool2d { .. }
+            | LayerSpec::GlobalAvgPool { .. }
+            | LayerSpec::Flatten { .. }
+            | LayerSpec::Dropout { .. } => {
                 if y != x {
                     return Err(layer_err(
                         describe(spec, i),
@@ -791,6 +798,8 @@ enum RefOp {
         lo: u8,
     },
     Relu,
+    /// `y = table[x]` ([`quant::gelu_table`] of the input's and output's quantizations).
+    Gelu(Box<[u8; 256]>),
     MaxPool {
         size: usize,
         stride: usize,
@@ -1030,6 +1039,7 @@ impl Int8Reference {
                     repeat()?;
                     RefOp::Relu
                 }
+                LayerSpec::Gelu { .. } => RefOp::Gelu(Box::new(quant::gelu_table(x, y))),
                 LayerSpec::MaxPool2d {
                     size,
                     stride,
@@ -1147,6 +1157,7 @@ impl Int8Reference {
                     x, input, out_shape, *kernel, *stride, *pad, weight, bias, mult, qx, qy, *lo,
                 ),
                 RefOp::Relu => x.iter().map(|&v| v.max(qx.zero_point)).collect(),
+                RefOp::Gelu(table) => x.iter().map(|&v| table[usize::from(v)]).collect(),
                 RefOp::MaxPool { size, stride, pad } => {
                     maxpool_ref(x, input, out_shape, *size, *stride, *pad)
                 }

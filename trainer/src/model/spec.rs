@@ -57,6 +57,12 @@ pub enum LayerSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         input: Option<String>,
     },
+    Gelu {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
+    },
     #[serde(rename = "maxpool2d")]
     MaxPool2d {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,6 +131,7 @@ impl LayerSpec {
         match self {
             LayerSpec::Conv2d { .. } => K::Conv2d,
             LayerSpec::Relu { .. } => K::Relu,
+            LayerSpec::Gelu { .. } => K::Gelu,
             LayerSpec::MaxPool2d { .. } => K::MaxPool2d,
             LayerSpec::GlobalAvgPool { .. } => K::GlobalAvgPool,
             LayerSpec::BatchNorm { .. } => K::BatchNorm,
@@ -147,6 +154,7 @@ impl LayerSpec {
         match self {
             LayerSpec::Conv2d { name, .. }
             | LayerSpec::Relu { name, .. }
+            | LayerSpec::Gelu { name, .. }
             | LayerSpec::MaxPool2d { name, .. }
             | LayerSpec::GlobalAvgPool { name, .. }
             | LayerSpec::BatchNorm { name, .. }
@@ -165,6 +173,7 @@ impl LayerSpec {
         match self {
             LayerSpec::Conv2d { input, .. }
             | LayerSpec::Relu { input, .. }
+            | LayerSpec::Gelu { input, .. }
             | LayerSpec::MaxPool2d { input, .. }
             | LayerSpec::GlobalAvgPool { input, .. }
             | LayerSpec::BatchNorm { input, .. }
@@ -182,6 +191,7 @@ impl LayerSpec {
             LayerSpec::Add { input, from, .. } => (input, Some(from)),
             LayerSpec::Conv2d { input, .. }
             | LayerSpec::Relu { input, .. }
+            | LayerSpec::Gelu { input, .. }
             | LayerSpec::MaxPool2d { input, .. }
             | LayerSpec::GlobalAvgPool { input, .. }
             | LayerSpec::BatchNorm { input, .. }
@@ -196,6 +206,7 @@ impl LayerSpec {
         match self {
             LayerSpec::Conv2d { name, .. }
             | LayerSpec::Relu { name, .. }
+            | LayerSpec::Gelu { name, .. }
             | LayerSpec::MaxPool2d { name, .. }
             | LayerSpec::GlobalAvgPool { name, .. }
             | LayerSpec::BatchNorm { name, .. }
@@ -416,7 +427,7 @@ impl ModelSpec {
                 }
                 LayerSpec::GlobalAvgPool { .. } => ImageShape::vector(shape.channels),
                 LayerSpec::Flatten { .. } => ImageShape::vector(shape.len()),
-                LayerSpec::Relu { .. } => shape,
+                LayerSpec::Relu { .. } | LayerSpec::Gelu { .. } => shape,
                 LayerSpec::Add { from, .. } => {
                     let source = self.source_of(index, from).map_err(&err)?;
                     if shapes[source] != shape {
