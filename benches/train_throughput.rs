@@ -10,6 +10,8 @@
 //! cargo bench --bench train_throughput -- --only fast:512     # any built-in model or spec file
 //! cargo bench --bench train_throughput -- --only models/airbench.json:1024
 //! cargo bench --bench train_throughput -- --conv im2col  # no Winograd for 3×3 layers
+//! cargo bench --bench train_throughput -- --only models/airbench.json:1024 --held whiten
+//!     # layers held fixed (airbench's whitening layer once its bias is done): no backward below them
 //! ```
 //!
 //! Prints the median over repeated timed runs, so a noisy machine shows less.
@@ -18,6 +20,7 @@ use rand::{Rng, SeedableRng};
 use std::time::Instant;
 use trainer::model::network::Network;
 use trainer::optim::Adam;
+use trainer::train::groups::Grouped;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -67,6 +70,14 @@ fn main() {
         let (model, batch) = only.rsplit_once(':').expect("--only MODEL:BATCH");
         cases = vec![(model.to_string(), batch.parse().expect("batch size"))];
     }
+    // Layers held fixed, as a recipe's parameter groups hold them: the
+    // optimiser leaves them alone and backward stops above them.
+    let groups = trainer::train::groups::ParamGroups {
+        held: value("--held")
+            .map(|v| v.split(',').map(|l| (l.to_string(), None)).collect())
+            .unwrap_or_default(),
+        ..Default::default()
+    };
     // Rounds of about 2,048 images at large batches (8 steps at 32 and 128).
     let (rounds, max_steps) = if quick { (3, 4) } else { (5, 8) };
     println!("threads: {}", rayon::current_num_threads());
@@ -84,6 +95,7 @@ fn main() {
             .model;
         let mut net = Network::new(&spec, 1).unwrap();
         net.set_compute(compute);
+        net.skip_held_prefix(&|layer, suffix| groups.lr_scale(layer, suffix) > 0.0);
         let mut opt = Adam::default();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let images: Vec<u8> = (0..batch * spec.input.len())
@@ -93,7 +105,10 @@ fn main() {
         let mut step = |net: &mut Network| {
             net.set_input_u8(&images, batch);
             net.forward_backward(&labels);
-            opt.step(net);
+            opt.step(&mut Grouped {
+                inner: net,
+                groups: &groups,
+            });
         };
         step(&mut net); // warm-up: buffers reach their size
         let per_round: Vec<f64> = (0..rounds)

@@ -77,6 +77,9 @@ pub struct Network {
     /// Backward stops at this layer: everything below it is frozen, so
     /// nothing there needs a gradient (0 unless layers are frozen).
     first_trained: usize,
+    /// Backward stops at this layer too: every parameter below it is held
+    /// for now ([`Network::skip_held_prefix`]; 0 by default).
+    held_prefix: usize,
     /// Class names in label order.
     pub class_names: Vec<String>,
 }
@@ -192,6 +195,7 @@ impl Network {
             fused,
             frozen: vec![false; spec.layers.len()],
             first_trained: 0,
+            held_prefix: 0,
             class_names: CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
         })
     }
@@ -270,6 +274,29 @@ impl Network {
         self.frozen = frozen;
         self.first_trained = if patterns.is_empty() { 0 } else { first };
         Ok(())
+    }
+
+    /// Runs no backward below the first layer that has a parameter for which
+    /// `trains(layer, suffix)` is true (a whitening layer held fixed, say):
+    /// no weight gradient for the layers below it and no input gradient for
+    /// it, which nothing would use. The held parameters' gradients keep their
+    /// last values, so an optimiser must leave them alone (a learning-rate
+    /// scale of 0 does). Called again, it recomputes the prefix; with no
+    /// trained parameter at all, backward runs whole.
+    pub fn skip_held_prefix(&mut self, trains: &dyn Fn(&str, &'static str) -> bool) {
+        self.held_prefix = (0..self.layers.len())
+            .find(|&i| {
+                let mut any = false;
+                self.visit_layer_params(i, &mut |p| any |= trains(p.layer, p.suffix));
+                any
+            })
+            .unwrap_or(0);
+    }
+
+    /// The lowest layer whose backward runs: below it nothing is trained
+    /// (frozen, [`Network::freeze`], or held, [`Network::skip_held_prefix`]).
+    fn backward_floor(&self) -> usize {
+        self.first_trained.max(self.held_prefix)
     }
 
     /// Whether layer `i` is frozen ([`Network::freeze`]).
@@ -370,6 +397,7 @@ impl Network {
         }
         debug_assert!(self.has_grad[i + 1], "every output is read (validated)");
         let a = self.inputs[i];
+        let floor = self.backward_floor();
         let (lower, upper) = self.grads.split_at_mut(i + 1);
         let y = if self.fused.get(i + 1) == Some(&true) {
             &self.acts[i + 2]
@@ -382,7 +410,7 @@ impl Network {
             None => layer.backward(x, y, dy, dx),
         };
         // No gradient below the first trained layer (nor for the input).
-        if a <= self.first_trained {
+        if a <= floor {
             backward(&self.acts[a], &upper[0], None);
         } else if self.has_grad[a] {
             let dx = &mut self.dx_scratch;
@@ -394,9 +422,9 @@ impl Network {
         }
         if let Some(s) = self.skips[i] {
             let dy = &upper[0];
-            if s > self.first_trained && self.has_grad[s] {
+            if s > floor && self.has_grad[s] {
                 layers::add_assign(&mut lower[s].data, &dy.data);
-            } else if s > self.first_trained {
+            } else if s > floor {
                 lower[s].resize(dy.n, dy.image_shape());
                 lower[s].data.copy_from_slice(&dy.data);
                 self.has_grad[s] = true;
@@ -459,7 +487,7 @@ impl Network {
             self.grads[last].data.iter_mut().for_each(|g| *g *= weight);
         }
         self.start_backward();
-        for i in (self.first_trained..self.layers.len()).rev() {
+        for i in (self.backward_floor()..self.layers.len()).rev() {
             self.backward_layer(i, sync);
             after_layer(self, i);
         }
@@ -543,7 +571,7 @@ impl Network {
         let last = self.layers.len();
         let loss = softmax_cross_entropy(&self.acts[last], labels, Some(&mut self.grads[last]));
         self.start_backward();
-        for i in (self.first_trained..self.layers.len()).rev() {
+        for i in (self.backward_floor()..self.layers.len()).rev() {
             let t = Instant::now();
             self.backward_layer(i, None);
             times[i].2 = t.elapsed().as_secs_f64();
@@ -870,6 +898,54 @@ mod tests {
         let at = |key: &str| header.find(&format!("\"{key}\"")).unwrap();
         let keys = ["__metadata__", "bn1.beta", "conv1.bias", "dense1.weight"];
         assert!(keys.windows(2).all(|k| at(k[0]) < at(k[1])), "{header}");
+    }
+
+    /// With its first convolution held, backward stops above it: the other
+    /// layers' gradients are exactly those of a full backward, the held
+    /// layer's are not computed (they keep their earlier values), and
+    /// releasing it brings the full backward back.
+    #[test]
+    fn a_held_prefix_gets_no_backward() {
+        let spec = ModelSpec::from_json_str(
+            r#"{"name":"t","input":{"height":6,"width":6,"channels":2},"layers":[
+                {"type":"conv2d","filters":3,"kernel":2,"padding":"valid","name":"w"},
+                {"type":"relu"},
+                {"type":"conv2d","filters":4,"kernel":3},{"type":"batchnorm"},{"type":"gelu"},
+                {"type":"flatten"},{"type":"dense","units":3}]}"#,
+        )
+        .unwrap();
+        let images: Vec<u8> = (0..4 * 6 * 6 * 2).map(|i| (i * 37 % 251) as u8).collect();
+        let grads = |net: &mut Network| {
+            let mut out = Vec::new();
+            net.visit_params(&mut |p| out.push((p.name(), p.grad.to_vec())));
+            out
+        };
+        let mut full = Network::new(&spec, 5).unwrap();
+        full.set_input_u8(&images, 4);
+        full.forward_backward(&[0, 1, 2, 1]);
+        let want = grads(&mut full);
+
+        let mut held = Network::new(&spec, 5).unwrap();
+        held.skip_held_prefix(&|layer, _| layer != "w");
+        assert_eq!(held.backward_floor(), 2);
+        held.set_input_u8(&images, 4);
+        held.forward_backward(&[0, 1, 2, 1]);
+        let got = grads(&mut held);
+        for ((name, g), (_, w)) in got.iter().zip(&want) {
+            if name.starts_with("w.") {
+                assert!(g.iter().all(|&v| v == 0.0), "{name}: never computed");
+                assert!(
+                    w.iter().any(|&v| v != 0.0),
+                    "{name}: full backward computes it"
+                );
+            } else {
+                assert_eq!(g, w, "{name}");
+            }
+        }
+        held.skip_held_prefix(&|_, _| true);
+        assert_eq!(held.backward_floor(), 0);
+        held.forward_backward(&[0, 1, 2, 1]);
+        assert_eq!(grads(&mut held), want);
     }
 
     /// A small file whose architecture would need gigabytes is refused from

@@ -489,6 +489,8 @@ pub fn fit_replicated(
         net.reseed(epoch_seed);
 
         let groups = cfg.groups_in(epoch);
+        // A held first layer (whitening, once its bias is done) needs no backward.
+        net.skip_held_prefix(&|layer, suffix| groups.lr_scale(layer, suffix) > 0.0);
         let phase = FlipPhase {
             run_seed: cfg.seed,
             epoch,
