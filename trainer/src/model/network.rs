@@ -55,8 +55,14 @@ pub struct Network {
     names: Vec<Option<String>>,
     /// `acts[0]` is the input batch, `acts[i + 1]` the output of layer `i`.
     acts: Vec<Tensor>,
-    /// `grads[i] = ∂L/∂acts[i]` (`grads[0]` is never computed).
+    /// `grads[i] = ∂L/∂acts[i]` (`grads[0]` is never computed). Each lives
+    /// only from its first writer to its reader in backward; then its
+    /// buffer goes to `spare_grads`, so a step holds a few of them at a
+    /// time, not one per activation.
     grads: Vec<Tensor>,
+    /// Gradient buffers not in use, for the next `grads[a]` to be written
+    /// (the same sequence every step, so they stop growing after the first).
+    spare_grads: Vec<Tensor>,
     /// The activation index each layer reads: `i` (the previous layer's
     /// output) unless its `input` names an earlier layer ([`ModelSpec::inputs`]).
     inputs: Vec<usize>,
@@ -188,6 +194,7 @@ impl Network {
             layers,
             acts: (0..count).map(|_| Tensor::default()).collect(),
             grads: (0..count).map(|_| Tensor::default()).collect(),
+            spare_grads: Vec::new(),
             inputs,
             skips,
             has_grad: vec![false; count],
@@ -339,8 +346,8 @@ impl Network {
     pub fn layer_outputs(&self) -> Vec<&Tensor> {
         (0..self.layers.len())
             .map(|i| {
-                // A fused relu at i + 1 swapped the layer's output into
-                // acts[i + 2], leaving acts[i + 1] stale.
+                // A fused relu at i + 1 moved the layer's output into
+                // acts[i + 2], leaving acts[i + 1] empty.
                 if self.fused.get(i + 1) == Some(&true) {
                     &self.acts[i + 2]
                 } else {
@@ -356,9 +363,15 @@ impl Network {
     fn forward_layer(&mut self, i: usize, mode: Mode, sync: Option<&dyn layers::BatchSync>) {
         if self.fused[i] {
             // The layer before already applied this relu: its output becomes
-            // this layer's (acts[i] is left stale and rewritten next step).
+            // this layer's, and acts[i] is left empty.
             self.acts.swap(i, i + 1);
+            self.acts[i] = Tensor::default();
             return;
+        }
+        if self.fused.get(i + 1) == Some(&true) {
+            // This layer's output buffer is the one its fused relu passed on
+            // last step: one buffer for the two activations, not two.
+            self.acts.swap(i + 1, i + 2);
         }
         let (done, rest) = self.acts.split_at_mut(i + 1);
         // A frozen batch norm keeps its running statistics and uses them,
@@ -393,11 +406,49 @@ impl Network {
             // (a convolution with the relu output, given as its `y`: acts[i + 2]).
             self.grads.swap(i, i + 1);
             self.has_grad.swap(i, i + 1);
+            self.release_grad(i + 1);
             return;
         }
         debug_assert!(self.has_grad[i + 1], "every output is read (validated)");
         let a = self.inputs[i];
         let floor = self.backward_floor();
+        if a > floor && !self.has_grad[a] {
+            self.reuse_grad(a);
+        }
+        if let Some(s) = self.skips[i].filter(|&s| s > floor && !self.has_grad[s]) {
+            self.reuse_grad(s);
+        }
+        self.backward_into(i, a, floor, sync);
+        // Every reader of acts[i + 1] comes after layer i: its gradient is spent.
+        self.release_grad(i + 1);
+    }
+
+    /// Gives `grads[a]` a spare buffer, if it has none, before it is written.
+    fn reuse_grad(&mut self, a: usize) {
+        if self.grads[a].data.capacity() == 0 {
+            if let Some(t) = self.spare_grads.pop() {
+                self.grads[a] = t;
+            }
+        }
+    }
+
+    /// Returns `grads[a]`'s buffer to the spares.
+    fn release_grad(&mut self, a: usize) {
+        let t = std::mem::take(&mut self.grads[a]);
+        if t.data.capacity() > 0 {
+            self.spare_grads.push(t);
+        }
+    }
+
+    /// [`Network::backward_layer`]'s computation, `grads[a]` (and the skip
+    /// input's) ready to be written.
+    fn backward_into(
+        &mut self,
+        i: usize,
+        a: usize,
+        floor: usize,
+        sync: Option<&dyn layers::BatchSync>,
+    ) {
         let (lower, upper) = self.grads.split_at_mut(i + 1);
         let y = if self.fused.get(i + 1) == Some(&true) {
             &self.acts[i + 2]
@@ -477,6 +528,7 @@ impl Network {
             self.forward_layer(i, Mode::Train, sync);
         }
         let last = self.layers.len();
+        self.reuse_grad(last);
         let loss = softmax_cross_entropy_smoothed(
             &self.acts[last],
             labels,
@@ -569,6 +621,7 @@ impl Network {
             time.1 = t.elapsed().as_secs_f64();
         }
         let last = self.layers.len();
+        self.reuse_grad(last);
         let loss = softmax_cross_entropy(&self.acts[last], labels, Some(&mut self.grads[last]));
         self.start_backward();
         for i in (self.backward_floor()..self.layers.len()).rev() {
