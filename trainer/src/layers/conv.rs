@@ -640,12 +640,7 @@ mod tests {
     /// of the transforms this CPU can run (AVX-512, AVX2, baseline).
     #[test]
     fn winograd_matches_im2col() {
-        use super::winograd::{set_limit, Simd};
-        for level in [Simd::Avx512, Simd::Avx2, Simd::Baseline] {
-            set_limit(level);
-            winograd_matches_im2col_case();
-        }
-        set_limit(Simd::Avx512);
+        super::winograd::at_each_level(winograd_matches_im2col_case);
     }
 
     fn winograd_matches_im2col_case() {
@@ -724,12 +719,7 @@ mod tests {
     /// the same output, and the same gradients for the relu's `dy`.
     #[test]
     fn fused_relu_matches_conv_then_relu() {
-        use super::winograd::{set_limit, Simd};
-        for level in [Simd::Avx512, Simd::Avx2, Simd::Baseline] {
-            set_limit(level);
-            fused_relu_case();
-        }
-        set_limit(Simd::Avx512);
+        super::winograd::at_each_level(fused_relu_case);
     }
 
     fn fused_relu_case() {

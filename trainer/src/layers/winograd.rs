@@ -461,14 +461,32 @@ pub(super) fn fast_transforms() -> bool {
 }
 
 /// Tests cap the SIMD level to run every version of the transforms on one
-/// machine (a process-wide setting: concurrent tests just run another
-/// version, with the same results up to rounding).
+/// machine (a process-wide setting: a test that compares two computations
+/// bit for bit takes [`at_each_level`]'s lock, so that another test cannot
+/// switch the version between them; others just run another version, with
+/// the same results up to rounding).
 #[cfg(test)]
 static LIMIT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 #[cfg(test)]
-pub(super) fn set_limit(level: Simd) {
+static LIMIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[cfg(test)]
+fn set_limit(level: Simd) {
     LIMIT.store(level as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Runs `case` once at each SIMD level this CPU has (AVX-512, AVX2,
+/// baseline), holding the level for the whole call; AVX-512 is the level
+/// left behind.
+#[cfg(test)]
+pub(super) fn at_each_level(mut case: impl FnMut()) {
+    let _held = LIMIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    for level in [Simd::Avx512, Simd::Avx2, Simd::Baseline] {
+        set_limit(level);
+        case();
+    }
+    set_limit(Simd::Avx512);
 }
 
 #[cfg(test)]
