@@ -6,9 +6,11 @@
 //! uses the running statistics instead.
 //!
 //! Backward recomputes `x̂ = (x − μ)·inv_std` from `x` rather than keeping it
-//! (one tensor less to write and hold). A following relu can be fused in
-//! ([`BatchNorm::fuse_relu`]): forward stores `max(0, y)`, and backward masks
-//! `dy` by `y > 0`, recomputed from `x` with the very operations of forward.
+//! (one tensor less to write and hold). A following relu or GELU can be
+//! fused in ([`BatchNorm::fuse_relu`], [`BatchNorm::fuse_gelu`]): forward
+//! stores `max(0, y)` or `gelu(y)`, and backward multiplies `dy` by the
+//! activation's derivative at `y` (`[y > 0]`, `Φ(y) + y·φ(y)`), with `y`
+//! recomputed from `x` by the very operations of forward.
 //!
 //! Synchronised across the replicas of a data-parallel run
 //! ([`Layer::forward_synced`]), the per-channel sums of forward (`Σd`, `Σd²`
@@ -149,8 +151,8 @@ pub struct BatchNorm {
     pub moving_variance: Vec<f32>,
     dgamma: Vec<f32>,
     dbeta: Vec<f32>,
-    /// A following relu computed here.
-    relu: bool,
+    /// A following activation computed here ([`NONE`], [`RELU`], [`GELU`]).
+    act: u8,
     /// `1 / sqrt(σ² + ε)` per channel, used by the last forward.
     inv_std: Vec<f32>,
     /// Mode of the last forward: backward differs (batch vs running statistics).
@@ -180,7 +182,7 @@ impl BatchNorm {
             moving_variance: vec![1.0; c],
             dgamma: vec![0.0; c],
             dbeta: vec![0.0; c],
-            relu: false,
+            act: NONE,
             inv_std: vec![0.0; c],
             last_mode: Mode::Train,
             mean: vec![0.0; c],
@@ -195,25 +197,51 @@ impl BatchNorm {
 impl BatchNorm {
     /// Fuses a relu that follows this layer into it (see the module comment).
     pub fn fuse_relu(&mut self) {
-        self.relu = true;
+        self.act = RELU;
+    }
+
+    /// Fuses a GELU that follows this layer into it (see the module comment).
+    pub fn fuse_gelu(&mut self) {
+        self.act = GELU;
     }
 }
 
-/// `y = γ·(x − μ)·inv_std + β` before any relu. Backward recomputes a fused
-/// relu's mask with this same function, so it matches forward exactly.
+/// The activation fused in, as a const parameter of the loops.
+const NONE: u8 = 0;
+const RELU: u8 = 1;
+const GELU: u8 = 2;
+
+/// The fused activation `ACT` of a normalised value.
+#[inline(always)]
+fn activate<const ACT: u8>(v: f32) -> f32 {
+    match ACT {
+        RELU => v.max(0.0),
+        GELU => model_format::gelu::gelu(v),
+        _ => v,
+    }
+}
+
+/// `y = γ·(x − μ)·inv_std + β` before any activation. Backward recomputes a
+/// fused activation's input with this same function, so it matches forward
+/// exactly.
 #[inline(always)]
 fn normalise(x: f32, p: Channel) -> f32 {
     p.gamma * ((x - p.mean) * p.inv_std) + p.beta
 }
 
-/// `(dy', x̂)` of one value: `dy` masked by a fused relu (when `RELU`), and
+/// `(dy', x̂)` of one value: `dy` times the fused activation's derivative at
+/// `y` (`[y > 0]` for a relu, `Φ(y) + y·φ(y)` for GELU), and
 /// `x̂ = (x − μ)·inv_std`.
 #[inline(always)]
-fn grad_terms<const RELU: bool>(g: f32, x: f32, p: Channel) -> (f32, f32) {
-    let g = if RELU && normalise(x, p) <= 0.0 {
-        0.0
-    } else {
-        g
+fn grad_terms<const ACT: u8>(g: f32, x: f32, p: Channel) -> (f32, f32) {
+    use model_format::gelu::{cdf, pdf};
+    let g = match ACT {
+        RELU if normalise(x, p) <= 0.0 => 0.0,
+        GELU => {
+            let y = normalise(x, p);
+            g * (cdf(y) + y * pdf(y))
+        }
+        _ => g,
     };
     (g, (x - p.mean) * p.inv_std)
 }
@@ -235,10 +263,10 @@ impl BatchNorm {
         dx: Option<&mut Tensor>,
         sync: Option<&dyn BatchSync>,
     ) {
-        if self.relu {
-            self.backward_impl::<true>(x, dy, dx, sync);
-        } else {
-            self.backward_impl::<false>(x, dy, dx, sync);
+        match self.act {
+            RELU => self.backward_impl::<RELU>(x, dy, dx, sync),
+            GELU => self.backward_impl::<GELU>(x, dy, dx, sync),
+            _ => self.backward_impl::<NONE>(x, dy, dx, sync),
         }
     }
 
@@ -306,15 +334,23 @@ impl BatchNorm {
                 }
             }
         }
-        let (per, relu) = (self.per(), self.relu);
+        match self.act {
+            RELU => self.apply::<RELU>(x, y),
+            GELU => self.apply::<GELU>(x, y),
+            _ => self.apply::<NONE>(x, y),
+        }
+    }
+
+    /// `y = act(γ·(x − μ)·inv_std + β)` with the current statistics.
+    fn apply<const ACT: u8>(&self, x: &Tensor, y: &mut Tensor) {
+        let (per, c) = (self.per(), self.shape.channels);
         y.data
             .par_chunks_mut(BLOCK_ROWS * c)
             .zip(x.data.par_chunks(BLOCK_ROWS * c))
             .for_each(|(y, x)| {
                 for (ys, xs) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
                     for ((y, &x), p) in ys.iter_mut().zip(xs).zip(per.iter()) {
-                        let v = normalise(x, p);
-                        *y = if relu { v.max(0.0) } else { v };
+                        *y = activate::<ACT>(normalise(x, p));
                     }
                 }
             });
@@ -332,8 +368,9 @@ impl BatchNorm {
         flat[flat.len() - 1]
     }
 
-    /// Backward's sums and `dx`, with the relu mask compiled in or out.
-    fn backward_impl<const RELU: bool>(
+    /// Backward's sums and `dx`, with the fused activation's derivative
+    /// compiled in or out.
+    fn backward_impl<const ACT: u8>(
         &mut self,
         x: &Tensor,
         dy: &Tensor,
@@ -355,7 +392,7 @@ impl BatchNorm {
             &mut self.partials,
             &mut self.sum,
             |g, x, p| {
-                let (g, xh) = grad_terms::<RELU>(g, x, p);
+                let (g, xh) = grad_terms::<ACT>(g, x, p);
                 (g, g * xh)
             },
         );
@@ -404,7 +441,7 @@ impl BatchNorm {
                         .zip(per.iter())
                         .zip(ca.iter().zip(cb).zip(ck))
                     {
-                        let (g, xh) = grad_terms::<RELU>(g, x, p);
+                        let (g, xh) = grad_terms::<ACT>(g, x, p);
                         *d = a * g - b - k * xh;
                     }
                 }
@@ -481,54 +518,62 @@ impl Layer for BatchNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layers::Relu;
+    use crate::layers::{Gelu, Relu};
     use rand::{Rng, SeedableRng};
 
-    /// A fused relu gives what batch norm followed by a relu layer gives: the
-    /// same output and the same gradients for the relu's `dy`, in training
-    /// and in evaluation mode.
+    /// A fused relu or GELU gives what batch norm followed by that layer
+    /// gives, bit for bit: the same output and the same gradients for the
+    /// activation's `dy`, in training and in evaluation mode.
     #[test]
-    fn fused_relu_matches_batchnorm_then_relu() {
+    fn fused_activations_match_batchnorm_then_the_layer() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
         let shape = ImageShape::new(5, 6, 70);
-        for mode in [Mode::Train, Mode::Eval] {
-            let build = || {
-                let mut bn = BatchNorm::new(shape, 0.9, 1e-3);
-                for (ch, (g, b)) in bn.gamma.iter_mut().zip(&mut bn.beta).enumerate() {
-                    *g = 0.5 + (ch % 7) as f32 * 0.2;
-                    *b = (ch % 5) as f32 * 0.3 - 0.6;
-                }
-                bn
-            };
-            let (mut plain, mut fused) = (build(), build());
-            fused.fuse_relu();
-            let mut x = Tensor::zeros(3, shape);
-            x.data
-                .iter_mut()
-                .for_each(|v| *v = rng.random_range(-2.0..3.0));
-            let mut relu = Relu::new(shape);
-            let (mut y, mut r, mut yf) = (Tensor::default(), Tensor::default(), Tensor::default());
-            plain.forward(&x, &mut y, mode);
-            relu.forward(&y, &mut r, mode);
-            fused.forward(&x, &mut yf, mode);
-            assert_eq!(yf.data, r.data, "{mode:?} forward");
-            assert!(r.data.contains(&0.0) && r.data.iter().any(|&v| v > 0.0));
+        for gelu in [false, true] {
+            for mode in [Mode::Train, Mode::Eval] {
+                let build = || {
+                    let mut bn = BatchNorm::new(shape, 0.9, 1e-3);
+                    for (ch, (g, b)) in bn.gamma.iter_mut().zip(&mut bn.beta).enumerate() {
+                        *g = 0.5 + (ch % 7) as f32 * 0.2;
+                        *b = (ch % 5) as f32 * 0.3 - 0.6;
+                    }
+                    bn
+                };
+                let (mut plain, mut fused) = (build(), build());
+                let mut act: Box<dyn Layer> = if gelu {
+                    fused.fuse_gelu();
+                    Box::new(Gelu::new(shape))
+                } else {
+                    fused.fuse_relu();
+                    Box::new(Relu::new(shape))
+                };
+                let mut x = Tensor::zeros(3, shape);
+                x.data
+                    .iter_mut()
+                    .for_each(|v| *v = rng.random_range(-2.0..3.0));
+                let (mut y, mut r, mut yf) =
+                    (Tensor::default(), Tensor::default(), Tensor::default());
+                plain.forward(&x, &mut y, mode);
+                act.forward(&y, &mut r, mode);
+                fused.forward(&x, &mut yf, mode);
+                assert_eq!(yf.data, r.data, "gelu {gelu}, {mode:?} forward");
+                assert!(r.data.iter().any(|&v| v <= 0.0) && r.data.iter().any(|&v| v > 0.0));
 
-            let mut dy = Tensor::zeros(3, shape);
-            dy.data
-                .iter_mut()
-                .for_each(|v| *v = rng.random_range(-1.0..1.0));
-            let (mut dmasked, mut dx, mut dxf) =
-                (Tensor::default(), Tensor::default(), Tensor::default());
-            relu.backward(&y, &r, &dy, Some(&mut dmasked));
-            plain.backward(&x, &y, &dmasked, Some(&mut dx));
-            fused.backward(&x, &yf, &dy, Some(&mut dxf));
-            for (name, a, b) in [
-                ("dx", &dx.data, &dxf.data),
-                ("dgamma", &plain.dgamma, &fused.dgamma),
-                ("dbeta", &plain.dbeta, &fused.dbeta),
-            ] {
-                assert_eq!(a, b, "{mode:?} {name}");
+                let mut dy = Tensor::zeros(3, shape);
+                dy.data
+                    .iter_mut()
+                    .for_each(|v| *v = rng.random_range(-1.0..1.0));
+                let (mut dmasked, mut dx, mut dxf) =
+                    (Tensor::default(), Tensor::default(), Tensor::default());
+                act.backward(&y, &r, &dy, Some(&mut dmasked));
+                plain.backward(&x, &y, &dmasked, Some(&mut dx));
+                fused.backward(&x, &yf, &dy, Some(&mut dxf));
+                for (name, a, b) in [
+                    ("dx", &dx.data, &dxf.data),
+                    ("dgamma", &plain.dgamma, &fused.dgamma),
+                    ("dbeta", &plain.dbeta, &fused.dbeta),
+                ] {
+                    assert_eq!(a, b, "gelu {gelu}, {mode:?} {name}");
+                }
             }
         }
     }

@@ -74,9 +74,9 @@ pub struct Network {
     /// Where a layer's `dx` goes before it is added to `grads[a]`, when
     /// `acts[a]` is read by more than one layer.
     dx_scratch: Tensor,
-    /// `fused[i]`: layer `i` is a relu computed by the layer before it
-    /// ([`layers::Conv2d::fuse_relu`], [`layers::BatchNorm::fuse_relu`]); it
-    /// only moves tensors into place.
+    /// `fused[i]`: layer `i` is a relu or GELU computed by the layer before
+    /// it ([`layers::Conv2d::fuse_relu`], [`layers::BatchNorm::fuse_relu`],
+    /// [`layers::BatchNorm::fuse_gelu`]); it only moves tensors into place.
     fused: Vec<bool>,
     /// `frozen[i]`: layer `i`'s parameters are not trained ([`Network::freeze`]).
     frozen: Vec<bool>,
@@ -90,20 +90,24 @@ pub struct Network {
     pub class_names: Vec<String>,
 }
 
-/// For each layer, whether it is a relu to fuse into the convolution or batch
-/// norm right before it: always when it reads that layer, unless another
-/// layer (an add's `from`, an `input`) reads that layer's output before the
-/// relu too, which fusing would overwrite.
-fn relus_to_fuse(spec: &ModelSpec) -> Vec<bool> {
+/// For each layer, whether it is an activation to fuse into the layer right
+/// before it: a relu after a convolution or batch norm, a GELU after a batch
+/// norm (a convolution's backward can mask by its output, but GELU's
+/// derivative needs the input, which batch norm recomputes). Always when it
+/// reads that layer, unless another layer (an add's `from`, an `input`) reads
+/// that layer's output before the activation too, which fusing would overwrite.
+fn activations_to_fuse(spec: &ModelSpec) -> Vec<bool> {
     let read_later = spec.read_later();
     (0..spec.layers.len())
         .map(|i| {
             i > 0
-                && matches!(spec.layers[i], LayerSpec::Relu { .. })
                 && spec.layers[i].input_name().is_none()
                 && matches!(
-                    spec.layers[i - 1],
-                    LayerSpec::Conv2d { .. } | LayerSpec::BatchNorm { .. }
+                    (&spec.layers[i - 1], &spec.layers[i]),
+                    (
+                        LayerSpec::Conv2d { .. } | LayerSpec::BatchNorm { .. },
+                        LayerSpec::Relu { .. }
+                    ) | (LayerSpec::BatchNorm { .. }, LayerSpec::Gelu { .. })
                 )
                 && !read_later[i - 1]
         })
@@ -118,7 +122,7 @@ impl Network {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let inputs = spec.inputs();
         let mut layers: Vec<Box<dyn Layer>> = Vec::with_capacity(spec.layers.len());
-        let fused = relus_to_fuse(spec);
+        let fused = activations_to_fuse(spec);
         for (i, layer) in spec.layers.iter().enumerate() {
             let input = match inputs[i] {
                 0 => spec.input,
@@ -153,7 +157,10 @@ impl Network {
                 } => {
                     let mut bn = layers::BatchNorm::new(input, momentum, epsilon);
                     if fused.get(i + 1) == Some(&true) {
-                        bn.fuse_relu();
+                        match spec.layers[i + 1] {
+                            LayerSpec::Gelu { .. } => bn.fuse_gelu(),
+                            _ => bn.fuse_relu(),
+                        }
                     }
                     Box::new(bn)
                 }
