@@ -364,6 +364,24 @@ fn fused_relu_network_gradient() {
     network_gradient_check(&spec);
 }
 
+/// GELU fused into a batch norm, and one standing alone after a
+/// convolution (network-level).
+#[test]
+fn fused_gelu_network_gradient() {
+    let spec = ModelSpec::from_json_str(
+        r#"{"name":"gelu","input":{"height":6,"width":5,"channels":3},"layers":[
+            {"type":"conv2d","filters":6,"kernel":3},
+            {"type":"batchnorm"},
+            {"type":"gelu"},
+            {"type":"conv2d","filters":4,"kernel":3},
+            {"type":"gelu"},
+            {"type":"flatten"},
+            {"type":"dense","units":3}]}"#,
+    )
+    .unwrap();
+    network_gradient_check(&spec);
+}
+
 /// A residual network: two `add` layers skipping over a conv–BN–ReLU block
 /// (one from a named ReLU, one from a named batch norm), and one adding a
 /// layer's output to itself; gradients through the skips against finite
