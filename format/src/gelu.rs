@@ -35,24 +35,30 @@ pub fn gelu(x: f32) -> f32 {
     x * cdf(x)
 }
 
-/// `Φ(x)`, the standard normal distribution function: `gelu'(x) = Φ(x) + x·φ(x)`.
+/// `gelu'(x) = Φ(x) + x·φ(x)`, `φ` the standard normal density: one
+/// exponential serves both, as `φ(x) = e^{−z²}/√(2π)` with `z = |x|/√2`.
+#[inline]
+pub fn grad(x: f32) -> f32 {
+    let (cdf, e) = cdf_and_exp(x);
+    cdf + x * (INV_SQRT_2PI * e)
+}
+
+/// `Φ(x)`, the standard normal distribution function.
 #[inline]
 pub fn cdf(x: f32) -> f32 {
+    cdf_and_exp(x).0
+}
+
+/// `(Φ(x), e^{−x²/2})`.
+#[inline(always)]
+fn cdf_and_exp(x: f32) -> (f32, f32) {
     let z = x.abs() * SQRT_HALF;
     let t = 1.0 / (1.0 + P * z);
     let poly = t * (A1 + t * (A2 + t * (A3 + t * (A4 + t * A5))));
-    let half_tail = 0.5 * poly * exp_nonpositive(-(z * z));
-    if x >= 0.0 {
-        1.0 - half_tail
-    } else {
-        half_tail
-    }
-}
-
-/// `φ(x) = e^{−x²/2}/√(2π)`, the standard normal density.
-#[inline]
-pub fn pdf(x: f32) -> f32 {
-    INV_SQRT_2PI * exp_nonpositive(-0.5 * (x * x))
+    let e = exp_nonpositive(-(z * z));
+    let half_tail = 0.5 * poly * e;
+    let cdf = if x >= 0.0 { 1.0 - half_tail } else { half_tail };
+    (cdf, e)
 }
 
 /// `e^x` for `x ≤ 0` (relative error below 2·10⁻⁷; inputs below −87 give
@@ -70,15 +76,19 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23
     let x = x.clamp(-87.0, 0.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let k = x * LOG2E + ROUND;
+    let n = k - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
-    // n ∈ [−126, 0]: 2^n is a normal float with biased exponent n + 127.
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // n ∈ [−126, 0] sits in k's low mantissa bits (k = 1.5·2^23 + n, whose
+    // bits are 0x4b40_0000 + n): 2^n is the normal float with biased
+    // exponent n + 127. Integer arithmetic only, so the loop vectorises.
+    let biased = k.to_bits().wrapping_sub(0x4b40_0000 - 127);
+    p * f32::from_bits(biased << 23)
 }
 
 #[cfg(test)]
@@ -119,6 +129,18 @@ mod tests {
     }
 
     #[test]
+    fn grad_matches_the_derivative() {
+        // d/dx x·Φ(x) = Φ(x) + x·φ(x), in f64 from libm.
+        for i in -8_000..=8_000 {
+            let x = i as f32 / 1000.0;
+            let xd = x as f64;
+            let phi = libm::exp(-0.5 * xd * xd) / libm::sqrt(2.0 * core::f64::consts::PI);
+            let want = cdf64(xd) + xd * phi;
+            assert!((grad(x) as f64 - want).abs() < 1e-6, "gelu'({x})");
+        }
+    }
+
+    #[test]
     fn gelu_values_and_symmetry() {
         assert_eq!(gelu(0.0), 0.0);
         // gelu(x) − gelu(−x) = x (Φ(x) + Φ(−x) = 1).
@@ -130,7 +152,9 @@ mod tests {
         assert!((gelu(1.0) - 0.841_344_7).abs() < 1e-6);
         assert!((gelu(-1.0) + 0.158_655_25).abs() < 1e-6);
         assert!((gelu(3.0) - 2.995_95).abs() < 1e-5);
-        assert!((pdf(0.0) - INV_SQRT_2PI).abs() < 1e-7);
+        // gelu'(0) = ½, gelu'(x) → 1 above and 0 below.
+        assert!((grad(0.0) - 0.5).abs() < 1e-7);
+        assert!((grad(8.0) - 1.0).abs() < 1e-6 && grad(-8.0).abs() < 1e-6);
         assert!(gelu(f32::NAN).is_nan());
     }
 }

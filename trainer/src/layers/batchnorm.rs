@@ -23,6 +23,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::{BatchSync, Layer, Mode, NamedTensor, ParamVisitor};
+use crate::kernels::has_avx2_fma;
 use crate::kernels::tensor::{ImageShape, Tensor};
 use rayon::prelude::*;
 
@@ -84,14 +85,16 @@ impl<'a> PerChannel<'a> {
 
 /// `sums[ch] = Σ_rows f(a[row, ch], b[row, ch], per[ch])` for a pair-valued
 /// `f`, in parallel over blocks of rows; `partials` is scratch (one entry per
-/// block and channel), reused across calls.
-fn channel_sums(
+/// block and channel), reused across calls. With `avx2` the blocks run the
+/// AVX2 copy of the loop ([`has_avx2_fma`]: the same sums).
+fn channel_sums<F: Fn(f32, f32, Channel) -> (f32, f32) + Sync>(
     a: &[f32],
     b: &[f32],
     per: PerChannel<'_>,
     partials: &mut Vec<(f64, f64)>,
     sums: &mut [(f64, f64)],
-    f: impl Fn(f32, f32, Channel) -> (f32, f32) + Sync,
+    avx2: bool,
+    f: F,
 ) {
     let c = per.len();
     let blocks = (a.len() / c).div_ceil(BLOCK_ROWS);
@@ -103,34 +106,13 @@ fn channel_sums(
                 .zip(b.par_chunks(BLOCK_ROWS * c)),
         )
         .for_each(|(acc, (a, b))| {
-            acc.fill((0.0, 0.0));
-            for c0 in (0..c).step_by(GROUP_CHANNELS) {
-                let width = GROUP_CHANNELS.min(c - c0);
-                let acc = &mut acc[c0..c0 + width];
-                let per = per.range(c0..c0 + width);
-                for (ga, gb) in a.chunks(GROUP_ROWS * c).zip(b.chunks(GROUP_ROWS * c)) {
-                    let (mut su, mut sv) = ([0f32; GROUP_CHANNELS], [0f32; GROUP_CHANNELS]);
-                    let (su, sv) = (&mut su[..width], &mut sv[..width]);
-                    for (ra, rb) in ga.chunks_exact(c).zip(gb.chunks_exact(c)) {
-                        let (ra, rb) = (&ra[c0..c0 + width], &rb[c0..c0 + width]);
-                        for ((((u, v), &x), &y), p) in su
-                            .iter_mut()
-                            .zip(sv.iter_mut())
-                            .zip(ra)
-                            .zip(rb)
-                            .zip(per.iter())
-                        {
-                            let (du, dv) = f(x, y, p);
-                            *u += du;
-                            *v += dv;
-                        }
-                    }
-                    for ((acc, &u), &v) in acc.iter_mut().zip(su.iter()).zip(sv.iter()) {
-                        acc.0 += u as f64;
-                        acc.1 += v as f64;
-                    }
-                }
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: the caller checked the CPU (`has_avx2_fma`).
+                return unsafe { simd::block_sums(acc, a, b, per, &f) };
             }
+            let _ = avx2;
+            block_sums(acc, a, b, per, &f)
         });
     sums.fill((0.0, 0.0));
     for block in partials.chunks_exact(c) {
@@ -221,6 +203,120 @@ fn activate<const ACT: u8>(v: f32) -> f32 {
     }
 }
 
+/// One block of rows of [`channel_sums`] into `acc` (one pair per channel).
+#[inline(always)]
+fn block_sums<F: Fn(f32, f32, Channel) -> (f32, f32)>(
+    acc: &mut [(f64, f64)],
+    a: &[f32],
+    b: &[f32],
+    per: PerChannel<'_>,
+    f: &F,
+) {
+    let c = per.len();
+    acc.fill((0.0, 0.0));
+    for c0 in (0..c).step_by(GROUP_CHANNELS) {
+        let width = GROUP_CHANNELS.min(c - c0);
+        let acc = &mut acc[c0..c0 + width];
+        let per = per.range(c0..c0 + width);
+        for (ga, gb) in a.chunks(GROUP_ROWS * c).zip(b.chunks(GROUP_ROWS * c)) {
+            let (mut su, mut sv) = ([0f32; GROUP_CHANNELS], [0f32; GROUP_CHANNELS]);
+            let (su, sv) = (&mut su[..width], &mut sv[..width]);
+            for (ra, rb) in ga.chunks_exact(c).zip(gb.chunks_exact(c)) {
+                let (ra, rb) = (&ra[c0..c0 + width], &rb[c0..c0 + width]);
+                for ((((u, v), &x), &y), p) in su
+                    .iter_mut()
+                    .zip(sv.iter_mut())
+                    .zip(ra)
+                    .zip(rb)
+                    .zip(per.iter())
+                {
+                    let (du, dv) = f(x, y, p);
+                    *u += du;
+                    *v += dv;
+                }
+            }
+            for ((acc, &u), &v) in acc.iter_mut().zip(su.iter()).zip(sv.iter()) {
+                acc.0 += u as f64;
+                acc.1 += v as f64;
+            }
+        }
+    }
+}
+
+/// `y = act(γ·(x − μ)·inv_std + β)` over whole rows of `c` channels.
+#[inline(always)]
+fn apply_rows<const ACT: u8>(y: &mut [f32], x: &[f32], per: PerChannel<'_>) {
+    let c = per.len();
+    for (ys, xs) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+        for ((y, &x), p) in ys.iter_mut().zip(xs).zip(per.iter()) {
+            *y = activate::<ACT>(normalise(x, p));
+        }
+    }
+}
+
+/// Backward's `dx = a·dy' − b − k·x̂` over whole rows (`coef` = `a, b, k`
+/// per channel, `dy'` and `x̂` from [`grad_terms`]).
+#[inline(always)]
+fn dx_rows<const ACT: u8>(
+    dx: &mut [f32],
+    dy: &[f32],
+    x: &[f32],
+    per: PerChannel<'_>,
+    coef: (&[f32], &[f32], &[f32]),
+) {
+    let c = per.len();
+    let (ca, cb, ck) = coef;
+    for ((d, g), x) in dx
+        .chunks_exact_mut(c)
+        .zip(dy.chunks_exact(c))
+        .zip(x.chunks_exact(c))
+    {
+        for ((((d, &g), &x), p), ((&a, &b), &k)) in d
+            .iter_mut()
+            .zip(g)
+            .zip(x)
+            .zip(per.iter())
+            .zip(ca.iter().zip(cb).zip(ck))
+        {
+            let (g, xh) = grad_terms::<ACT>(g, x, p);
+            *d = a * g - b - k * xh;
+        }
+    }
+}
+
+/// The row loops compiled for AVX2 and FMA (see [`has_avx2_fma`]).
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::{Channel, PerChannel};
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn block_sums<F: Fn(f32, f32, Channel) -> (f32, f32)>(
+        acc: &mut [(f64, f64)],
+        a: &[f32],
+        b: &[f32],
+        per: PerChannel<'_>,
+        f: &F,
+    ) {
+        super::block_sums(acc, a, b, per, f)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn apply_rows<const ACT: u8>(y: &mut [f32], x: &[f32], per: PerChannel<'_>) {
+        super::apply_rows::<ACT>(y, x, per)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dx_rows<const ACT: u8>(
+        dx: &mut [f32],
+        dy: &[f32],
+        x: &[f32],
+        per: PerChannel<'_>,
+        coef: (&[f32], &[f32], &[f32]),
+    ) {
+        super::dx_rows::<ACT>(dx, dy, x, per, coef)
+    }
+}
+
 /// `y = γ·(x − μ)·inv_std + β` before any activation. Backward recomputes a
 /// fused activation's input with this same function, so it matches forward
 /// exactly.
@@ -234,13 +330,10 @@ fn normalise(x: f32, p: Channel) -> f32 {
 /// `x̂ = (x − μ)·inv_std`.
 #[inline(always)]
 fn grad_terms<const ACT: u8>(g: f32, x: f32, p: Channel) -> (f32, f32) {
-    use model_format::gelu::{cdf, pdf};
+    use model_format::gelu::grad;
     let g = match ACT {
         RELU if normalise(x, p) <= 0.0 => 0.0,
-        GELU => {
-            let y = normalise(x, p);
-            g * (cdf(y) + y * pdf(y))
-        }
+        GELU => g * grad(normalise(x, p)),
         _ => g,
     };
     (g, (x - p.mean) * p.inv_std)
@@ -313,6 +406,7 @@ impl BatchNorm {
                     per,
                     &mut self.partials,
                     &mut self.sum,
+                    has_avx2_fma(),
                     |a, _, p| {
                         let d = a - p.mean;
                         (d, d * d)
@@ -343,16 +437,18 @@ impl BatchNorm {
 
     /// `y = act(γ·(x − μ)·inv_std + β)` with the current statistics.
     fn apply<const ACT: u8>(&self, x: &Tensor, y: &mut Tensor) {
-        let (per, c) = (self.per(), self.shape.channels);
+        let (per, c, avx2) = (self.per(), self.shape.channels, has_avx2_fma());
         y.data
             .par_chunks_mut(BLOCK_ROWS * c)
             .zip(x.data.par_chunks(BLOCK_ROWS * c))
             .for_each(|(y, x)| {
-                for (ys, xs) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-                    for ((y, &x), p) in ys.iter_mut().zip(xs).zip(per.iter()) {
-                        *y = activate::<ACT>(normalise(x, p));
-                    }
+                #[cfg(target_arch = "x86_64")]
+                if avx2 {
+                    // SAFETY: `has_avx2_fma` checked the CPU.
+                    return unsafe { simd::apply_rows::<ACT>(y, x, per) };
                 }
+                let _ = avx2;
+                apply_rows::<ACT>(y, x, per)
             });
     }
 
@@ -391,6 +487,7 @@ impl BatchNorm {
             per,
             &mut self.partials,
             &mut self.sum,
+            has_avx2_fma(),
             |g, x, p| {
                 let (g, xh) = grad_terms::<ACT>(g, x, p);
                 (g, g * xh)
@@ -421,30 +518,21 @@ impl BatchNorm {
             };
             (self.coef[ch], self.coef[c + ch], self.coef[2 * c + ch]) = (a, b, k);
         }
-        let per = self.per();
+        let (per, avx2) = (self.per(), has_avx2_fma());
         let (ca, rest) = self.coef.split_at(c);
-        let (cb, ck) = rest.split_at(c);
+        let coef = (ca, rest.split_at(c).0, rest.split_at(c).1);
         dx.data
             .par_chunks_mut(BLOCK_ROWS * c)
             .zip(dy.data.par_chunks(BLOCK_ROWS * c))
             .zip(x.data.par_chunks(BLOCK_ROWS * c))
             .for_each(|((dx, dy), x)| {
-                for ((d, g), x) in dx
-                    .chunks_exact_mut(c)
-                    .zip(dy.chunks_exact(c))
-                    .zip(x.chunks_exact(c))
-                {
-                    for ((((d, &g), &x), p), ((&a, &b), &k)) in d
-                        .iter_mut()
-                        .zip(g)
-                        .zip(x)
-                        .zip(per.iter())
-                        .zip(ca.iter().zip(cb).zip(ck))
-                    {
-                        let (g, xh) = grad_terms::<ACT>(g, x, p);
-                        *d = a * g - b - k * xh;
-                    }
+                #[cfg(target_arch = "x86_64")]
+                if avx2 {
+                    // SAFETY: `has_avx2_fma` checked the CPU.
+                    return unsafe { simd::dx_rows::<ACT>(dx, dy, x, per, coef) };
                 }
+                let _ = avx2;
+                dx_rows::<ACT>(dx, dy, x, per, coef)
             });
     }
 }
@@ -575,6 +663,61 @@ mod tests {
                     assert_eq!(a, b, "gelu {gelu}, {mode:?} {name}");
                 }
             }
+        }
+    }
+
+    /// The AVX2 copies of the row loops give the portable loops' values bit
+    /// for bit, for each fused activation (skipped without AVX2 and FMA).
+    #[test]
+    fn avx2_loops_match_the_portable_ones() {
+        if !has_avx2_fma() {
+            eprintln!("no AVX2+FMA: only the portable loops exist here");
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let c = 70;
+            let rows = 300;
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+            let mut random =
+                |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-3.0..3.0)).collect() };
+            let (mean, inv_std, gamma, beta) = (random(c), random(c), random(c), random(c));
+            let per = PerChannel {
+                mean: &mean,
+                inv_std: &inv_std,
+                gamma: &gamma,
+                beta: &beta,
+            };
+            let (x, dy) = (random(rows * c), random(rows * c));
+            let (ca, cb, ck) = (random(c), random(c), random(c));
+            fn check<const ACT: u8>(
+                x: &[f32],
+                dy: &[f32],
+                per: PerChannel<'_>,
+                coef: (&[f32], &[f32], &[f32]),
+            ) {
+                let n = x.len();
+                let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+                apply_rows::<ACT>(&mut a, x, per);
+                unsafe { simd::apply_rows::<ACT>(&mut b, x, per) };
+                assert_eq!(a, b, "apply, activation {ACT}");
+                dx_rows::<ACT>(&mut a, dy, x, per, coef);
+                unsafe { simd::dx_rows::<ACT>(&mut b, dy, x, per, coef) };
+                assert_eq!(a, b, "dx, activation {ACT}");
+                let f = |g, x, p| {
+                    let (g, xh) = grad_terms::<ACT>(g, x, p);
+                    (g, g * xh)
+                };
+                let c = per.len();
+                let (mut sa, mut sb) = (vec![(0.0, 0.0); c], vec![(0.0, 0.0); c]);
+                block_sums(&mut sa, dy, x, per, &f);
+                unsafe { simd::block_sums(&mut sb, dy, x, per, &f) };
+                assert_eq!(sa, sb, "sums, activation {ACT}");
+            }
+            let coef = (&ca[..], &cb[..], &ck[..]);
+            check::<NONE>(&x, &dy, per, coef);
+            check::<RELU>(&x, &dy, per, coef);
+            check::<GELU>(&x, &dy, per, coef);
         }
     }
 
