@@ -155,6 +155,29 @@ fn resnet8_projection_shortcuts_randomly_initialised() {
     compare_int8("resnet8", &net, &images[..100 * 32 * 32 * 3], 100);
 }
 
+/// `models/airbench.json` (conv → max-pool → batch norm blocks, a 2×2 valid
+/// whitening convolution, a 3×3 max-pool) in `f32`, and in int8, where its
+/// batch norms fold through the max-pools; and its GELU variant
+/// (`runs/tune/airbench-gelu.json`), both precisions.
+#[test]
+fn airbench_f32_and_int8() {
+    let cifar = cifar_images();
+    let n = if cifar.is_some() { 200 } else { 100 };
+    let images = cifar.unwrap_or_else(|| random_images(32 * 32 * 3, n, 12));
+    use trainer::train::spec_file::SpecFile;
+    let relu = SpecFile::builtin("airbench").unwrap().model;
+    let gelu =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runs/tune/airbench-gelu.json");
+    let gelu = SpecFile::from_file(&gelu).unwrap().model;
+    for (name, spec) in [("airbench", relu), ("airbench-gelu", gelu)] {
+        let mut net = Network::new(&spec, 22).unwrap();
+        randomise(&mut net, 22);
+        let bytes = export(&net);
+        compare(name, &mut net, &bytes, &images, n);
+        compare_int8(name, &net, &images[..50 * 32 * 32 * 3], 50);
+    }
+}
+
 /// Quantizes `net` (calibrated on the `n` images) and checks that `infer`
 /// gives the trainer's integer reference's probabilities on every backend.
 fn compare_int8(what: &str, net: &Network, images: &[u8], n: usize) {

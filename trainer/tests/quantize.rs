@@ -121,6 +121,76 @@ fn folding_keeps_the_logits() {
     assert!(worst < 1e-4, "folded logits differ by {worst}");
 }
 
+/// airbench's blocks, conv → max-pool → batch norm → relu, with an add
+/// reading one such batch norm by name: the batch norms fold through the
+/// pools, the add reads the pool (named after the batch norm), and the
+/// logits stay.
+const THROUGH_POOL: &str = r#"{"name":"pooled","input":{"height":12,"width":12,"channels":3},"layers":[
+    {"type":"conv2d","filters":8,"kernel":3},{"type":"maxpool2d"},{"type":"batchnorm","name":"bn_a"},
+    {"type":"relu"},{"type":"conv2d","filters":8,"kernel":3},{"type":"batchnorm"},{"type":"relu"},
+    {"type":"add","from":"bn_a"},
+    {"type":"conv2d","filters":6,"kernel":3},{"type":"maxpool2d","name":"p2"},{"type":"batchnorm"},
+    {"type":"relu"},{"type":"flatten"},{"type":"dense","units":4}]}"#;
+
+#[test]
+fn folding_through_a_max_pool_keeps_the_logits() {
+    let mut net = random_net(THROUGH_POOL, 9);
+    let mut folded = fold_batchnorms(&net).unwrap();
+    let json = folded.spec().to_json();
+    assert!(
+        folded.spec().layers.iter().all(|l| l.kind() != "batchnorm"),
+        "{json}"
+    );
+    assert!(
+        json.contains(r#""type":"maxpool2d","name":"bn_a""#),
+        "{json}"
+    );
+    assert!(json.contains(r#""from":"bn_a""#), "{json}");
+    let images = random_images(16, 12 * 12 * 3, 2);
+    let (a, b) = (
+        logits(&mut net, &images, 16),
+        logits(&mut folded, &images, 16),
+    );
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(worst < 1e-4, "folded logits differ by {worst}");
+    // And it quantizes. Folded: conv, pool bn_a, relu, conv, relu, add, conv,
+    // pool p2, relu, flatten, dense. The last block's relu gives its
+    // convolution (layer 6, activation 7) zero point 0; the first block's
+    // pool is read by the add too, so its convolution keeps its own range.
+    let int8 = quantize::quantize(&net, &images, Calibration::MinMax).unwrap();
+    let reference = Int8Reference::from_bytes(&int8, "pooled").unwrap();
+    let quant = header(&int8)["__metadata__"]["quantization"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let acts: serde_json::Value = serde_json::from_str(&quant).unwrap();
+    assert_eq!(acts["activations"][7][1], 0, "{quant}");
+    assert_ne!(acts["activations"][1][1], 0, "{quant}");
+    let probs = reference.probabilities(&images[..12 * 12 * 3]);
+    assert_eq!(probs.len(), 4);
+}
+
+/// A negative batch-norm scale does not commute with the max-pool before it.
+#[test]
+fn a_negative_scale_is_not_folded_through_a_pool() {
+    let mut net = random_net(THROUGH_POOL, 9);
+    let names: Vec<String> = net.named_tensors().into_iter().map(|(n, _, _)| n).collect();
+    let mut values = net.snapshot();
+    let gamma = names.iter().position(|n| n == "bn_a.gamma").unwrap();
+    values[gamma][3] = -0.5;
+    net.restore(&values);
+    let e = fold_batchnorms(&net).map(|_| ()).unwrap_err();
+    assert!(
+        matches!(&e, QuantizeError::NegativeScaleThroughPool { index: 2, name, channel: 3, .. } if name == "bn_a"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("channel 3"), "{e}");
+}
+
 /// The shipped residual network with batch norms: folded logits within 1e-4.
 #[test]
 fn folding_fast_is_exact() {

@@ -8,15 +8,18 @@
 //!
 //! 1. **Fold** every batch norm into the conv2d or dense layer right before
 //!    it ([`fold_batchnorms`]): `w' = w · γ/√(σ² + ε)` per output channel,
-//!    `b' = (b − μ) · γ/√(σ² + ε) + β`, computed in `f64`. A batch norm that
-//!    does not directly follow one, or an `add` reading the convolution whose
-//!    output the folding changes, is refused ([`QuantizeError`]).
+//!    `b' = (b − μ) · γ/√(σ² + ε) + β`, computed in `f64`; also through a
+//!    max-pool between them when every channel's scale is positive (the
+//!    affine map then commutes with the maximum). A batch norm that does not
+//!    follow one so, or an `add` reading the convolution whose output the
+//!    folding changes, is refused ([`QuantizeError`]).
 //! 2. **Calibrate** ([`calibrate`]): the folded `f32` network runs on the
 //!    calibration images (evaluation mode, in batches of
 //!    [`CALIBRATION_BATCH`]) and each activation tensor gets a range, hence an
 //!    [`ActQuant`]. A conv2d or dense followed by a relu takes the range after
 //!    the relu (the reader fuses that relu), unless an `add` reads the
-//!    layer's own output, which is then before the relu; `relu`,
+//!    layer's own output, which is then before the relu; so does one followed
+//!    by a max-pool and then a relu (they commute); `relu`,
 //!    `maxpool2d`, `global_avg_pool`, `flatten` and `dropout` repeat their
 //!    input's quantization; `add`, conv2d and dense have their own.
 //! 3. **Write** ([`write_int8`]): weights symmetric per output channel in the
@@ -130,12 +133,19 @@ impl Default for Calibration {
 /// Why a model could not be quantized (or an int8 file not read back).
 #[derive(Debug, thiserror::Error)]
 pub enum QuantizeError {
-    #[error("layer {index} (batchnorm {name:?}) follows a {previous}: only a batchnorm right after a conv2d or dense layer can be folded into it")]
+    #[error("layer {index} (batchnorm {name:?}) follows a {previous}: only a batchnorm right after a conv2d or dense layer, or after a maxpool2d right after one, can be folded into it")]
     UnfoldableBatchNorm {
         index: usize,
         name: String,
         /// The type of the layer before it, or `nothing` for the first layer.
         previous: &'static str,
+    },
+    #[error("layer {index} (batchnorm {name:?}) follows a maxpool2d, and its scale γ/√(σ² + ε) is {scale} in channel {channel}: only a positive scale commutes with the max-pool, so it cannot be folded through it")]
+    NegativeScaleThroughPool {
+        index: usize,
+        name: String,
+        channel: usize,
+        scale: f64,
     },
     #[error("layer {index} reads {from:?}, whose output changes when batchnorm {batchnorm:?} is folded into it")]
     ReadsFoldedLayer {
@@ -221,6 +231,14 @@ pub fn quantize(
 /// before it (evaluation-mode outputs equal the original's up to `f32`
 /// rounding). An `add` that read a batch norm reads its convolution instead
 /// (whose output is now the batch norm's).
+///
+/// A batch norm may also follow a max-pool that follows the convolution
+/// (airbench's conv → max-pool → batch norm): with a positive scale `a` per
+/// channel, `max(a·x + b) = a·max(x) + b` (padded cells never win), so the
+/// batch norm folds into the convolution and the pool's output becomes the
+/// batch norm's; a `from`/`input` naming the batch norm then names the pool
+/// (which takes the batch norm's name if it had none). A channel whose scale
+/// is not positive is refused.
 pub fn fold_batchnorms(net: &Network) -> Result<Network, QuantizeError> {
     let spec = net.spec();
     let tensors: HashMap<String, Vec<f32>> = net
@@ -239,26 +257,41 @@ pub fn fold_batchnorms(net: &Network) -> Result<Network, QuantizeError> {
     let mut changed: HashMap<String, String> = HashMap::new();
     let mut renamed: HashMap<String, String> = HashMap::new();
     let mut folded: HashMap<String, Vec<f32>> = HashMap::new();
+    // Unnamed pools a batch norm is folded through, given its name.
+    let mut pool_names: HashMap<usize, String> = HashMap::new();
     for (index, layer) in spec.layers.iter().enumerate() {
         let LayerSpec::BatchNorm { name, epsilon, .. } = layer else {
             continue;
         };
         let bn = name.clone().expect("canonical specs name batch norms");
-        // The batch norm must read the layer right before it.
-        let previous = index
-            .checked_sub(1)
-            .filter(|_| layer.input_name().is_none())
-            .map(|p| &spec.layers[p]);
-        let target = match previous {
+        // The batch norm must read the layer right before it (or the
+        // max-pool right before it, reading the layer right before that).
+        let reads_previous = |i: usize| {
+            i.checked_sub(1)
+                .filter(|_| spec.layers[i].input_name().is_none())
+        };
+        let mut through_pool = None;
+        let mut previous = reads_previous(index);
+        if let Some(p) = previous.filter(|&p| matches!(spec.layers[p], LayerSpec::MaxPool2d { .. }))
+        {
+            through_pool = Some(p);
+            previous = reads_previous(p);
+        }
+        let target = match previous.map(|p| &spec.layers[p]) {
             Some(LayerSpec::Conv2d { name, .. } | LayerSpec::Dense { name, .. }) => {
                 name.clone().expect("canonical specs name parameter layers")
             }
             other => {
+                let previous = match (through_pool, other) {
+                    (Some(_), Some(l)) => l.kind(),
+                    (Some(_), None) => "maxpool2d reading the image",
+                    (None, other) => other.map_or("nothing", LayerSpec::kind),
+                };
                 return Err(QuantizeError::UnfoldableBatchNorm {
                     index,
                     name: bn,
-                    previous: other.map_or("nothing", LayerSpec::kind),
-                })
+                    previous,
+                });
             }
         };
         let (gamma, beta) = (value(&bn, "gamma"), value(&bn, "beta"));
@@ -268,6 +301,20 @@ pub fn fold_batchnorms(net: &Network) -> Result<Network, QuantizeError> {
             .zip(var)
             .map(|(&g, &v)| f64::from(g) / (f64::from(v) + f64::from(*epsilon)).sqrt())
             .collect();
+        if through_pool.is_some() {
+            if let Some((channel, &scale)) = factor
+                .iter()
+                .enumerate()
+                .find(|(_, &f)| f.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater))
+            {
+                return Err(QuantizeError::NegativeScaleThroughPool {
+                    index,
+                    name: bn,
+                    channel,
+                    scale,
+                });
+            }
+        }
         let co = factor.len();
         let weight: Vec<f32> = value(&target, "weight")
             .chunks_exact(co)
@@ -286,7 +333,26 @@ pub fn fold_batchnorms(net: &Network) -> Result<Network, QuantizeError> {
         folded.insert(format!("{target}.weight"), weight);
         folded.insert(format!("{target}.bias"), bias);
         changed.insert(target.clone(), bn.clone());
-        renamed.insert(bn, target);
+        match through_pool {
+            Some(p) => {
+                // The pool's output is the batch norm's now: readers of the
+                // batch norm read the pool, and no one may read the pool's old output.
+                let pool = match spec.layers[p].name() {
+                    Some(pool) => {
+                        changed.insert(pool.to_string(), bn.clone());
+                        pool.to_string()
+                    }
+                    None => {
+                        pool_names.insert(p, bn.clone());
+                        bn.clone()
+                    }
+                };
+                renamed.insert(bn, pool);
+            }
+            None => {
+                renamed.insert(bn, target);
+            }
+        }
     }
     // Every other layer stays; a name it reads (`input`, an add's `from`)
     // that was a folded batch norm becomes the convolution's.
@@ -296,6 +362,11 @@ pub fn fold_batchnorms(net: &Network) -> Result<Network, QuantizeError> {
             continue;
         }
         let mut layer = layer.clone();
+        if let (Some(name), LayerSpec::MaxPool2d { name: slot, .. }) =
+            (pool_names.get(&index), &mut layer)
+        {
+            *slot = Some(name.clone());
+        }
         for read in layer.read_names_mut() {
             if let Some(bn) = changed.get(read.as_str()) {
                 return Err(QuantizeError::ReadsFoldedLayer {
@@ -358,6 +429,19 @@ fn only_relu_reads(spec: &ModelSpec, read_later: &[bool], i: usize) -> bool {
     ) && !read_later[i]
 }
 
+/// Whether layer `i`'s output goes only to a max-pool right after it, and
+/// the pool's only to a relu right after that (airbench's conv → max-pool →
+/// relu once its batch norms are folded). A relu commutes with a max-pool,
+/// so the layer can take the relu's range: zero point 0, where `u8`
+/// saturation is the relu and the next convolutions read zero-point-0 inputs.
+fn pool_then_relu_reads(spec: &ModelSpec, read_later: &[bool], i: usize) -> bool {
+    matches!(
+        spec.layers.get(i + 1),
+        Some(l @ LayerSpec::MaxPool2d { .. }) if l.input_name().is_none()
+    ) && !read_later[i]
+        && only_relu_reads(spec, read_later, i + 1)
+}
+
 /// For each layer, the layer whose output tensor its quantization is taken
 /// from (`None`: it repeats its input's, the activation it reads). A conv2d or dense with a fused
 /// relu takes the relu's output. So does an add whose output only a relu
@@ -370,7 +454,13 @@ fn range_sources(spec: &ModelSpec) -> Vec<Option<usize>> {
     (0..spec.layers.len())
         .map(|i| match spec.layers[i] {
             LayerSpec::Conv2d { .. } | LayerSpec::Dense { .. } => {
-                Some(if fuses_relu(spec, &read, i) { i + 1 } else { i })
+                Some(if fuses_relu(spec, &read, i) {
+                    i + 1
+                } else if pool_then_relu_reads(spec, &read, i) {
+                    i + 2
+                } else {
+                    i
+                })
             }
             LayerSpec::Add { .. } => Some(if only_relu_reads(spec, &read, i) {
                 i + 1
