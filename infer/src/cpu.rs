@@ -79,9 +79,11 @@ fn detect() -> Level {
     let avx512vnni = leaf7.ecx & (1 << 11) != 0;
     let ymm_saved = xcr0 & 0b110 == 0b110;
     let zmm_saved = xcr0 & 0b1110_0110 == 0b1110_0110;
-    if avx512f && avx512bw && avx512vl && avx512vnni && zmm_saved {
+    // The AVX-512 levels also promise AVX2 and FMA (every such CPU has them;
+    // GELU's loop is compiled for AVX2 under either).
+    if avx512f && avx512bw && avx512vl && avx512vnni && avx2 && zmm_saved {
         Level::Avx512Vnni
-    } else if avx512f && zmm_saved {
+    } else if avx512f && avx2 && zmm_saved {
         Level::Avx512
     } else if avx2 && ymm_saved {
         Level::Avx2

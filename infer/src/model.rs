@@ -780,7 +780,7 @@ impl<'a, const N: usize> Model<'a, N> {
     fn step_f32(&self, layer: &Layer<'_>, step: Step<'_, f32>, kernel: Kernel) {
         match (step, &layer.op) {
             (Step::InPlace { x, .. }, Op::Relu) => crate::layers::relu(x),
-            (Step::InPlace { x, .. }, Op::Gelu) => crate::layers::gelu(x),
+            (Step::InPlace { x, .. }, Op::Gelu) => crate::layers::gelu(x, kernel),
             (Step::InPlace { x, free }, Op::BatchNorm(p)) => {
                 norm::batchnorm(p, layer.channels, x, free)
             }
