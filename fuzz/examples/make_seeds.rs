@@ -22,7 +22,8 @@ fn seed(target: &str, name: &str, bytes: &[u8]) {
 }
 
 /// Tiny architectures covering every layer type (and the relu fusion and
-/// residual paths of `Network::new`).
+/// residual paths of `Network::new`, and a batch norm folded through a
+/// max-pool in the int8 seeds).
 const MODELS: &[(&str, &str)] = &[
     (
         "minimal",
@@ -46,6 +47,12 @@ const MODELS: &[(&str, &str)] = &[
             {"type":"conv2d","filters":2,"kernel":1,"stride":1,"padding":"same"},
             {"type":"add","from":"r"},{"type":"maxpool2d","size":2,"stride":2,"padding":"valid"},
             {"type":"global_avg_pool"},{"type":"dropout","rate":0.25},{"type":"dense","units":3}]}"#,
+    ),
+    (
+        "pool-bn-gelu",
+        r#"{"name":"g","input":{"height":6,"width":6,"channels":2},"layers":[
+            {"type":"conv2d","filters":4,"kernel":3},{"type":"maxpool2d"},{"type":"batchnorm"},
+            {"type":"gelu"},{"type":"flatten"},{"type":"dense","units":3}]}"#,
     ),
 ];
 
