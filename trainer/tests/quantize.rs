@@ -57,6 +57,17 @@ fn logits(net: &mut Network, images: &[u8], n: usize) -> Vec<f32> {
     net.forward(Mode::Eval).data.clone()
 }
 
+/// The folded network's evaluation-mode logits are the original's within 1e-4.
+fn assert_same_logits(net: &mut Network, folded: &mut Network, images: &[u8], n: usize) {
+    let (a, b) = (logits(net, images, n), logits(folded, images, n));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(worst < 1e-4, "folded logits differ by {worst}");
+}
+
 /// A network of `spec` with random weights and batch-norm statistics far from
 /// the identity (so that folding has something to do).
 fn random_net(spec: &str, seed: u64) -> Network {
@@ -109,16 +120,7 @@ fn folding_keeps_the_logits() {
         folded.spec().to_json()
     );
     let images = random_images(16, 8 * 8 * 3, 1);
-    let (a, b) = (
-        logits(&mut net, &images, 16),
-        logits(&mut folded, &images, 16),
-    );
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
-    assert!(worst < 1e-4, "folded logits differ by {worst}");
+    assert_same_logits(&mut net, &mut folded, &images, 16);
 }
 
 /// airbench's blocks, conv → max-pool → batch norm → relu, with an add
@@ -147,16 +149,7 @@ fn folding_through_a_max_pool_keeps_the_logits() {
     );
     assert!(json.contains(r#""from":"bn_a""#), "{json}");
     let images = random_images(16, 12 * 12 * 3, 2);
-    let (a, b) = (
-        logits(&mut net, &images, 16),
-        logits(&mut folded, &images, 16),
-    );
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
-    assert!(worst < 1e-4, "folded logits differ by {worst}");
+    assert_same_logits(&mut net, &mut folded, &images, 16);
     // And it quantizes. Folded: conv, pool bn_a, relu, conv, relu, add, conv,
     // pool p2, relu, flatten, dense. The last block's relu gives its
     // convolution (layer 6, activation 7) zero point 0; the first block's
@@ -199,16 +192,7 @@ fn folding_fast_is_exact() {
     assert_eq!(folded.spec().layers.len(), net.spec().layers.len() - 8);
     let n = 8;
     let images = random_images(n, 32 * 32 * 3, 2);
-    let (a, b) = (
-        logits(&mut net, &images, n),
-        logits(&mut folded, &images, n),
-    );
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
-    assert!(worst < 1e-4, "folded logits differ by {worst}");
+    assert_same_logits(&mut net, &mut folded, &images, n);
 }
 
 /// `Network::layer_outputs` gives each layer's output, also where a relu is
