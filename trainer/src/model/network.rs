@@ -519,10 +519,12 @@ impl Network {
     }
 
     /// [`Network::forward_backward_shard`] calling `after_layer(self, i)` as
-    /// soon as layer `i`'s backward is done (from the last trained layer down
-    /// to the first): from then on its parameters' gradients are final
+    /// soon as layer `i`'s backward is done, for every layer from the last
+    /// down to the first: from then on its parameters' gradients are final
     /// ([`Network::copy_layer_grads`]), so a data-parallel step can start
-    /// summing them over the replicas while backward goes on below.
+    /// summing them over the replicas while backward goes on below. Layers
+    /// below the backward floor (frozen or held) are called last, their
+    /// gradients as they were.
     pub fn forward_backward_shard_with(
         &mut self,
         labels: &[u8],
@@ -546,8 +548,15 @@ impl Network {
             self.grads[last].data.iter_mut().for_each(|g| *g *= weight);
         }
         self.start_backward();
-        for i in (self.backward_floor()..self.layers.len()).rev() {
+        let floor = self.backward_floor();
+        for i in (floor..self.layers.len()).rev() {
             self.backward_layer(i, sync);
+            after_layer(self, i);
+        }
+        // The layers below the floor have no backward, but `after_layer`
+        // still hears of them, in order (a data-parallel step starts its
+        // last gradient bucket on the lowest layer).
+        for i in (0..floor).rev() {
             after_layer(self, i);
         }
         loss

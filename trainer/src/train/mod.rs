@@ -1289,6 +1289,37 @@ mod tests {
         }
     }
 
+    /// A held first layer (as a whitening layer is held): backward stops
+    /// above it, and the replicas still sum every bucket, the one holding
+    /// both the held layer and trained ones included, and train as one
+    /// process does, the held layer unchanged.
+    #[test]
+    fn replicas_with_a_held_first_layer_train_like_one_process() {
+        for bucket_bytes in [BUCKET_BYTES, 4] {
+            let (train, val) = (split_of(40), split_of(13));
+            let mut cfg = TrainConfig {
+                bucket_bytes,
+                ..replicated_config(8)
+            };
+            cfg.groups.held = vec![("conv1".into(), None)];
+            let alone = train_replicated(small_net, 1, &train, &val, &cfg);
+            let team = train_replicated(small_net, 2, &train, &val, &cfg);
+            let init = small_net().snapshot();
+            let (w1, _) = &alone[0];
+            assert_eq!(w1[0], init[0], "conv1.weight is held");
+            assert_ne!(w1[2], init[2], "dense1.weight trains");
+            for (w, _) in &team {
+                let worst = w1
+                    .iter()
+                    .flatten()
+                    .zip(w.iter().flatten())
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(worst < 1e-5, "bucket {bucket_bytes} bytes: {worst}");
+            }
+        }
+    }
+
     /// With batch norm each replica normalises by its shard's statistics, so
     /// the run differs from one process's; the replicas still end identical,
     /// their running statistics averaged.
