@@ -12,7 +12,7 @@
 //! | `conv2d` | `Conv`, weight permuted from `[k, k, ci, co]` (HWIO) to `[co, ci, k, k]` (OIHW), explicit `pads` (TensorFlow's `same`: the odd cell after) |
 //! | `batchnorm` | `BatchNormalization` (evaluation: the moving statistics) |
 //! | `relu` | `Relu` |
-//! | `gelu` | `x · 0.5 · (1 + Erf(x · 1/√2))` in five nodes (`Gelu` is opset 20; ONNX Runtime fuses these into its `Gelu`) |
+//! | `gelu` | `x · (1 + Erf(x / √2)) · 0.5` in five nodes (`Gelu` is opset 20; ONNX Runtime fuses these into its `Gelu`) |
 //! | `maxpool2d` | `MaxPool` (padded cells never win, as here) |
 //! | `global_avg_pool` | `GlobalAveragePool`, then `Flatten` to `[N, C]` |
 //! | `flatten` | `Transpose` to NHWC, then `Flatten`: the trainer flattens in `(h, w, c)` order |
@@ -542,13 +542,14 @@ fn build(spec: &ModelSpec, class_names: &[String], params: &Params) -> Vec<u8> {
                 x.rank
             }
             LayerSpec::Gelu { .. } => {
-                // x · ½ · (1 + erf(x/√2))
-                let inv_sqrt2 = g.scalar("gelu_inv_sqrt2", std::f32::consts::FRAC_1_SQRT_2);
+                // x · ½ · (1 + erf(x/√2)), in the node order ONNX Runtime's
+                // GELU fusion recognises.
+                let sqrt2 = g.scalar("gelu_sqrt2", std::f32::consts::SQRT_2);
                 let one = g.scalar("gelu_one", 1.0);
                 let half = g.scalar("gelu_half", 0.5);
                 let (scaled, erf) = (format!("{out}_scaled"), format!("{out}_erf"));
                 let (plus1, prod) = (format!("{out}_plus1"), format!("{out}_prod"));
-                g.node("Mul", &[&x.name, &inv_sqrt2], &scaled, vec![]);
+                g.node("Div", &[&x.name, &sqrt2], &scaled, vec![]);
                 g.node("Erf", &[&scaled], &erf, vec![]);
                 g.node("Add", &[&erf, &one], &plus1, vec![]);
                 g.node("Mul", &[&x.name, &plus1], &prod, vec![]);
