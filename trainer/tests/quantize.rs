@@ -148,6 +148,16 @@ fn folding_through_a_max_pool_keeps_the_logits() {
         "{json}"
     );
     assert!(json.contains(r#""from":"bn_a""#), "{json}");
+    // The other block's pool keeps its name; an unread pool gets none.
+    assert!(json.contains(r#""type":"maxpool2d","name":"p2""#), "{json}");
+    let unread = random_net(
+        r#"{"name":"u","input":{"height":6,"width":6,"channels":1},"layers":[
+        {"type":"conv2d","filters":2,"kernel":3},{"type":"maxpool2d"},{"type":"batchnorm"},
+        {"type":"flatten"},{"type":"dense","units":2}]}"#,
+        3,
+    );
+    let unread = fold_batchnorms(&unread).unwrap().spec().to_json();
+    assert!(unread.contains(r#"{"type":"maxpool2d","size""#), "{unread}");
     let images = random_images(16, 12 * 12 * 3, 2);
     assert_same_logits(&mut net, &mut folded, &images, 16);
     // And it quantizes. Folded: conv, pool bn_a, relu, conv, relu, add, conv,

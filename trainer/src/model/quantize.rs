@@ -237,8 +237,8 @@ pub fn quantize(
 /// channel, `max(a·x + b) = a·max(x) + b` (padded cells never win), so the
 /// batch norm folds into the convolution and the pool's output becomes the
 /// batch norm's; a `from`/`input` naming the batch norm then names the pool
-/// (which takes the batch norm's name if it had none). A channel whose scale
-/// is not positive is refused.
+/// (which takes the batch norm's name if it had none and is read so). A
+/// channel whose scale is not positive is refused.
 pub fn fold_batchnorms(net: &Network) -> Result<Network, QuantizeError> {
     let spec = net.spec();
     let tensors: HashMap<String, Vec<f32>> = net
@@ -259,6 +259,7 @@ pub fn fold_batchnorms(net: &Network) -> Result<Network, QuantizeError> {
     let mut folded: HashMap<String, Vec<f32>> = HashMap::new();
     // Unnamed pools a batch norm is folded through, given its name.
     let mut pool_names: HashMap<usize, String> = HashMap::new();
+    let read_later = spec.read_later();
     for (index, layer) in spec.layers.iter().enumerate() {
         let LayerSpec::BatchNorm { name, epsilon, .. } = layer else {
             continue;
@@ -343,7 +344,10 @@ pub fn fold_batchnorms(net: &Network) -> Result<Network, QuantizeError> {
                         pool.to_string()
                     }
                     None => {
-                        pool_names.insert(p, bn.clone());
+                        // Named only when a layer reads the batch norm by name.
+                        if read_later[index] {
+                            pool_names.insert(p, bn.clone());
+                        }
                         bn.clone()
                     }
                 };
