@@ -520,7 +520,8 @@ impl BatchNorm {
         }
         let (per, avx2) = (self.per(), has_avx2_fma());
         let (ca, rest) = self.coef.split_at(c);
-        let coef = (ca, rest.split_at(c).0, rest.split_at(c).1);
+        let (cb, ck) = rest.split_at(c);
+        let coef = (ca, cb, ck);
         dx.data
             .par_chunks_mut(BLOCK_ROWS * c)
             .zip(dy.data.par_chunks(BLOCK_ROWS * c))

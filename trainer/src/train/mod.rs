@@ -1265,12 +1265,7 @@ mod tests {
             for (w, h) in &team {
                 // Bit for bit the same on every replica.
                 assert_eq!(w, &team[0].0);
-                let worst = w1
-                    .iter()
-                    .flatten()
-                    .zip(w.iter().flatten())
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0f32, f32::max);
+                let worst = largest_difference(w1, w);
                 assert!(worst < 1e-5, "{size} replicas, batch {batch}: {worst}");
                 for (a, b) in h1.iter().zip(h) {
                     assert!((a.loss - b.loss).abs() < 1e-5, "{a:?} vs {b:?}");
@@ -1309,12 +1304,7 @@ mod tests {
             assert_eq!(w1[0], init[0], "conv1.weight is held");
             assert_ne!(w1[2], init[2], "dense1.weight trains");
             for (w, _) in &team {
-                let worst = w1
-                    .iter()
-                    .flatten()
-                    .zip(w.iter().flatten())
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0f32, f32::max);
+                let worst = largest_difference(w1, w);
                 assert!(worst < 1e-5, "bucket {bucket_bytes} bytes: {worst}");
             }
         }
