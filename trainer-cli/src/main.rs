@@ -37,6 +37,9 @@ where
 /// The `--tta` values (serde names of [`train::Tta`]).
 const TTA_NAMES: &[&str] = &["flip", "flip_translate"];
 
+/// The `--teacher-views` values (serde names of [`run::TeacherViews`]).
+const TEACHER_VIEW_NAMES: &[&str] = &["plain", "flip", "flip_translate"];
+
 /// A count of at least 1 (`--subset 0` is refused, not a run on nothing).
 fn positive() -> impl clap::builder::TypedValueParser<Value = usize> {
     use clap::builder::TypedValueParser;
@@ -114,6 +117,27 @@ struct TrainArgs {
         help_heading = "Model"
     )]
     freeze: Vec<String>,
+    /// Distil from this trained f32 model: its class probabilities for each
+    /// training image (computed once, before training, with the views of
+    /// --teacher-views) are mixed into the targets with weight
+    /// --teacher-weight. For training a small model (e.g. resnet8 for a
+    /// microcontroller) from a larger, more accurate one.
+    #[arg(long, value_name = "FILE", help_heading = "Model")]
+    teacher: Option<PathBuf>,
+    /// With --teacher: the weight α of the teacher's probabilities in the
+    /// target, `(1 − α)·labels + α·teacher`.
+    #[arg(
+        long,
+        value_name = "ALPHA",
+        default_value_t = 0.5,
+        help_heading = "Model"
+    )]
+    teacher_weight: f32,
+    /// With --teacher: the views of each training image whose probabilities
+    /// are averaged (`plain`: the image alone).
+    #[arg(long, value_name = "VIEWS", default_value = "flip", help_heading = "Model",
+          value_parser = named::<run::TeacherViews>(TEACHER_VIEW_NAMES))]
+    teacher_views: run::TeacherViews,
     /// Maximum epochs [default: 35].
     #[arg(long, help_heading = "Training")]
     epochs: Option<usize>,
@@ -527,6 +551,17 @@ fn train(mut args: TrainArgs, replicas: &dyn Replicas) -> Result<()> {
         Some(path) => Some(run::WarmStart::load(path).context("bad --init")?),
         None => None,
     };
+    let teacher = match &args.teacher {
+        Some(path) => Some(run::Teacher {
+            model: std::sync::Mutex::new(run::WarmStart::load(path).context("bad --teacher")?),
+            weight: args.teacher_weight,
+            views: args.teacher_views,
+        }),
+        None => None,
+    };
+    if !(0.0..=1.0).contains(&args.teacher_weight) {
+        bail!("--teacher-weight {} must be in [0, 1]", args.teacher_weight);
+    }
     let mut spec_file = match (&args.model, &init) {
         (Some(model), _) => SpecFile::resolve(model).context("bad --model")?,
         (None, Some(w)) => SpecFile {
@@ -603,6 +638,7 @@ fn train(mut args: TrainArgs, replicas: &dyn Replicas) -> Result<()> {
         out,
         spec,
         init: init.map(std::sync::Arc::new),
+        teacher: teacher.map(std::sync::Arc::new),
         freeze: args.freeze.clone(),
         log_jsonl: args.log_jsonl.clone(),
     };

@@ -43,6 +43,8 @@ pub struct RunConfig {
     pub progress: bool,
     /// Start from this model's weights instead of a fresh initialisation.
     pub init: Option<std::sync::Arc<WarmStart>>,
+    /// Distil from this model ([`trainer::train::distill`]).
+    pub teacher: Option<std::sync::Arc<Teacher>>,
     /// Layers not to train ([`Network::freeze`] patterns).
     pub freeze: Vec<String>,
     /// Append one JSON line per training step here (epoch, step, running
@@ -113,6 +115,52 @@ impl WarmStart {
     }
 }
 
+/// A model to distil from, and how.
+#[derive(Debug)]
+pub struct Teacher {
+    /// Behind a lock: running it needs its activation buffers.
+    pub model: std::sync::Mutex<WarmStart>,
+    /// α, the weight of its probabilities in the targets.
+    pub weight: f32,
+    pub views: TeacherViews,
+}
+
+/// The views of a training image the teacher's probabilities are averaged over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TeacherViews {
+    /// The image alone.
+    Plain,
+    /// The image and its mirror image.
+    Flip,
+    /// airbench's six views (flips and 1-pixel shifts).
+    FlipTranslate,
+}
+
+impl TeacherViews {
+    fn tta(self) -> Option<train::Tta> {
+        match self {
+            TeacherViews::Plain => None,
+            TeacherViews::Flip => Some(train::Tta::Flip),
+            TeacherViews::FlipTranslate => Some(train::Tta::FlipTranslate),
+        }
+    }
+}
+
+impl Teacher {
+    /// What a checkpoint records of it.
+    fn describe(&self) -> String {
+        let model = self.model.lock().unwrap_or_else(|e| e.into_inner());
+        format!(
+            "{} (sha256 {}), weight {}, views {:?}",
+            model.path.display(),
+            model.sha256,
+            self.weight,
+            self.views
+        )
+    }
+}
+
 impl RunConfig {
     /// The identity of this run on `data`, which a checkpoint must match to be resumed.
     pub fn fingerprint(&self, data: &Dataset) -> RunFingerprint {
@@ -145,6 +193,7 @@ impl RunConfig {
                 .init
                 .as_ref()
                 .map(|w| format!("{} (sha256 {})", w.path.display(), w.sha256)),
+            teacher: self.teacher.as_ref().map(|t| t.describe()),
             frozen: self.freeze.clone(),
             sync_batch_norm: self.train.sync_batch_norm,
             groups: self.train.groups.clone(),
@@ -234,6 +283,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error("teacher {path}: {problem}")]
+    Teacher { path: String, problem: String },
     #[error(transparent)]
     WarmStart(#[from] trainer::train::warm_start::WarmStartError),
     /// The recipe's initialisation (whitening) cannot be applied.
@@ -373,6 +424,39 @@ pub fn run_replicated(
             val_split.len()
         );
     }
+    // The teacher's probabilities, for the images this run trains on.
+    let train_cfg = match &cfg.teacher {
+        None => Cow::Borrowed(&cfg.train),
+        Some(t) => {
+            let started = std::time::Instant::now();
+            let origin = t.describe();
+            let mut teacher = t.model.lock().unwrap_or_else(|e| e.into_inner());
+            let path = teacher.path.display().to_string();
+            let d = trainer::train::distill::Distillation::from_teacher(
+                &mut teacher.net,
+                &train_split,
+                t.views.tta(),
+                t.weight,
+                origin,
+            )
+            .map_err(|problem| RunError::Teacher {
+                path: path.clone(),
+                problem,
+            })?;
+            if lead {
+                eprintln!(
+                    "Distilling from {path} (weight {}, views {:?}): its most probable class is the label of {:.2} % of the training images ({:.1}s)",
+                    t.weight,
+                    t.views,
+                    100.0 * d.agreement(&train_split.labels),
+                    started.elapsed().as_secs_f32()
+                );
+            }
+            let mut train = cfg.train.clone();
+            train.distill = Some(std::sync::Arc::new(d));
+            Cow::Owned(train)
+        }
+    };
     let fingerprint = cfg.fingerprint(data);
     let (mut net, mut opt, mut state) = if !cfg.fresh && cfg.checkpoint.exists() {
         let r = checkpoint::load(&cfg.checkpoint).map_err(|e| RunError::Resume {
@@ -433,7 +517,7 @@ pub fn run_replicated(
         &mut opt,
         &train_split,
         &val_split,
-        &cfg.train,
+        &train_cfg,
         &mut state,
         observer,
     )?;

@@ -10,7 +10,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use trainer::kernels::tensor::{ImageShape, Tensor};
 use trainer::layers::{self, Layer, Mode, Params};
-use trainer::model::loss::{softmax_cross_entropy, softmax_cross_entropy_smoothed};
+use trainer::model::loss::{
+    softmax_cross_entropy, softmax_cross_entropy_smoothed, softmax_cross_entropy_targets,
+    softmax_in_place, Targets,
+};
 use trainer::model::spec::{ModelSpec, Padding};
 
 const H: f32 = 1e-2;
@@ -297,6 +300,52 @@ proptest! {
         let plain = softmax_cross_entropy(&z, &labels, Some(&mut g0));
         let zero = softmax_cross_entropy_smoothed(&z, &labels, 0.0, Some(&mut g1));
         prop_assert_eq!(plain, zero);
+        prop_assert_eq!(g0.data, g1.data);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Distillation: the target `q = (1 − α)·((1 − ε)·onehot + ε/K) + α·r`
+    /// mixes a teacher's probabilities `r` in; the loss is `−Σ q log p` and
+    /// its gradient `(p − q)/n`, against finite differences.
+    #[test]
+    fn distillation_gradient(n in 1usize..5, classes in 2usize..12, eps in 0.0f32..0.5,
+                             alpha in 0.0f32..=1.0, seed in any::<u64>()) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut z = random_tensor(n, ImageShape::vector(classes), &mut rng);
+        z.data.iter_mut().for_each(|v| *v *= 3.0);
+        let labels: Vec<u8> = (0..n).map(|_| rng.random_range(0..classes as u8)).collect();
+        let mut r = random_tensor(n, ImageShape::vector(classes), &mut rng).data;
+        r.chunks_exact_mut(classes).for_each(softmax_in_place);
+        let targets = Targets { labels: &labels, smoothing: eps, soft: Some((&r, alpha)) };
+        let mut g = Tensor::default();
+        let loss = softmax_cross_entropy_targets(&z, targets, Some(&mut g)).loss as f64;
+        let mut direct = 0.0f64;
+        for (i, (row, &t)) in z.data.chunks_exact(classes).zip(&labels).enumerate() {
+            let lse = row.iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
+            for (c, &v) in row.iter().enumerate() {
+                let label = (1.0 - eps as f64) * f64::from(u8::from(c == t as usize)) + eps as f64 / classes as f64;
+                let q = (1.0 - alpha as f64) * label + alpha as f64 * r[i * classes + c] as f64;
+                direct -= q * (v as f64 - lse);
+            }
+        }
+        prop_assert!((loss - direct / n as f64).abs() < 1e-5, "{} vs {}", loss, direct / n as f64);
+        for i in 0..z.data.len() {
+            let mut zp = z.clone();
+            zp.data[i] += H;
+            let up = softmax_cross_entropy_targets(&zp, targets, None).loss as f64;
+            zp.data[i] -= 2.0 * H;
+            let down = softmax_cross_entropy_targets(&zp, targets, None).loss as f64;
+            let numeric = (up - down) / (2.0 * H as f64);
+            prop_assert!(close(numeric, g.data[i] as f64), "dz[{}]: {} vs {}", i, numeric, g.data[i]);
+        }
+        // α = 0 is label smoothing alone, bit for bit.
+        let (mut g0, mut g1) = (Tensor::default(), Tensor::default());
+        softmax_cross_entropy_smoothed(&z, &labels, eps, Some(&mut g0));
+        let none = Targets { soft: Some((&r, 0.0)), ..targets };
+        softmax_cross_entropy_targets(&z, none, Some(&mut g1));
         prop_assert_eq!(g0.data, g1.data);
     }
 }

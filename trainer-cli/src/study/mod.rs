@@ -730,6 +730,7 @@ fn train_one(
         fresh,
         tta: run.tta,
         init: init.map(std::sync::Arc::new),
+        teacher: None,
         freeze: Vec::new(),
         log_jsonl: None,
     };

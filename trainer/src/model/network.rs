@@ -5,7 +5,7 @@
 use crate::kernels::tensor::{ImageShape, Tensor};
 use crate::layers::{self, Layer, Mode, Param, Params};
 use crate::model::loss::{
-    softmax_cross_entropy, softmax_cross_entropy_smoothed, softmax_in_place, BatchLoss,
+    softmax_cross_entropy, softmax_cross_entropy_targets, softmax_in_place, BatchLoss, Targets,
 };
 use crate::model::spec::{LayerSpec, ModelSpec, SpecError};
 use rand::SeedableRng;
@@ -499,23 +499,24 @@ impl Network {
     /// [`Network::forward_backward`] with the labels smoothed by `smoothing`
     /// (see [`crate::model::loss`]); the loss returned is the smoothed one.
     pub fn forward_backward_smoothed(&mut self, labels: &[u8], smoothing: f32) -> BatchLoss {
-        self.forward_backward_shard(labels, smoothing, 1.0, None)
+        self.forward_backward_shard(Targets::smoothed(labels, smoothing), 1.0, None)
     }
 
-    /// [`Network::forward_backward_smoothed`] of one replica's shard of a
-    /// batch split across the replicas of a data-parallel run, with gradients
+    /// [`Network::forward_backward`] towards `targets` (labels, smoothing and
+    /// a teacher's probabilities, see [`crate::model::loss`]) of one
+    /// replica's shard of a batch split across the replicas of a
+    /// data-parallel run, with gradients
     /// scaled by `weight` (the shard's share of the batch, `n_r / B`), so that
     /// the replicas' gradients sum to the whole batch's. With `sync`, batch
     /// norm normalises by the whole batch's statistics (summed over `sync`);
     /// without, by the shard's. The loss returned is the shard's own mean.
     pub fn forward_backward_shard(
         &mut self,
-        labels: &[u8],
-        smoothing: f32,
+        targets: Targets,
         weight: f32,
         sync: Option<&dyn layers::BatchSync>,
     ) -> BatchLoss {
-        self.forward_backward_shard_with(labels, smoothing, weight, sync, &mut |_, _| {})
+        self.forward_backward_shard_with(targets, weight, sync, &mut |_, _| {})
     }
 
     /// [`Network::forward_backward_shard`] calling `after_layer(self, i)` as
@@ -527,8 +528,7 @@ impl Network {
     /// gradients as they were.
     pub fn forward_backward_shard_with(
         &mut self,
-        labels: &[u8],
-        smoothing: f32,
+        targets: Targets,
         weight: f32,
         sync: Option<&dyn layers::BatchSync>,
         after_layer: &mut dyn FnMut(&mut Network, usize),
@@ -538,12 +538,8 @@ impl Network {
         }
         let last = self.layers.len();
         self.reuse_grad(last);
-        let loss = softmax_cross_entropy_smoothed(
-            &self.acts[last],
-            labels,
-            smoothing,
-            Some(&mut self.grads[last]),
-        );
+        let loss =
+            softmax_cross_entropy_targets(&self.acts[last], targets, Some(&mut self.grads[last]));
         if weight != 1.0 {
             self.grads[last].data.iter_mut().for_each(|g| *g *= weight);
         }

@@ -53,6 +53,9 @@ pub struct RunFingerprint {
     /// as the caller identifies it (its path and a digest of its bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<String>,
+    /// The model distilled from, its weight and views ([`super::distill`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<String>,
     /// The layers not trained (`Network::freeze` patterns).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub frozen: Vec<String>,
@@ -420,6 +423,7 @@ mod tests {
             label_smoothing: 0.0,
             schedule_epochs: None,
             init: None,
+            teacher: None,
             frozen: Vec::new(),
             sync_batch_norm: false,
             groups: ParamGroups::default(),

@@ -132,43 +132,21 @@ impl View {
 
 /// Evaluation with test-time augmentation: the class probabilities of the
 /// views of `tta` (each through the network in evaluation mode) are averaged
-/// with their weights, `p̄ = Σ wᵥ softmax(f(view x))`; the prediction is
-/// `argmax p̄` and the loss `−ln p̄[label]`. Costs one forward pass per view.
+/// with their weights, `p̄ = Σ wᵥ softmax(f(view x))` ([`probabilities`]); the
+/// prediction is `argmax p̄` and the loss `−ln p̄[label]`. Costs one forward
+/// pass per view.
 pub fn evaluate_tta(net: &mut Network, split: &Split, batch: usize, tta: Tta) -> Evaluation {
-    let batch = batch.max(1);
-    let image_len = split.image_len();
-    let mut view_images = vec![0u8; batch.min(split.len()) * image_len];
+    let probs = probabilities(net, split, batch, Some(tta));
     let (mut loss_sum, mut correct) = (0.0f64, 0usize);
     let mut predictions = Vec::with_capacity(split.len());
-    for start in (0..split.len()).step_by(batch) {
-        let n = (split.len() - start).min(batch);
-        let images = &split.images[start * image_len..(start + n) * image_len];
-        let labels = &split.labels[start..start + n];
-        let mut probs = Vec::new();
-        for view in tta.views() {
-            for (src, dst) in images
-                .chunks_exact(image_len)
-                .zip(view_images.chunks_exact_mut(image_len))
-            {
-                view.render(src, dst, split.shape);
-            }
-            let p = net.predict_proba(&view_images[..n * image_len], n);
-            if probs.is_empty() {
-                probs = vec![0.0f32; p.len()];
-            }
-            for (acc, q) in probs.iter_mut().zip(&p) {
-                *acc += view.weight * q;
-            }
-        }
-        let classes = probs.len() / n;
-        for (p, &t) in probs.chunks_exact(classes).zip(labels) {
-            let predicted = crate::model::loss::argmax(p);
-            // Clamped so that a probability that underflows to 0 gives a
-            // large finite loss rather than infinity.
-            loss_sum -= f64::from(p[t as usize].max(f32::MIN_POSITIVE)).ln();
-            correct += usize::from(predicted == t as usize);
-            predictions.push(predicted as u8);
-        }
+    let classes = probs.len() / split.len().max(1);
+    for (p, &t) in probs.chunks_exact(classes.max(1)).zip(&split.labels) {
+        let predicted = crate::model::loss::argmax(p);
+        // Clamped so that a probability that underflows to 0 gives a
+        // large finite loss rather than infinity.
+        loss_sum -= f64::from(p[t as usize].max(f32::MIN_POSITIVE)).ln();
+        correct += usize::from(predicted == t as usize);
+        predictions.push(predicted as u8);
     }
     let n = split.len().max(1);
     Evaluation {
@@ -176,4 +154,42 @@ pub fn evaluate_tta(net: &mut Network, split: &Split, batch: usize, tta: Tta) ->
         accuracy: correct as f32 / n as f32,
         predictions,
     }
+}
+
+/// The class probabilities of every image of `split` (evaluation mode), one
+/// row per image: `softmax(f(x))`, or with `tta` the weighted mean over its
+/// views, `Σ wᵥ softmax(f(view x))`. In batches of `batch` images.
+pub fn probabilities(net: &mut Network, split: &Split, batch: usize, tta: Option<Tta>) -> Vec<f32> {
+    const PLAIN: &[View] = &[View {
+        mirror: false,
+        shift: 0,
+        weight: 1.0,
+    }];
+    let views = tta.map_or(PLAIN, Tta::views);
+    let batch = batch.max(1);
+    let image_len = split.image_len();
+    let mut view_images = vec![0u8; batch.min(split.len()) * image_len];
+    let mut all = Vec::new();
+    for start in (0..split.len()).step_by(batch) {
+        let n = (split.len() - start).min(batch);
+        let images = &split.images[start * image_len..(start + n) * image_len];
+        let at = all.len();
+        for (k, view) in views.iter().enumerate() {
+            for (src, dst) in images
+                .chunks_exact(image_len)
+                .zip(view_images.chunks_exact_mut(image_len))
+            {
+                view.render(src, dst, split.shape);
+            }
+            let p = net.predict_proba(&view_images[..n * image_len], n);
+            if k == 0 {
+                all.extend(p.iter().map(|q| view.weight * q));
+            } else {
+                for (acc, q) in all[at..].iter_mut().zip(&p) {
+                    *acc += view.weight * q;
+                }
+            }
+        }
+    }
+    all
 }

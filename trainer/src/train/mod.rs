@@ -4,6 +4,7 @@
 //! Keras-like line per epoch, checkpoints) it does in an [`Observer`].
 
 pub mod checkpoint;
+pub mod distill;
 pub mod evaluate;
 pub mod groups;
 pub mod lookahead;
@@ -19,6 +20,7 @@ pub use evaluate::{evaluate, evaluate_tta, Evaluation, Tta, EVAL_BATCH};
 use crate::data::augment::{self, Augment, Batch, FlipPhase};
 use crate::data::Split;
 use crate::layers::{BatchSync, Param, Params};
+use crate::model::loss::Targets;
 use crate::model::network::Network;
 use crate::optim::schedule::{self, Schedule};
 use crate::optim::Optimizer;
@@ -97,6 +99,10 @@ pub struct TrainConfig {
     /// [`whitening::initialise`]).
     #[serde(default)]
     pub init_scales: std::collections::BTreeMap<String, f32>,
+    /// A teacher's probabilities of every training image, mixed into the
+    /// targets ([`distill`]; not part of a recipe: computed by the caller).
+    #[serde(skip)]
+    pub distill: Option<std::sync::Arc<distill::Distillation>>,
 }
 
 /// [`TrainConfig::bucket_bytes`] by default: 1 MiB.
@@ -128,6 +134,7 @@ impl TrainConfig {
             whitening: recipe.whitening.clone(),
             dirac: recipe.dirac,
             init_scales: recipe.init_scales.clone(),
+            distill: None,
         }
     }
 }
@@ -168,6 +175,7 @@ impl Default for TrainConfig {
             whitening: None,
             dirac: false,
             init_scales: Default::default(),
+            distill: None,
         }
     }
 }
@@ -310,6 +318,8 @@ pub enum TrainError {
         batch_size: usize,
         problem: String,
     },
+    #[error("the teacher's probabilities cover {rows} images, the training set has {images}")]
+    Distillation { rows: usize, images: usize },
 }
 
 /// Everything that changes as training goes on; what a checkpoint saves.
@@ -474,6 +484,16 @@ pub fn fit_replicated(
     if cfg.lookahead.is_some() && state.lookahead.is_empty() {
         state.lookahead = net.snapshot();
     }
+    if let Some(d) = &cfg.distill {
+        if d.probs.len() != train.len() * d.classes {
+            return Err(TrainError::Distillation {
+                rows: d.probs.len() / d.classes.max(1),
+                images: train.len(),
+            });
+        }
+    }
+    // The teacher's rows of the batch being trained.
+    let mut soft_rows: Vec<f32> = Vec::new();
 
     while state.epochs_done < cfg.epochs && !state.stopped_early {
         let epoch = state.epochs_done + 1;
@@ -509,6 +529,17 @@ pub fn fit_replicated(
             &mut |step, batch| {
                 let part = replicas::shard(batch.len(), rank, size);
                 let labels = &batch.labels[part.clone()];
+                let soft = cfg.distill.as_ref().map(|d| {
+                    let first = step * cfg.batch_size;
+                    soft_rows.clear();
+                    d.gather(&order[first + part.start..first + part.end], &mut soft_rows);
+                    (&soft_rows[..], d.weight)
+                });
+                let targets = Targets {
+                    labels,
+                    smoothing: cfg.label_smoothing,
+                    soft,
+                };
                 // Alone, the shard is the whole batch and its weight 1.
                 let weight = part.len() as f32 / batch.len() as f32;
                 if !part.is_empty() {
@@ -518,19 +549,12 @@ pub fn fit_replicated(
                 let sync = sync.as_ref().map(|s| s as &dyn BatchSync);
                 // The batch's mean loss and its correct count, over all replicas.
                 let (loss, batch_correct) = if size == 1 {
-                    let b = net.forward_backward_shard(labels, cfg.label_smoothing, weight, sync);
+                    let b = net.forward_backward_shard(targets, weight, sync);
                     (b.loss, b.correct)
                 } else {
-                    let shard = (!part.is_empty()).then_some((labels, weight));
-                    let waited = step_replicated(
-                        net,
-                        replicas,
-                        &buckets,
-                        &mut reduced,
-                        shard,
-                        cfg.label_smoothing,
-                        sync,
-                    );
+                    let shard = (!part.is_empty()).then_some((targets, weight));
+                    let waited =
+                        step_replicated(net, replicas, &buckets, &mut reduced, shard, sync);
                     communication.seconds += waited;
                     communication.steps += 1;
                     let k = reduced.len();
@@ -695,8 +719,7 @@ fn step_replicated(
     replicas: &dyn Replicas,
     buckets: &Buckets,
     reduced: &mut [f32],
-    shard: Option<(&[u8], f32)>,
-    smoothing: f32,
+    shard: Option<(Targets, f32)>,
     sync: Option<&dyn BatchSync>,
 ) -> f64 {
     let (grads, tail) = reduced.split_at_mut(buckets.len());
@@ -711,8 +734,8 @@ fn step_replicated(
     }
     let mut pending: Vec<Box<dyn PendingSum + '_>> = Vec::with_capacity(parts.len() + 1);
     let mut next = 0;
-    let local = shard.map(|(labels, weight)| {
-        net.forward_backward_shard_with(labels, smoothing, weight, sync, &mut |net, i| {
+    let local = shard.map(|(targets, weight)| {
+        net.forward_backward_shard_with(targets, weight, sync, &mut |net, i| {
             let layer = &buckets.layers[i];
             if !layer.is_empty() {
                 let (range, lowest) = &buckets.buckets[next];
@@ -739,7 +762,7 @@ fn step_replicated(
         pending.push(replicas.start_sum_f32(part));
     }
     let (loss, correct) = local.map_or((0.0, 0), |b| (b.loss, b.correct));
-    let n = shard.map_or(0, |(labels, _)| labels.len());
+    let n = shard.map_or(0, |(targets, _)| targets.labels.len());
     tail.copy_from_slice(&[loss * n as f32, correct as f32]);
     let waited = Instant::now();
     pending.push(replicas.start_sum_f32(tail));
@@ -1282,6 +1305,83 @@ mod tests {
                 .zip(w1.iter().flatten())
                 .any(|(a, b)| (a - b).abs() > 1e-3));
         }
+    }
+
+    /// Distillation: with weight 0 the teacher changes nothing (bit for
+    /// bit); with weight 1 the network learns the teacher's answers, not the
+    /// labels (bit for bit as if they were the labels); the replicas gather their shards' rows and train as one
+    /// process; probabilities of another split are refused.
+    #[test]
+    fn distillation_learns_the_teachers_answers() {
+        let (train, val) = (split_of(40), split_of(13));
+        // A teacher sure of the next class: (label + 1) mod 10.
+        let probs: Vec<f32> = train
+            .labels
+            .iter()
+            .flat_map(|&t| (0..10).map(move |c| f32::from(u8::from(c == (t + 1) % 10))))
+            .collect();
+        let teacher = |weight| {
+            Some(std::sync::Arc::new(distill::Distillation {
+                probs: probs.clone(),
+                classes: 10,
+                weight,
+                origin: "test".into(),
+            }))
+        };
+        let plain = replicated_config(8);
+        let zero = TrainConfig {
+            distill: teacher(0.0),
+            ..replicated_config(8)
+        };
+        let (a, b) = (
+            train_replicated(small_net, 1, &train, &val, &plain),
+            train_replicated(small_net, 1, &train, &val, &zero),
+        );
+        assert_eq!(a[0].0, b[0].0);
+
+        // Weight 1 with one-hot teacher rows is training on the teacher's
+        // classes as labels, bit for bit; and the replicas agree.
+        let full = TrainConfig {
+            distill: teacher(1.0),
+            ..replicated_config(8)
+        };
+        let shifted = Split {
+            labels: train.labels.iter().map(|t| (t + 1) % 10).collect(),
+            ..train.clone()
+        };
+        let alone = train_replicated(small_net, 1, &train, &val, &full);
+        let relabelled = train_replicated(small_net, 1, &shifted, &val, &plain);
+        assert_eq!(alone[0].0, relabelled[0].0);
+        assert_ne!(alone[0].0, a[0].0);
+        let team = train_replicated(small_net, 2, &train, &val, &full);
+        let worst = largest_difference(&alone[0].0, &team[1].0);
+        assert!(worst < 1e-5, "{worst}");
+
+        let short = TrainConfig {
+            distill: Some(std::sync::Arc::new(distill::Distillation {
+                probs: probs[..390].to_vec(),
+                classes: 10,
+                weight: 0.5,
+                origin: "test".into(),
+            })),
+            ..replicated_config(8)
+        };
+        let e = fit(
+            &mut small_net(),
+            &mut Optimizer::Sgd(crate::optim::Sgd::new(0.05, 0.9, true)),
+            &train,
+            &val,
+            &short,
+            &mut TrainState::default(),
+            &mut (),
+        );
+        assert!(matches!(
+            e,
+            Err(TrainError::Distillation {
+                rows: 39,
+                images: 40
+            })
+        ));
     }
 
     /// A held first layer (as a whitening layer is held): backward stops

@@ -1,0 +1,81 @@
+//! `trainer train --teacher`: distillation from an exported model.
+
+mod common;
+
+use common::{text, trainer};
+use std::path::Path;
+
+fn shipped(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// A run distils from the shipped model 1 (its agreement with the labels is
+/// reported); its checkpoint records the teacher, so resuming with another
+/// weight is refused; bad teachers and weights are refused before training.
+#[test]
+fn distillation_from_a_shipped_model() {
+    let Some(data) = common::cifar10_dir("distillation_from_a_shipped_model") else {
+        return;
+    };
+    let data = data.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("student.safetensors");
+    let teacher = shipped("model1.safetensors");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--model",
+            "model1",
+            "--data",
+            data,
+            "--subset",
+            "200",
+            "--epochs",
+            "1",
+            "--val-subset",
+            "100",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        trainer(&args)
+    };
+    let o = run(&["--teacher", &teacher, "--teacher-weight", "0.7"]);
+    let log = text(&o);
+    assert!(o.status.success(), "{log}");
+    assert!(
+        log.contains("Distilling from") && log.contains("weight 0.7"),
+        "{log}"
+    );
+    assert!(log.contains("is the label of"), "{log}");
+    assert!(out.exists());
+
+    // The checkpoint is of a run with this teacher and weight.
+    let o = run(&["--teacher", &teacher, "--teacher-weight", "0.3"]);
+    let log = text(&o);
+    assert!(!o.status.success(), "{log}");
+    assert!(
+        log.contains("belongs to another run") && log.contains("teacher"),
+        "{log}"
+    );
+
+    let o = run(&["--teacher", "/nonexistent.safetensors", "--fresh"]);
+    let log = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        log.contains("bad --teacher") && log.contains("/nonexistent.safetensors"),
+        "{log}"
+    );
+    let o = run(&["--teacher", &teacher, "--teacher-weight", "1.5", "--fresh"]);
+    let log = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        log.contains("--teacher-weight 1.5 must be in [0, 1]"),
+        "{log}"
+    );
+}
