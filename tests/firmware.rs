@@ -145,6 +145,11 @@ fn run_in_qemu(elf: &Path) -> String {
 /// readings: under `-icount` its ticks are proportional to instructions, at
 /// the rate its calibration loop (a known count of instructions) shows.
 fn instructions_per_image(out: &str) -> f64 {
+    instructions_of(out, "systick image ")
+}
+
+/// [`instructions_per_image`] of the readings on lines starting with `prefix`.
+fn instructions_of(out: &str, prefix: &str) -> f64 {
     let cal = out
         .lines()
         .find_map(|l| l.strip_prefix("systick calibration "))
@@ -154,7 +159,7 @@ fn instructions_per_image(out: &str) -> f64 {
     assert!(ticks > 0.0, "SysTick did not count: {cal}");
     let mut per_image: Vec<f64> = out
         .lines()
-        .filter_map(|l| l.strip_prefix("systick image "))
+        .filter_map(|l| l.strip_prefix(prefix))
         .map(|rest| {
             let words: Vec<&str> = rest.split_whitespace().collect();
             assert_eq!(words.get(2), Some(&"ticks"), "SysTick wrapped: {rest}");
@@ -272,6 +277,12 @@ fn check_firmware(
     );
     assert_eq!(scratch_f32, model.scratch_len());
     let instructions = instructions_per_image(&out);
+    // The same image with the portable kernels: the same probabilities.
+    assert!(
+        out.contains("portable kernels give the default's probabilities"),
+        "{out}"
+    );
+    let portable = instructions_of(&out, "systick portable image ");
     // The stack grows down from the end of RAM towards the static data; had
     // it reached them, the paint would be gone up to them and the figures
     // below would be wrong (firmware/memory-int8.x and memory-f32.x set the RAM).
@@ -284,12 +295,14 @@ fn check_firmware(
         "{name}: largest probability difference to this machine {worst:e}; footprint: flash {flash} bytes \
          (model {} bytes, test images {} bytes, the rest code and constants); RAM {ram} bytes static \
          (scratch {} bytes) + stack {stack} bytes (high-water: loading {loading}, classifying {classifying}) \
-         = {} bytes; {:.1} M instructions per image (QEMU -icount, not cycles)",
+         = {} bytes; {:.1} M instructions per image (QEMU -icount, not cycles; \
+         {:.1} M with the portable kernels only)",
         model_bytes.len(),
         images.len(),
         scratch_f32 * 4,
         ram + stack,
-        instructions / 1e6
+        instructions / 1e6,
+        portable / 1e6
     );
 }
 

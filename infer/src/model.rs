@@ -607,6 +607,12 @@ impl<'a, const N: usize> Model<'a, N> {
         self
     }
 
+    /// [`Model::with_backend`] in place (where moving the model would put a
+    /// second copy of its layer table on a small stack).
+    pub fn set_backend(&mut self, backend: Backend) {
+        self.backend = backend;
+    }
+
     /// The kernel to run: the backend's, capped by what the CPU supports.
     fn kernel(&self) -> Kernel {
         use crate::cpu::Level;
@@ -629,8 +635,13 @@ impl<'a, const N: usize> Model<'a, N> {
     }
 
     /// The int8 kernel to run: AVX-512 VNNI when the backend allows AVX-512
-    /// and the CPU has it, else AVX2 when allowed and present, else portable.
+    /// and the CPU has it, else AVX2 when allowed and present, else portable;
+    /// on ARMv7E-M builds the DSP kernel unless the backend is portable.
     fn kernel_i8(&self) -> KernelI8 {
+        #[cfg(infer_arm_dsp)]
+        if self.backend != Backend::Portable {
+            return KernelI8::ArmDsp;
+        }
         #[cfg(target_arch = "x86_64")]
         {
             use crate::cpu::Level;

@@ -39,6 +39,10 @@ pub(crate) enum KernelI8 {
     /// caller has checked the CPU supports them.
     #[cfg(target_arch = "x86_64")]
     Vnni,
+    /// Arm DSP extension (`SMLAD`; `conv_i8_dsp.rs`), on ARMv7E-M builds;
+    /// the host's tests run it with the instructions emulated.
+    #[cfg(any(infer_arm_dsp, test))]
+    ArmDsp,
 }
 
 impl KernelI8 {
@@ -49,6 +53,20 @@ impl KernelI8 {
             KernelI8::Avx2 => super::conv_i8_avx2::COLS,
             #[cfg(target_arch = "x86_64")]
             KernelI8::Vnni => super::conv_i8_vnni::COLS,
+            #[cfg(any(infer_arm_dsp, test))]
+            KernelI8::ArmDsp => super::conv_i8_dsp::COLS,
+        }
+    }
+
+    /// Whether the kernel subtracts the input's zero point itself (else it
+    /// multiplies the raw bytes and runs only where the zero point is 0).
+    fn takes_any_zero_point(self) -> bool {
+        match self {
+            KernelI8::Portable => true,
+            #[cfg(any(infer_arm_dsp, test))]
+            KernelI8::ArmDsp => true,
+            #[cfg(target_arch = "x86_64")]
+            KernelI8::Avx2 | KernelI8::Vnni => false,
         }
     }
 }
@@ -183,9 +201,9 @@ impl TileI8<'_> {
 /// `geom.input.len()` / `geom.output.len()` bytes; the tensors' sizes and
 /// values were checked at load.
 pub(crate) fn conv2d(c: &QuantConv<'_>, x: &[u8], y: &mut [u8], kernel: KernelI8) {
-    // The SIMD kernels multiply the raw bytes: they need z_x = 0, which holds
-    // for the image and every post-relu tensor.
-    let kernel = if c.q_in.zero_point == 0 {
+    // The x86 SIMD kernels multiply the raw bytes: they need z_x = 0, which
+    // holds for the image and every post-relu tensor.
+    let kernel = if c.q_in.zero_point == 0 || kernel.takes_any_zero_point() {
         kernel
     } else {
         KernelI8::Portable
@@ -266,6 +284,8 @@ fn tile(c: &QuantConv<'_>, x: &[u8], y: &mut [u8], at: TilePos, block: &Block, k
         // SAFETY: as above, for AVX2 (`cols ≤ 8`).
         #[cfg(target_arch = "x86_64")]
         KernelI8::Avx2 => unsafe { super::conv_i8_avx2::tile(&mut t) },
+        #[cfg(any(infer_arm_dsp, test))]
+        KernelI8::ArmDsp => super::conv_i8_dsp::tile(&mut t),
     }
 }
 
@@ -305,6 +325,104 @@ pub(crate) fn tile_portable(t: &mut TileI8<'_>) {
         let out = &mut t.out[p * t.px_out..][..cols];
         for (j, (o, &a)) in out.iter_mut().zip(&acc[..cols]).enumerate() {
             *o = t.block.requantize(j, a);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::arch::Shape;
+    use std::{vec, vec::Vec};
+
+    /// A small deterministic generator (xorshift).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// The Arm DSP kernel (instructions emulated) gives the portable
+    /// kernel's bytes: random shapes (partial groups of input channels,
+    /// strides, padding at the borders, a column block that is not full),
+    /// zero points and weights at ±127.
+    #[test]
+    fn arm_dsp_kernel_gives_the_portable_bytes() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for case in 0..60 {
+            let (h, w) = (1 + rng.below(9), 1 + rng.below(9));
+            let (ci, co) = (1 + rng.below(13), 1 + rng.below(37));
+            let k = [1, 3, 5][rng.below(3)];
+            let stride = 1 + rng.below(2);
+            // "same" padding, or "valid" where the kernel fits.
+            let pad = if rng.below(2) == 0 || k > h.min(w) {
+                k / 2
+            } else {
+                0
+            };
+            let (oh, ow) = (
+                (h + 2 * pad - k) / stride + 1,
+                (w + 2 * pad - k) / stride + 1,
+            );
+            let geom = ConvGeom {
+                input: Shape { h, w, c: ci },
+                output: Shape {
+                    h: oh,
+                    w: ow,
+                    c: co,
+                },
+                k,
+                stride,
+                pad_top: pad,
+                pad_left: pad,
+            };
+            let groups = quant::groups(ci);
+            let mut weight = vec![0u8; k * k * groups * co * GROUP];
+            for (i, q) in weight.iter_mut().enumerate() {
+                // Zero weights for the last group's missing channels.
+                let channel = (i / (co * GROUP) % groups) * GROUP + i % GROUP;
+                if channel < ci {
+                    *q = (rng.below(255) as i32 - 127) as i8 as u8;
+                }
+            }
+            let bias: Vec<u8> = (0..co)
+                .flat_map(|_| (rng.below(20_001) as i32 - 10_000).to_le_bytes())
+                .collect();
+            let weight_scale: Vec<u8> = (0..co)
+                .flat_map(|_| (0.001f32 + rng.below(100) as f32 * 1e-4).to_le_bytes())
+                .collect();
+            let c = QuantConv {
+                geom: &geom,
+                weight: &weight,
+                bias: &bias,
+                weight_scale: &weight_scale,
+                q_in: ActQuant {
+                    scale: 0.02,
+                    zero_point: [0, 128, 255, 37][case % 4],
+                },
+                q_out: ActQuant {
+                    scale: 0.5,
+                    zero_point: rng.below(256) as u8,
+                },
+                relu: case % 3 == 0,
+            };
+            let x: Vec<u8> = (0..h * w * ci).map(|_| rng.below(256) as u8).collect();
+            let mut want = vec![0u8; oh * ow * co];
+            let mut got = vec![1u8; oh * ow * co];
+            conv2d(&c, &x, &mut want, KernelI8::Portable);
+            conv2d(&c, &x, &mut got, KernelI8::ArmDsp);
+            assert_eq!(
+                got, want,
+                "case {case}: {h}×{w}×{ci} → {co}, k {k}, stride {stride}"
+            );
         }
     }
 }

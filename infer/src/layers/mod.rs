@@ -9,6 +9,8 @@ mod conv_avx512;
 pub(crate) mod conv_i8;
 #[cfg(target_arch = "x86_64")]
 mod conv_i8_avx2;
+#[cfg(any(infer_arm_dsp, test))]
+mod conv_i8_dsp;
 #[cfg(target_arch = "x86_64")]
 mod conv_i8_vnni;
 pub(crate) mod norm;
