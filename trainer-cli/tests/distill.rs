@@ -2,16 +2,7 @@
 
 mod common;
 
-use common::{text, trainer};
-use std::path::Path;
-
-fn shipped(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../models")
-        .join(name)
-        .display()
-        .to_string()
-}
+use common::{shipped, text, trainer};
 
 /// A run distils from the shipped model 1 (its agreement with the labels is
 /// reported); its checkpoint records the teacher, so resuming with another

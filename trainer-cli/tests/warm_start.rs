@@ -6,10 +6,7 @@ use common::{figure, text, trainer};
 use std::path::Path;
 
 fn shipped_model1() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../models/model1.safetensors")
-        .display()
-        .to_string()
+    common::shipped("model1.safetensors")
 }
 
 /// Starting from the shipped model 1 with a learning rate so small that no

@@ -24,6 +24,15 @@ pub fn cifar10_dir(test: &str) -> Option<PathBuf> {
     None
 }
 
+/// The path of a file of the repository's models/ folder (`model1.safetensors`).
+pub fn shipped(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../models")
+        .join(name)
+        .display()
+        .to_string()
+}
+
 /// Runs the `trainer` binary of this package with `args`, on two threads.
 pub fn trainer(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
