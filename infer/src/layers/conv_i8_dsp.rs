@@ -41,16 +41,16 @@ pub(crate) fn tile(t: &mut TileI8<'_>) {
     }
 }
 
-/// Pixels `p..p + N` of the tile: per pixel a row of `cols` accumulators,
-/// fed one group of 4 input channels at a time (two `SMLAD`s per pixel,
-/// output channel and group).
+/// Pixels `p..p + N` of the tile: per output channel `N` accumulators
+/// (one per pixel), fed one group of 4 input channels at a time (two
+/// `SMLAD`s per pixel, output channel and group).
 #[inline(always)]
 fn pixels<const N: usize>(t: &mut TileI8<'_>, p: usize) {
     let cols = t.cols;
     let zp = u32::from(t.zp_in) * 0x0001_0001;
-    let mut acc = [[0i32; COLS]; N];
-    for a in &mut acc {
-        a[..cols].copy_from_slice(&t.block.bias[..cols]);
+    let mut acc = [[0i32; N]; COLS];
+    for (a, &b) in acc.iter_mut().zip(&t.block.bias[..cols]) {
+        *a = [b; N];
     }
     for r in 0..t.rows {
         for j in 0..t.taps {
@@ -68,20 +68,20 @@ fn pixels<const N: usize>(t: &mut TileI8<'_>, p: usize) {
                     x13[n] = ssub16(uxtb16_ror8(word), zp);
                 }
                 let wg = &wt[g * t.w_group..][..cols * GROUP];
-                for (c, w4) in wg.chunks_exact(GROUP).enumerate() {
-                    let w = u32::from_le_bytes([w4[0], w4[1], w4[2], w4[3]]);
+                for (a, w4) in acc[..cols].iter_mut().zip(wg.chunks_exact(GROUP)) {
+                    let w = word(w4);
                     let (w02, w13) = (sxtb16(w), sxtb16_ror8(w));
                     for n in 0..N {
-                        acc[n][c] = smlad(x13[n], w13, smlad(x02[n], w02, acc[n][c]));
+                        a[n] = smlad(x13[n], w13, smlad(x02[n], w02, a[n]));
                     }
                 }
             }
         }
     }
-    for (n, a) in acc.iter().enumerate() {
+    for n in 0..N {
         let out = &mut t.out[(p + n) * t.px_out..][..cols];
-        for (j, (o, &v)) in out.iter_mut().zip(&a[..cols]).enumerate() {
-            *o = t.block.requantize(j, v);
+        for (j, (o, a)) in out.iter_mut().zip(&acc[..cols]).enumerate() {
+            *o = t.block.requantize(j, a[n]);
         }
     }
 }
@@ -92,12 +92,34 @@ fn pixels<const N: usize>(t: &mut TileI8<'_>, p: usize) {
 #[inline(always)]
 fn group_word(x: &[u8], left: usize) -> u32 {
     if left >= GROUP {
-        u32::from_le_bytes([x[0], x[1], x[2], x[3]])
+        word(x)
     } else {
         let mut b = [0u8; GROUP];
         b[..left].copy_from_slice(&x[..left]);
         u32::from_le_bytes(b)
     }
+}
+
+/// The first 4 bytes of `x` (at least 4) as a little-endian word: one `LDR`
+/// on the target, which reads unaligned words (ARMv7-M, unless a program
+/// sets `CCR.UNALIGN_TRP`); the compiler, which must assume strict alignment
+/// there, would load 4 bytes and merge them.
+#[inline(always)]
+fn word(x: &[u8]) -> u32 {
+    let x = &x[..GROUP];
+    #[cfg(infer_arm_dsp)]
+    {
+        let r: u32;
+        // SAFETY: `x` holds the 4 bytes read; ARMv7E-M's LDR takes any
+        // address (unaligned access is enabled at reset).
+        unsafe {
+            core::arch::asm!("ldr {r}, [{p}]", p = in(reg) x.as_ptr(), r = lateout(reg) r,
+                             options(pure, readonly, nostack, preserves_flags));
+        }
+        r
+    }
+    #[cfg(not(infer_arm_dsp))]
+    u32::from_le_bytes([x[0], x[1], x[2], x[3]])
 }
 
 // The instructions. On the target, one each (`asm!`; a rotation by 8 folds
