@@ -52,23 +52,29 @@ fn pixels<const N: usize>(t: &mut TileI8<'_>, p: usize) {
     for (a, &b) in acc.iter_mut().zip(&t.block.bias[..cols]) {
         *a = [b; N];
     }
+    let full = t.ci / GROUP;
     for r in 0..t.rows {
         for j in 0..t.taps {
-            let wt = &t.w[r * t.w_row + j * t.w_tap..];
             let first = r * t.row_stride + j * t.ci;
-            for g in 0..t.groups {
+            // Each pixel's input channels at this tap, and the tap's weights.
+            let xs: [&[u8]; N] =
+                core::array::from_fn(|n| &t.x[(p + n) * t.px_in + first..][..t.ci]);
+            let wt = &t.w[r * t.w_row + j * t.w_tap..][..(t.groups - 1) * t.w_group + cols * GROUP];
+            for (g, wg) in wt.chunks(t.w_group).enumerate() {
                 // Channels (0, 2) and (1, 3) of the group, minus the zero
                 // point, of each pixel.
                 let mut x02 = [0u32; N];
                 let mut x13 = [0u32; N];
                 for n in 0..N {
-                    let at = (p + n) * t.px_in + first + g * GROUP;
-                    let word = group_word(&t.x[at..(at + GROUP).min(t.x.len())], t.ci - g * GROUP);
+                    let xg = &xs[n][g * GROUP..];
+                    let word = if g < full { word(xg) } else { partial_word(xg) };
                     x02[n] = ssub16(uxtb16(word), zp);
                     x13[n] = ssub16(uxtb16_ror8(word), zp);
                 }
-                let wg = &wt[g * t.w_group..][..cols * GROUP];
-                for (a, w4) in acc[..cols].iter_mut().zip(wg.chunks_exact(GROUP)) {
+                for (a, w4) in acc[..cols]
+                    .iter_mut()
+                    .zip(wg[..cols * GROUP].chunks_exact(GROUP))
+                {
                     let w = word(w4);
                     let (w02, w13) = (sxtb16(w), sxtb16_ror8(w));
                     for n in 0..N {
@@ -86,18 +92,13 @@ fn pixels<const N: usize>(t: &mut TileI8<'_>, p: usize) {
     }
 }
 
-/// The 4 bytes of a group of input channels as a little-endian word; a
-/// last group of `left < 4` channels reads 0s past them (they meet zero
-/// weights).
+/// A last group of fewer than 4 input channels as a little-endian word, 0s
+/// past them (they meet zero weights).
 #[inline(always)]
-fn group_word(x: &[u8], left: usize) -> u32 {
-    if left >= GROUP {
-        word(x)
-    } else {
-        let mut b = [0u8; GROUP];
-        b[..left].copy_from_slice(&x[..left]);
-        u32::from_le_bytes(b)
-    }
+fn partial_word(x: &[u8]) -> u32 {
+    let mut b = [0u8; GROUP];
+    b[..x.len()].copy_from_slice(x);
+    u32::from_le_bytes(b)
 }
 
 /// The first 4 bytes of `x` (at least 4) as a little-endian word: one `LDR`
