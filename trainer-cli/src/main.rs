@@ -37,8 +37,17 @@ where
 /// The `--tta` values (serde names of [`train::Tta`]).
 const TTA_NAMES: &[&str] = &["flip", "flip_translate"];
 
-/// The `--teacher-views` values (serde names of [`run::TeacherViews`]).
-const TEACHER_VIEW_NAMES: &[&str] = &["plain", "flip", "flip_translate"];
+/// `--teacher-views`: `plain` (no views but the image) or a `--tta` name.
+fn teacher_views() -> impl clap::builder::TypedValueParser<Value = Option<train::Tta>> {
+    use clap::builder::TypedValueParser;
+    let names = std::iter::once(&"plain").chain(TTA_NAMES);
+    clap::builder::PossibleValuesParser::new(names).map(|name| {
+        (name != "plain").then(|| {
+            serde_json::from_value(serde_json::Value::String(name))
+                .expect("each listed name is the setting's serde name (tested)")
+        })
+    })
+}
 
 /// A count of at least 1 (`--subset 0` is refused, not a run on nothing).
 fn positive() -> impl clap::builder::TypedValueParser<Value = usize> {
@@ -136,8 +145,10 @@ struct TrainArgs {
     /// With --teacher: the views of each training image whose probabilities
     /// are averaged (`plain`: the image alone).
     #[arg(long, value_name = "VIEWS", default_value = "flip", help_heading = "Model",
-          value_parser = named::<run::TeacherViews>(TEACHER_VIEW_NAMES))]
-    teacher_views: run::TeacherViews,
+          value_parser = teacher_views())]
+    // Spelled out so that clap takes `None` for a value (`plain`), not for
+    // an absent option.
+    teacher_views: std::option::Option<train::Tta>,
     /// Maximum epochs [default: 35].
     #[arg(long, help_heading = "Training")]
     epochs: Option<usize>,
@@ -553,7 +564,7 @@ fn train(mut args: TrainArgs, replicas: &dyn Replicas) -> Result<()> {
     };
     let teacher = match &args.teacher {
         Some(path) => Some(run::Teacher {
-            model: std::sync::Mutex::new(run::WarmStart::load(path).context("bad --teacher")?),
+            model: run::WarmStart::load(path).context("bad --teacher")?,
             weight: args.teacher_weight,
             views: args.teacher_views,
         }),

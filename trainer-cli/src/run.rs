@@ -118,46 +118,32 @@ impl WarmStart {
 /// A model to distil from, and how.
 #[derive(Debug)]
 pub struct Teacher {
-    /// Behind a lock: running it needs its activation buffers.
-    pub model: std::sync::Mutex<WarmStart>,
+    pub model: WarmStart,
     /// α, the weight of its probabilities in the targets.
     pub weight: f32,
-    pub views: TeacherViews,
-}
-
-/// The views of a training image the teacher's probabilities are averaged over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TeacherViews {
-    /// The image alone.
-    Plain,
-    /// The image and its mirror image.
-    Flip,
-    /// airbench's six views (flips and 1-pixel shifts).
-    FlipTranslate,
-}
-
-impl TeacherViews {
-    fn tta(self) -> Option<train::Tta> {
-        match self {
-            TeacherViews::Plain => None,
-            TeacherViews::Flip => Some(train::Tta::Flip),
-            TeacherViews::FlipTranslate => Some(train::Tta::FlipTranslate),
-        }
-    }
+    /// The views of each training image its probabilities are averaged
+    /// over (`None`: the image alone).
+    pub views: Option<train::Tta>,
 }
 
 impl Teacher {
     /// What a checkpoint records of it.
     fn describe(&self) -> String {
-        let model = self.model.lock().unwrap_or_else(|e| e.into_inner());
         format!(
-            "{} (sha256 {}), weight {}, views {:?}",
-            model.path.display(),
-            model.sha256,
+            "{} (sha256 {}), weight {}, views {}",
+            self.model.path.display(),
+            self.model.sha256,
             self.weight,
-            self.views
+            self.views_name()
         )
+    }
+
+    /// `Plain`, `Flip` or `FlipTranslate` (as checkpoints have recorded them).
+    fn views_name(&self) -> String {
+        match self.views {
+            None => "Plain".to_string(),
+            Some(tta) => format!("{tta:?}"),
+        }
     }
 }
 
@@ -430,12 +416,14 @@ pub fn run_replicated(
         Some(t) => {
             let started = std::time::Instant::now();
             let origin = t.describe();
-            let mut teacher = t.model.lock().unwrap_or_else(|e| e.into_inner());
-            let path = teacher.path.display().to_string();
+            // A working copy: running a network needs its activation buffers.
+            let mut teacher = Network::new(t.model.net.spec(), 0)?;
+            teacher.restore(&t.model.net.snapshot());
+            let path = t.model.path.display().to_string();
             let d = trainer::train::distill::Distillation::from_teacher(
-                &mut teacher.net,
+                &mut teacher,
                 &train_split,
-                t.views.tta(),
+                t.views,
                 t.weight,
                 origin,
             )
@@ -445,9 +433,9 @@ pub fn run_replicated(
             })?;
             if lead {
                 eprintln!(
-                    "Distilling from {path} (weight {}, views {:?}): its most probable class is the label of {:.2} % of the training images ({:.1}s)",
+                    "Distilling from {path} (weight {}, views {}): its most probable class is the label of {:.2} % of the training images ({:.1}s)",
                     t.weight,
-                    t.views,
+                    t.views_name(),
                     100.0 * d.agreement(&train_split.labels),
                     started.elapsed().as_secs_f32()
                 );

@@ -40,18 +40,35 @@ fn distillation_from_a_shipped_model() {
     let log = text(&o);
     assert!(o.status.success(), "{log}");
     assert!(
-        log.contains("Distilling from") && log.contains("weight 0.7"),
+        log.contains("Distilling from") && log.contains("weight 0.7, views Flip"),
         "{log}"
     );
     assert!(log.contains("is the label of"), "{log}");
     assert!(out.exists());
 
-    // The checkpoint is of a run with this teacher and weight.
-    let o = run(&["--teacher", &teacher, "--teacher-weight", "0.3"]);
+    // The checkpoint is of a run with this teacher, weight and views.
+    for other in [
+        ["--teacher-weight", "0.3"],
+        ["--teacher-views", "flip_translate"],
+    ] {
+        let o = run(&[&["--teacher", &teacher], &other[..]].concat());
+        let log = text(&o);
+        assert!(!o.status.success(), "{log}");
+        assert!(
+            log.contains("belongs to another run") && log.contains("teacher"),
+            "{log}"
+        );
+    }
+    // `plain`: the image alone.
+    let o = run(&["--teacher", &teacher, "--teacher-views", "plain", "--fresh"]);
     let log = text(&o);
-    assert!(!o.status.success(), "{log}");
+    assert!(o.status.success(), "{log}");
+    assert!(log.contains("views Plain"), "{log}");
+    let o = run(&["--teacher", &teacher, "--teacher-views", "crop", "--fresh"]);
+    let log = text(&o);
+    assert!(!o.status.success());
     assert!(
-        log.contains("belongs to another run") && log.contains("teacher"),
+        log.contains("--teacher-views") && log.contains("plain, flip, flip_translate"),
         "{log}"
     );
 
