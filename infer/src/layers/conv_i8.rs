@@ -350,16 +350,17 @@ mod tests {
         }
     }
 
-    /// The Arm DSP kernel (instructions emulated) gives the portable
-    /// kernel's bytes: random shapes (partial groups of input channels,
-    /// strides, padding at the borders, a column block that is not full),
-    /// zero points and weights at ±127.
-    #[test]
-    fn arm_dsp_kernel_gives_the_portable_bytes() {
+    /// `kernel` gives the portable kernel's bytes: random shapes (partial
+    /// groups of input channels, strides, padding at the borders, column
+    /// blocks that are not full, 1 to 70 output channels), input zero points
+    /// from `zero_points`, weights at ±127, and requantization multipliers
+    /// from 1e-6 to 300 (small ones, the usual case, and ones of 1/4 and
+    /// above, which the SIMD kernels compute differently, and which saturate).
+    fn gives_the_portable_bytes(kernel: KernelI8, zero_points: &[u8]) {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-        for case in 0..60 {
+        for case in 0..80 {
             let (h, w) = (1 + rng.below(9), 1 + rng.below(9));
-            let (ci, co) = (1 + rng.below(13), 1 + rng.below(37));
+            let (ci, co) = (1 + rng.below(13), 1 + rng.below(70));
             let k = [1, 3, 5][rng.below(3)];
             let stride = 1 + rng.below(2);
             // "same" padding, or "valid" where the kernel fits.
@@ -396,9 +397,29 @@ mod tests {
             let bias: Vec<u8> = (0..co)
                 .flat_map(|_| (rng.below(20_001) as i32 - 10_000).to_le_bytes())
                 .collect();
+            // Multipliers 0.02 · weight scale / output scale: in one octave
+            // from 2^−20, 1/8, 1/4 (the first octave the SIMD kernels round
+            // in 64 bits), 1 or 128; or spread over [0.2, 2.2].
+            let (m_low, spread) = [
+                (2f32.powi(-20), false),
+                (0.125, false),
+                (0.25, false),
+                (1.0, false),
+                (128.0, false),
+                (0.2, true),
+            ][case % 6];
             let weight_scale: Vec<u8> = (0..co)
-                .flat_map(|_| (0.001f32 + rng.below(100) as f32 * 1e-4).to_le_bytes())
+                .flat_map(|_| {
+                    let r = rng.below(100) as f32;
+                    let ws = if spread {
+                        1.0 + r / 10.0
+                    } else {
+                        1.0 + r / 100.0
+                    };
+                    (0.001 * ws).to_le_bytes()
+                })
                 .collect();
+            let out_scale = 0.02 * 0.001 / m_low;
             let c = QuantConv {
                 geom: &geom,
                 weight: &weight,
@@ -406,10 +427,10 @@ mod tests {
                 weight_scale: &weight_scale,
                 q_in: ActQuant {
                     scale: 0.02,
-                    zero_point: [0, 128, 255, 37][case % 4],
+                    zero_point: zero_points[case % zero_points.len()],
                 },
                 q_out: ActQuant {
-                    scale: 0.5,
+                    scale: out_scale,
                     zero_point: rng.below(256) as u8,
                 },
                 relu: case % 3 == 0,
@@ -418,11 +439,36 @@ mod tests {
             let mut want = vec![0u8; oh * ow * co];
             let mut got = vec![1u8; oh * ow * co];
             conv2d(&c, &x, &mut want, KernelI8::Portable);
-            conv2d(&c, &x, &mut got, KernelI8::ArmDsp);
+            conv2d(&c, &x, &mut got, kernel);
             assert_eq!(
                 got, want,
-                "case {case}: {h}×{w}×{ci} → {co}, k {k}, stride {stride}"
+                "{kernel:?}, case {case}: {h}×{w}×{ci} → {co}, k {k}, stride {stride}, output scale {out_scale}"
             );
+        }
+    }
+
+    /// The Arm DSP kernel, its instructions emulated.
+    #[test]
+    fn arm_dsp_kernel_gives_the_portable_bytes() {
+        gives_the_portable_bytes(KernelI8::ArmDsp, &[0, 128, 255, 37]);
+    }
+
+    /// The x86-64 kernels, where the CPU has them (they multiply the raw
+    /// bytes, so the input's zero point is 0).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn x86_kernels_give_the_portable_bytes() {
+        use crate::cpu::Level;
+        let level = crate::cpu::level();
+        if level >= Level::Avx2 {
+            gives_the_portable_bytes(KernelI8::Avx2, &[0]);
+        } else {
+            std::eprintln!("no AVX2 on this CPU: its int8 kernel is not tested");
+        }
+        if level >= Level::Avx512Vnni {
+            gives_the_portable_bytes(KernelI8::Vnni, &[0]);
+        } else {
+            std::eprintln!("no AVX-512 VNNI on this CPU: its int8 kernel is not tested");
         }
     }
 }
