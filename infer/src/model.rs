@@ -829,7 +829,7 @@ impl<'a, const N: usize> Model<'a, N> {
                     self.layers[*source].q_out.zero_point,
                     layer.q_out.zero_point,
                 ];
-                crate::layers::add_i8(x, skip, zs, m)
+                crate::layers::add_i8(x, skip, zs, m, kernel)
             }
             (Step::OutOfPlace { x, y }, Op::Conv { .. }) => {
                 if let Some(c) = layer.quant_conv() {

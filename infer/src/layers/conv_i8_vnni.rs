@@ -13,12 +13,13 @@
 //! Requantization is `model_format::quant::Multiplier::apply`'s formula,
 //! `(acc · mult + 2^(total−1)) >> total`, `total = 31 − shift`, then `+ z_y`
 //! and the clamp to `[lo, 255]`: in 32-bit lanes from the high half of the
-//! product where every multiplier of the block is below 1/4 (the usual
-//! case: it needs a third fewer instructions), else in 64-bit lanes.
+//! product where every multiplier of the block is below 1/4 (the usual case;
+//! `quant_avx512.rs`), else in 64-bit lanes.
 //!
 //! Only the memory accesses through raw pointers are `unsafe`.
 
 use super::conv_i8::TileI8;
+use super::quant_avx512::{narrow_applies, Narrow};
 use core::arch::x86_64::*;
 use model_format::quant::GROUP;
 
@@ -197,39 +198,19 @@ unsafe fn tile_n<const P: usize, const V: usize, const MASKED: bool>(t: &mut Til
             _mm_storeu_si128(o.cast(), y);
         }
     };
-    // Every multiplier of the block below 1/4 (`shift ≤ −2`, so `total ≥
-    // 33`), as for any sane scales: requantize in 32-bit lanes. Only the
-    // high half of the product counts:
-    //   (acc·mult + 2^(total−1)) >> total = (hi + 2^(total−33)) >> (total−32),
-    //   hi = ⌊acc·mult / 2^32⌋,
-    // because the low half adds less than 1 to an integer that is then
-    // divided by a power of two; and the result is within ±2^29 (|acc| <
-    // 2^30), so the scalar path's saturation to `i32` never acts.
-    let narrow = (0..V)
-        .all(|v| _mm512_mask_cmpgt_epi32_mask(m[v], load(&b.shift, v), _mm512_set1_epi32(-2)) == 0);
+    // Every multiplier of the block below 1/4, as for any sane scales:
+    // requantize in 32-bit lanes (`quant_avx512`).
+    let narrow = (0..V).all(|v| narrow_applies(m[v], load(&b.shift, v)));
     let zp = _mm512_set1_epi32(i32::from(b.zero_point));
     let lo = _mm512_set1_epi32(i32::from(b.lo));
     let top = _mm512_set1_epi32(255);
     if narrow {
-        // Per vector: the multipliers (for the even lanes, and moved down for
-        // the odd ones), the rounding term and the shift `total − 32`.
-        let k: [[__m512i; 4]; V] = core::array::from_fn(|v| {
-            let mult = load(&b.mult, v);
-            let shift = _mm512_sub_epi32(_mm512_set1_epi32(-1), load(&b.shift, v));
-            let one = _mm512_set1_epi32(1);
-            let round = _mm512_sllv_epi32(one, _mm512_sub_epi32(shift, one));
-            [mult, _mm512_srli_epi64::<32>(mult), round, shift]
-        });
+        let k: [Narrow; V] =
+            core::array::from_fn(|v| Narrow::new(load(&b.mult, v), load(&b.shift, v)));
         for (p, a) in acc.iter().enumerate() {
             for v in 0..V {
-                let [mult, mult_odd, round, shift] = k[v];
-                // 64-bit products of the even lanes and of the odd ones; their
-                // high halves, back in their lanes.
-                let even = _mm512_mul_epi32(a[v], mult);
-                let odd = _mm512_mul_epi32(_mm512_srli_epi64::<32>(a[v]), mult_odd);
-                let hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64::<32>(even), odd);
-                let r = _mm512_srav_epi32(_mm512_add_epi32(hi, round), shift);
-                let r = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(r, zp), lo), top);
+                let r = _mm512_add_epi32(k[v].apply(a[v]), zp);
+                let r = _mm512_min_epi32(_mm512_max_epi32(r, lo), top);
                 store(p, v, _mm512_cvtepi32_epi8(r));
             }
         }
