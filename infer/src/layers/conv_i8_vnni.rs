@@ -3,12 +3,13 @@
 //! `vpdpbusd` multiplies 4 unsigned bytes by 4 signed bytes and adds the four
 //! products to an `i32` lane, which is exactly the int8 format's weight layout:
 //! one 64-byte load holds the 4 weights of a group for 16 output channels.
-//! Accumulators: `P` pixels × `V = 2` vectors of 16 channels (`P ≤ 6`: 12 of
-//! the 32 ZMM registers), initialised with the biases. Per
-//! group of 4 input channels: `V` weight vectors are loaded, and for each pixel
-//! its 4 input bytes are broadcast and dot-multiplied into its accumulators. The input bytes are used as they are, so the
-//! input's zero point must be 0 (the driver sends other layers to the portable
-//! kernel).
+//! Accumulators: `P` pixels × `V = 2` vectors of 16 channels (`V = 1` for a
+//! block of at most 16; `P ≤ 6`: at most 12 of the 32 ZMM registers),
+//! initialised with the biases. Per group of 4 input channels: `V` weight
+//! vectors are loaded, and for each pixel its 4 input bytes are broadcast and
+//! dot-multiplied into its accumulators. The input bytes are used as they
+//! are, so the input's zero point must be 0 (the driver sends other layers to
+//! the portable kernel).
 //!
 //! Requantization is `model_format::quant::Multiplier::apply`'s formula,
 //! `(acc · mult + 2^(total−1)) >> total`, `total = 31 − shift`, then `+ z_y`

@@ -85,8 +85,8 @@ pub(crate) fn gelu_i8(
 /// quantization and the output's (`model_format::quant::add`). Each side's
 /// rescaled term depends on its byte only, so it comes from a table of 256
 /// made once per call: `quant::add`'s arithmetic, evaluated ahead. With the
-/// VNNI `kernel` (so AVX-512), 16 bytes at a time (`quant_avx512::add`), the
-/// same bytes.
+/// VNNI `kernel` (so AVX-512), 16 bytes at a time in 32-bit lanes
+/// (`quant_avx512::add`), the same bytes.
 pub(crate) fn add_i8(
     x: &mut [u8],
     skip: &[u8],
@@ -96,6 +96,17 @@ pub(crate) fn add_i8(
 ) {
     use model_format::quant::{add_output, add_term};
     debug_assert_eq!(x.len(), skip.len());
+    let done = match kernel {
+        // SAFETY: `KernelI8::Vnni` is only chosen on CPUs with AVX-512F, BW
+        // and VL.
+        #[cfg(target_arch = "x86_64")]
+        conv_i8::KernelI8::Vnni => unsafe { quant_avx512::add(x, skip, z, m) },
+        _ => 0,
+    };
+    let (x, skip) = (&mut x[done..], skip.get(done..).unwrap_or_default());
+    if x.is_empty() {
+        return;
+    }
     let [za, zb, zo] = z;
     let mut ta = [0i32; 256];
     let mut tb = [0i32; 256];
@@ -103,14 +114,6 @@ pub(crate) fn add_i8(
         ta[usize::from(q)] = add_term(q, za, m.a);
         tb[usize::from(q)] = add_term(q, zb, m.b);
     }
-    let done = match kernel {
-        // SAFETY: `KernelI8::Vnni` is only chosen on CPUs with AVX-512F, BW
-        // and VL.
-        #[cfg(target_arch = "x86_64")]
-        conv_i8::KernelI8::Vnni => unsafe { quant_avx512::add(x, skip, &ta, &tb, zo, m.out) },
-        _ => 0,
-    };
-    let (x, skip) = (&mut x[done..], skip.get(done..).unwrap_or_default());
     for (v, &s) in x.iter_mut().zip(skip) {
         *v = add_output(ta[usize::from(*v)] + tb[usize::from(s)], zo, m.out);
     }
@@ -146,8 +149,9 @@ mod tests {
 
     /// The integer add's AVX-512 loop gives the portable loop's bytes: any
     /// length (a tail after the runs of 16), any zero points and input
-    /// scales, output multipliers on both sides of 1/4 (below: in 32-bit
-    /// lanes; at or above: left to the portable loop).
+    /// scales (their ratio up to 2^21, past the 32-bit terms' range), output
+    /// multipliers on both sides of 1/4 (below: in 32-bit lanes; at or above:
+    /// left to the portable loop).
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn add_i8_simd_matches_portable() {
@@ -167,13 +171,23 @@ mod tests {
             let len = 1 + next(200) as usize;
             // Output multiplier 2·max(sa, sb) / (2^20 · so): about 2^−20,
             // in [1/8, 1/4), in [1/4, 1/2), or above 1.
-            let m_out = [2f32.powi(-20), 0.13, 0.26, 3.0][case % 4];
+            let m_out = if case % 5 == 0 {
+                0.13
+            } else {
+                [2f32.powi(-20), 0.13, 0.26, 3.0][case % 4]
+            };
             // Multipliers near 1/4 saturate every output unless the sums
             // are small: then `b` is at its zero point throughout, and `a`'s
             // scale 2^−18 of `b`'s (each step of `a` adds 2 to the sum).
-            let small_sums = case % 4 == 1 || case % 4 == 2;
+            // Every fifth case, `a`'s scale 2^−20 of `b`'s (its multiplier
+            // 2^−21, the smallest the 32-bit terms take) or 2^−21 (left to the
+            // portable loop), with an output multiplier that shows a term's
+            // last unit.
+            let small_sums = case % 4 == 1 || case % 4 == 2 || case % 5 == 0;
             let sa = 0.001 + next(1000) as f32 * 1e-4;
-            let sb = if small_sums {
+            let sb = if case % 5 == 0 {
+                sa * if case % 10 == 0 { 2097152.0 } else { 1048576.0 }
+            } else if small_sums {
                 sa * 262144.0
             } else {
                 0.001 + next(1000) as f32 * 1e-4

@@ -1,7 +1,7 @@
 //! Int8 arithmetic 16 lanes at a time with AVX-512, shared by the VNNI
 //! convolution (`conv_i8_vnni.rs`) and the integer `add`: the requantization
 //! `model_format::quant::Multiplier::apply` for multipliers below 1/4, and
-//! the add's loop.
+//! the add's loop with its terms.
 //!
 //! For a multiplier `M = mult · 2^(shift−31)` with `shift ≤ −2` (so `total =
 //! 31 − shift ≥ 33`), as any sane scales give, only the high half of the
@@ -18,7 +18,7 @@
 //! lanes (two halves of 8) take 19.
 
 use core::arch::x86_64::*;
-use model_format::quant::Multiplier;
+use model_format::quant::{AddMultipliers, Multiplier};
 
 /// Whether every lane of `shift` that `mask` selects is at most −2 (its
 /// multiplier below 1/4): [`Narrow`] applies.
@@ -75,41 +75,89 @@ impl Narrow {
     }
 }
 
+/// `model_format::quant::add_term` of 16 bytes in 32-bit lanes, for a
+/// multiplier `m = mult · 2^(shift−31)` of at most 1/2 (so `shift ≤ 0`) and
+/// at least about 2^−21 (`shift ≥ −20`). With `d = q − z`, `t = 31 − shift`
+/// and `s = t − 20`:
+///
+/// ```text
+/// (d·2^20·mult + 2^(t−1)) >> t = (d·mult + 2^(s−1)) >> s
+///                              = (d·mh + ((d·ml + 2^(s−1)) >> 11)) >> (s − 11),   mult = mh·2^11 + ml
+/// ```
+///
+/// (the first step divides out 2^20, the second takes the low 11 bits'
+/// share out before the division, as in [`Narrow`]). Every term fits 32
+/// bits: `|d·mh| < 2^28`, `|d·ml| < 2^19`, `2^(s−1) ≤ 2^30`.
+#[derive(Clone, Copy)]
+pub(crate) struct AddTerm {
+    z: __m512i,
+    mh: __m512i,
+    ml: __m512i,
+    round: __m512i,
+    shift: __m512i,
+}
+
+impl AddTerm {
+    /// For bytes of zero point `z`, scaled by `m`; `None` outside the range
+    /// above (no two sane scales of one add are 2^20 apart).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) fn new(z: u8, m: Multiplier) -> Option<AddTerm> {
+        if !(-20..=0).contains(&m.shift) {
+            return None;
+        }
+        Some(AddTerm {
+            z: _mm512_set1_epi32(i32::from(z)),
+            mh: _mm512_set1_epi32(m.mult >> 11),
+            ml: _mm512_set1_epi32(m.mult & 0x7FF),
+            round: _mm512_set1_epi32(1 << (10 - m.shift)),
+            shift: _mm512_set1_epi32(-m.shift),
+        })
+    }
+
+    /// The terms of 16 bytes (the low byte of each lane).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) fn apply(self, q: __m512i) -> __m512i {
+        let d = _mm512_sub_epi32(q, self.z);
+        let low = _mm512_add_epi32(_mm512_mullo_epi32(d, self.ml), self.round);
+        let sum = _mm512_add_epi32(_mm512_mullo_epi32(d, self.mh), _mm512_srai_epi32::<11>(low));
+        _mm512_srav_epi32(sum, self.shift)
+    }
+}
+
 /// The loop of [`super::add_i8`] over whole runs of 16 bytes: `x[i] =
-/// add_output(ta[x[i]] + tb[skip[i]], zo, out)`, the terms gathered from the
-/// tables. Returns how many leading bytes it did: a multiple of 16, or 0
-/// when the output multiplier is not below 1/4 (the caller does the rest).
+/// add_output(add_term(x[i], za, m.a) + add_term(skip[i], zb, m.b), zo,
+/// m.out)`, all in 32-bit lanes. Returns how many leading bytes it did: a
+/// multiple of 16, or 0 when a multiplier is out of [`AddTerm`]'s or
+/// [`Narrow`]'s range (the caller does the rest).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-pub(crate) fn add(
-    x: &mut [u8],
-    skip: &[u8],
-    ta: &[i32; 256],
-    tb: &[i32; 256],
-    zo: u8,
-    out: Multiplier,
-) -> usize {
-    if out.shift > -2 {
+pub(crate) fn add(x: &mut [u8], skip: &[u8], z: [u8; 3], m: &AddMultipliers) -> usize {
+    let [za, zb, zo] = z;
+    let (Some(ta), Some(tb)) = (AddTerm::new(za, m.a), AddTerm::new(zb, m.b)) else {
+        return 0;
+    };
+    if m.out.shift > -2 {
         return 0;
     }
-    let m = Narrow::splat(out);
+    let out = Narrow::splat(m.out);
     let zo = _mm512_set1_epi32(i32::from(zo));
     let top = _mm512_set1_epi32(255);
     let n = x.len().min(skip.len()) / 16 * 16;
     for (xs, ss) in x[..n].chunks_exact_mut(16).zip(skip.chunks_exact(16)) {
-        // SAFETY: 16 bytes of each chunk; the indices are bytes, so the
-        // gathers stay inside the tables of 256.
-        unsafe {
-            let a = _mm512_cvtepu8_epi32(_mm_loadu_si128(xs.as_ptr().cast()));
-            let b = _mm512_cvtepu8_epi32(_mm_loadu_si128(ss.as_ptr().cast()));
-            let sum = _mm512_add_epi32(
-                _mm512_i32gather_epi32::<4>(a, ta.as_ptr().cast()),
-                _mm512_i32gather_epi32::<4>(b, tb.as_ptr().cast()),
-            );
-            // Each term is within ±255·2^19, so |sum| < 2^30.
-            let y = _mm512_add_epi32(m.apply(sum), zo);
-            let y = _mm512_min_epi32(_mm512_max_epi32(y, _mm512_setzero_si512()), top);
-            _mm_storeu_si128(xs.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(y));
-        }
+        // SAFETY: 16 bytes of each chunk.
+        let (a, b) = unsafe {
+            (
+                _mm512_cvtepu8_epi32(_mm_loadu_si128(xs.as_ptr().cast())),
+                _mm512_cvtepu8_epi32(_mm_loadu_si128(ss.as_ptr().cast())),
+            )
+        };
+        // Each term is within ±255·2^19, so |sum| < 2^30.
+        let sum = _mm512_add_epi32(ta.apply(a), tb.apply(b));
+        let y = _mm512_add_epi32(out.apply(sum), zo);
+        let y = _mm512_min_epi32(_mm512_max_epi32(y, _mm512_setzero_si512()), top);
+        // SAFETY: 16 bytes of the chunk.
+        unsafe { _mm_storeu_si128(xs.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(y)) };
     }
     n
 }
