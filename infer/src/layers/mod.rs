@@ -82,11 +82,12 @@ pub(crate) fn gelu_i8(
 }
 
 /// `add` in an int8 model, in place: `x[i] = x[i] + skip[i]` with each side's
-/// quantization and the output's (`model_format::quant::add`). Each side's
+/// quantization and the output's (`model_format::quant::add`). With the VNNI
+/// `kernel` (so AVX-512), 16 bytes at a time, the terms computed in 32-bit
+/// lanes (`quant_avx512::add`). The portable loop does the rest: each side's
 /// rescaled term depends on its byte only, so it comes from a table of 256
-/// made once per call: `quant::add`'s arithmetic, evaluated ahead. With the
-/// VNNI `kernel` (so AVX-512), 16 bytes at a time in 32-bit lanes
-/// (`quant_avx512::add`), the same bytes.
+/// made once per call, `quant::add`'s arithmetic evaluated ahead. Both give
+/// the same bytes.
 pub(crate) fn add_i8(
     x: &mut [u8],
     skip: &[u8],
