@@ -20,12 +20,15 @@
 use core::arch::x86_64::*;
 use model_format::quant::{AddMultipliers, Multiplier};
 
-/// Whether every lane of `shift` that `mask` selects is at most −2 (its
-/// multiplier below 1/4): [`Narrow`] applies.
+/// The largest shift [`Narrow`] takes: multipliers below 1/4.
+const NARROW_MAX_SHIFT: i32 = -2;
+
+/// Whether every lane of `shift` that `mask` selects is at most
+/// [`NARROW_MAX_SHIFT`]: [`Narrow`] applies.
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(crate) fn narrow_applies(mask: __mmask16, shift: __m512i) -> bool {
-    _mm512_mask_cmpgt_epi32_mask(mask, shift, _mm512_set1_epi32(-2)) == 0
+    _mm512_mask_cmpgt_epi32_mask(mask, shift, _mm512_set1_epi32(NARROW_MAX_SHIFT)) == 0
 }
 
 /// 16 multipliers below 1/4, ready for [`Narrow::apply`].
@@ -137,7 +140,7 @@ pub(crate) fn add(x: &mut [u8], skip: &[u8], z: [u8; 3], m: &AddMultipliers) -> 
     let (Some(ta), Some(tb)) = (AddTerm::new(za, m.a), AddTerm::new(zb, m.b)) else {
         return 0;
     };
-    if m.out.shift > -2 {
+    if m.out.shift > NARROW_MAX_SHIFT {
         return 0;
     }
     let out = Narrow::splat(m.out);
