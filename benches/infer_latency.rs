@@ -7,7 +7,9 @@
 //! ```
 //!
 //! `classify_auto` runs the best kernels the CPU has (AVX-512 or AVX2 on
-//! x86-64), `classify_avx2` caps them at AVX2, `classify_portable` is plain Rust.
+//! x86-64), `classify_avx2` caps them at AVX2, `classify_portable` is plain Rust;
+//! `classify_winograd` (f32 models) is `classify_auto` with
+//! `Model::with_winograd(true)`, as the `classify` CLI runs them.
 //!
 //! Uses the shipped `models/model1.safetensors` (`models/fast.safetensors`)
 //! when present, else a randomly initialised model exported by the trainer
@@ -75,6 +77,7 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    bench_winograd(&mut group, &model, &image, &mut probs);
     group.bench_function("load", |b| {
         b.iter(|| Model::from_bytes(black_box(&bytes)).unwrap().num_classes())
     });
@@ -99,6 +102,7 @@ fn bench(c: &mut Criterion) {
                     .unwrap()
             })
         });
+        bench_winograd(&mut group, &model, &image, &mut probs);
         group.finish();
     }
 
@@ -134,6 +138,29 @@ fn bench(c: &mut Criterion) {
         }
         group.finish();
     }
+}
+
+/// `classify_winograd`: the best kernels with Winograd on (a larger scratch).
+fn bench_winograd(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    model: &Model<'_>,
+    image: &[u8],
+    probs: &mut [f32],
+) {
+    let model = model.clone().with_winograd(true);
+    println!(
+        "  with Winograd: scratch {} f32 = {} bytes",
+        model.scratch_len(),
+        model.scratch_bytes()
+    );
+    let mut scratch = vec![0f32; model.scratch_len()];
+    group.bench_function("classify_winograd", |b| {
+        b.iter(|| {
+            model
+                .classify(black_box(image), &mut scratch, probs)
+                .unwrap()
+        })
+    });
 }
 
 criterion_group!(benches, bench);

@@ -55,13 +55,15 @@ fn compare(what: &str, net: &mut Network, bytes: &[u8], images: &[u8], n: usize)
         .unwrap_or_else(|e| panic!("{what}: infer rejects the trainer's file: {e}"));
     assert_eq!(model.num_classes(), classes, "{what}");
     let len = model.input_len();
-    let mut scratch = vec![0f32; model.scratch_len()];
+    let mut scratch = vec![0f32; model.clone().with_winograd(true).scratch_len()];
     let mut probs = vec![0f32; classes];
     let mut ties = 0;
     let mut worst = 0f32;
-    // Auto is the best this CPU has (AVX-512 or AVX2 on x86-64).
-    for backend in [Backend::Auto, Backend::Avx2, Backend::Portable] {
-        let model = model.clone().with_backend(backend);
+    // Auto is the best this CPU has (AVX-512 or AVX2 on x86-64); each with
+    // and without Winograd.
+    let backends = [Backend::Auto, Backend::Avx2, Backend::Portable];
+    for (backend, winograd) in backends.into_iter().flat_map(|b| [(b, false), (b, true)]) {
+        let model = model.clone().with_backend(backend).with_winograd(winograd);
         for i in 0..n {
             let top = model
                 .classify(&images[i * len..(i + 1) * len], &mut scratch, &mut probs)
@@ -72,7 +74,8 @@ fn compare(what: &str, net: &mut Network, bytes: &[u8], images: &[u8], n: usize)
                 worst = worst.max(d);
                 assert!(
                     d <= TOLERANCE,
-                    "{what} ({backend:?}), image {i}, class {c}: infer {got}, trainer {w}"
+                    "{what} ({backend:?}, Winograd {winograd}), image {i}, class {c}: \
+                     infer {got}, trainer {w}"
                 );
             }
             let mut order: Vec<usize> = (0..classes).collect();
@@ -81,7 +84,7 @@ fn compare(what: &str, net: &mut Network, bytes: &[u8], images: &[u8], n: usize)
                 let near_tie = classes > 1 && row[order[0]] - row[order[1]] <= 1e-5;
                 assert!(
                     near_tie,
-                    "{what} ({backend:?}), image {i}: infer says {}, trainer {}",
+                    "{what} ({backend:?}, Winograd {winograd}), image {i}: infer says {}, trainer {}",
                     top.class, order[0]
                 );
                 ties += 1;

@@ -105,6 +105,9 @@ fn run(args: &Args) -> Result<bool> {
             "built-in model".to_string(),
         ),
     };
+    // Winograd for the f32 models' 3×3 layers: faster, for under 1 MB more
+    // scratch per thread (no effect on an int8 model).
+    let model = model.with_winograd(true);
     let top = (args.top as usize).min(model.num_classes());
     let files = expand(&args.images)?;
     if args.csv {

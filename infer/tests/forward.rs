@@ -33,7 +33,8 @@ const BACKENDS: [Backend; 4] = [
     Backend::Portable,
 ];
 
-/// Checks every backend against the reference, and against each other.
+/// Checks every backend, with and without Winograd, against the reference,
+/// and against each other.
 fn run_all(tm: &TestModel, seed: u64, tol: f64) {
     let bytes = tm.to_bytes();
     let model = Model::from_bytes(&bytes).unwrap();
@@ -42,9 +43,10 @@ fn run_all(tm: &TestModel, seed: u64, tol: f64) {
         let image = rng.bytes(tm.input_len());
         let results: Vec<Vec<f32>> = BACKENDS
             .iter()
-            .map(|&b| {
-                let m = model.clone().with_backend(b);
-                check(tm, &m, &image, tol, &format!("{b:?}"))
+            .flat_map(|&b| [(b, false), (b, true)])
+            .map(|(b, winograd)| {
+                let m = model.clone().with_backend(b).with_winograd(winograd);
+                check(tm, &m, &image, tol, &format!("{b:?}, Winograd {winograd}"))
             })
             .collect();
         for r in &results[1..] {
@@ -55,9 +57,20 @@ fn run_all(tm: &TestModel, seed: u64, tol: f64) {
     }
 }
 
+/// Winograd workspace that switching it on adds to the scratch: zero when no
+/// layer runs by Winograd (then `run_all`'s Winograd half tests nothing new).
+fn winograd_workspace(tm: &TestModel) -> usize {
+    let bytes = tm.to_bytes();
+    let model = Model::from_bytes(&bytes).unwrap();
+    model.clone().with_winograd(true).scratch_len() - model.scratch_len()
+}
+
 #[test]
 fn model1_matches_reference() {
-    run_all(&model1(1), 7, 1e-5);
+    let tm = model1(1);
+    // conv2–conv4 (32×32 and 16×16 outputs, 32 or 64 inputs) run by Winograd.
+    assert!(winograd_workspace(&tm) > 0);
+    run_all(&tm, 7, 1e-5);
 }
 
 #[test]
@@ -176,7 +189,10 @@ fn small_fast() -> (Shape, Vec<L>) {
 #[test]
 fn fast_shaped_residual_net_matches_reference() {
     let (input, layers) = small_fast();
-    run_all(&TestModel::random(input, layers, 4), 4, 1e-5);
+    let tm = TestModel::random(input, layers, 4);
+    // The convolutions at 16×16 after the first run by Winograd.
+    assert!(winograd_workspace(&tm) > 0);
+    run_all(&tm, 4, 1e-5);
 }
 
 /// Adds whose outputs feed the next add (a ResNet chain): the stash an add

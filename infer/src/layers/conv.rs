@@ -53,11 +53,49 @@ pub(crate) enum Kernel {
 
 impl Kernel {
     /// Output channels per tile: two vectors' worth.
-    fn cols(self) -> usize {
+    pub(crate) fn cols(self) -> usize {
         match self {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => super::conv_avx512::COLS,
             _ => MAX_COLS,
+        }
+    }
+
+    /// The kernel for a layer of `channels` output channels.
+    ///
+    /// A layer of at most 16 channels would fill half of the AVX-512 kernel's
+    /// 32 lanes, and multiply zeros in the other half; the AVX2 kernel's 16
+    /// are full (the CPUs of the AVX-512 level have AVX2 and FMA: `cpu.rs`).
+    /// On cores with one 512-bit FMA per cycle (AMD Zen 4) that halves such a
+    /// layer's FMAs' time; where there are two, it ties.
+    pub(crate) fn for_channels(self, channels: usize) -> Kernel {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 if channels <= MAX_COLS => Kernel::Avx2,
+            k => {
+                let _ = channels; // unused where there are no SIMD kernels
+                k
+            }
+        }
+    }
+
+    /// Computes one tile with this kernel.
+    ///
+    /// Panics if the tile's slices do not cover what it reads and writes (a
+    /// bug in its builder; checked here, a few comparisons per tile, so that
+    /// the SIMD kernels' raw accesses stay in bounds whoever builds the tile).
+    pub(crate) fn run(self, t: &mut Tile<'_>) {
+        assert!(t.in_bounds(self.cols()), "convolution tile out of bounds");
+        match self {
+            Kernel::Portable => tile_portable(t),
+            // SAFETY: `Kernel::Avx2` is only chosen after checking the CPU has
+            // AVX2 and FMA; the tile's slices cover what it reads and writes
+            // (checked above).
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { super::conv_avx2::tile(t) },
+            // SAFETY: as above, for AVX-512F.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => unsafe { super::conv_avx512::tile(t) },
         }
     }
 }
@@ -130,16 +168,29 @@ pub(crate) struct Tile<'t> {
 impl Tile<'_> {
     /// Input values the tile reads from `x` (when `rows > 0`, so `span > 0`):
     /// `(pixels−1)·px_in + (rows−1)·row_stride + span`.
-    #[cfg(target_arch = "x86_64")]
     pub fn x_needed(&self) -> usize {
         (self.pixels - 1) * self.px_in + (self.rows - 1) * self.row_stride + self.span
     }
 
     /// Weight bytes the tile reads from `w` (when `rows > 0`):
     /// `((rows−1)·w_row + (span−1)·w_tap + cols)·4`.
-    #[cfg(target_arch = "x86_64")]
     pub fn w_needed(&self) -> usize {
         ((self.rows - 1) * self.w_row + (self.span - 1) * self.w_tap + self.cols) * 4
+    }
+
+    /// Whether the slices cover what a kernel of `max_cols` columns reads and
+    /// writes: 1 to 6 pixels, 1 to `max_cols` columns, `bias` and `out` long
+    /// enough, and when there are taps (`rows > 0`) `span > 0` and `x` and `w`
+    /// long enough.
+    fn in_bounds(&self, max_cols: usize) -> bool {
+        (1..=MAX_PIXELS).contains(&self.pixels)
+            && (1..=max_cols).contains(&self.cols)
+            && self.bias.len() >= self.cols * 4
+            && self.out.len() >= (self.pixels - 1) * self.px_out + self.cols
+            && (self.rows == 0
+                || (self.span > 0
+                    && self.x.len() >= self.x_needed()
+                    && self.w.len() >= self.w_needed()))
     }
 }
 
@@ -158,7 +209,7 @@ fn full_window_range(out: usize, len: usize, k: usize, s: usize, pad: usize) -> 
 /// Cuts `[lo, hi)` into runs of at most `max` (≤ [`MAX_PIXELS`]) of near-equal length
 /// (14 → 5, 5, 4 rather than 6, 6, 2: a tile of few pixels has too few
 /// independent accumulators to keep the FMA units busy). Yields `(start, len)`.
-fn tiles(lo: usize, hi: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
+pub(crate) fn tiles(lo: usize, hi: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
     let len = hi.saturating_sub(lo);
     let count = len.div_ceil(max.clamp(1, MAX_PIXELS));
     // (`count` is 0 only when `len` is, and then nothing is yielded.)
@@ -283,16 +334,7 @@ pub(crate) fn conv2d(
     relu: bool,
     kernel: Kernel,
 ) {
-    // A layer of at most 16 channels would fill half of the AVX-512 kernel's
-    // 32 lanes, and multiply zeros in the other half; the AVX2 kernel's 16
-    // are full (the CPUs of the AVX-512 level have AVX2 and FMA: `cpu.rs`).
-    // On cores with one 512-bit FMA per cycle (AMD Zen 4) that halves such a
-    // layer's FMAs' time; where there are two, it ties.
-    #[cfg(target_arch = "x86_64")]
-    let kernel = match kernel {
-        Kernel::Avx512 if g.output.c <= MAX_COLS => Kernel::Avx2,
-        k => k,
-    };
+    let kernel = kernel.for_channels(g.output.c);
     let conv = Conv {
         g,
         x,
@@ -364,17 +406,7 @@ impl Conv<'_> {
             w_row,
             relu: self.relu,
         };
-        match self.kernel {
-            Kernel::Portable => tile_portable(&mut t),
-            // SAFETY: `Kernel::Avx2` is only chosen after checking the CPU has
-            // AVX2 and FMA; the slices above cover exactly what the tile reads
-            // and writes (see `Tile`).
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => unsafe { super::conv_avx2::tile(&mut t) },
-            // SAFETY: as above, for AVX-512F.
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => unsafe { super::conv_avx512::tile(&mut t) },
-        }
+        self.kernel.run(&mut t);
     }
 }
 

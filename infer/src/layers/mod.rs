@@ -17,6 +17,9 @@ pub(crate) mod norm;
 pub(crate) mod pool;
 #[cfg(target_arch = "x86_64")]
 mod quant_avx512;
+pub(crate) mod winograd;
+#[cfg(target_arch = "x86_64")]
+mod winograd_avx512;
 
 /// `relu`: `x = max(x, 0)`, in place.
 pub(crate) fn relu(x: &mut [f32]) {
