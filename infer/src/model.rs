@@ -41,6 +41,18 @@ pub struct Prediction {
     pub probability: f32,
 }
 
+/// How a convolution of an `f32` model is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConvPath {
+    /// `conv::conv2d` (and every int8 layer, dense layers).
+    Direct,
+    /// `conv::conv2d_small`, for an output of at most 16 pixels.
+    SmallImage,
+    /// `winograd::conv2d` when [`Model::with_winograd`] is on (where
+    /// `winograd::applies`), else direct.
+    Winograd,
+}
+
 /// What one layer computes, with its parameter bytes.
 #[derive(Clone, Copy)]
 enum Op<'a> {
@@ -53,9 +65,8 @@ enum Op<'a> {
         /// Int8 models: the per-channel weight scales (empty for `f32`).
         weight_scale: &'a [u8],
         relu: bool,
-        /// Runs by Winograd when the model allows it (`f32` models, where
-        /// `winograd::applies`).
-        winograd: bool,
+        /// How an `f32` model computes it.
+        path: ConvPath,
     },
     MaxPool(PoolGeom),
     GlobalAvgPool,
@@ -84,7 +95,7 @@ impl fmt::Debug for Op<'_> {
                 bias,
                 weight_scale,
                 relu,
-                winograd,
+                path,
             } => f
                 .debug_struct("Conv")
                 .field("geom", geom)
@@ -92,7 +103,7 @@ impl fmt::Debug for Op<'_> {
                 .field("bias_bytes", &bias.len())
                 .field("weight_scale_bytes", &weight_scale.len())
                 .field("relu", relu)
-                .field("winograd", winograd)
+                .field("path", path)
                 .finish(),
             Op::MaxPool(g) => f.debug_tuple("MaxPool").field(g).finish(),
             Op::GlobalAvgPool => f.write_str("GlobalAvgPool"),
@@ -173,8 +184,8 @@ pub struct Model<'a, const N: usize = MAX_LAYERS> {
     num_classes: usize,
     /// Scratch elements: `f32`s, or bytes in an int8 model.
     scratch_elems: usize,
-    /// `f32`s of Winograd workspace after them, when `winograd` is on: the
-    /// most that a layer running by Winograd needs.
+    /// `f32`s of workspace after them that the layers running by Winograd
+    /// need (when `winograd` is on): the most over those layers.
     workspace_elems: usize,
     /// Whether the layers that [`Model::with_winograd`] names run by Winograd.
     winograd: bool,
@@ -345,12 +356,18 @@ impl<'a, const N: usize> Model<'a, N> {
                         pad_top,
                         pad_left,
                     };
-                    let winograd = self.precision == Precision::F32 && winograd::applies(&geom);
-                    if winograd {
+                    let path = if self.precision != Precision::F32 {
+                        ConvPath::Direct
+                    } else if conv::small_applies(&geom) {
+                        ConvPath::SmallImage
+                    } else if winograd::applies(&geom) {
                         let ws = winograd::workspace_len(&geom).ok_or(too_big)?;
                         self.workspace_elems = self.workspace_elems.max(ws);
-                    }
-                    (conv_op(geom, winograd), output)
+                        ConvPath::Winograd
+                    } else {
+                        ConvPath::Direct
+                    };
+                    (conv_op(geom, path), output)
                 }
                 Kind::Dense { units } => {
                     if !shape.is_vector() {
@@ -359,7 +376,7 @@ impl<'a, const N: usize> Model<'a, N> {
                         ));
                     }
                     let geom = ConvGeom::dense(shape.c, units);
-                    (conv_op(geom, false), geom.output)
+                    (conv_op(geom, ConvPath::Direct), geom.output)
                 }
                 Kind::MaxPool2d {
                     size,
@@ -436,7 +453,14 @@ impl<'a, const N: usize> Model<'a, N> {
             let out_len = out.len().ok_or(too_big)?;
             // Scratch: an out-of-place layer needs its input and output side by
             // side; batchnorm needs its data and 3 tables of `channels`.
+            // A small-image convolution's workspace goes between them.
             let need = match op {
+                Op::Conv {
+                    geom,
+                    path: ConvPath::SmallImage,
+                    ..
+                } => conv::small_workspace_len(&geom)
+                    .and_then(|ws| ws.checked_add(in_len)?.checked_add(out_len)),
                 Op::Conv { .. } | Op::MaxPool(_) | Op::GlobalAvgPool => in_len.checked_add(out_len),
                 Op::BatchNorm(_) => out.c.checked_mul(3).and_then(|t| t.checked_add(out_len)),
                 _ => Some(out_len),
@@ -587,14 +611,26 @@ impl<'a, const N: usize> Model<'a, N> {
     /// for bytes; see [`Model::scratch_bytes`]). It is the largest, over the
     /// layers, of input + output values (two activations side by side, see
     /// [`Model::classify`]) plus the outputs kept at that point for a later
-    /// `add`; with [`Model::with_winograd`], plus the workspace of the largest
-    /// layer running by Winograd. An int8 model keeps one byte per value, and
-    /// uses the scratch slice as bytes: a quarter of the `f32` figure.
+    /// `add`, and for a convolution on an output of 16 pixels or fewer its
+    /// workspace (each pixel's window, side by side: 144 KiB for a 4×4 image
+    /// of 256 channels, usually less than a larger layer's activations);
+    /// with [`Model::with_winograd`], plus the workspace of the largest layer
+    /// running by Winograd. An int8 model keeps one byte per value, and uses
+    /// the scratch slice as bytes: a quarter of the `f32` figure.
     pub fn scratch_len(&self) -> usize {
         match self.precision {
-            Precision::F32 if self.winograd => self.scratch_elems + self.workspace_elems,
-            Precision::F32 => self.scratch_elems,
+            Precision::F32 => self.scratch_elems + self.workspace_len(),
             Precision::Int8 => self.scratch_elems.div_ceil(4),
+        }
+    }
+
+    /// `f32`s of Winograd workspace after the activations (see
+    /// [`Model::scratch_len`]).
+    fn workspace_len(&self) -> usize {
+        if self.winograd {
+            self.workspace_elems
+        } else {
+            0
         }
     }
 
@@ -748,8 +784,7 @@ impl<'a, const N: usize> Model<'a, N> {
         match self.precision {
             Precision::F32 => {
                 let (s, ws) = scratch.split_at_mut(self.scratch_elems);
-                // Empty when Winograd is off: then no layer asks for it.
-                let ws = &mut ws[..self.scratch_len() - self.scratch_elems];
+                let ws = &mut ws[..self.workspace_len()];
                 for (x, &p) in s.iter_mut().zip(image) {
                     *x = f32::from(p) / 255.0;
                 }
@@ -814,15 +849,18 @@ impl<'a, const N: usize> Model<'a, N> {
             match layer.op {
                 Op::Conv { .. } | Op::MaxPool(_) | Op::GlobalAvgPool => {
                     // Out of place: the output goes to the far end of the free part.
-                    let y = if front {
+                    // What lies between input and output is the layer's
+                    // `spare` (a small-image convolution's workspace).
+                    let (y, spare) = if front {
                         let n = free.len();
                         at = layer.region - layer.out_len;
-                        &mut free[n - layer.out_len..]
+                        let (spare, y) = free.split_at_mut(n - layer.out_len);
+                        (y, spare)
                     } else {
                         at = 0;
-                        &mut free[..layer.out_len]
+                        free.split_at_mut(layer.out_len)
                     };
-                    step(layer, Step::OutOfPlace { x, y });
+                    step(layer, Step::OutOfPlace { x, y, spare });
                 }
                 Op::Add { stash, .. } => {
                     let skip = &stashes[stash - layer.region..][..len];
@@ -849,26 +887,28 @@ impl<'a, const N: usize> Model<'a, N> {
             }
             (Step::Add { x, skip }, _) => crate::layers::add(x, skip),
             (
-                Step::OutOfPlace { x, y },
+                Step::OutOfPlace { x, y, spare },
                 Op::Conv {
                     geom,
                     weight,
                     bias,
                     relu,
-                    winograd,
+                    path,
                     ..
                 },
-            ) => {
-                if *winograd && self.winograd {
+            ) => match path {
+                ConvPath::Winograd if self.winograd => {
                     winograd::conv2d(geom, x, weight, bias, y, *relu, kernel, ws)
-                } else {
-                    conv::conv2d(geom, x, weight, bias, y, *relu, kernel)
                 }
-            }
-            (Step::OutOfPlace { x, y }, Op::MaxPool(g)) => {
+                ConvPath::SmallImage => {
+                    conv::conv2d_small(geom, x, weight, bias, y, *relu, kernel, spare)
+                }
+                _ => conv::conv2d(geom, x, weight, bias, y, *relu, kernel),
+            },
+            (Step::OutOfPlace { x, y, .. }, Op::MaxPool(g)) => {
                 pool::maxpool2d(g, x, y, f32::NEG_INFINITY, f32::max)
             }
-            (Step::OutOfPlace { x, y }, Op::GlobalAvgPool) => {
+            (Step::OutOfPlace { x, y, .. }, Op::GlobalAvgPool) => {
                 pool::global_avg_pool(layer.gap_input(), x, y)
             }
             _ => {}
@@ -890,13 +930,15 @@ impl<'a, const N: usize> Model<'a, N> {
                 ];
                 crate::layers::add_i8(x, skip, zs, m, kernel)
             }
-            (Step::OutOfPlace { x, y }, Op::Conv { .. }) => {
+            (Step::OutOfPlace { x, y, .. }, Op::Conv { .. }) => {
                 if let Some(c) = layer.quant_conv() {
                     conv_i8::conv2d(&c, x, y, kernel)
                 }
             }
-            (Step::OutOfPlace { x, y }, Op::MaxPool(g)) => pool::maxpool2d(g, x, y, 0u8, u8::max),
-            (Step::OutOfPlace { x, y }, Op::GlobalAvgPool) => {
+            (Step::OutOfPlace { x, y, .. }, Op::MaxPool(g)) => {
+                pool::maxpool2d(g, x, y, 0u8, u8::max)
+            }
+            (Step::OutOfPlace { x, y, .. }, Op::GlobalAvgPool) => {
                 pool::global_avg_pool_i8(layer.gap_input(), x, y, layer.q_in.zero_point)
             }
             _ => {}
@@ -974,8 +1016,13 @@ enum Step<'s, T> {
     InPlace { x: &'s mut [T], free: &'s mut [T] },
     /// An add: the activation and the stashed skip input.
     Add { x: &'s mut [T], skip: &'s [T] },
-    /// Out of place (conv, dense, pooling): input and output.
-    OutOfPlace { x: &'s [T], y: &'s mut [T] },
+    /// Out of place (conv, dense, pooling): input and output, and the free
+    /// part of the working region between them.
+    OutOfPlace {
+        x: &'s [T],
+        y: &'s mut [T],
+        spare: &'s mut [T],
+    },
 }
 
 impl<'a> Layer<'a> {
@@ -1062,14 +1109,14 @@ fn check_conv(index: usize, layer: &Layer<'_>) -> Result<(), Error> {
 }
 
 /// The conv op for a geometry, parameters attached later.
-fn conv_op(geom: ConvGeom, winograd: bool) -> Op<'static> {
+fn conv_op(geom: ConvGeom, path: ConvPath) -> Op<'static> {
     Op::Conv {
         geom,
         weight: &[],
         bias: &[],
         weight_scale: &[],
         relu: false,
-        winograd,
+        path,
     }
 }
 

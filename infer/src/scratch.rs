@@ -12,7 +12,8 @@
 //!
 //! - **Working region.** The current activation sits at its front or at its
 //!   back. An out-of-place layer (conv, dense, the pools) writes its output at
-//!   the other end, so it needs `input + output` values there; the in-place
+//!   the other end, so it needs `input + output` values there (a convolution
+//!   on a small image also its workspace, between the two); the in-place
 //!   layers (relu, flatten, dropout, add) need their data, batchnorm its data and
 //!   3 per-channel tables. That is the layer's `need`.
 //! - **Stashes.** The output of a layer that a later layer reads (besides the

@@ -611,22 +611,6 @@ mod tests {
         );
     }
 
-    /// Every kernel this CPU runs.
-    fn kernels() -> Vec<Kernel> {
-        let mut k = std::vec![Kernel::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            use crate::cpu::{level, Level};
-            if level() >= Level::Avx2 {
-                k.push(Kernel::Avx2);
-            }
-            if level() >= Level::Avx512 {
-                k.push(Kernel::Avx512);
-            }
-        }
-        k
-    }
-
     /// A 3×3 stride-1 convolution with `same` (pad 1) or `valid` (pad 0) padding.
     fn geom(h: usize, w: usize, ci: usize, co: usize, same: bool) -> ConvGeom {
         let (oh, ow, pad) = if same { (h, w, 1) } else { (h - 2, w - 2, 0) };
@@ -673,7 +657,7 @@ mod tests {
             conv::conv2d(&g, &x, &wb, &bias, &mut want, relu, Kernel::Portable);
             // Each output sums 9·ci products of values below 0.5 in size.
             let tol = 2e-6 * (9 * ci) as f32;
-            for kernel in kernels() {
+            for kernel in crate::layers::conv::tests::kernels() {
                 let mut ws = std::vec![f32::NAN; workspace_len(&g).unwrap()];
                 let mut got = std::vec![f32::NAN; out_len];
                 conv2d(&g, &x, &wb, &bias, &mut got, relu, kernel, &mut ws);
