@@ -41,15 +41,16 @@ pub struct Prediction {
     pub probability: f32,
 }
 
-/// How a convolution of an `f32` model is computed.
+/// How a convolution is computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ConvPath {
-    /// `conv::conv2d` (and every int8 layer, dense layers).
+    /// `conv::conv2d` (every int8 convolution, dense layers).
     Direct,
-    /// `conv::conv2d_small`, for an output of at most 16 pixels.
+    /// `conv::conv2d_small`, for an output of at most 16 pixels, with its
+    /// workspace between input and output.
     SmallImage,
-    /// `winograd::conv2d` when [`Model::with_winograd`] is on (where
-    /// `winograd::applies`), else direct.
+    /// `f32` models: `winograd::conv2d` when [`Model::with_winograd`] is on
+    /// (where `winograd::applies`), else direct.
     Winograd,
 }
 
@@ -65,7 +66,7 @@ enum Op<'a> {
         /// Int8 models: the per-channel weight scales (empty for `f32`).
         weight_scale: &'a [u8],
         relu: bool,
-        /// How an `f32` model computes it.
+        /// How it is computed.
         path: ConvPath,
     },
     MaxPool(PoolGeom),
@@ -356,6 +357,8 @@ impl<'a, const N: usize> Model<'a, N> {
                         pad_top,
                         pad_left,
                     };
+                    // (Int8 models: direct; the small-image path measured no
+                    // faster there, the int8 weights of a 4×4 layer fit L2.)
                     let path = if self.precision != Precision::F32 {
                         ConvPath::Direct
                     } else if conv::small_applies(&geom) {
