@@ -54,11 +54,7 @@ fn bench(c: &mut Criterion) {
     let (bytes, origin) = model_bytes("model1");
     let model = Model::from_bytes(&bytes).expect("model 1 loads");
     let image = image();
-    println!(
-        "{origin}: scratch {} f32 = {} bytes",
-        model.scratch_len(),
-        model.scratch_bytes()
-    );
+    print_scratch(&origin, &model);
     let mut scratch = vec![0f32; model.scratch_len()];
     let mut probs = vec![0f32; model.num_classes()];
 
@@ -88,11 +84,7 @@ fn bench(c: &mut Criterion) {
     for name in ["fast", "resnet8"] {
         let (bytes, origin) = model_bytes(name);
         let model = Model::from_bytes(&bytes).expect("the f32 model loads");
-        println!(
-            "{origin}: scratch {} f32 = {} bytes",
-            model.scratch_len(),
-            model.scratch_bytes()
-        );
+        print_scratch(&origin, &model);
         let mut scratch = vec![0f32; model.scratch_len()];
         let mut group = c.benchmark_group(format!("{name}_one_image"));
         group.bench_function("classify_auto", |b| {
@@ -140,6 +132,19 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// The scratch an f32 model needs, without and with Winograd (two lines, as
+/// `benches/perf_report.py` reads them).
+fn print_scratch(origin: &str, model: &Model<'_>) {
+    let winograd = model.clone().with_winograd(true);
+    println!(
+        "{origin}: scratch {} f32 = {} bytes\n  with Winograd: scratch {} f32 = {} bytes",
+        model.scratch_len(),
+        model.scratch_bytes(),
+        winograd.scratch_len(),
+        winograd.scratch_bytes()
+    );
+}
+
 /// `classify_winograd`: the best kernels with Winograd on (a larger scratch).
 fn bench_winograd(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
@@ -148,11 +153,6 @@ fn bench_winograd(
     probs: &mut [f32],
 ) {
     let model = model.clone().with_winograd(true);
-    println!(
-        "  with Winograd: scratch {} f32 = {} bytes",
-        model.scratch_len(),
-        model.scratch_bytes()
-    );
     let mut scratch = vec![0f32; model.scratch_len()];
     group.bench_function("classify_winograd", |b| {
         b.iter(|| {

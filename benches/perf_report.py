@@ -357,9 +357,13 @@ def main():
                      f"{num(b128)} vs {num(b32)}", DASH, DASH, ratio(r),
                      "batch 128 at least as fast per image: " + verdict(None if r is None else r >= 1.0)])
     auto = crit.get("model1_one_image/classify_auto", {}).get("median_ns")
+    winograd = crit.get("model1_one_image/classify_winograd", {}).get("median_ns")
     portable = crit.get("model1_one_image/classify_portable", {}).get("median_ns")
-    fast = crit.get("fast_one_image/classify_auto", {}).get("median_ns")
-    ours_us = auto / 1e3 if auto else None
+    fast = (crit.get("fast_one_image/classify_winograd") or crit.get("fast_one_image/classify_auto") or {}).get(
+        "median_ns")
+    direct_us = auto / 1e3 if auto else None
+    # Ours as `classify` runs it: with Winograd where measured.
+    ours_us = winograd / 1e3 if winograd else direct_us
     for t in (1, 2):
         pt = (yard_infer("torch", t) or {}).get("latency_us")
         ort = (yard_infer("onnxruntime", t) or {}).get("latency_us")
@@ -368,13 +372,13 @@ def main():
             target = "≤ ONNX Runtime's one-thread latency: " + verdict(None if r is None else r >= 1.0)
         else:
             target = ""
-        rows.append([f"inference, model1, one image: ours 1 thread, theirs {t} thread{'s' if t > 1 else ''} (µs)",
+        rows.append([f"inference, model1, one image: ours 1 thread (Winograd), theirs {t} thread{'s' if t > 1 else ''} (µs)",
                      num(ours_us), num(pt), num(ort), ratio(r) + " vs ONNX Runtime" if r else DASH, target])
     if portable:
         rows.append(["inference, model1, one image, portable backend (no SIMD intrinsics), 1 thread (µs)",
                      num(portable / 1e3), DASH, DASH, DASH, ""])
     if fast:
-        rows.append(["inference, fast (models/fast.json, the default of `classify`), one image, 1 thread (µs)",
+        rows.append(["inference, fast (models/fast.json, the default of `classify`), one image, 1 thread, Winograd (µs)",
                      num(fast / 1e3), DASH, DASH, DASH, ""])
     if tl.get("max_rss_kb") is not None:
         kb = tl["max_rss_kb"]
@@ -399,17 +403,22 @@ def main():
     ort1 = (yard_infer("onnxruntime", 1) or {}).get("latency_us")
     best_gemm = max((max(r.get("gemm_gflops") or 0, r.get("matrixmultiply_gflops") or 0) for r in gemm_rows),
                     default=0)
-    if macs and ours_us:
-        rate = 2 * macs / (ours_us * 1e3)
+    if macs and direct_us:
+        rate = 2 * macs / (direct_us * 1e3)
         line = (f"What limits single-image inference: model 1 is {macs / 1e6:.1f} M multiply-adds "
-                f"(models/model1.json), so `infer` computes {rate:.0f} GFLOP/s on one core")
+                f"(models/model1.json), so `infer`'s direct tiles ({num(direct_us)} µs) compute {rate:.0f} GFLOP/s "
+                f"on one core")
         if best_gemm:
             line += (f", {100 * rate / best_gemm:.0f} % of the best one-thread SGEMM rate measured in this "
                      f"sitting ({best_gemm:.0f} GFLOP/s, table below)")
         if ort1:
             line += f"; ONNX Runtime, counted with the same multiply-adds, {2 * macs / (ort1 * 1e3):.0f} GFLOP/s"
-        w(line + ". Both run at about the core's multiply-add throughput: only fewer multiplies could "
-          "separate them.")
+        line += ": at about the core's multiply-add throughput, only fewer multiplies go faster."
+        if winograd:
+            line += (f" Winograd F(4×4, 3×3) does 4× fewer in the 3×3 layers it runs (conv2–conv6): "
+                     f"{num(winograd / 1e3)} µs, {2 * macs / winograd:.0f} effective GFLOP/s, the rest of the "
+                     f"time in its transforms, which move the tiles through memory rather than multiply.")
+        w(line)
     if no_alloc:
         passed = "no_alloc passed" in no_alloc
         tests = re.findall(r"^test (\S+) \.\.\. (\w+)", no_alloc, re.M)
@@ -457,27 +466,34 @@ def main():
     erows = []
     for model in ("model1", "fast", "resnet8"):
         for kind in ("f32", "int8"):
-            key = f"{model}_one_image/classify_auto" if kind == "f32" else f"{model}_int8_one_image/classify_auto"
-            ours = (crit.get(key) or {}).get("median_ns")
+            group = f"{model}_one_image" if kind == "f32" else f"{model}_int8_one_image"
+            # f32: with Winograd (as `classify` runs them), and direct.
+            best_fn = "classify_winograd" if kind == "f32" else "classify_auto"
+            ours = (crit.get(f"{group}/{best_fn}") or crit.get(f"{group}/classify_auto") or {}).get("median_ns")
             ours = ours / 1e3 if ours else None
+            direct = (crit.get(f"{group}/classify_auto") or {}).get("median_ns") if kind == "f32" else None
+            direct = num(direct / 1e3) if direct else DASH
             peers = {k: v for k, v in engine(model, kind).items() if v is not None and k != "PyTorch"}
             best_name, best = min(peers.items(), key=lambda kv: kv[1], default=(None, None))
             r = div(ours, best)
             goal = 0.9 if kind == "f32" else 1.0
             target = (f"≤ {goal}× the fastest {kind} engine: " + verdict(None if r is None else r <= goal))
             cells = ", ".join(f"{k} {num(v)}" for k, v in sorted(peers.items(), key=lambda kv: kv[1]))
-            erows.append([f"{model}, {kind}", num(ours), cells or DASH,
+            erows.append([f"{model}, {kind}", num(ours), direct, cells or DASH,
                           f"{ratio(r)} of {best_name}" if r is not None else DASH, target])
     if any(row[1] != DASH for row in erows):
         w("## Inference against every engine: one image, one thread, f32 and int8")
         w("")
-        w("Latency in microseconds (medians); ours is `infer` (`classify_auto` in `benches/infer_latency.rs`), the "
+        w("Latency in microseconds (medians); ours is `infer` (`benches/infer_latency.rs`: `classify_winograd` for "
+          "f32, the best kernels with `Model::with_winograd(true)` as the `classify` CLI runs them, and "
+          "`classify_auto` for int8; the *direct* column is f32 without Winograd, the smallest scratch), the "
           "peers are `yardstick.py infer --int8` (ONNX Runtime f32 and static int8, OpenVINO f32) and "
           "`yardstick_tf.py infer` (TensorFlow Lite with XNNPACK, f32 and full-integer int8), all in this sitting. "
           "The ratio is our latency over the fastest peer's (below 1: ours is faster). PyTorch, much slower at "
           "one image, is in the log but not counted.")
         w("")
-        w(table(["model, precision", "ours (µs)", "peers (µs), fastest first", "ours / fastest", "target"], erows))
+        w(table(["model, precision", "ours (µs)", "ours, direct (µs)", "peers (µs), fastest first",
+                 "ours / fastest", "target"], erows))
         w("")
         sizes = []
         for model in ("model1", "fast", "resnet8"):
@@ -487,9 +503,16 @@ def main():
         if sizes:
             w("Model files, f32 → int8: " + "; ".join(sizes) + ".")
         for model in ("model1", "fast", "resnet8"):
-            m = re.search(rf"^models/{model}-int8\.safetensors: scratch (\d+) f32 = (\d+) bytes", infer_text, re.M)
+            m = re.search(rf"^models/{model}\.safetensors: scratch \d+ f32 = (\d+) bytes\n"
+                          rf"  with Winograd: scratch \d+ f32 = (\d+) bytes", infer_text, re.M)
+            q = re.search(rf"^models/{model}-int8\.safetensors: scratch (\d+) f32 = (\d+) bytes", infer_text, re.M)
+            parts = []
             if m:
-                w(f"Int8 {model}: scratch {int(m.group(2)):,} bytes.")
+                parts.append(f"f32 {int(m.group(1)):,} bytes (with Winograd {int(m.group(2)):,})")
+            if q:
+                parts.append(f"int8 {int(q.group(2)):,} bytes")
+            if parts:
+                w(f"Scratch, {model}: " + "; ".join(parts) + ".")
         w("")
 
     # Scaling.
