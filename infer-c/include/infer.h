@@ -272,6 +272,18 @@ int infer_class_name_copy(const struct InferModel *model, size_t index, char *bu
 int infer_set_backend(struct InferModel *model, int backend);
 
 /**
+ * Runs the 3×3 convolutions of an f32 model by Winograd (`on` ≠ 0) or
+ * directly (`on` = 0, the default): faster on x86-64 with AVX-512, for a
+ * larger scratch — call `infer_scratch_len()` after this. No effect on an
+ * int8 model (see `infer::Model::with_winograd`).
+ *
+ * # Safety
+ * `model` is NULL or points at storage given to `infer_model_open`, not in
+ * use by another thread.
+ */
+int infer_set_winograd(struct InferModel *model, int on);
+
+/**
  * Classifies one image.
  *
  * - `image`: `image_len` bytes, height × width × channels, row-major HWC

@@ -591,6 +591,27 @@ pub unsafe extern "C" fn infer_set_backend(model: *mut InferModel, backend: c_in
     INFER_OK
 }
 
+/// Runs the 3×3 convolutions of an f32 model by Winograd (`on` ≠ 0) or
+/// directly (`on` = 0, the default): faster on x86-64 with AVX-512, for a
+/// larger scratch — call `infer_scratch_len()` after this. No effect on an
+/// int8 model (see `infer::Model::with_winograd`).
+///
+/// # Safety
+/// `model` is NULL or points at storage given to `infer_model_open`, not in
+/// use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn infer_set_winograd(model: *mut InferModel, on: c_int) -> c_int {
+    // SAFETY: by contract.
+    if let Err(code) = unsafe { handle(model) } {
+        return code;
+    }
+    // SAFETY: an open, aligned handle in the caller's writable storage, not
+    // shared with another thread by contract.
+    let h = unsafe { &mut *model.cast::<Handle>() };
+    h.model.set_winograd(on != 0);
+    INFER_OK
+}
+
 /// Classifies one image.
 ///
 /// - `image`: `image_len` bytes, height × width × channels, row-major HWC

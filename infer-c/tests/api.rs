@@ -333,6 +333,49 @@ fn queries_and_class_names() {
     assert_eq!(copy(model, 1, inside, 16), INFER_ERR_OVERLAP);
 }
 
+/// Winograd on: a larger scratch, the probabilities within float rounding
+/// of the direct ones; off again: the first scratch size.
+#[test]
+fn winograd() {
+    let bytes = model1();
+    let mut store = storage();
+    let (_, model, _) = open(&bytes, &mut store);
+    let image: Vec<u8> = (0..32 * 32 * 3).map(|i| (i * 7 % 251) as u8).collect();
+    let classify = |probs: &mut [f32; 10]| unsafe {
+        let len = infer_scratch_len(model);
+        let mut scratch = vec![0f32; len];
+        let (mut class, mut prob) = (0usize, 0f32);
+        let status = infer_classify(
+            model,
+            image.as_ptr(),
+            image.len(),
+            scratch.as_mut_ptr(),
+            len,
+            probs.as_mut_ptr(),
+            10,
+            &mut class,
+            &mut prob,
+        );
+        assert_eq!(status, INFER_OK);
+        len
+    };
+    let (mut direct, mut winograd) = ([0f32; 10], [0f32; 10]);
+    let small = classify(&mut direct);
+    unsafe {
+        assert_eq!(infer_set_winograd(model, 1), INFER_OK);
+        assert!(infer_scratch_len(model) > small);
+    }
+    classify(&mut winograd);
+    for (a, b) in direct.iter().zip(&winograd) {
+        assert!((a - b).abs() <= 1e-5, "{direct:?} vs {winograd:?}");
+    }
+    unsafe {
+        assert_eq!(infer_set_winograd(model, 0), INFER_OK);
+        assert_eq!(infer_scratch_len(model), small);
+        assert_eq!(infer_set_winograd(null_mut(), 1), INFER_ERR_NULL_ARGUMENT);
+    }
+}
+
 #[test]
 fn backends_and_close() {
     let bytes = model1();

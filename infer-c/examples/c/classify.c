@@ -95,6 +95,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s: %s: %s\n", argv[1], infer_error_message(status), detail);
         return 1;
     }
+    /* As the classify CLI: Winograd for an f32 model's 3x3 layers (faster on
+     * AVX-512; no effect on an int8 model). Before infer_scratch_bytes(). */
+    infer_set_winograd(model, 1);
     input_bytes = infer_input_bytes(model);
     classes = infer_num_classes(model);
     scratch = malloc(infer_scratch_bytes(model));
