@@ -156,6 +156,8 @@ done
 
 step "ours: where a model-1 training step goes, batch 32, 2 threads"
 RAYON_NUM_THREADS=2 "$(bin train_throughput)" --quick --only model1:32 --profile | tee "$log/train_profile.txt"
+step "ours: where a model-3 training step goes, batch 32, 2 threads"
+RAYON_NUM_THREADS=2 "$(bin train_throughput)" --quick --only model3:32 --profile | tee "$log/train_profile_model3.txt"
 
 step "ours: training throughput with the matrixmultiply backend, 2 threads"
 RAYON_NUM_THREADS=2 "$(bin train_throughput)" "${ours_train_args[@]}" --backend matrixmultiply --only model1:32 \

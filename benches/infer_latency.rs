@@ -50,7 +50,88 @@ fn image() -> Vec<u8> {
     (0..32 * 32 * 3).map(|i| (i * 37 % 251) as u8).collect()
 }
 
+/// The core's peak rates, for the report's "what limits each row": 12
+/// independent chains of f32 FMAs on 16-lane registers, and of int8
+/// `vpdpbusd` (64 multiply-adds each), each timed over enough iterations;
+/// printed as one line that `benches/perf_report.py` reads.
+#[cfg(target_arch = "x86_64")]
+fn print_peaks() {
+    if !(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni")) {
+        println!("peak: no AVX-512 VNNI on this CPU, not measured");
+        return;
+    }
+    let n = 20_000_000 / 12;
+    let best = |f: &dyn Fn() -> f32| {
+        (0..5)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                black_box(f());
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::MAX, f64::min)
+    };
+    // SAFETY: both need AVX-512F (and VNNI), checked above.
+    let fma = best(&|| unsafe { peaks::fma(black_box(n)) });
+    let vnni = best(&|| unsafe { peaks::vnni(black_box(n)) });
+    let ops = (n * 12) as f64;
+    println!(
+        "peak, one core: f32 FMA {:.1} GFLOP/s, int8 vpdpbusd {:.1} GMAC/s",
+        ops * 32.0 / fma / 1e9,
+        ops * 64.0 / vnni / 1e9
+    );
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn print_peaks() {
+    println!("peak: not measured on this architecture");
+}
+
+#[cfg(target_arch = "x86_64")]
+mod peaks {
+    use std::arch::x86_64::*;
+    use std::hint::black_box;
+
+    /// `n` rounds of 12 independent `vfmadd` (16 lanes, 2 flops each).
+    #[target_feature(enable = "avx512f")]
+    pub fn fma(n: usize) -> f32 {
+        let (a, b) = (
+            black_box(_mm512_set1_ps(0.999)),
+            black_box(_mm512_set1_ps(1e-3)),
+        );
+        let mut acc = [_mm512_setzero_ps(); 12];
+        for _ in 0..n {
+            for x in &mut acc {
+                *x = _mm512_fmadd_ps(*x, a, b);
+            }
+        }
+        let sum = acc
+            .iter()
+            .fold(_mm512_setzero_ps(), |s, &x| _mm512_add_ps(s, x));
+        _mm512_reduce_add_ps(sum)
+    }
+
+    /// `n` rounds of 12 independent `vpdpbusd` (16 lanes × 4 products each).
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub fn vnni(n: usize) -> f32 {
+        let (a, b) = (
+            black_box(_mm512_set1_epi32(0x0102_0304)),
+            black_box(_mm512_set1_epi32(0x0101_0101)),
+        );
+        let mut acc = [_mm512_setzero_si512(); 12];
+        for _ in 0..n {
+            for x in &mut acc {
+                *x = _mm512_dpbusd_epi32(*x, a, b);
+            }
+        }
+        let sum = acc
+            .iter()
+            .fold(_mm512_setzero_si512(), |s, &x| _mm512_add_epi32(s, x));
+        _mm512_reduce_add_epi32(sum) as f32
+    }
+}
+
 fn bench(c: &mut Criterion) {
+    print_peaks();
     let (bytes, origin) = model_bytes("model1");
     let model = Model::from_bytes(&bytes).expect("model 1 loads");
     let image = image();

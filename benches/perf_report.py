@@ -140,8 +140,11 @@ def spec_macs(path):
         return None
     h, w, c = spec["input"]["height"], spec["input"]["width"], spec["input"]["channels"]
     macs = 0
+    named = {}  # output shape of each named layer, for a later layer's `input`
     for layer in spec["layers"]:
         kind = layer["type"]
+        if "input" in layer:
+            h, w, c = named[layer["input"]]
         if kind == "conv2d":
             k, s = layer["kernel"], layer.get("stride", 1)
             same = layer.get("padding", "same") == "same"
@@ -161,6 +164,8 @@ def spec_macs(path):
         elif kind == "dense":
             macs += h * w * c * layer["units"]
             h, w, c = 1, 1, layer["units"]
+        if "name" in layer:
+            named[layer["name"]] = (h, w, c)
     return macs
 
 
@@ -243,12 +248,16 @@ def main():
     conv_rows = [r for r in conv_json if r.get("bench") == "conv_layer"]
     conv_total = next((r for r in conv_json if r.get("bench") == "conv_total"), None)
     no_alloc = read(L("no_alloc.txt"))
-    profile_text = read(L("train_profile.txt"))
-    profile_threads = (ours_train(profile_text)[0] or "?") if profile_text else None
-    # Rows "  conv2  3.90  8.45" (or "  relu (fused)  0.00  0.00") after the
-    # "layer fwd ms bwd ms" header.
-    profile = [(m.group(1), float(m.group(2)), float(m.group(3)))
-               for m in re.finditer(r"^  (\w+(?: \(fused\))?)\s+([\d.]+)\s+([\d.]+)$", profile_text, re.M)]
+    def parse_profile(text):
+        # Rows "  conv2  3.90  8.45" (or "  relu (fused)  0.00  0.00") after the
+        # "layer fwd ms bwd ms" header; and the threads it ran on.
+        threads = (ours_train(text)[0] or "?") if text else None
+        rows = [(m.group(1), float(m.group(2)), float(m.group(3)))
+                for m in re.finditer(r"^  (\w+(?: \(fused\))?)\s+([\d.]+)\s+([\d.]+)$", text, re.M)]
+        return rows, threads
+
+    profiles = [(model, *parse_profile(read(L(name))))
+                for model, name in (("model1", "train_profile.txt"), ("model3", "train_profile_model3.txt"))]
     tl = time_log(read(a.time_log)) if a.time_log else {}
 
     out = []
@@ -502,6 +511,45 @@ def main():
                 sizes.append(f"{model} {f:,} → {q:,} bytes ({q / f:.2f}×)")
         if sizes:
             w("Model files, f32 → int8: " + "; ".join(sizes) + ".")
+        peaks = re.search(r"^peak, one core: f32 FMA ([\d.]+) GFLOP/s, int8 vpdpbusd ([\d.]+) GMAC/s", infer_text,
+                          re.M)
+        if peaks:
+            fma, vnni = float(peaks.group(1)), float(peaks.group(2))
+            w(f"What limits each row: the core's peak, measured in this sitting by `infer_latency` (12 independent "
+              f"chains of one instruction on registers): {fma:.0f} GFLOP/s of f32 FMA, {vnni:.0f} GMAC/s of int8 "
+              f"`vpdpbusd`. Our rate counts the spec's multiply-adds (as if every convolution ran directly) over "
+              f"the latency:")
+            w("")
+            lrows = []
+            here = os.path.dirname(os.path.abspath(__file__))
+            for model in ("model1", "fast", "resnet8"):
+                macs_m = spec_macs(os.path.join(here, "..", "models", f"{model}.json"))
+                for kind in ("f32", "int8"):
+                    group = f"{model}_one_image" if kind == "f32" else f"{model}_int8_one_image"
+                    fns = [("Winograd", "classify_winograd"), ("direct", "classify_auto")] if kind == "f32" \
+                        else [("", "classify_auto")]
+                    for label, fn in fns:
+                        ns = (crit.get(f"{group}/{fn}") or {}).get("median_ns")
+                        if not ns or not macs_m:
+                            continue
+                        if kind == "f32":
+                            rate, peak, unit = 2 * macs_m / ns, fma, "GFLOP/s"
+                        else:
+                            rate, peak, unit = macs_m / ns, vnni, "GMAC/s"
+                        lrows.append([f"{model}, {kind}{', ' + label if label else ''}", f"{macs_m / 1e6:.1f} M",
+                                      num(ns / 1e3), f"{rate:.0f} {unit}", f"{100 * rate / peak:.0f} %"])
+            w(table(["model", "multiply-adds", "µs", "rate", "of the peak"], lrows))
+            w("")
+            m1 = next((r[4] for r in lrows if r[0] == "model1, f32, direct"), None)
+            w((f"Model 1's direct f32 tiles run at {m1} of the peak: on its large layers the kernel is near "
+               "the limit. " if m1 else "")
+              + "The smaller rates of `fast` and ResNet-8 come from their small layers (8×8 and 4×4 images, "
+              "16-channel layers: fewer pixels per weight loaded), from the work between convolutions "
+              "(requantization, pooling, adds), and with Winograd from its transforms, which move tiles "
+              "through memory instead of multiplying; an effective rate above 100 % is Winograd doing fewer "
+              "multiplies than the count. Int8 loses the same way, and its tiles of at most 6 pixels × 32 "
+              "channels load a weight vector and 6 inputs per 12 `vpdpbusd`.")
+            w("")
         for model in ("model1", "fast", "resnet8"):
             m = re.search(rf"^models/{model}\.safetensors: scratch \d+ f32 = (\d+) bytes\n"
                           rf"  with Winograd: scratch \d+ f32 = (\d+) bytes", infer_text, re.M)
@@ -644,11 +692,18 @@ def main():
         w("")
 
     # Where a whole training step goes.
-    w("## Where a training step of model 1 goes")
-    w("")
-    if profile:
+    for model, profile, profile_threads in profiles:
+        if not profile and model != "model1":
+            continue
+        w(f"## Where a training step of {model} goes")
+        w("")
+        if not profile:
+            w(DASH)
+            w("")
+            continue
         total = sum(f + b for _, f, b in profile)
-        w(f"`train_throughput --only model1:32 --profile`, {profile_threads} thread{'' if profile_threads == 1 else 's'}: each layer's forward and "
+        w(f"`train_throughput --only {model}:32 --profile`, {profile_threads} thread"
+          f"{'' if profile_threads == 1 else 's'}: each layer's forward and "
           "backward timed on its own (median of 5 steps), batch 32. *share* is of the sum over all layers.")
         w("")
         prow = [[name, num(f, 2), num(b, 2), f"{100 * (f + b) / total:.1f} %"] for name, f, b in profile]
@@ -668,9 +723,6 @@ def main():
           f"{100 * (1 - conv / total):.0f} %."
           + (f" The {fused} rows *relu (fused)* are ReLUs computed inside the convolution before them "
              "(their time is in the convolution's)." if fused else ""))
-        w("")
-    else:
-        w(DASH)
         w("")
 
     w("## Reproducing")

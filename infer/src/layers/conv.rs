@@ -9,8 +9,9 @@
 //! # How it is computed
 //!
 //! Directly, without an im2col matrix, in *tiles*: up to [`MAX_PIXELS`] output
-//! pixels × two SIMD vectors of output channels (16 with AVX2 and in the
-//! portable code, 32 with AVX-512), accumulated in registers.
+//! pixels (AVX-512: [`MOST_PIXELS`]) × two SIMD vectors of output channels (16
+//! with AVX2 and in the portable code, 32 with AVX-512), accumulated in
+//! registers.
 //!
 //! - With the weight layout `[ky][kx][ci][co]`, the weights of one tap
 //!   `(ky, kx, ci)` for 16 (or 32) consecutive output channels are contiguous,
@@ -33,8 +34,13 @@
 use super::in_image;
 use crate::arch::Shape;
 
-/// Most output pixels in one tile (6 pixels × 2 vectors = 12 accumulator registers).
+/// Most output pixels in one tile of the AVX2 and portable kernels (6 pixels
+/// × 2 vectors = 12 of the 16 YMM registers), and of the int8 kernels.
 pub(crate) const MAX_PIXELS: usize = 6;
+/// Most output pixels in one tile of any kernel: the AVX-512 one's 8 (8 × 2
+/// vectors = 16 of the 32 ZMM registers; each weight vector loaded serves a
+/// third more pixels than with 6).
+pub(crate) const MOST_PIXELS: usize = 8;
 /// Most output channels in one tile of the portable and AVX2 kernels.
 pub(crate) const MAX_COLS: usize = 16;
 
@@ -58,6 +64,15 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => super::conv_avx512::COLS,
             _ => MAX_COLS,
+        }
+    }
+
+    /// Most pixels in one of its tiles.
+    pub(crate) fn max_pixels(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => MOST_PIXELS,
+            _ => MAX_PIXELS,
         }
     }
 
@@ -86,7 +101,7 @@ impl Kernel {
     /// the SIMD kernels' raw accesses stay in bounds whoever builds the tile).
     pub(crate) fn run(self, t: &mut Tile<'_>) {
         assert!(
-            t.in_bounds(MAX_PIXELS, self.cols()),
+            t.in_bounds(self.max_pixels(), self.cols()),
             "convolution tile out of bounds"
         );
         match self {
@@ -209,12 +224,12 @@ fn full_window_range(out: usize, len: usize, k: usize, s: usize, pad: usize) -> 
     (lo, hi.max(lo))
 }
 
-/// Cuts `[lo, hi)` into runs of at most `max` (≤ [`MAX_PIXELS`]) of near-equal length
+/// Cuts `[lo, hi)` into runs of at most `max` (≤ [`MOST_PIXELS`]) of near-equal length
 /// (14 → 5, 5, 4 rather than 6, 6, 2: a tile of few pixels has too few
 /// independent accumulators to keep the FMA units busy). Yields `(start, len)`.
 pub(crate) fn tiles(lo: usize, hi: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
     let len = hi.saturating_sub(lo);
-    let count = len.div_ceil(max.clamp(1, MAX_PIXELS));
+    let count = len.div_ceil(max.clamp(1, MOST_PIXELS));
     // (`count` is 0 only when `len` is, and then nothing is yielded.)
     let base = len.checked_div(count).unwrap_or(0);
     let longer = len.checked_rem(count).unwrap_or(0);
@@ -346,7 +361,7 @@ pub(crate) fn conv2d(
         relu,
         kernel,
     };
-    for_each_tile(g, kernel.cols(), MAX_PIXELS, |t| conv.tile(y, t));
+    for_each_tile(g, kernel.cols(), kernel.max_pixels(), |t| conv.tile(y, t));
 }
 
 /// Most output pixels of a convolution that runs by [`conv2d_small`].
@@ -374,11 +389,12 @@ pub(crate) fn small_workspace_len(g: &ConvGeom) -> Option<usize> {
 
 /// [`conv2d`] for a small output ([`small_applies`]): every output pixel's
 /// window is first copied into a row of `ws` (im2col, zeros in the padding),
-/// so that the pixels form tiles of up to 6 whatever their windows: the
-/// weights are read 3 times per image for 16 pixels, not 6.4 times, and each
-/// weight vector loaded serves 5 or 6 pixels. (Tiles of all 16 pixels × 16
-/// channels, which read the weights once, measured slower on AMD Zen 5: 16
-/// broadcasts per weight vector keep the load ports busier than the FMAs.)
+/// so that the pixels form full tiles whatever their windows: with AVX-512's
+/// tiles of 8 the weights are read twice per image for 16 pixels, not 6.4
+/// times, and each weight vector loaded serves 8 pixels. (Tiles of all 16
+/// pixels × 16 channels, which read the weights once, measured slower on AMD
+/// Zen 5: 16 broadcasts per weight vector keep the load ports busier than the
+/// FMAs.)
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv2d_small(
     g: &ConvGeom,
@@ -414,7 +430,7 @@ pub(crate) fn conv2d_small(
     // others.
     for co0 in (0..co).step_by(block) {
         let cols = block.min(co - co0);
-        for (p0, n) in tiles(0, pixels, MAX_PIXELS) {
+        for (p0, n) in tiles(0, pixels, kernel.max_pixels()) {
             kernel.run(&mut Tile {
                 x: &ws[p0 * taps..],
                 w: &w[co0 * 4..],

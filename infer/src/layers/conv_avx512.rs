@@ -1,7 +1,7 @@
 //! The convolution tile (see [`super::conv`]) with AVX-512F: the AVX2 kernel
 //! (`conv_avx2.rs`) with registers twice as wide.
 //!
-//! Accumulators: `P` pixels × 2 vectors of 16 channels (`P ≤ 6`: 12 of the 32
+//! Accumulators: `P` pixels × 2 vectors of 16 channels (`P ≤ 8`: 16 of the 32
 //! ZMM registers), initialised with the bias. Per tap: two weight vectors are
 //! loaded (unaligned, straight from the file's bytes), and for each pixel the
 //! input value is broadcast and fused-multiply-added into its two accumulators.
@@ -28,7 +28,7 @@ pub(crate) const COLS: usize = 32;
 /// `out[(pixels−1)·px_out + cols]`, with `cols ≤ 32`.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn tile(t: &mut Tile<'_>) {
-    debug_assert!(t.cols >= 1 && t.cols <= COLS && t.pixels <= 6);
+    debug_assert!(t.cols >= 1 && t.cols <= COLS && t.pixels <= 8);
     debug_assert!(t.bias.len() >= t.cols * 4);
     debug_assert!(t.out.len() >= t.px_out * t.pixels.saturating_sub(1) + t.cols);
     debug_assert!(t.rows == 0 || t.x.len() >= t.x_needed());
@@ -38,12 +38,16 @@ pub(crate) unsafe fn tile(t: &mut Tile<'_>) {
     // those arguments (and this function has the target feature it needs).
     unsafe {
         match (t.pixels, t.cols == COLS) {
+            (8, true) => tile_n::<8, false>(t),
+            (7, true) => tile_n::<7, false>(t),
             (6, true) => tile_n::<6, false>(t),
             (5, true) => tile_n::<5, false>(t),
             (4, true) => tile_n::<4, false>(t),
             (3, true) => tile_n::<3, false>(t),
             (2, true) => tile_n::<2, false>(t),
             (1, true) => tile_n::<1, false>(t),
+            (8, false) => tile_n::<8, true>(t),
+            (7, false) => tile_n::<7, true>(t),
             (6, false) => tile_n::<6, true>(t),
             (5, false) => tile_n::<5, true>(t),
             (4, false) => tile_n::<4, true>(t),

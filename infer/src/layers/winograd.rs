@@ -56,7 +56,7 @@
 // The transposes read position `i` of several rows: an index loop says it best.
 #![allow(clippy::needless_range_loop)]
 
-use super::conv::{le_f32, tiles as tiles_of, ConvGeom, Kernel, Tile, MAX_PIXELS};
+use super::conv::{le_f32, tiles as tiles_of, ConvGeom, Kernel, Tile};
 
 /// Output tile side.
 pub(crate) const TILE: usize = 4;
@@ -216,7 +216,7 @@ impl Conv<'_> {
             for xi in 0..XI {
                 let (vx, mx) = (&v[xi * v_stride..], &mut m[xi * m_stride..]);
                 let ux = &u_bytes[xi * u_stride * 4..];
-                for (p0, pixels) in tiles_of(0, tiles, MAX_PIXELS) {
+                for (p0, pixels) in tiles_of(0, tiles, self.kernel.max_pixels()) {
                     self.kernel.run(&mut Tile {
                         x: &vx[p0 * ci..],
                         w: ux,
