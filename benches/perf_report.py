@@ -548,7 +548,7 @@ def main():
               "(requantization, pooling, adds), and with Winograd from its transforms, which move tiles "
               "through memory instead of multiplying; an effective rate above 100 % is Winograd doing fewer "
               "multiplies than the count. Int8 loses the same way, and its tiles of at most 6 pixels × 32 "
-              "channels load a weight vector and 6 inputs per 12 `vpdpbusd`.")
+              "channels load two weight vectors and 6 inputs per 12 `vpdpbusd`.")
             w("")
         for model in ("model1", "fast", "resnet8"):
             m = re.search(rf"^models/{model}\.safetensors: scratch \d+ f32 = (\d+) bytes\n"
