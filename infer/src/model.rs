@@ -662,7 +662,7 @@ impl<'a, const N: usize> Model<'a, N> {
     /// those layers, for a workspace that [`Model::scratch_len`] then
     /// includes (the layer's transformed input, and its weights transformed
     /// for every image a block of 32 output channels at a time; the file is
-    /// never written). Model 1's scratch grows from 256 KiB to about 0.7 MiB.
+    /// never written). Model 1's scratch grows from 256 KiB to about 1 MiB.
     /// Off by default, so that the scratch stays the smallest (what a
     /// microcontroller wants); it changes nothing in an int8 model. The
     /// probabilities differ from the direct convolution's by float rounding

@@ -552,6 +552,17 @@ pub(crate) mod tests {
     use proptest::prelude::*;
     use std::vec::Vec;
 
+    /// Values in [−0.5, 0.5) from `seed` (xorshift), for the layers' tests.
+    pub(crate) fn uniform(seed: u64) -> impl FnMut() -> f32 {
+        let mut state = seed | 1;
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        }
+    }
+
     /// Every kernel this CPU runs.
     pub(crate) fn kernels() -> Vec<Kernel> {
         let mut k = std::vec![Kernel::Portable];
@@ -598,13 +609,7 @@ pub(crate) mod tests {
                 k, stride, pad_top, pad_left,
             };
             prop_assume!(small_applies(&g));
-            let mut state = seed | 1;
-            let mut next = move || {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            };
+            let mut next = uniform(seed);
             let x: Vec<f32> = (0..h * w * ci).map(|_| next()).collect();
             let wb: Vec<u8> = (0..k * k * ci * co).flat_map(|_| next().to_le_bytes()).collect();
             let bias: Vec<u8> = (0..co).flat_map(|_| next().to_le_bytes()).collect();

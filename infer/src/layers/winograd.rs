@@ -642,13 +642,7 @@ mod tests {
             same: bool, relu: bool, seed: u64,
         ) {
             let g = geom(h, w, ci, co, same);
-            let mut state = seed | 1;
-            let mut next = move || {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            };
+            let mut next = crate::layers::conv::tests::uniform(seed);
             let x: Vec<f32> = (0..h * w * ci).map(|_| next()).collect();
             let wb: Vec<u8> = (0..9 * ci * co).flat_map(|_| next().to_le_bytes()).collect();
             let bias: Vec<u8> = (0..co).flat_map(|_| next().to_le_bytes()).collect();
