@@ -40,14 +40,18 @@ fn valid_file() -> &'static [u8] {
     })
 }
 
-/// Loads `bytes`; if accepted, classifies an image with it.
+/// Loads `bytes`; if accepted, classifies an image with it, with Winograd
+/// off and on.
 fn exercise(bytes: &[u8]) {
     if let Ok(model) = Model::from_bytes(bytes) {
         let image = vec![128u8; model.input_len()];
-        let mut scratch = vec![0f32; model.scratch_len()];
-        let mut probs = vec![0f32; model.num_classes()];
-        let top = model.classify(&image, &mut scratch, &mut probs).unwrap();
-        assert!(top.class < model.num_classes());
+        for winograd in [false, true] {
+            let model = model.clone().with_winograd(winograd);
+            let mut scratch = vec![0f32; model.scratch_len()];
+            let mut probs = vec![0f32; model.num_classes()];
+            let top = model.classify(&image, &mut scratch, &mut probs).unwrap();
+            assert!(top.class < model.num_classes());
+        }
         for i in 0..=model.num_classes() {
             let _ = model.class_name(i);
         }
