@@ -19,7 +19,7 @@
 //!
 //! (Lavin & Gray 2016; interpolation points 0, ±1, ±2, ∞), summed over input
 //! channels. At each of the 36 positions ξ of a transformed tile that sum is a
-//! matrix product over a group of tiles,
+//! matrix product over the tiles,
 //!
 //! ```text
 //! M_ξ[tiles × co] = V_ξ[tiles × ci] · U_ξ[ci × co]          (36 products)
@@ -28,8 +28,9 @@
 //! so a 4×4 output tile costs 36·ci·co multiply-adds instead of 16·9·ci·co.
 //! Each product is a 1×1 "convolution" of the tiles' `V_ξ` rows, which is
 //! what the direct tile kernels ([`Kernel::run`]: AVX-512, AVX2 or portable)
-//! compute; the small transforms are written once over lanes of 16 channels
-//! (contiguous in NHWC) and compiled for each kernel's instruction set.
+//! compute. The small transforms work on 16 channels at once (contiguous in
+//! NHWC): with AVX-512 intrinsics (`winograd_avx512.rs`), else in generic
+//! `[f32; 16]` code compiled for the kernel's instruction set.
 //!
 //! The same matrices as the trainer's `trainer/src/layers/winograd.rs`
 //! (which also runs them backwards); this crate depends on no other, so the
@@ -46,9 +47,9 @@
 //! weight is transformed once per image, and each `U_ξ` (a few KiB) stays in
 //! L1 while every tile's row of `V_ξ` goes past it. The workspace is
 //! `36·(tiles·ci + ci·b + tiles·b)` values ([`workspace_len`]): 737 KiB for
-//! a 32×32 image of 32 channels. (Groups of 12 tiles, with `U` read again for
-//! each, took 1.5–2× as long per layer: the three matrices went through L2
-//! once per group.)
+//! a 32×32 image of 32 channels. (Groups of 12 tiles, which need less, with
+//! `V` transformed again for each block, measured about as fast, before the
+//! transforms' rewrite; not measured since.)
 //!
 //! Transforming `U` costs about as much per weight as one tile's product, so
 //! Winograd pays where the image has many tiles per weight: [`applies`].
