@@ -185,9 +185,9 @@ pub struct Model<'a, const N: usize = MAX_LAYERS> {
     num_classes: usize,
     /// Scratch elements: `f32`s, or bytes in an int8 model.
     scratch_elems: usize,
-    /// `f32`s of workspace after them that the layers running by Winograd
-    /// need (when `winograd` is on): the most over those layers.
-    workspace_elems: usize,
+    /// `f32`s of Winograd workspace after them (used when `winograd` is on):
+    /// the most that a layer running by Winograd needs.
+    winograd_elems: usize,
     /// Whether the layers that [`Model::with_winograd`] names run by Winograd.
     winograd: bool,
     class_names: Option<ClassNames<'a>>,
@@ -202,7 +202,7 @@ impl<const N: usize> fmt::Debug for Model<'_, N> {
             .field("layers", &&self.layers[..self.num_layers])
             .field("num_classes", &self.num_classes)
             .field("scratch_elems", &self.scratch_elems)
-            .field("workspace_elems", &self.workspace_elems)
+            .field("winograd_elems", &self.winograd_elems)
             .field("winograd", &self.winograd)
             .field("precision", &self.precision)
             .field("class_names", &self.class_names)
@@ -274,7 +274,7 @@ impl<'a, const N: usize> Model<'a, N> {
             num_layers: spec.layers().len(),
             num_classes: 0,
             scratch_elems: 0,
-            workspace_elems: 0,
+            winograd_elems: 0,
             winograd: false,
             class_names: None,
             backend: Backend::Auto,
@@ -365,7 +365,7 @@ impl<'a, const N: usize> Model<'a, N> {
                         ConvPath::SmallImage
                     } else if winograd::applies(&geom) {
                         let ws = winograd::workspace_len(&geom).ok_or(too_big)?;
-                        self.workspace_elems = self.workspace_elems.max(ws);
+                        self.winograd_elems = self.winograd_elems.max(ws);
                         ConvPath::Winograd
                     } else {
                         ConvPath::Direct
@@ -631,7 +631,7 @@ impl<'a, const N: usize> Model<'a, N> {
     /// [`Model::scratch_len`]).
     fn workspace_len(&self) -> usize {
         if self.winograd {
-            self.workspace_elems
+            self.winograd_elems
         } else {
             0
         }

@@ -411,16 +411,15 @@ pub(crate) fn conv2d_small(
     let taps = k * k * ci;
     for p in 0..pixels {
         let row = &mut ws[p * taps..(p + 1) * taps];
-        let iy0 = ((p / ow) * g.stride) as isize - g.pad_top as isize;
-        let ix0 = ((p % ow) * g.stride) as isize - g.pad_left as isize;
-        for (tap, v) in row.chunks_exact_mut(ci).enumerate() {
-            let (iy, ix) = (iy0 + (tap / k) as isize, ix0 + (tap % k) as isize);
-            if (0..g.input.h as isize).contains(&iy) && (0..g.input.w as isize).contains(&ix) {
-                let at = (iy as usize * g.input.w + ix as usize) * ci;
-                v.copy_from_slice(&x[at..at + ci]);
-            } else {
-                v.fill(0.0);
-            }
+        row.fill(0.0);
+        // The window's in-image part, as the direct tiles see it: per kernel
+        // row, `win.taps` contiguous pixels of the NHWC input.
+        let win = g.window(p / ow, p % ow);
+        let span = win.taps * ci;
+        for r in 0..win.rows {
+            let at = ((win.iy + r) * g.input.w + win.ix) * ci;
+            let to = ((win.ky0 + r) * k + win.kx0) * ci;
+            row[to..to + span].copy_from_slice(&x[at..at + span]);
         }
     }
     let kernel = kernel.for_channels(co);

@@ -92,7 +92,7 @@ type Lanes = [f32; LANES];
 /// Whether a convolution runs by Winograd when allowed: 3×3, stride 1, and
 /// enough tiles and input channels (see [`MANY_TILES`]).
 pub(crate) fn applies(g: &ConvGeom) -> bool {
-    let tiles = g.output.h.div_ceil(TILE) * g.output.w.div_ceil(TILE);
+    let (_, tiles) = tile_grid(g);
     let ci = g.input.c;
     g.k == 3
         && g.stride == 1
@@ -100,15 +100,19 @@ pub(crate) fn applies(g: &ConvGeom) -> bool {
             || (tiles >= FEW_TILES && ci >= WIDE_INPUT))
 }
 
+/// Output tiles per row, and in all (`⌈w/4⌉`, `⌈h/4⌉·⌈w/4⌉`). No more than
+/// the output's pixels, so no overflow: a stride-1 output is no larger than
+/// its input, whose size model loading has checked.
+fn tile_grid(g: &ConvGeom) -> (usize, usize) {
+    let across = g.output.w.div_ceil(TILE);
+    (across, g.output.h.div_ceil(TILE) * across)
+}
+
 /// Values of workspace [`conv2d`] needs for `g` (any kernel), or `None` on
 /// overflow.
 pub(crate) fn workspace_len(g: &ConvGeom) -> Option<usize> {
     let ci = g.input.c;
-    let tiles = g
-        .output
-        .h
-        .div_ceil(TILE)
-        .checked_mul(g.output.w.div_ceil(TILE))?;
+    let (_, tiles) = tile_grid(g);
     let u = ci.checked_mul(MAX_BLOCK)?.checked_add(SKEW)?;
     let v = tiles.checked_mul(ci)?.checked_add(SKEW)?;
     let m = tiles.checked_mul(MAX_BLOCK)?.checked_add(SKEW)?;
@@ -201,8 +205,7 @@ impl Conv<'_> {
         let g = self.g;
         let (ci, co) = (g.input.c, g.output.c);
         let b = self.kernel.cols();
-        let tiles_x = g.output.w.div_ceil(TILE);
-        let tiles = g.output.h.div_ceil(TILE) * tiles_x;
+        let (tiles_x, tiles) = tile_grid(g);
         let (u_stride, v_stride, m_stride) = (ci * b + SKEW, tiles * ci + SKEW, tiles * b + SKEW);
         let (u, rest) = ws.split_at_mut(XI * u_stride);
         let (v, rest) = rest.split_at_mut(XI * v_stride);
