@@ -93,6 +93,7 @@ fn main() {
         let default = conv.algorithm();
         let algorithms: &[ConvAlgorithm] = match default {
             ConvAlgorithm::Winograd => &[ConvAlgorithm::Winograd, ConvAlgorithm::Im2col],
+            ConvAlgorithm::Direct => &[ConvAlgorithm::Direct, ConvAlgorithm::Im2col],
             ConvAlgorithm::Im2col => &[ConvAlgorithm::Im2col],
         };
         for &algorithm in algorithms {
@@ -121,6 +122,7 @@ fn main() {
             let algorithm_name = match algorithm {
                 ConvAlgorithm::Winograd => "winograd",
                 ConvAlgorithm::Im2col => "im2col",
+                ConvAlgorithm::Direct => "direct",
             };
             let k = kernel * kernel * input.channels;
             let flop = 2.0 * (batch * out.pixels() * k * out.channels) as f64;

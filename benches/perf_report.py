@@ -648,8 +648,9 @@ def main():
           f"{c0['threads']} threads; median of {c0['samples']} calls. Backward includes the input gradient "
           "except for the first layer. Each layer runs by its default algorithm (**bold**): Winograd "
           "F(4×4, 3×3) for 3×3 stride-1 layers with at least 16 input channels on a CPU with AVX-512 "
-          "(the transforms' fast version), im2col + SGEMM otherwise; "
-          "Winograd layers are also timed by im2col for comparison. GFLOP/s is *effective*: a direct "
+          "(the transforms' fast version), the direct sums (`direct`: no im2col copies) for layers with "
+          "at most 4 input channels on such a CPU, im2col + SGEMM otherwise; "
+          "Winograd and direct layers are also timed by im2col for comparison. GFLOP/s is *effective*: a direct "
           "convolution's multiply-adds over the time, so Winograd's fewer multiplies show as a higher rate.")
         w("")
         crows = []
@@ -676,6 +677,13 @@ def main():
             w(f"Over the {len(both)} layers where Winograd applies, forward and backward take "
               f"{tw:.2f} ms by Winograd and {ti:.2f} ms by im2col ({ti / tw:.2f}×).")
             w("")
+        direct = [(l, p) for l, p in pairs.items() if "direct" in p and "im2col" in p]
+        for layer, p in direct:
+            td = p["direct"]["fwd_ms"] + p["direct"]["bwd_ms"]
+            ti = p["im2col"]["fwd_ms"] + p["im2col"]["bwd_ms"]
+            w(f"{layer} (the direct sums), forward and backward: {td:.2f} ms directly and {ti:.2f} ms by "
+              f"im2col ({ti / td:.2f}×).")
+            w("")
     else:
         w(DASH)
         w("")
@@ -684,11 +692,12 @@ def main():
     for key in [("model1", 32), ("model3", 32)]:
         wi, im = (ours2.get(key) or {}).get("median"), (ours_im2col.get(key) or {}).get("median")
         if wi and im:
-            wrows.append(f"{key[0]} batch {key[1]}: {wi:,.1f} images/s with Winograd, {im:,.1f} with "
+            wrows.append(f"{key[0]} batch {key[1]}: {wi:,.1f} images/s by default, {im:,.1f} with "
                          f"im2col only ({wi / im:.2f}×)")
     if wrows:
-        w(f"Whole training steps on {t2_threads} threads, same sitting, with and without Winograd for the "
-          "3×3 layers (`train_throughput --conv im2col`): " + "; ".join(wrows) + ".")
+        w(f"Whole training steps on {t2_threads} threads, same sitting, with the default algorithms and with "
+          "im2col for every convolution (`train_throughput --conv im2col`: no Winograd, no direct sums): "
+          + "; ".join(wrows) + ".")
         w("")
 
     # Where a whole training step goes.
@@ -717,7 +726,7 @@ def main():
             kinds[kind] = kinds.get(kind, 0.0) + f + b
         conv = kinds.get("conv", 0.0)
         fused = sum(1 for name, _, _ in profile if name.endswith("(fused)"))
-        w(f"Convolutions (Winograd or im2col + SGEMM{', with the ReLUs fused into them' if fused else ''}) "
+        w(f"Convolutions (Winograd, direct or im2col + SGEMM{', with the ReLUs fused into them' if fused else ''}) "
           f"take {100 * conv / total:.0f} % of the step; everything else "
           f"(pooling, dropout, dense layers{', the ReLU after a dense layer' if fused else ', ReLU'}) "
           f"{100 * (1 - conv / total):.0f} %."

@@ -9,7 +9,7 @@
 //! cargo bench --bench train_throughput -- --backend matrixmultiply --only model1:32
 //! cargo bench --bench train_throughput -- --only fast:512     # any built-in model or spec file
 //! cargo bench --bench train_throughput -- --only models/airbench.json:1024
-//! cargo bench --bench train_throughput -- --conv im2col  # no Winograd for 3×3 layers
+//! cargo bench --bench train_throughput -- --conv im2col  # im2col everywhere: no Winograd, no direct sums
 //! cargo bench --bench train_throughput -- --only models/airbench.json:1024 --held whiten
 //!     # layers held fixed (airbench's whitening layer once its bias is done): no backward below them
 //! ```

@@ -83,6 +83,15 @@ fn check_layer(
     let mut dx = Tensor::default();
     layer.backward(x, &y, &r, Some(&mut dx));
     prop_assert_eq!(dx.data.len(), x.data.len());
+    // Parameter gradients: from this backward, and from one without an input
+    // gradient, as a network's first layer runs it (some layers then take
+    // another route). Both before any other forward pass changes what the
+    // layer remembers.
+    let mut grads = Vec::new();
+    layer.visit_params(&mut |_, _, g, _| grads.push(g.to_vec()));
+    layer.backward(x, &y, &r, None);
+    let mut first_layer = Vec::new();
+    layer.visit_params(&mut |_, _, g, _| first_layer.push(g.to_vec()));
 
     // Input gradient.
     for i in probe(x.data.len(), rng) {
@@ -101,9 +110,7 @@ fn check_layer(
         );
     }
 
-    // Parameter gradients (the backward above filled them).
-    let mut grads = Vec::new();
-    layer.visit_params(&mut |_, _, g, _| grads.push(g.to_vec()));
+    // Parameter gradients.
     for (p, grad) in grads.iter().enumerate() {
         for j in probe(grad.len(), rng) {
             let original = layer.tensors_mut()[p][j];
@@ -120,6 +127,15 @@ fn check_layer(
                 j,
                 numeric,
                 grad[j]
+            );
+            let g = first_layer[p][j] as f64;
+            prop_assert!(
+                close(numeric, g),
+                "param {} [{}] without dx: numeric {} vs analytic {}",
+                p,
+                j,
+                numeric,
+                g
             );
         }
     }
@@ -154,6 +170,22 @@ proptest! {
         let input = ImageShape::new(h, w, cin);
         let mut layer = layers::Conv2d::new(input, cout, 3, 1, padding, &mut rng);
         prop_assert!(layer.set_algorithm(layers::ConvAlgorithm::Winograd));
+        layer.bias.iter_mut().for_each(|b| *b = rng.random_range(-0.5..0.5));
+        let x = random_tensor(n, input, &mut rng);
+        check_layer(&mut layer, &x, Mode::Train, &mut rng)?;
+    }
+
+    /// The direct route, forced on at any channel count, with kernels up to
+    /// 5 and channel counts that fill one, two or part of a 16-lane vector.
+    #[test]
+    fn conv2d_direct(n in 1usize..3, h in 1usize..9, w in 1usize..11, cin in 1usize..6,
+                     cout in prop::sample::select(vec![1usize, 3, 16, 20, 33]),
+                     kernel in 1usize..6, stride in 1usize..3, padding in padding(), seed in any::<u64>()) {
+        prop_assume!(padding == Padding::Same || (h >= kernel && w >= kernel));
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let input = ImageShape::new(h, w, cin);
+        let mut layer = layers::Conv2d::new(input, cout, kernel, stride, padding, &mut rng);
+        prop_assert!(layer.set_algorithm(layers::ConvAlgorithm::Direct));
         layer.bias.iter_mut().for_each(|b| *b = rng.random_range(-0.5..0.5));
         let x = random_tensor(n, input, &mut rng);
         check_layer(&mut layer, &x, Mode::Train, &mut rng)?;

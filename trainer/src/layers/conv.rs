@@ -16,9 +16,12 @@
 //! cache, and owns its scratch, so threads never share a write.
 //!
 //! 3×3 stride-1 layers with enough input channels take the Winograd route
-//! instead ([`super::winograd`]): the same sums with 4× fewer multiplies (by
-//! default on AVX-512 CPUs; see [`ConvChoice`]).
+//! instead ([`super::winograd`]): the same sums with 4× fewer multiplies; layers
+//! with few input channels (an image's first) the direct route
+//! ([`super::direct`]), which skips im2col's copies (both by default on
+//! AVX-512 CPUs; see [`ConvChoice`]).
 
+use super::direct;
 use super::winograd::{self, Geometry};
 use super::Padding;
 use super::{images_per_chunk, Layer, Mode, NamedTensor, ParamVisitor};
@@ -30,29 +33,38 @@ use rayon::prelude::*;
 /// default (with fewer, its GEMMs are too thin to pay for the transforms).
 pub const WINOGRAD_MIN_CHANNELS: usize = 16;
 
-/// Which convolutions run by Winograd, as a network's [`super::Compute`] says.
+/// Which convolutions run by Winograd or directly, as a network's
+/// [`super::Compute`] says.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConvChoice {
     /// Winograd for the layers it suits (3×3, stride 1, at least
     /// [`WINOGRAD_MIN_CHANNELS`] input channels) where its transforms have
     /// their AVX-512 version (measured 1.5× faster on a model-1 step than
     /// im2col; the portable and AVX2 versions are correct everywhere but were
-    /// not measured to win, so other CPUs keep im2col unless asked).
+    /// not measured to win, so other CPUs keep im2col unless asked); the
+    /// direct sums for layers with at most [`DIRECT_MAX_CHANNELS`] input
+    /// channels, also where their AVX-512 tiles run.
     #[default]
     Auto,
     /// im2col everywhere.
     Im2col,
-    /// Winograd for the layers it suits, on any CPU.
+    /// Winograd for the layers it suits, on any CPU (the others as `Auto`).
     Winograd,
 }
+
+pub use direct::DIRECT_MAX_CHANNELS;
 
 /// How a [`Conv2d`] computes its sums.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Algorithm {
     /// im2col + one SGEMM: any kernel, stride and padding.
     Im2col,
-    /// Winograd F(2×2, 3×3): 3×3 kernels with stride 1 only.
+    /// Winograd F(4×4, 3×3): 3×3 kernels with stride 1 only.
     Winograd,
+    /// The direct sums from a zero-bordered copy of each image: any kernel,
+    /// stride and padding; meant for few input channels. Forward and the
+    /// weight gradient; an input gradient, if asked for, goes by im2col.
+    Direct,
 }
 
 /// Target size of one im2col tile, in floats (1 MiB: half of this machine's
@@ -83,6 +95,8 @@ pub struct Conv2d {
     relu: bool,
     /// Winograd: the geometry and the transformed weights of the last forward.
     winograd: Option<Geometry>,
+    /// The direct sums' geometry.
+    direct: direct::Geometry,
     u: Vec<f32>,
     du: Vec<f32>,
 }
@@ -97,6 +111,7 @@ struct Scratch {
     /// One tile of `dy` masked by a fused relu.
     dy: Vec<f32>,
     winograd: winograd::Scratch,
+    direct: direct::Scratch,
 }
 
 impl Conv2d {
@@ -116,6 +131,7 @@ impl Conv2d {
             .output_and_pad(input.width, kernel, stride)
             .expect("spec validated");
         let k = kernel * kernel * input.channels;
+        let out = ImageShape::new(oh, ow, filters);
         let weight = crate::layers::init::glorot_uniform(
             kernel * kernel * input.channels,
             kernel * kernel * filters,
@@ -124,7 +140,7 @@ impl Conv2d {
         );
         Self {
             input,
-            out: ImageShape::new(oh, ow, filters),
+            out,
             kernel,
             stride,
             pad_top,
@@ -140,7 +156,8 @@ impl Conv2d {
             used: Algorithm::Im2col,
             relu: false,
             winograd: (kernel == 3 && stride == 1)
-                .then(|| Geometry::new(input, ImageShape::new(oh, ow, filters), pad_top, pad_left)),
+                .then(|| Geometry::new(input, out, pad_top, pad_left)),
+            direct: direct::Geometry::new(input, out, kernel, stride, pad_top, pad_left),
             u: Vec::new(),
             du: Vec::new(),
         }
@@ -152,6 +169,7 @@ impl Conv2d {
     /// over memory; the network does this when the spec allows.
     pub fn fuse_relu(&mut self) {
         self.relu = true;
+        self.direct.relu = true;
         if let Some(g) = &mut self.winograd {
             g.relu = true;
         }
@@ -168,7 +186,8 @@ impl Conv2d {
     }
 
     /// Forces an algorithm; `false` (and no change) if this layer's shape
-    /// does not allow it (Winograd needs a 3×3 kernel and stride 1).
+    /// does not allow it (Winograd needs a 3×3 kernel and stride 1; the
+    /// direct sums take any layer).
     pub fn set_algorithm(&mut self, algorithm: Algorithm) -> bool {
         if algorithm == Algorithm::Winograd && self.winograd.is_none() {
             return false;
@@ -191,6 +210,9 @@ impl Conv2d {
             {
                 Algorithm::Winograd
             }
+            (None, _) if self.choice != ConvChoice::Im2col && self.direct.suits() => {
+                Algorithm::Direct
+            }
             _ => Algorithm::Im2col,
         }
     }
@@ -205,13 +227,19 @@ impl Conv2d {
         (TILE_FLOATS / self.k()).clamp(16, 4096)
     }
 
-    /// Sizes the scratch of `chunks` chunks for the algorithm in use.
-    fn ensure_scratch(&mut self, chunks: usize) {
+    /// Sizes the scratch of `chunks` chunks for the algorithm in use (and
+    /// for im2col's input gradient after the direct sums, if `input_gradient`).
+    fn ensure_scratch(&mut self, chunks: usize, input_gradient: bool) {
         let (k, cout, tile) = (self.k(), self.out.channels, self.tile_rows());
         self.scratch.resize_with(chunks, Scratch::default);
         for s in &mut self.scratch {
             match (self.used, &self.winograd) {
                 (Algorithm::Winograd, Some(g)) => g.ensure_scratch(&mut s.winograd),
+                (Algorithm::Direct, _) if !input_gradient => {
+                    self.direct.ensure_scratch(&mut s.direct);
+                    s.dweight.resize(k * cout, 0.0);
+                    s.dbias.resize(cout, 0.0);
+                }
                 _ => {
                     s.cols.resize(tile * k, 0.0);
                     s.dcols.resize(tile * k, 0.0);
@@ -387,7 +415,7 @@ impl Layer for Conv2d {
         y.resize(n, self.out);
         let per = images_per_chunk(n);
         self.used = self.algorithm();
-        self.ensure_scratch(n.div_ceil(per));
+        self.ensure_scratch(n.div_ceil(per), false);
         let mut scratch = std::mem::take(&mut self.scratch);
         let chunks = y
             .data
@@ -401,6 +429,10 @@ impl Layer for Conv2d {
                 let (u, bias) = (&self.u, &self.bias);
                 chunks.for_each(|((y, x), s)| g.forward_chunk(x, y, u, bias, &mut s.winograd));
             }
+            (Algorithm::Direct, _) => {
+                let (d, w, bias) = (&self.direct, &self.weight, &self.bias);
+                chunks.for_each(|((y, x), s)| d.forward_chunk(x, y, w, bias, &mut s.direct));
+            }
             _ => {
                 let this = &*self;
                 chunks.for_each(|((y, x), s)| this.forward_chunk(x, y, s));
@@ -412,7 +444,7 @@ impl Layer for Conv2d {
     fn backward(&mut self, x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
         let n = x.n;
         let per = images_per_chunk(n);
-        self.ensure_scratch(n.div_ceil(per));
+        self.ensure_scratch(n.div_ceil(per), dx.is_some());
         let mut scratch = std::mem::take(&mut self.scratch);
         let this = &*self;
         // One chunk's backward, by the algorithm of the forward pass.
@@ -422,6 +454,13 @@ impl Layer for Conv2d {
                      s: &mut Scratch| match (this.used, &this.winograd) {
             (Algorithm::Winograd, Some(g)) => {
                 g.backward_chunk(x, y, dy, dx, &this.u, &mut s.winograd)
+            }
+            (Algorithm::Direct, _) if dx.is_none() => {
+                s.dweight.fill(0.0);
+                s.dbias.fill(0.0);
+                let (dw, db) = (&mut s.dweight, &mut s.dbias);
+                this.direct
+                    .weight_gradient_chunk(x, y, dy, dw, db, &mut s.direct)
             }
             _ => this.backward_chunk(x, y, dy, dx, s),
         };
@@ -695,6 +734,64 @@ mod tests {
         }
     }
 
+    /// The direct sums against im2col through the layer: batches split into
+    /// several chunks, kernels 3 and 5, strides 1 and 2, a fused relu or not,
+    /// backward as a first layer (no input gradient: the direct weight
+    /// gradient) and as a later one (im2col's backward after a direct forward).
+    #[test]
+    fn direct_matches_im2col() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+        for (n, h, w, cin, cout, kernel, stride, relu) in [
+            (5, 32, 32, 3, 32, 3, 1, true),
+            (3, 17, 13, 1, 16, 5, 1, false),
+            (4, 15, 16, 4, 40, 3, 2, true),
+        ] {
+            let input = ImageShape::new(h, w, cin);
+            let mut conv = Conv2d::new(input, cout, kernel, stride, Padding::Same, &mut rng);
+            if relu {
+                conv.fuse_relu();
+            }
+            conv.bias
+                .iter_mut()
+                .for_each(|b| *b = rng.random_range(-0.5..0.5));
+            let mut x = Tensor::zeros(n, input);
+            x.data
+                .iter_mut()
+                .for_each(|v| *v = rng.random_range(-1.0..1.0));
+            let mut dy = Tensor::zeros(n, conv.out);
+            dy.data
+                .iter_mut()
+                .for_each(|v| *v = rng.random_range(-1.0..1.0));
+            for with_dx in [false, true] {
+                let mut run = |algorithm| {
+                    assert!(conv.set_algorithm(algorithm));
+                    let (mut y, mut dx) = (Tensor::default(), Tensor::default());
+                    conv.forward(&x, &mut y, Mode::Train);
+                    assert_eq!(conv.used, algorithm);
+                    conv.backward(&x, &y, &dy, with_dx.then_some(&mut dx));
+                    (y.data, dx.data, conv.dweight.clone(), conv.dbias.clone())
+                };
+                let want = run(Algorithm::Im2col);
+                let got = run(Algorithm::Direct);
+                for (name, got, want) in [
+                    ("y", &got.0, &want.0),
+                    ("dx", &got.1, &want.1),
+                    ("dW", &got.2, &want.2),
+                    ("db", &got.3, &want.3),
+                ] {
+                    assert_eq!(got.len(), want.len(), "{name}");
+                    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                    for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
+                        assert!(
+                            (g - w).abs() <= 1e-5 * scale,
+                            "{name}[{i}] of {n}×{h}×{w}×{cin}→{cout} k{kernel} s{stride}: {g} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn winograd_only_for_3x3_stride_1() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
@@ -704,8 +801,16 @@ mod tests {
         assert_eq!(conv.algorithm(), Algorithm::Im2col);
         let conv = Conv2d::new(input, 8, 5, 1, Padding::Same, &mut rng);
         assert_eq!(conv.algorithm(), Algorithm::Im2col);
+        // Too few channels for Winograd: the direct sums where they are the
+        // default (AVX-512), else im2col.
         let conv = Conv2d::new(ImageShape::new(8, 8, 3), 8, 3, 1, Padding::Same, &mut rng);
-        assert_eq!(conv.algorithm(), Algorithm::Im2col, "too few channels");
+        let direct = conv.direct.suits();
+        let want = if direct {
+            Algorithm::Direct
+        } else {
+            Algorithm::Im2col
+        };
+        assert_eq!(conv.algorithm(), want, "too few channels");
         // Eligible: Winograd where it is the default (AVX-512), or when asked.
         let conv = Conv2d::new(input, 8, 3, 1, Padding::Same, &mut rng);
         let default = winograd::fast_transforms();
@@ -724,7 +829,7 @@ mod tests {
 
     fn fused_relu_case() {
         use crate::layers::Relu;
-        for algorithm in [Algorithm::Im2col, Algorithm::Winograd] {
+        for algorithm in [Algorithm::Im2col, Algorithm::Winograd, Algorithm::Direct] {
             let input = ImageShape::new(9, 10, 16);
             let build = || {
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);

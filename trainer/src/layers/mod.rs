@@ -10,6 +10,7 @@ mod add;
 mod batchnorm;
 mod conv;
 mod dense;
+mod direct;
 mod dropout;
 mod flatten;
 mod gap;
@@ -24,8 +25,8 @@ pub(crate) use add::add_assign;
 pub use add::Add;
 pub use batchnorm::BatchNorm;
 pub use conv::{
-    Algorithm as ConvAlgorithm, Conv2d, ConvChoice, TILE_FLOATS as CONV_TILE_FLOATS,
-    WINOGRAD_MIN_CHANNELS,
+    Algorithm as ConvAlgorithm, Conv2d, ConvChoice, DIRECT_MAX_CHANNELS,
+    TILE_FLOATS as CONV_TILE_FLOATS, WINOGRAD_MIN_CHANNELS,
 };
 pub use dense::Dense;
 pub use dropout::Dropout;
