@@ -93,7 +93,9 @@ impl Param<'_> {
 
 /// What an optimiser steps: anything that lists its trainable parameters with
 /// their gradients, always in the same order (a network, or a single layer in tests).
-pub trait Params {
+/// (`Send`, so that an optimiser can step them on rayon's pool: see
+/// [`crate::kernels::on_pool`].)
+pub trait Params: Send {
     fn visit_params(&mut self, f: &mut dyn FnMut(Param<'_>));
 }
 

@@ -2,6 +2,7 @@
 //! between them, and their gradients. Also its file format (safetensors with
 //! the spec in the metadata; see `docs/FORMAT.md`).
 
+use crate::kernels::on_pool;
 use crate::kernels::tensor::{ImageShape, Tensor};
 use crate::layers::{self, Layer, Mode, Param, Params};
 use crate::model::loss::{
@@ -339,9 +340,11 @@ impl Network {
 
     /// Runs every layer on the current input; returns the logits.
     pub fn forward(&mut self, mode: Mode) -> &Tensor {
-        for i in 0..self.layers.len() {
-            self.forward_layer(i, mode, None);
-        }
+        on_pool(|| {
+            for i in 0..self.layers.len() {
+                self.forward_layer(i, mode, None);
+            }
+        });
         self.acts.last().expect("at least the input")
     }
 
@@ -516,7 +519,13 @@ impl Network {
         weight: f32,
         sync: Option<&dyn layers::BatchSync>,
     ) -> BatchLoss {
-        self.forward_backward_shard_with(targets, weight, sync, &mut |_, _| {})
+        match sync {
+            None => {
+                on_pool(|| self.forward_backward_shard_with(targets, weight, None, &mut |_, _| {}))
+            }
+            // (Summing over replicas may need the caller's own thread: MPI.)
+            Some(_) => self.forward_backward_shard_with(targets, weight, sync, &mut |_, _| {}),
+        }
     }
 
     /// [`Network::forward_backward_shard`] calling `after_layer(self, i)` as

@@ -31,6 +31,7 @@
 
 pub mod schedule;
 
+use crate::kernels::on_pool;
 use crate::layers::{Param, Params};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,10 @@ impl Adam {
 
     /// [`Adam::step`] with the learning rate multiplied by `factor`.
     pub fn step_scaled(&mut self, net: &mut dyn Params, factor: f32) {
+        on_pool(|| self.update(net, factor));
+    }
+
+    fn update(&mut self, net: &mut dyn Params, factor: f32) {
         self.t += 1;
         let t = self.t as i32;
         let (b1, b2, eps) = (self.beta1, self.beta2, self.epsilon);
@@ -173,6 +178,10 @@ impl Sgd {
 
     /// One update of every parameter of `net`, the learning rate multiplied by `factor`.
     pub fn step_scaled(&mut self, net: &mut dyn Params, factor: f32) {
+        on_pool(|| self.update(net, factor));
+    }
+
+    fn update(&mut self, net: &mut dyn Params, factor: f32) {
         self.t += 1;
         let lr = self.learning_rate * factor;
         let (mu, nesterov) = (self.momentum, self.nesterov);
