@@ -694,43 +694,14 @@ mod tests {
         for (n, h, w, cin, cout, padding) in cases {
             let input = ImageShape::new(h, w, cin);
             let mut conv = Conv2d::new(input, cout, 3, 1, padding, &mut rng);
-            conv.bias
-                .iter_mut()
-                .for_each(|b| *b = rng.random_range(-0.5..0.5));
-            let mut x = Tensor::zeros(n, input);
-            x.data
-                .iter_mut()
-                .for_each(|v| *v = rng.random_range(-1.0..1.0));
-            let mut dy = Tensor::zeros(n, conv.out);
-            dy.data
-                .iter_mut()
-                .for_each(|v| *v = rng.random_range(-1.0..1.0));
-            let mut run = |algorithm| {
-                assert!(conv.set_algorithm(algorithm));
-                let (mut y, mut dx) = (Tensor::default(), Tensor::default());
-                conv.forward(&x, &mut y, Mode::Train);
-                assert_eq!(conv.used, algorithm);
-                conv.backward(&x, &y, &dy, Some(&mut dx));
-                (y.data, dx.data, conv.dweight.clone(), conv.dbias.clone())
-            };
-            let want = run(Algorithm::Im2col);
-            let got = run(Algorithm::Winograd);
-            let what = ["y", "dx", "dW", "db"];
-            for (name, (got, want)) in what.iter().zip([
-                (&got.0, &want.0),
-                (&got.1, &want.1),
-                (&got.2, &want.2),
-                (&got.3, &want.3),
-            ]) {
-                assert_eq!(got.len(), want.len(), "{name}");
-                let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-                for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
-                    assert!(
-                        (g - w).abs() <= 1e-5 * scale,
-                        "{name}[{i}] of {n}×{h}×{w}×{cin}→{cout} {padding:?}: {g} vs {w}"
-                    );
-                }
-            }
+            let (x, dy) = random_case(&mut conv, n, &mut rng);
+            let want = run(&mut conv, Algorithm::Im2col, &x, &dy, true);
+            let got = run(&mut conv, Algorithm::Winograd, &x, &dy, true);
+            assert_close(
+                &got,
+                &want,
+                &format!("{n}×{h}×{w}×{cin}→{cout} {padding:?}"),
+            );
         }
     }
 
@@ -751,43 +722,59 @@ mod tests {
             if relu {
                 conv.fuse_relu();
             }
-            conv.bias
-                .iter_mut()
-                .for_each(|b| *b = rng.random_range(-0.5..0.5));
-            let mut x = Tensor::zeros(n, input);
-            x.data
-                .iter_mut()
-                .for_each(|v| *v = rng.random_range(-1.0..1.0));
-            let mut dy = Tensor::zeros(n, conv.out);
-            dy.data
-                .iter_mut()
-                .for_each(|v| *v = rng.random_range(-1.0..1.0));
+            let (x, dy) = random_case(&mut conv, n, &mut rng);
             for with_dx in [false, true] {
-                let mut run = |algorithm| {
-                    assert!(conv.set_algorithm(algorithm));
-                    let (mut y, mut dx) = (Tensor::default(), Tensor::default());
-                    conv.forward(&x, &mut y, Mode::Train);
-                    assert_eq!(conv.used, algorithm);
-                    conv.backward(&x, &y, &dy, with_dx.then_some(&mut dx));
-                    (y.data, dx.data, conv.dweight.clone(), conv.dbias.clone())
-                };
-                let want = run(Algorithm::Im2col);
-                let got = run(Algorithm::Direct);
-                for (name, got, want) in [
-                    ("y", &got.0, &want.0),
-                    ("dx", &got.1, &want.1),
-                    ("dW", &got.2, &want.2),
-                    ("db", &got.3, &want.3),
-                ] {
-                    assert_eq!(got.len(), want.len(), "{name}");
-                    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-                    for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
-                        assert!(
-                            (g - w).abs() <= 1e-5 * scale,
-                            "{name}[{i}] of {n}×{h}×{w}×{cin}→{cout} k{kernel} s{stride}: {g} vs {w}"
-                        );
-                    }
-                }
+                let want = run(&mut conv, Algorithm::Im2col, &x, &dy, with_dx);
+                let got = run(&mut conv, Algorithm::Direct, &x, &dy, with_dx);
+                let case = format!("{n}×{h}×{w}×{cin}→{cout} k{kernel} s{stride} dx {with_dx}");
+                assert_close(&got, &want, &case);
+            }
+        }
+    }
+
+    /// A random bias for `conv`, and a random input and output gradient of `n` images.
+    fn random_case(conv: &mut Conv2d, n: usize, rng: &mut impl Rng) -> (Tensor, Tensor) {
+        conv.bias
+            .iter_mut()
+            .for_each(|b| *b = rng.random_range(-0.5..0.5));
+        let mut x = Tensor::zeros(n, conv.input);
+        x.data
+            .iter_mut()
+            .for_each(|v| *v = rng.random_range(-1.0..1.0));
+        let mut dy = Tensor::zeros(n, conv.out);
+        dy.data
+            .iter_mut()
+            .for_each(|v| *v = rng.random_range(-1.0..1.0));
+        (x, dy)
+    }
+
+    /// Forward and backward by `algorithm` (with an input gradient if
+    /// `with_dx`): `[y, dx, dW, db]`.
+    fn run(
+        conv: &mut Conv2d,
+        algorithm: Algorithm,
+        x: &Tensor,
+        dy: &Tensor,
+        with_dx: bool,
+    ) -> [Vec<f32>; 4] {
+        assert!(conv.set_algorithm(algorithm));
+        let (mut y, mut dx) = (Tensor::default(), Tensor::default());
+        conv.forward(x, &mut y, Mode::Train);
+        assert_eq!(conv.used, algorithm);
+        conv.backward(x, &y, dy, with_dx.then_some(&mut dx));
+        [y.data, dx.data, conv.dweight.clone(), conv.dbias.clone()]
+    }
+
+    /// Each of `[y, dx, dW, db]` within 1e-5 of the largest magnitude of its `want`.
+    fn assert_close(got: &[Vec<f32>; 4], want: &[Vec<f32>; 4], case: &str) {
+        for (name, (got, want)) in ["y", "dx", "dW", "db"].iter().zip(got.iter().zip(want)) {
+            assert_eq!(got.len(), want.len(), "{name} of {case}");
+            let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-5 * scale,
+                    "{name}[{i}] of {case}: {g} vs {w}"
+                );
             }
         }
     }

@@ -29,9 +29,9 @@
 //!
 //! On AVX-512 the sums run in register tiles (`direct/avx512.rs`): forward 8
 //! pixels × 32 channels, the weight gradient 9 taps × 32 channels, each
-//! accumulated in 16 or 18 registers over the whole reduction. The portable
-//! loops here are the reference the tests hold the tiles to, and what other
-//! CPUs run when this algorithm is asked for.
+//! accumulated in 16 or 18 registers over the whole reduction. Other CPUs run
+//! the portable loops here when this algorithm is asked for; the tests hold
+//! both versions to the sums computed term by term in `f64`.
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -150,33 +150,27 @@ impl Geometry {
         for (x, y) in x.chunks_exact(in_len).zip(y.chunks_exact_mut(out_len)) {
             self.pad(x, &mut s.padded);
             for (oy, y) in y.chunks_exact_mut(row).enumerate() {
-                let done = self.forward_row_fast(&s.padded, oy, w, bias, y);
-                self.forward_row(&s.padded, oy, w, bias, done..self.out.channels, y);
+                self.forward_row(&s.padded, oy, w, bias, y);
             }
         }
     }
 
-    /// Output row `oy`, channels `co`, by the portable loops.
-    fn forward_row(
-        &self,
-        padded: &[f32],
-        oy: usize,
-        w: &[f32],
-        bias: &[f32],
-        co: std::ops::Range<usize>,
-        y: &mut [f32],
-    ) {
-        let cout = self.out.channels;
-        if co.is_empty() {
-            return;
+    /// Output row `oy` (`W_out × Cout`): by the AVX-512 tiles where they run,
+    /// else by the portable loops.
+    fn forward_row(&self, padded: &[f32], oy: usize, w: &[f32], bias: &[f32], y: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx512 {
+            // SAFETY: `avx512` is set only where the CPU has AVX-512F.
+            return unsafe { self.forward_row_avx512(padded, oy, w, bias, y) };
         }
+        let cout = self.out.channels;
         for ox in 0..self.out.width {
             let base = self.base(oy, ox);
-            let y = &mut y[ox * cout..][co.clone()];
-            y.copy_from_slice(&bias[co.clone()]);
+            let y = &mut y[ox * cout..][..cout];
+            y.copy_from_slice(&bias[..cout]);
             for (t, &off) in self.taps.iter().enumerate() {
                 let v = padded[base + off];
-                for (y, &w) in y.iter_mut().zip(&w[t * cout..][co.clone()]) {
+                for (y, &w) in y.iter_mut().zip(&w[t * cout..][..cout]) {
                     *y += v * w;
                 }
             }
@@ -184,26 +178,6 @@ impl Geometry {
                 y.iter_mut().for_each(|v| *v = v.max(0.0));
             }
         }
-    }
-
-    /// Output row `oy` by the AVX-512 tiles where this CPU has them, for the
-    /// leading output channels in whole vectors; returns how many channels it
-    /// did (0 without AVX-512).
-    fn forward_row_fast(
-        &self,
-        padded: &[f32],
-        oy: usize,
-        w: &[f32],
-        bias: &[f32],
-        y: &mut [f32],
-    ) -> usize {
-        #[cfg(target_arch = "x86_64")]
-        if self.avx512 {
-            // SAFETY: `avx512` is set only where the CPU has AVX-512F.
-            return unsafe { self.forward_row_avx512(padded, oy, w, bias, y) };
-        }
-        let _ = (padded, oy, w, bias, y);
-        0
     }
 
     /// Adds one chunk's weight and bias gradients into `dweight` (`K×Cout`)
@@ -235,47 +209,31 @@ impl Geometry {
                     *d += g;
                 }
             }
-            let done = self.weight_gradient_fast(&s.padded, dy, dweight);
-            self.weight_gradient(&s.padded, dy, done..cout, dweight);
+            self.weight_gradient(&s.padded, dy, dweight);
         }
     }
 
-    /// One image's `dW[·, co] += Σ_p padded · dy` by the portable loops.
-    fn weight_gradient(
-        &self,
-        padded: &[f32],
-        dy: &[f32],
-        co: std::ops::Range<usize>,
-        dweight: &mut [f32],
-    ) {
-        let cout = self.out.channels;
-        if co.is_empty() {
-            return;
-        }
-        for oy in 0..self.out.height {
-            for ox in 0..self.out.width {
-                let base = self.base(oy, ox);
-                let g = &dy[(oy * self.out.width + ox) * cout..][co.clone()];
-                for (t, &off) in self.taps.iter().enumerate() {
-                    let v = padded[base + off];
-                    for (d, &g) in dweight[t * cout..][co.clone()].iter_mut().zip(g) {
-                        *d += v * g;
-                    }
-                }
-            }
-        }
-    }
-
-    /// [`Self::weight_gradient`] by the AVX-512 tiles for the leading output
-    /// channels in whole vectors; returns how many it did (0 without AVX-512).
-    fn weight_gradient_fast(&self, padded: &[f32], dy: &[f32], dweight: &mut [f32]) -> usize {
+    /// One image's `dW += Σ_p padded · dy`: by the AVX-512 tiles where they
+    /// run, else by the portable loops.
+    fn weight_gradient(&self, padded: &[f32], dy: &[f32], dweight: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if self.avx512 {
             // SAFETY: `avx512` is set only where the CPU has AVX-512F.
             return unsafe { self.weight_gradient_avx512(padded, dy, dweight) };
         }
-        let _ = (padded, dy, dweight);
-        0
+        let cout = self.out.channels;
+        for oy in 0..self.out.height {
+            for ox in 0..self.out.width {
+                let base = self.base(oy, ox);
+                let g = &dy[(oy * self.out.width + ox) * cout..][..cout];
+                for (t, &off) in self.taps.iter().enumerate() {
+                    let v = padded[base + off];
+                    for (d, &g) in dweight[t * cout..][..cout].iter_mut().zip(g) {
+                        *d += v * g;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -303,60 +261,39 @@ mod tests {
     ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let (inp, out, k) = (g.input, g.out, g.kernel);
         let (cin, cout) = (inp.channels, out.channels);
+        // Each tap of output pixel (oy, ox) inside the image: (tap, input index).
+        let taps = |oy: usize, ox: usize| {
+            let mut inside = Vec::new();
+            for (ky, kx) in (0..k).flat_map(|ky| (0..k).map(move |kx| (ky, kx))) {
+                let iy = (oy * g.stride + ky) as isize - g.pad_top as isize;
+                let ix = (ox * g.stride + kx) as isize - g.pad_left as isize;
+                if (0..inp.height as isize).contains(&iy) && (0..inp.width as isize).contains(&ix) {
+                    let i = (iy as usize * inp.width + ix as usize) * cin;
+                    inside.extend((0..cin).map(|ci| ((ky * k + kx) * cin + ci, i + ci)));
+                }
+            }
+            inside
+        };
         let mut y = vec![0.0; out.len()];
         let mut dw = vec![0.0; w.len()];
         let mut db = vec![0.0; cout];
         for oy in 0..out.height {
             for ox in 0..out.width {
                 let p = (oy * out.width + ox) * cout;
+                let taps = taps(oy, ox);
                 for co in 0..cout {
-                    let mut s = bias[co] as f64;
-                    for ky in 0..k {
-                        for kx in 0..k {
-                            let iy = (oy * g.stride + ky) as isize - g.pad_top as isize;
-                            let ix = (ox * g.stride + kx) as isize - g.pad_left as isize;
-                            if iy < 0 || ix < 0 || iy >= inp.height as isize {
-                                continue;
-                            }
-                            if ix >= inp.width as isize {
-                                continue;
-                            }
-                            for ci in 0..cin {
-                                let v = x[((iy as usize) * inp.width + ix as usize) * cin + ci];
-                                let t = (ky * k + kx) * cin + ci;
-                                s += v as f64 * w[t * cout + co] as f64;
-                            }
-                        }
-                    }
+                    let s = taps.iter().fold(bias[co] as f64, |s, &(t, i)| {
+                        s + x[i] as f64 * w[t * cout + co] as f64
+                    });
                     y[p + co] = if g.relu { s.max(0.0) } else { s };
-                }
-            }
-        }
-        for oy in 0..out.height {
-            for ox in 0..out.width {
-                let p = (oy * out.width + ox) * cout;
-                for co in 0..cout {
-                    let d = if g.relu && y[p + co] <= 0.0 {
+                    let d = if g.relu && s <= 0.0 {
                         0.0
                     } else {
                         dy[p + co] as f64
                     };
                     db[co] += d;
-                    for ky in 0..k {
-                        for kx in 0..k {
-                            let iy = (oy * g.stride + ky) as isize - g.pad_top as isize;
-                            let ix = (ox * g.stride + kx) as isize - g.pad_left as isize;
-                            if iy < 0 || ix < 0 || iy >= inp.height as isize {
-                                continue;
-                            }
-                            if ix >= inp.width as isize {
-                                continue;
-                            }
-                            for ci in 0..cin {
-                                let v = x[((iy as usize) * inp.width + ix as usize) * cin + ci];
-                                dw[((ky * k + kx) * cin + ci) * cout + co] += v as f64 * d;
-                            }
-                        }
+                    for &(t, i) in &taps {
+                        dw[t * cout + co] += x[i] as f64 * d;
                     }
                 }
             }

@@ -39,8 +39,7 @@ fn masks<const V: usize>(n: usize) -> [__mmask16; V] {
 }
 
 impl Geometry {
-    /// Output row `oy` (all channels) into `y` (`W_out × Cout`); returns the
-    /// channels done (all of them).
+    /// Output row `oy` (all channels) into `y` (`W_out × Cout`).
     ///
     /// # Safety
     /// The CPU must have AVX-512F.
@@ -52,7 +51,7 @@ impl Geometry {
         w: &[f32],
         bias: &[f32],
         y: &mut [f32],
-    ) -> usize {
+    ) {
         let (ow, cout) = (self.out.width, self.out.channels);
         let last_tap = *self.taps.last().expect("a kernel has taps");
         assert!(
@@ -86,11 +85,9 @@ impl Geometry {
             }
             co += n;
         }
-        cout
     }
 
-    /// One image's `dW += Σ_p padded · dy` (all channels); returns the
-    /// channels done (all of them).
+    /// One image's `dW += Σ_p padded · dy` (all channels).
     ///
     /// # Safety
     /// The CPU must have AVX-512F.
@@ -100,7 +97,7 @@ impl Geometry {
         padded: &[f32],
         dy: &[f32],
         dweight: &mut [f32],
-    ) -> usize {
+    ) {
         let (oh, ow, cout) = (self.out.height, self.out.width, self.out.channels);
         let last_tap = *self.taps.last().expect("a kernel has taps");
         assert!(
@@ -142,7 +139,6 @@ impl Geometry {
             }
             co += n;
         }
-        cout
     }
 }
 
