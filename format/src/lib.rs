@@ -185,7 +185,7 @@ pub enum LayerKind {
     Conv2d,
     /// `relu`.
     Relu,
-    /// `gelu`: `x · Φ(x)` ([`gelu`](crate::gelu)).
+    /// `gelu`: `x · Φ(x)` ([`gelu`]).
     Gelu,
     /// `maxpool2d`: fields `size`, `stride`, `padding`.
     MaxPool2d,

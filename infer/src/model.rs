@@ -240,7 +240,7 @@ impl<'a, const N: usize> Model<'a, N> {
     /// shapes, and every tensor: dtype (`F32`; `I8`/`I32` in int8 models), the
     /// shape the architecture implies, offsets inside the data, no overlap,
     /// none missing, none extra; in an int8 model also the values that the
-    /// integer arithmetic relies on (see [`Model::check_int8`]). Never panics
+    /// integer arithmetic relies on (see `Model::check_int8`). Never panics
     /// and never reads outside `bytes`, whatever they hold. The buffer needs
     /// no alignment.
     // Not inlined, so that its temporaries (the parsed architecture, the

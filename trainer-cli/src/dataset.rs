@@ -18,8 +18,8 @@ use trainer::model::spec::ModelSpec;
 #[command(next_help_heading = "Data")]
 pub struct DataArgs {
     /// The data set: a CIFAR-10 or CIFAR-100 binary folder, MNIST-family IDX
-    /// files, or an image folder (ROOT/train/<class>/*.png and ROOT/test/…, or
-    /// ROOT/<class>/… with --val-split). The format is detected.
+    /// files, or an image folder (`ROOT/train/<class>/*.png` and `ROOT/test/…`, or
+    /// `ROOT/<class>/…` with --val-split). The format is detected.
     #[arg(long, default_value = "data/cifar-10-batches-bin")]
     pub data: PathBuf,
     /// Force the format instead of detecting it.

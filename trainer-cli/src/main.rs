@@ -180,7 +180,7 @@ struct TrainArgs {
     /// Never download the data set; fail if it is missing.
     #[arg(long, help_heading = "Data")]
     offline: bool,
-    /// The exported model (safetensors). Default: runs/<model>.safetensors
+    /// The exported model (safetensors). Default: `runs/<model>.safetensors`
     #[arg(long, help_heading = "Output")]
     out: Option<PathBuf>,
     /// Per-epoch history as CSV. Default: the --out path with .csv
@@ -799,7 +799,7 @@ impl Evaluated<'_> {
     }
 }
 
-/// [`train::evaluate`] (or [`train::evaluate_tta`] with `tta`) through
+/// [`train::evaluate()`] (or [`train::evaluate_tta`] with `tta`) through
 /// `infer`: each image classified on its own, in parallel, each thread with
 /// its own scratch; the loss is `−ln p[label]` of the probabilities.
 fn evaluate_infer(

@@ -140,7 +140,7 @@ fn strides(
     [rsa, csa, rsb, csb]
 }
 
-/// [`sgemm`] on `matrixmultiply` (runtime-detected AVX2/FMA kernels).
+/// [`Backend::sgemm`] on `matrixmultiply` (runtime-detected AVX2/FMA kernels).
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm_matrixmultiply(
     m: usize,
@@ -181,7 +181,7 @@ pub fn sgemm_matrixmultiply(
     }
 }
 
-/// [`sgemm`] on the `gemm` crate (runtime-detected AVX2/AVX-512 kernels), single-threaded:
+/// [`Backend::sgemm`] on the `gemm` crate (runtime-detected AVX2/AVX-512 kernels), single-threaded:
 /// our parallelism is over the batch.
 #[cfg(feature = "gemm-backend")]
 #[allow(clippy::too_many_arguments)]

@@ -19,6 +19,22 @@ pub fn on_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| op())
 }
 
+/// Whether this CPU runs AVX-512 (the foundation, `avx512f`): the
+/// hand-written Winograd transforms and direct-convolution tiles are
+/// compiled for it, and [`ConvChoice::Auto`](crate::layers::ConvChoice)
+/// picks the algorithms that use them only where they run.
+#[inline]
+pub(crate) fn has_avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Whether this CPU runs AVX2 and FMA: element-wise loops heavy in
 /// arithmetic (GELU's) then run a copy of themselves compiled for them
 /// (`#[target_feature(enable = "avx2,fma")]`), 8 lanes instead of SSE2's 4.

@@ -203,7 +203,7 @@ impl Conv2d {
             (None, Some(_))
                 if self.input.channels >= WINOGRAD_MIN_CHANNELS
                     && match self.choice {
-                        ConvChoice::Auto => winograd::fast_transforms(),
+                        ConvChoice::Auto => crate::kernels::has_avx512f(),
                         ConvChoice::Im2col => false,
                         ConvChoice::Winograd => true,
                     } =>
@@ -800,7 +800,7 @@ mod tests {
         assert_eq!(conv.algorithm(), want, "too few channels");
         // Eligible: Winograd where it is the default (AVX-512), or when asked.
         let conv = Conv2d::new(input, 8, 3, 1, Padding::Same, &mut rng);
-        let default = winograd::fast_transforms();
+        let default = crate::kernels::has_avx512f();
         assert_eq!(conv.algorithm() == Algorithm::Winograd, default);
         let mut conv = conv;
         assert!(conv.set_algorithm(Algorithm::Winograd));

@@ -38,7 +38,7 @@ mod avx512;
 
 use crate::kernels::tensor::ImageShape;
 
-/// Most input channels for which [`Geometry::suits`] chooses this algorithm
+/// Most input channels for which `Geometry::suits` chooses this algorithm
 /// by default.
 pub const DIRECT_MAX_CHANNELS: usize = 4;
 
@@ -99,7 +99,7 @@ impl Geometry {
             hp,
             wp,
             taps,
-            avx512: avx512(),
+            avx512: crate::kernels::has_avx512f(),
         }
     }
 
@@ -235,14 +235,6 @@ impl Geometry {
             }
         }
     }
-}
-
-fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        return true;
-    }
-    false
 }
 
 #[cfg(test)]

@@ -450,16 +450,6 @@ fn simd() -> Simd {
     Simd::Baseline
 }
 
-/// Whether this CPU runs the hand-written AVX-512 transforms (`avx512.rs`).
-/// (The CPU's answer, whatever level tests cap [`simd`] at.)
-pub(super) fn fast_transforms() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        return true;
-    }
-    false
-}
-
 /// Tests cap the SIMD level to run every version of the transforms on one
 /// machine (a process-wide setting: a test that compares two computations
 /// bit for bit takes [`at_each_level`]'s lock, so that another test cannot

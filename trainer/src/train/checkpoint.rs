@@ -12,7 +12,7 @@
 //! stopping's best weights; every saved tensor, running statistics included).
 //!
 //! The metadata's `checksum` is the SHA-256 of every tensor (by name) and
-//! every other metadata entry ([`checksum`]): a file damaged after it was
+//! every other metadata entry (`checksum`): a file damaged after it was
 //! written (a bad disk, a copy cut short) is refused at load instead of
 //! resuming from wrong numbers.
 
