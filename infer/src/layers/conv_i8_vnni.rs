@@ -43,28 +43,27 @@ pub(crate) unsafe fn tile(t: &mut TileI8<'_>) {
     // registers, and with 4 pixels measured no faster), `V = 1` for blocks of
     // up to 16 (a layer of 16 channels would multiply zeros half the time);
     // `MASKED` unless the tile fills them.
+    // `S` sets of accumulators, summed at the end, where `P·V` alone would
+    // be too few to hide `vpdpbusd`'s latency (the corners of a small image,
+    // a dense layer): at least 8 sums in flight. Integer sums: the same
+    // result in any order.
     macro_rules! by_pixels {
-        ($v:literal, $masked:literal) => {
+        ($v:literal, $masked:literal, [$($p:literal: $s:literal),*]) => {
             match t.pixels {
-                6 => tile_n::<6, $v, $masked>(t),
-                5 => tile_n::<5, $v, $masked>(t),
-                4 => tile_n::<4, $v, $masked>(t),
-                3 => tile_n::<3, $v, $masked>(t),
-                2 => tile_n::<2, $v, $masked>(t),
-                1 => tile_n::<1, $v, $masked>(t),
+                $($p => tile_n::<$p, $v, $masked, $s>(t),)*
                 _ => {}
             }
         };
     }
-    // SAFETY: `tile_n::<P, V, MASKED>` needs what this function's caller
+    // SAFETY: `tile_n::<P, V, MASKED, S>` needs what this function's caller
     // guarantees, with `P = pixels`, `16·V ≥ cols`, and `MASKED` unless
     // `cols = 16·V`: the matches pick those arguments.
     unsafe {
         match t.cols {
-            COLS => by_pixels!(2, false),
-            16 => by_pixels!(1, false),
-            1..16 => by_pixels!(1, true),
-            _ => by_pixels!(2, true),
+            COLS => by_pixels!(2, false, [6: 1, 5: 1, 4: 1, 3: 2, 2: 2, 1: 4]),
+            16 => by_pixels!(1, false, [6: 2, 5: 2, 4: 2, 3: 3, 2: 4, 1: 8]),
+            1..16 => by_pixels!(1, true, [6: 2, 5: 2, 4: 2, 3: 3, 2: 4, 1: 8]),
+            _ => by_pixels!(2, true, [6: 1, 5: 1, 4: 1, 3: 2, 2: 2, 1: 4]),
         }
     }
 }
@@ -101,13 +100,16 @@ unsafe fn partial_group(p: *const u8, len: usize) -> i32 {
 }
 
 /// [`tile`] for `P = t.pixels` pixels and `V` vectors of channels, `MASKED`
-/// when `cols < 16·V`.
+/// when `cols < 16·V`; consecutive groups of a run go to `S` sets of
+/// accumulators in turn.
 ///
 /// # Safety
-/// As for [`tile`], with those `P`, `V` and `MASKED`.
+/// As for [`tile`], with those `P`, `V` and `MASKED`; `S ≥ 1`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_n<const P: usize, const V: usize, const MASKED: bool>(t: &mut TileI8<'_>) {
+unsafe fn tile_n<const P: usize, const V: usize, const MASKED: bool, const S: usize>(
+    t: &mut TileI8<'_>,
+) {
     let m = masks::<V>(t.cols);
     let b = t.block;
     // The block's arrays hold 64 values each; the lanes past `cols` are unused.
@@ -115,17 +117,20 @@ unsafe fn tile_n<const P: usize, const V: usize, const MASKED: bool>(t: &mut Til
     let load =
         |a: &[i32; COLS], v: usize| unsafe { _mm512_loadu_si512(a.as_ptr().add(16 * v).cast()) };
     let bias: [__m512i; V] = core::array::from_fn(|v| load(&b.bias, v));
-    let mut acc = [bias; P];
+    let zero = [_mm512_setzero_si512(); V];
+    let mut sets = [[zero; P]; S];
+    sets[0] = [bias; P];
     let x = t.x.as_ptr();
     let w = t.w.as_ptr();
     // Groups of 4 input bytes: all full when 4 divides ci; else the last one
     // of each tap holds `ci % 4` bytes and is read byte by byte.
     let full = t.ci / GROUP;
     let tail = t.ci % GROUP;
-    // One group: weights for `16·V` channels from `$wg`, the 4 input bytes
-    // of pixel `$p` given by `$xv` (a macro, so that it is inlined).
+    // One group into the accumulators `$acc`: weights for `16·V` channels
+    // from `$wg`, the 4 input bytes of pixel `$p` given by `$xv` (a macro,
+    // so that it is inlined).
     macro_rules! group {
-        ($wg:expr, |$p:ident| $xv:expr) => {{
+        ($acc:expr, $wg:expr, |$p:ident| $xv:expr) => {{
             let wg: *const u8 = $wg;
             // SAFETY: the group's weights for `cols` channels are inside `w`
             // (`w_needed`); with `MASKED` the lanes past `cols` are not read.
@@ -137,7 +142,7 @@ unsafe fn tile_n<const P: usize, const V: usize, const MASKED: bool>(t: &mut Til
                     _mm512_loadu_si512(p.cast())
                 }
             });
-            for ($p, a) in acc.iter_mut().enumerate() {
+            for ($p, a) in $acc.iter_mut().enumerate() {
                 let xb = _mm512_set1_epi32($xv);
                 for v in 0..V {
                     a[v] = _mm512_dpbusd_epi32(a[v], xb, wv[v]);
@@ -149,17 +154,28 @@ unsafe fn tile_n<const P: usize, const V: usize, const MASKED: bool>(t: &mut Til
         // 4 divides ci: a kernel row's taps are one run of `taps · full`
         // groups, 4 bytes apart in `x` and `w_group` apart in `w`
         // (`w_tap = full · w_group`), as one loop.
+        // Group `gi` goes to set `gi mod S` (the last `run mod S` to set 0).
         let run = t.taps * full;
         for r in 0..t.rows {
             // SAFETY (both `add`s): `r < rows`: inside `x` and `w`.
             let xr = unsafe { x.add(r * t.row_stride) };
             let wr = unsafe { w.add(r * t.w_row) };
-            for gi in 0..run {
-                // SAFETY: group `gi < taps · full` of pixel `p`'s row `r` (4
-                // bytes) lies inside `x` (`x_needed`); its weights inside `w`.
-                group!(unsafe { wr.add(gi * t.w_group) }, |p| unsafe {
-                    (xr.add(p * t.px_in + gi * GROUP) as *const i32).read_unaligned()
-                });
+            // SAFETY (both closures' `add`s): for `gi < taps · full`, group
+            // `gi` of pixel `p`'s row `r` (4 bytes) lies inside `x`
+            // (`x_needed`); its weights inside `w`.
+            let wg = |gi: usize| unsafe { wr.add(gi * t.w_group) };
+            let xg = |p: usize, gi: usize| unsafe {
+                (xr.add(p * t.px_in + gi * GROUP) as *const i32).read_unaligned()
+            };
+            let mut gi = 0;
+            while gi + S <= run {
+                for (s, acc) in sets.iter_mut().enumerate() {
+                    group!(acc, wg(gi + s), |p| xg(p, gi + s));
+                }
+                gi += S;
+            }
+            for gi in gi..run {
+                group!(sets[0], wg(gi), |p| xg(p, gi));
             }
         }
     } else {
@@ -175,15 +191,23 @@ unsafe fn tile_n<const P: usize, const V: usize, const MASKED: bool>(t: &mut Til
                 for gi in 0..full {
                     // SAFETY: pixel `p`'s full group `gi` (4 bytes) lies inside
                     // `x`; the group's weights inside `w`.
-                    group!(unsafe { wr.add(gi * t.w_group) }, |p| unsafe {
+                    group!(sets[0], unsafe { wr.add(gi * t.w_group) }, |p| unsafe {
                         (xr.add(p * t.px_in + gi * GROUP) as *const i32).read_unaligned()
                     });
                 }
                 // SAFETY: as above, for the last group's `tail` bytes, or 4
                 // with the slack.
-                group!(unsafe { wr.add(full * t.w_group) }, |p| unsafe {
+                group!(sets[0], unsafe { wr.add(full * t.w_group) }, |p| unsafe {
                     partial_group(xr.add(p * t.px_in + full * GROUP), read)
                 });
+            }
+        }
+    }
+    let mut acc = sets[0];
+    for set in &sets[1..] {
+        for (a, b) in acc.iter_mut().zip(set) {
+            for v in 0..V {
+                a[v] = _mm512_add_epi32(a[v], b[v]);
             }
         }
     }
