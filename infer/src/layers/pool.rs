@@ -42,11 +42,26 @@ pub(crate) fn maxpool2d<T: Copy>(
         for ox in 0..ow {
             let cols = cells(ox, g.pad_left, iw);
             let out = &mut y[(oy * ow + ox) * c..][..c];
+            let cell = |iy: usize, ix: usize| &x[(iy * iw + ix) * c..][..c];
+            if rows.len() == 2 && cols.len() == 2 {
+                // The usual window, 2×2 in the image: one pass over the
+                // channels, the same maxima in the same order as below.
+                let (r, q) = (rows.start, cols.start);
+                let (a, b, d, e) = (
+                    cell(r, q),
+                    cell(r, q + 1),
+                    cell(r + 1, q),
+                    cell(r + 1, q + 1),
+                );
+                for ((((o, &a), &b), &d), &e) in out.iter_mut().zip(a).zip(b).zip(d).zip(e) {
+                    *o = max(max(max(max(lowest, a), b), d), e);
+                }
+                continue;
+            }
             out.fill(lowest);
             for iy in rows.clone() {
                 for ix in cols.clone() {
-                    let cell = &x[(iy * iw + ix) * c..][..c];
-                    for (o, &v) in out.iter_mut().zip(cell) {
+                    for (o, &v) in out.iter_mut().zip(cell(iy, ix)) {
                         *o = max(*o, v);
                     }
                 }
@@ -92,6 +107,82 @@ pub(crate) fn global_avg_pool_i8(input: Shape, x: &[u8], y: &mut [u8], zero_poin
             // Σ (x − z) = Σ x − count·z.
             let avg = model_format::quant::rounded_div(s - count as i32 * z, count as i32);
             *o = (z + avg).clamp(0, 255) as u8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use proptest::prelude::*;
+    use std::vec::Vec;
+
+    /// The definition: each window cell by padded coordinates, in order,
+    /// cells outside the image skipped.
+    fn reference<T: Copy>(g: &PoolGeom, x: &[T], lowest: T, max: impl Fn(T, T) -> T) -> Vec<T> {
+        let (ih, iw, c) = (g.input.h as isize, g.input.w as isize, g.input.c);
+        let mut y = Vec::new();
+        for oy in 0..g.output.h {
+            for ox in 0..g.output.w {
+                for ch in 0..c {
+                    let mut m = lowest;
+                    for ky in 0..g.size {
+                        for kx in 0..g.size {
+                            let iy = (oy * g.stride + ky) as isize - g.pad_top as isize;
+                            let ix = (ox * g.stride + kx) as isize - g.pad_left as isize;
+                            if (0..ih).contains(&iy) && (0..iw).contains(&ix) {
+                                m = max(m, x[((iy * iw + ix) as usize) * c + ch]);
+                            }
+                        }
+                    }
+                    y.push(m);
+                }
+            }
+        }
+        y
+    }
+
+    proptest! {
+        /// Windows of 1–3 cells a side, strides 1–3, padding at either side:
+        /// the one-pass 2×2 windows and the general loop give the definition's
+        /// values (f32 with NaNs, which never win, and u8).
+        #[test]
+        fn maxpool_matches_the_definition(
+            h in 1usize..9, w in 1usize..9, c in 1usize..40, size in 1usize..4,
+            stride in 1usize..4, pad in 0usize..2, seed in any::<u64>(),
+        ) {
+            let pad = pad.min(size - 1);
+            let out = |len: usize| (len + 2 * pad).saturating_sub(size) / stride + 1;
+            prop_assume!(h + 2 * pad >= size && w + 2 * pad >= size);
+            let g = PoolGeom {
+                input: Shape { h, w, c },
+                output: Shape { h: out(h), w: out(w), c },
+                size,
+                stride,
+                pad_top: pad,
+                pad_left: pad,
+            };
+            let mut state = seed | 1;
+            let mut next = || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state
+            };
+            let bytes: Vec<u8> = (0..h * w * c).map(|_| next() as u8).collect();
+            let floats: Vec<f32> = bytes
+                .iter()
+                .map(|&b| if b < 100 { f32::NAN } else { f32::from(b) - 128.0 })
+                .collect();
+            let mut y = std::vec![0u8; g.output.h * g.output.w * c];
+            maxpool2d(&g, &bytes, &mut y, 0, u8::max);
+            prop_assert_eq!(&y, &reference(&g, &bytes, 0, u8::max));
+            let mut y = std::vec![0f32; g.output.h * g.output.w * c];
+            maxpool2d(&g, &floats, &mut y, f32::NEG_INFINITY, f32::max);
+            let want = reference(&g, &floats, f32::NEG_INFINITY, f32::max);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(&y), bits(&want));
         }
     }
 }
