@@ -354,7 +354,7 @@ impl RecipeArgs {
             cutout: self.cutout,
             initial_lr_factor: self.initial_lr_factor,
             bn_bias_lr_scale: self.bn_bias_lr_scale,
-            // Set in a spec's "training" object only (docs/RECIPES.md).
+            // Set in a spec's "training" object only (README, "Fast recipes use a few more settings").
             alternate_flip: None,
             bn_scale: None,
             lookahead: None,
@@ -362,6 +362,7 @@ impl RecipeArgs {
             dirac: None,
             lr_scales: None,
             init_scales: None,
+            muon: None,
         };
         if self.augment {
             t.crop_pad = t.crop_pad.or(Some(4));

@@ -78,6 +78,10 @@ pub struct Param<'a> {
     pub grad: &'a [f32],
     /// Whether weight decay normally applies (see [`Layer::visit_params`]).
     pub decay: bool,
+    /// The tensor's shape, as in the model file (`[k, k, ci, co]` for a
+    /// convolution's weight): what tells an optimiser a convolution's
+    /// filters ([`crate::optim::Muon`]) from other parameters.
+    pub shape: &'a [usize],
     /// What the step's learning rate is multiplied by for this parameter
     /// (1 unless a recipe groups parameters: [`crate::train::groups`]); 0
     /// holds it fixed (no update, no decay).

@@ -600,13 +600,26 @@ impl Network {
         if self.frozen[i] {
             return;
         }
+        let shapes: Vec<(&'static str, Vec<usize>)> = self.layers[i]
+            .tensors()
+            .into_iter()
+            .map(|t| (t.suffix, t.shape))
+            .collect();
         self.layers[i].visit_params(&mut |suffix, value, grad, decay| {
+            let shape = shapes.iter().find(|(s, _)| *s == suffix);
+            let shape = shape.map_or(&[][..], |(_, shape)| shape.as_slice());
+            debug_assert_eq!(
+                shape.iter().product::<usize>(),
+                value.len(),
+                "{name}.{suffix}"
+            );
             f(Param {
                 layer: name,
                 suffix,
                 value,
                 grad,
                 decay,
+                shape,
                 lr_scale: 1.0,
             })
         });

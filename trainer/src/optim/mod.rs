@@ -17,6 +17,10 @@
 //! w ← w − lr·(g + μ·v)      (Nesterov)
 //! ```
 //!
+//! With SGD, a recipe can step the convolutions' filters by [`Muon`]
+//! instead (`muon.rs`: the momentum orthogonalised by Newton–Schulz), as
+//! airbench94_muon does.
+//!
 //! Decoupled weight decay λ (AdamW, Loshchilov & Hutter; PyTorch's `AdamW`
 //! and the same rule for SGD): before the update above, `w ← w·(1 − lr·λ)`,
 //! where `lr` is the step's learning rate (after the schedule). The gradient
@@ -29,7 +33,10 @@
 //! [`Param::lr_scale`]; a scale of 0 leaves the parameter and its state
 //! untouched (a parameter held fixed for part of a run).
 
+mod muon;
 pub mod schedule;
+
+pub use muon::{orthogonalise, Muon};
 
 use crate::kernels::on_pool;
 use crate::layers::{Param, Params};
@@ -158,9 +165,13 @@ pub struct Sgd {
     /// Steps taken so far.
     pub t: u64,
     /// Velocity `v`, one per parameter tensor in visit order, with the
-    /// parameter's name.
+    /// parameter's name (Muon's `v` for the filters it steps).
     #[serde(skip)]
     pub velocity: Vec<(String, Vec<f32>)>,
+    /// Step the convolutions' filters by [`Muon`] instead (the settings
+    /// above step the other parameters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muon: Option<Muon>,
 }
 
 impl Sgd {
@@ -173,6 +184,7 @@ impl Sgd {
             decay_bn_bias: true,
             t: 0,
             velocity: Vec::new(),
+            muon: None,
         }
     }
 
@@ -186,6 +198,7 @@ impl Sgd {
         let lr = self.learning_rate * factor;
         let (mu, nesterov) = (self.momentum, self.nesterov);
         let (wd, decay_bn_bias) = (self.weight_decay, self.decay_bn_bias);
+        let (muon, gemm) = (self.muon, crate::kernels::gemm::Backend::default());
         let mut index = 0;
         let velocity = &mut self.velocity;
         net.visit_params(&mut |p: Param<'_>| {
@@ -196,6 +209,11 @@ impl Sgd {
             let (w, g, decay) = (p.value, p.grad, p.decay);
             index += 1;
             if p.lr_scale == 0.0 {
+                return;
+            }
+            if let Some(muon) = muon.filter(|_| Muon::applies(p.shape)) {
+                let co = p.shape[p.shape.len() - 1];
+                muon.step(w, g, v, co, muon.lr * factor * p.lr_scale, gemm);
                 return;
             }
             let keep = decay_factor(lr, wd, decay_bn_bias, decay);
@@ -371,6 +389,15 @@ impl Optimizer {
                 if all { "" } else { " (not on BN/biases)" }
             );
         }
+        if let Optimizer::Sgd(Sgd { muon: Some(m), .. }) = self {
+            s += &format!(
+                "; filters by Muon lr {}, {}momentum {}, {} Newton–Schulz steps",
+                m.lr,
+                if m.nesterov { "Nesterov " } else { "" },
+                m.momentum,
+                m.steps
+            );
+        }
         s
     }
 }
@@ -378,6 +405,7 @@ impl Optimizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::gemm::Backend;
     use crate::model::network::Network;
     use crate::model::spec::ModelSpec;
 
@@ -406,6 +434,56 @@ mod tests {
     fn with_gradients(net: &mut Network) {
         net.set_input_u8(&[10, 200, 90, 30, 250, 0], 3);
         net.forward_backward(&[0, 1, 1]);
+    }
+
+    /// With Muon, a network's convolution filters (4-D weights) take
+    /// [`Muon::step`], every other parameter the SGD rule; the shapes come
+    /// from the network.
+    #[test]
+    fn muon_steps_the_filters_and_sgd_the_rest() {
+        let spec = ModelSpec::from_json_str(
+            r#"{"name":"t","input":{"height":4,"width":4,"channels":2},"layers":[
+                {"type":"conv2d","filters":3,"kernel":3},{"type":"flatten"},
+                {"type":"dense","units":2}]}"#,
+        )
+        .unwrap();
+        let mut net = Network::new(&spec, 1).unwrap();
+        let mut shapes = Vec::new();
+        net.visit_params(&mut |p| shapes.push(p.shape.to_vec()));
+        assert_eq!(shapes, [vec![3, 3, 2, 3], vec![3], vec![48, 2], vec![2]]);
+        net.set_input_u8(
+            &(0..64).map(|i| (i * 37 % 256) as u8).collect::<Vec<_>>(),
+            2,
+        );
+        net.forward_backward(&[0, 1]);
+        let (w0, g) = params(&mut net);
+        let muon = Muon {
+            lr: 0.3,
+            momentum: 0.5,
+            nesterov: false,
+            steps: 3,
+        };
+        let mut opt = Sgd {
+            muon: Some(muon),
+            weight_decay: 0.1,
+            ..Sgd::new(0.2, 0.9, false)
+        };
+        opt.step_scaled(&mut net, 0.5);
+        let (w1, _) = params(&mut net);
+        let mut want = w0[0].clone();
+        let mut v = vec![0.0; want.len()];
+        muon.step(&mut want, &g[0], &mut v, 3, 0.3 * 0.5, Backend::default());
+        assert_eq!(w1[0], want, "the filters: Muon, no weight decay");
+        for i in 1..4 {
+            for ((w1, w0), g) in w1[i].iter().zip(&w0[i]).zip(&g[i]) {
+                // First step: v = g; decay 1 − lr·λ at lr = 0.2·0.5.
+                let want = w0 * (1.0 - 0.1 * 0.1) - 0.1 * g;
+                assert!(
+                    (w1 - want).abs() < 1e-6,
+                    "parameter {i}: {w1} against {want}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use crate::data::augment::{Augment, PadMode};
 use crate::optim::schedule::{Schedule, ScheduleKind};
-use crate::optim::{Adam, Optimizer, OptimizerKind, Sgd};
+use crate::optim::{Adam, Muon, Optimizer, OptimizerKind, Sgd};
 use crate::train::groups::ParamGroups;
 use crate::train::lookahead::Lookahead;
 use crate::train::whitening::Whitening;
@@ -98,6 +98,9 @@ pub struct TrainingSpec {
     /// Multipliers of named layers' initial weights.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init_scales: Option<BTreeMap<String, f32>>,
+    /// With SGD: the convolutions' filters step by Muon ([`Muon`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub muon: Option<Muon>,
 }
 
 /// A complete recipe, every setting decided.
@@ -177,6 +180,7 @@ impl TrainingSpec {
                 lr: None,
                 momentum: None,
                 nesterov: None,
+                muon: None,
                 ..fallback.clone()
             }
         } else {
@@ -213,7 +217,8 @@ impl TrainingSpec {
             whitening,
             dirac,
             lr_scales,
-            init_scales
+            init_scales,
+            muon
         )
     }
 
@@ -234,9 +239,9 @@ impl TrainingSpec {
         let decay_bn_bias = self.decay_bn_bias.unwrap_or(true);
         let optimizer = match kind {
             OptimizerKind::Adam => {
-                if self.momentum.is_some() || self.nesterov == Some(true) {
+                if self.momentum.is_some() || self.nesterov == Some(true) || self.muon.is_some() {
                     return Err(
-                        "momentum and Nesterov are settings of SGD (optimizer sgd), not Adam"
+                        "momentum, Nesterov and Muon are settings of SGD (optimizer sgd), not Adam"
                             .to_string(),
                     );
                 }
@@ -255,9 +260,13 @@ impl TrainingSpec {
                 if nesterov && momentum == 0.0 {
                     return Err("Nesterov needs a momentum above 0".to_string());
                 }
+                if let Some(m) = &self.muon {
+                    m.validate()?;
+                }
                 Optimizer::Sgd(Sgd {
                     weight_decay,
                     decay_bn_bias,
+                    muon: self.muon,
                     ..Sgd::new(lr, momentum, nesterov)
                 })
             }
@@ -385,6 +394,42 @@ mod tests {
             }
         );
         assert_eq!(r.label_smoothing, 0.2);
+    }
+
+    #[test]
+    fn muon_comes_with_sgd_and_survives_a_checkpoint() {
+        let json = r#"{"optimizer": "sgd", "lr": 0.5, "nesterov": true,
+            "muon": {"lr": 0.24, "momentum": 0.6, "nesterov": true}}"#;
+        let spec: TrainingSpec = serde_json::from_str(json).unwrap();
+        let r = spec.resolve().unwrap();
+        let Optimizer::Sgd(sgd) = &r.optimizer else {
+            panic!("{:?}", r.optimizer)
+        };
+        let muon = sgd.muon.expect("muon settings");
+        assert_eq!((muon.lr, muon.momentum, muon.steps), (0.24, 0.6, 3));
+        assert!(r.optimizer.describe().contains("filters by Muon lr 0.24"));
+        // The optimiser's settings as a checkpoint saves them.
+        let saved = serde_json::to_string(&r.optimizer).unwrap();
+        let back: Optimizer = serde_json::from_str(&saved).unwrap();
+        assert!(back.same_settings(&r.optimizer));
+        assert!(!back.same_settings(&Optimizer::Sgd(Sgd {
+            muon: None,
+            ..sgd.clone()
+        })));
+        // Not with Adam; bad settings are refused.
+        let adam = TrainingSpec {
+            optimizer: Some(OptimizerKind::Adam),
+            ..spec.clone()
+        };
+        assert!(adam.resolve().unwrap_err().contains("Muon"));
+        let bad: TrainingSpec =
+            serde_json::from_str(r#"{"optimizer": "sgd", "muon": {"lr": 0.24, "momentum": 1.5}}"#)
+                .unwrap();
+        assert!(bad.resolve().unwrap_err().contains("momentum"));
+        assert!(serde_json::from_str::<TrainingSpec>(
+            r#"{"muon": {"lr": 0.2, "momentum": 0.5, "typo": 1}}"#
+        )
+        .is_err());
     }
 
     #[test]
