@@ -81,6 +81,9 @@ pub struct Network {
     fused: Vec<bool>,
     /// `frozen[i]`: layer `i`'s parameters are not trained ([`Network::freeze`]).
     frozen: Vec<bool>,
+    /// `param_shapes[i]`: layer `i`'s tensors' suffixes and shapes, taken
+    /// once so that listing the parameters allocates nothing.
+    param_shapes: Vec<Vec<(&'static str, Vec<usize>)>>,
     /// Backward stops at this layer: everything below it is frozen, so
     /// nothing there needs a gradient (0 unless layers are frozen).
     first_trained: usize,
@@ -192,6 +195,15 @@ impl Network {
                 _ => None,
             })
             .collect();
+        let param_shapes = layers
+            .iter()
+            .map(|l| {
+                l.tensors()
+                    .into_iter()
+                    .map(|t| (t.suffix, t.shape))
+                    .collect()
+            })
+            .collect();
         Ok(Self {
             spec: spec.clone(),
             names: spec
@@ -209,6 +221,7 @@ impl Network {
             dx_scratch: Tensor::default(),
             fused,
             frozen: vec![false; spec.layers.len()],
+            param_shapes,
             first_trained: 0,
             held_prefix: 0,
             class_names: CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
@@ -600,11 +613,7 @@ impl Network {
         if self.frozen[i] {
             return;
         }
-        let shapes: Vec<(&'static str, Vec<usize>)> = self.layers[i]
-            .tensors()
-            .into_iter()
-            .map(|t| (t.suffix, t.shape))
-            .collect();
+        let shapes = &self.param_shapes[i];
         self.layers[i].visit_params(&mut |suffix, value, grad, decay| {
             let shape = shapes.iter().find(|(s, _)| *s == suffix);
             let shape = shape.map_or(&[][..], |(_, shape)| shape.as_slice());
