@@ -1,5 +1,5 @@
 //! Once buffers have reached their size, a training step (forward, backward,
-//! Adam or SGD) allocates nothing of its own. The only heap allocations left are the
+//! Adam, SGD or Muon) allocates nothing of its own. The only heap allocations left are the
 //! packing buffers that the GEMM backend (`gemm` or `matrixmultiply`)
 //! allocates inside its calls; those are told apart by `trainer::kernels::gemm::in_gemm`.
 
@@ -46,15 +46,26 @@ fn steady_state_training_step_allocates_nothing_outside_gemm() {
 }
 
 fn check_models() {
-    use trainer::optim::{Optimizer, Sgd};
+    use trainer::optim::{Muon, Optimizer, Sgd};
     let mut sgd = Sgd::new(0.1, 0.9, true);
     sgd.weight_decay = 5e-4;
     sgd.decay_bn_bias = false;
+    // Muon on the filters (its scratch grown by the first steps).
+    let muon = Sgd {
+        muon: Some(Muon {
+            lr: 0.2,
+            momentum: 0.6,
+            nesterov: true,
+            steps: 3,
+        }),
+        ..sgd.clone()
+    };
     for (model, mut opt) in [
         ("model1", Optimizer::default()),
         ("model3", Optimizer::default()),
         ("model3", Optimizer::Sgd(sgd.clone())),
         ("fast", Optimizer::Sgd(sgd)),
+        ("fast", Optimizer::Sgd(muon)),
     ] {
         // fast: a residual network (add layers, skip gradients).
         let spec = trainer::train::spec_file::SpecFile::builtin(model)

@@ -101,6 +101,10 @@ impl Param<'_> {
 /// [`crate::kernels::on_pool`].)
 pub trait Params: Send {
     fn visit_params(&mut self, f: &mut dyn FnMut(Param<'_>));
+
+    /// The SGEMM that an optimiser's own products (Muon's) run on: the
+    /// model's ([`Compute::gemm`]).
+    fn gemm(&self) -> crate::kernels::gemm::Backend;
 }
 
 /// Sums over the replicas of a data-parallel step, each holding one shard of

@@ -90,6 +90,9 @@ pub struct Network {
     /// Backward stops at this layer too: every parameter below it is held
     /// for now ([`Network::skip_held_prefix`]; 0 by default).
     held_prefix: usize,
+    /// How the layers compute ([`Network::set_compute`]); the optimiser's
+    /// products (Muon's) run on its GEMM too.
+    compute: layers::Compute,
     /// Class names in label order.
     pub class_names: Vec<String>,
 }
@@ -224,6 +227,7 @@ impl Network {
             param_shapes,
             first_trained: 0,
             held_prefix: 0,
+            compute: layers::Compute::default(),
             class_names: CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
         })
     }
@@ -231,6 +235,7 @@ impl Network {
     /// Sets how every layer computes (GEMM backend, convolution algorithm);
     /// [`layers::Compute::default`] until then.
     pub fn set_compute(&mut self, compute: layers::Compute) {
+        self.compute = compute;
         for layer in &mut self.layers {
             layer.set_compute(compute);
         }
@@ -958,6 +963,10 @@ impl Params for Network {
         for i in 0..self.layers.len() {
             self.visit_layer_params(i, f);
         }
+    }
+
+    fn gemm(&self) -> crate::kernels::gemm::Backend {
+        self.compute.gemm
     }
 }
 

@@ -36,7 +36,7 @@
 mod muon;
 pub mod schedule;
 
-pub use muon::{orthogonalise, Muon};
+pub use muon::{orthogonalise, Muon, Scratch as MuonScratch};
 
 use crate::kernels::on_pool;
 use crate::layers::{Param, Params};
@@ -172,6 +172,9 @@ pub struct Sgd {
     /// above step the other parameters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub muon: Option<Muon>,
+    /// Muon's working matrices, kept between steps.
+    #[serde(skip)]
+    pub muon_scratch: MuonScratch,
 }
 
 impl Sgd {
@@ -185,6 +188,7 @@ impl Sgd {
             t: 0,
             velocity: Vec::new(),
             muon: None,
+            muon_scratch: MuonScratch::default(),
         }
     }
 
@@ -198,9 +202,9 @@ impl Sgd {
         let lr = self.learning_rate * factor;
         let (mu, nesterov) = (self.momentum, self.nesterov);
         let (wd, decay_bn_bias) = (self.weight_decay, self.decay_bn_bias);
-        let (muon, gemm) = (self.muon, crate::kernels::gemm::Backend::default());
+        let (muon, gemm) = (self.muon, net.gemm());
         let mut index = 0;
-        let velocity = &mut self.velocity;
+        let (velocity, scratch) = (&mut self.velocity, &mut self.muon_scratch);
         net.visit_params(&mut |p: Param<'_>| {
             if velocity.len() <= index {
                 velocity.push((p.name(), vec![0.0; p.value.len()]));
@@ -213,7 +217,7 @@ impl Sgd {
             }
             if let Some(muon) = muon.filter(|_| Muon::applies(p.shape)) {
                 let co = p.shape[p.shape.len() - 1];
-                muon.step(w, g, v, co, muon.lr * factor * p.lr_scale, gemm);
+                muon.step(w, g, v, co, muon.lr * factor * p.lr_scale, gemm, scratch);
                 return;
             }
             let keep = decay_factor(lr, wd, decay_bn_bias, decay);
@@ -472,7 +476,15 @@ mod tests {
         let (w1, _) = params(&mut net);
         let mut want = w0[0].clone();
         let mut v = vec![0.0; want.len()];
-        muon.step(&mut want, &g[0], &mut v, 3, 0.3 * 0.5, Backend::default());
+        muon.step(
+            &mut want,
+            &g[0],
+            &mut v,
+            3,
+            0.3 * 0.5,
+            Backend::default(),
+            &mut MuonScratch::default(),
+        );
         assert_eq!(w1[0], want, "the filters: Muon, no weight decay");
         for i in 1..4 {
             for ((w1, w0), g) in w1[i].iter().zip(&w0[i]).zip(&g[i]) {

@@ -91,30 +91,71 @@ impl Muon {
 
     /// One step of filters `w` (shape `[.., co]`, `co` last) with gradient
     /// `g` and velocity `v`, at rate `lr` (schedule and multiplier applied).
-    pub fn step(&self, w: &mut [f32], g: &[f32], v: &mut [f32], co: usize, lr: f32, gemm: Backend) {
+    /// The products run on `gemm`; `scratch` holds the step's matrices, so
+    /// that once it has grown to the largest filter tensor a step allocates
+    /// nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step(
+        &self,
+        w: &mut [f32],
+        g: &[f32],
+        v: &mut [f32],
+        co: usize,
+        lr: f32,
+        gemm: Backend,
+        scratch: &mut Scratch,
+    ) {
         let mu = self.momentum;
-        let mut d: Vec<f32> = v
-            .iter_mut()
-            .zip(g)
-            .map(|(v, &g)| {
-                *v = mu * *v + g;
-                if self.nesterov {
-                    g + mu * *v
-                } else {
-                    *v
-                }
-            })
-            .collect();
+        let mut d = std::mem::take(&mut scratch.d);
+        d.clear();
+        d.extend(v.iter_mut().zip(g).map(|(v, &g)| {
+            *v = mu * *v + g;
+            if self.nesterov {
+                g + mu * *v
+            } else {
+                *v
+            }
+        }));
         let norm = frobenius(w);
         if norm > 0.0 {
             let s = ((co as f64).sqrt() / norm) as f32;
             w.iter_mut().for_each(|w| *w *= s);
         }
-        orthogonalise(&mut d, w.len() / co, co, self.steps, gemm);
+        orthogonalise(&mut d, w.len() / co, co, self.steps, gemm, scratch);
         for (w, d) in w.iter_mut().zip(&d) {
             *w -= lr * d;
         }
+        scratch.d = d;
     }
+}
+
+/// The working matrices of [`Muon::step`] and [`orthogonalise`], kept by
+/// the optimiser between steps (they are not state: a checkpoint does not
+/// save them, and any two compare equal).
+#[derive(Clone, Debug, Default)]
+pub struct Scratch {
+    /// The direction `d` being orthogonalised.
+    d: Vec<f32>,
+    /// `d` transposed, when it has more columns than rows.
+    t: Vec<f32>,
+    /// `X` before the step `X ← a·X + X·P`.
+    x0: Vec<f32>,
+    /// One partial Gram matrix per block of rows.
+    partial: Vec<f32>,
+    gram: Vec<f32>,
+    poly: Vec<f32>,
+}
+
+impl PartialEq for Scratch {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// `v` resized to `n` values (its contents are overwritten by the caller).
+fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    v.resize(n, 0.0);
+    &mut v[..n]
 }
 
 fn frobenius(x: &[f32]) -> f64 {
@@ -127,70 +168,100 @@ fn frobenius(x: &[f32]) -> f64 {
 /// Rows per parallel work item of the products.
 const ROWS: usize = 256;
 
-/// `NS(x)` in place, `x` a `rows × cols` row-major matrix (module docs).
-pub fn orthogonalise(x: &mut [f32], rows: usize, cols: usize, steps: usize, gemm: Backend) {
+/// `NS(x)` in place, `x` a `rows × cols` row-major matrix (module docs),
+/// the products on `gemm`, the working matrices in `scratch`.
+pub fn orthogonalise(
+    x: &mut [f32],
+    rows: usize,
+    cols: usize,
+    steps: usize,
+    gemm: Backend,
+    scratch: &mut Scratch,
+) {
     assert_eq!(x.len(), rows * cols, "a {rows}×{cols} matrix");
     let s = (1.0 / (frobenius(x) + 1e-7)) as f32;
     x.iter_mut().for_each(|v| *v *= s);
-    // With more columns than rows, the same iteration on the transpose.
-    let (r, c) = (rows.max(cols), rows.min(cols));
-    let mut t;
-    let m: &mut [f32] = if rows >= cols {
-        x
+    if rows >= cols {
+        iterate(x, rows, cols, steps, gemm, scratch);
     } else {
-        t = transpose(x, rows, cols);
-        &mut t
-    };
-    let mut gram = vec![0f32; c * c];
-    let mut poly = vec![0f32; c * c];
-    for _ in 0..steps {
-        // A' = Xᵀ·X (c × c), summed over blocks of rows in parallel.
-        let blocks: Vec<Vec<f32>> = m
-            .par_chunks(ROWS * c)
-            .map(|xb| {
-                let n = xb.len() / c;
-                let mut g = vec![0f32; c * c];
-                gemm.sgemm(c, n, c, xb, Op::T, xb, Op::N, 0.0, &mut g);
-                g
-            })
-            .collect();
-        gram.fill(0.0);
-        for g in &blocks {
-            gram.iter_mut().zip(g).for_each(|(s, &v)| *s += v);
-        }
-        // P = b·A' + c·A'².
-        gemm.sgemm(c, c, c, &gram, Op::N, &gram, Op::N, 0.0, &mut poly);
-        poly.iter_mut()
-            .zip(&gram)
-            .for_each(|(p, &a)| *p = C * *p + B * a);
-        // X ← a·X + X·P, by blocks of rows.
-        m.par_chunks_mut(ROWS * c).for_each(|xb| {
-            let n = xb.len() / c;
-            let x0 = xb.to_vec();
-            gemm.sgemm(n, c, c, &x0, Op::N, &poly, Op::N, A, xb);
-        });
-    }
-    if rows < cols {
-        let back = transpose(m, r, c);
-        x.copy_from_slice(&back);
+        // More columns than rows: the same iteration on the transpose.
+        let mut t = std::mem::take(&mut scratch.t);
+        transpose(x, rows, cols, sized(&mut t, x.len()));
+        iterate(&mut t, cols, rows, steps, gemm, scratch);
+        transpose(&t, cols, rows, x);
+        scratch.t = t;
     }
 }
 
-/// The `cols × rows` transpose of a `rows × cols` matrix.
-fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0f32; x.len()];
+/// The iteration on an `r × c` matrix `m` with `r ≥ c`.
+fn iterate(m: &mut [f32], r: usize, c: usize, steps: usize, gemm: Backend, scratch: &mut Scratch) {
+    let x0 = sized(&mut scratch.x0, m.len());
+    let partial = sized(&mut scratch.partial, r.div_ceil(ROWS) * c * c);
+    let (gram, poly) = (
+        sized(&mut scratch.gram, c * c),
+        sized(&mut scratch.poly, c * c),
+    );
+    for _ in 0..steps {
+        // A' = Xᵀ·X (c × c), summed over blocks of rows in parallel.
+        partial
+            .par_chunks_mut(c * c)
+            .zip(m.par_chunks(ROWS * c))
+            .for_each(|(g, xb)| {
+                let n = xb.len() / c;
+                gemm.sgemm(c, n, c, xb, Op::T, xb, Op::N, 0.0, g);
+            });
+        gram.fill(0.0);
+        for g in partial.chunks(c * c) {
+            gram.iter_mut().zip(g).for_each(|(s, &v)| *s += v);
+        }
+        // P = b·A' + c·A'².
+        gemm.sgemm(c, c, c, gram, Op::N, gram, Op::N, 0.0, poly);
+        poly.iter_mut()
+            .zip(gram.iter())
+            .for_each(|(p, &a)| *p = C * *p + B * a);
+        // X ← a·X + X·P, by blocks of rows.
+        x0.copy_from_slice(m);
+        let poly = &*poly;
+        m.par_chunks_mut(ROWS * c)
+            .zip(x0.par_chunks(ROWS * c))
+            .for_each(|(xb, x0)| {
+                let n = xb.len() / c;
+                gemm.sgemm(n, c, c, x0, Op::N, poly, Op::N, A, xb);
+            });
+    }
+}
+
+/// `t` ← the `cols × rows` transpose of the `rows × cols` matrix `x`.
+fn transpose(x: &[f32], rows: usize, cols: usize, t: &mut [f32]) {
     for i in 0..rows {
         for j in 0..cols {
             t[j * rows + i] = x[i * cols + j];
         }
     }
-    t
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+
+    /// `NS(x)` with a fresh scratch.
+    fn ns(x: &mut [f32], rows: usize, cols: usize, steps: usize) {
+        orthogonalise(
+            x,
+            rows,
+            cols,
+            steps,
+            Backend::default(),
+            &mut Scratch::default(),
+        );
+    }
+
+    fn transposed(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        let mut t = vec![0f32; x.len()];
+        transpose(x, rows, cols, &mut t);
+        t
+    }
 
     fn random(n: usize, seed: u64) -> Vec<f32> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -215,8 +286,8 @@ mod tests {
             .collect();
         // 3×2 with d on the diagonal, and its 2×3 transpose.
         let tall = vec![d[0], 0.0, 0.0, d[1], 0.0, 0.0];
-        for (mut x, rows, cols) in [(tall.clone(), 3, 2), (transpose(&tall, 3, 2), 2, 3)] {
-            orthogonalise(&mut x, rows, cols, 3, Backend::default());
+        for (mut x, rows, cols) in [(tall.clone(), 3, 2), (transposed(&tall, 3, 2), 2, 3)] {
+            ns(&mut x, rows, cols, 3);
             let at = |i: usize, j: usize| x[i * cols + j];
             assert!((at(0, 0) - want[0]).abs() < 1e-5, "{x:?} against {want:?}");
             assert!((at(1, 1) - want[1]).abs() < 1e-5, "{x:?} against {want:?}");
@@ -234,13 +305,31 @@ mod tests {
         for (rows, cols) in [(7, 4), (600, 5)] {
             let d = random(rows * cols, 1);
             let mut x = d.clone();
-            orthogonalise(&mut x, rows, cols, 3, Backend::default());
-            let mut t = transpose(&d, rows, cols);
-            orthogonalise(&mut t, cols, rows, 3, Backend::default());
-            let back = transpose(&t, cols, rows);
+            ns(&mut x, rows, cols, 3);
+            let mut t = transposed(&d, rows, cols);
+            ns(&mut t, cols, rows, 3);
+            let back = transposed(&t, cols, rows);
             for (a, b) in x.iter().zip(&back) {
                 assert!((a - b).abs() < 1e-5, "{a} against {b}");
             }
+        }
+    }
+
+    /// A scratch reused for matrices of other shapes (larger, smaller, wide
+    /// and tall) gives the same bits as a fresh one: nothing of an earlier
+    /// step leaks into the next.
+    #[test]
+    fn a_reused_scratch_changes_nothing() {
+        let mut scratch = Scratch::default();
+        for (i, (rows, cols)) in [(600, 5), (3, 9), (40, 12), (7, 4), (9, 300)]
+            .into_iter()
+            .enumerate()
+        {
+            let d = random(rows * cols, 10 + i as u64);
+            let (mut fresh, mut reused) = (d.clone(), d);
+            ns(&mut fresh, rows, cols, 3);
+            orthogonalise(&mut reused, rows, cols, 3, Backend::default(), &mut scratch);
+            assert_eq!(fresh, reused, "{rows}×{cols}");
         }
     }
 
@@ -256,7 +345,7 @@ mod tests {
                 x[i * cols + j] *= 10f32.powf(-2.0 * j as f32 / 11.0);
             }
         }
-        orthogonalise(&mut x, rows, cols, 5, Backend::default());
+        ns(&mut x, rows, cols, 5);
         let mut gram = vec![0f64; cols * cols];
         for i in 0..rows {
             for a in 0..cols {
@@ -287,11 +376,19 @@ mod tests {
         let g = random(rows * co, 4);
         let v0 = random(rows * co, 5);
         let (mut w, mut v) = (w0.clone(), v0.clone());
-        muon.step(&mut w, &g, &mut v, co, 0.05, Backend::default());
+        muon.step(
+            &mut w,
+            &g,
+            &mut v,
+            co,
+            0.05,
+            Backend::default(),
+            &mut Scratch::default(),
+        );
         let v1: Vec<f32> = v0.iter().zip(&g).map(|(v, g)| 0.5 * v + g).collect();
         assert_eq!(v, v1);
         let mut d: Vec<f32> = g.iter().zip(&v1).map(|(g, v)| g + 0.5 * v).collect();
-        orthogonalise(&mut d, rows, co, 3, Backend::default());
+        ns(&mut d, rows, co, 3);
         let s = (3f64.sqrt() / frobenius(&w0)) as f32;
         for i in 0..w.len() {
             let want = w0[i] * s - 0.05 * d[i];

@@ -80,6 +80,10 @@ impl Params for Grouped<'_> {
             f(Param { lr_scale, ..p })
         });
     }
+
+    fn gemm(&self) -> crate::kernels::gemm::Backend {
+        self.inner.gemm()
+    }
 }
 
 #[cfg(test)]

@@ -705,6 +705,10 @@ impl Params for WithGradients<'_> {
             offset += n;
         });
     }
+
+    fn gemm(&self) -> crate::kernels::gemm::Backend {
+        self.net.gemm()
+    }
 }
 
 /// One replica's forward and backward of its shard of a batch, with the sum
