@@ -363,7 +363,7 @@ impl<'a, const N: usize> Model<'a, N> {
                         ConvPath::Direct
                     } else if conv::small_applies(&geom) {
                         ConvPath::SmallImage
-                    } else if winograd::applies(&geom) {
+                    } else if cfg!(feature = "winograd") && winograd::applies(&geom) {
                         let ws = winograd::workspace_len(&geom).ok_or(too_big)?;
                         self.winograd_elems = self.winograd_elems.max(ws);
                         ConvPath::Winograd
@@ -667,6 +667,8 @@ impl<'a, const N: usize> Model<'a, N> {
     /// microcontroller wants); it changes nothing in an int8 model. The
     /// probabilities differ from the direct convolution's by float rounding
     /// only (both are checked against the same `f64` reference in the tests).
+    /// Only with the `winograd` feature (on by default).
+    #[cfg(feature = "winograd")]
     #[must_use]
     pub fn with_winograd(mut self, on: bool) -> Self {
         self.winograd = on;
@@ -674,6 +676,7 @@ impl<'a, const N: usize> Model<'a, N> {
     }
 
     /// [`Model::with_winograd`] in place.
+    #[cfg(feature = "winograd")]
     pub fn set_winograd(&mut self, on: bool) {
         self.winograd = on;
     }
@@ -881,6 +884,7 @@ impl<'a, const N: usize> Model<'a, N> {
 
     /// One layer of an `f32` model; `ws` is the Winograd workspace (empty
     /// when Winograd is off).
+    #[cfg_attr(not(feature = "winograd"), allow(unused_variables))]
     fn step_f32(&self, layer: &Layer<'_>, step: Step<'_, f32>, kernel: Kernel, ws: &mut [f32]) {
         match (step, &layer.op) {
             (Step::InPlace { x, .. }, Op::Relu) => crate::layers::relu(x),
@@ -900,6 +904,7 @@ impl<'a, const N: usize> Model<'a, N> {
                     ..
                 },
             ) => match path {
+                #[cfg(feature = "winograd")]
                 ConvPath::Winograd if self.winograd => {
                     winograd::conv2d(geom, x, weight, bias, y, *relu, kernel, ws)
                 }

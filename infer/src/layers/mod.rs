@@ -17,8 +17,12 @@ pub(crate) mod norm;
 pub(crate) mod pool;
 #[cfg(target_arch = "x86_64")]
 mod quant_avx512;
+// Without the `winograd` feature the planning half (`applies`,
+// `workspace_len`) is still used, the rest is not compiled into anything.
+#[cfg_attr(not(feature = "winograd"), allow(dead_code))]
 pub(crate) mod winograd;
 #[cfg(target_arch = "x86_64")]
+#[cfg_attr(not(feature = "winograd"), allow(dead_code))]
 mod winograd_avx512;
 
 /// `relu`: `x = max(x, 0)`, in place.
