@@ -749,7 +749,8 @@ mod tests {
     }
 
     /// Forward and backward by `algorithm` (with an input gradient if
-    /// `with_dx`): `[y, dx, dW, db]`.
+    /// `with_dx`): `[y, dx, dW, db]`. `dx` starts full of NaN, so every
+    /// value of it must be written, not added to.
     fn run(
         conv: &mut Conv2d,
         algorithm: Algorithm,
@@ -758,7 +759,12 @@ mod tests {
         with_dx: bool,
     ) -> [Vec<f32>; 4] {
         assert!(conv.set_algorithm(algorithm));
-        let (mut y, mut dx) = (Tensor::default(), Tensor::default());
+        let mut y = Tensor::default();
+        let mut dx = Tensor::default();
+        if with_dx {
+            dx = Tensor::zeros(x.n, conv.input);
+            dx.data.fill(f32::NAN);
+        }
         conv.forward(x, &mut y, Mode::Train);
         assert_eq!(conv.used, algorithm);
         conv.backward(x, &y, dy, with_dx.then_some(&mut dx));

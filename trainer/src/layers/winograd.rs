@@ -149,6 +149,16 @@ impl Geometry {
         (img, iy, ix)
     }
 
+    /// The end, in a chunk's input, of the last row that the patches of
+    /// tiles `0..=t` reach: tiles go image by image, row by row, so tile `t`'s
+    /// patch reaches lowest. Backward's `dx` is written up to there.
+    fn patch_rows_end(&self, t: usize) -> usize {
+        let (img, iy, _) = self.patch_origin(t);
+        let h = self.input.height;
+        let bottom = (iy + PATCH as isize).clamp(0, h as isize) as usize;
+        (img * h + bottom) * self.input.width * self.input.channels
+    }
+
     /// Offsets into a chunk's input of the 36 pixels of tile `t`'s patch
     /// (`None`: outside the image, i.e. zero).
     fn patch(&self, t: usize) -> [[Option<usize>; PATCH]; PATCH] {
@@ -243,9 +253,9 @@ impl Geometry {
                 }
             }
         }
-        if let Some(dx) = dx.as_deref_mut() {
-            dx.fill(0.0);
-        }
+        // dx is zeroed a block's rows at a time, just before the adjoint adds
+        // into them (while they are in cache), up to `zeroed`.
+        let mut zeroed = 0;
         for t0 in (0..tiles).step_by(self.block_tiles()) {
             let t1 = (t0 + self.block_tiles()).min(tiles);
             let nb = t1 - t0;
@@ -285,7 +295,15 @@ impl Geometry {
                     &mut v[xi * sv..][..nb * cin],
                 );
             }
+            let end = self.patch_rows_end(t1 - 1);
+            dx[zeroed..end].fill(0.0);
+            zeroed = end;
             self.transform_input_adjoint(v, t0..t1, dx);
+        }
+        // The last tile's patch reaches the last input row (with padding 0
+        // or 1 and a 3×3 kernel), so all of dx is written.
+        if let Some(dx) = dx {
+            assert_eq!(zeroed, dx.len(), "the patches reach every input row");
         }
     }
 
