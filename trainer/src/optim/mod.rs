@@ -285,7 +285,8 @@ impl Optimizer {
     }
 
     /// The settings alone: the same optimiser with its state (steps,
-    /// moments, velocity) cleared, as a fresh run would start it.
+    /// moments, velocity) and Muon's working buffers cleared, as a fresh run
+    /// would start it.
     pub fn settings(&self) -> Optimizer {
         match self {
             Optimizer::Adam(a) => Optimizer::Adam(Adam {
@@ -296,6 +297,7 @@ impl Optimizer {
             Optimizer::Sgd(s) => Optimizer::Sgd(Sgd {
                 t: 0,
                 velocity: Vec::new(),
+                muon_scratch: MuonScratch::default(),
                 ..s.clone()
             }),
         }
