@@ -49,6 +49,10 @@ enum ConvPath {
     /// `conv::conv2d_small`, for an output of at most 16 pixels, with its
     /// workspace between input and output.
     SmallImage,
+    /// Int8 models: `conv_i8::conv2d` with the workspace for a copy of the
+    /// input padded left and right, between input and output (where
+    /// `conv_i8::padded_applies`).
+    Padded,
     /// `f32` models: `winograd::conv2d` when [`Model::with_winograd`] is on
     /// (where `winograd::applies`), else direct.
     Winograd,
@@ -357,10 +361,14 @@ impl<'a, const N: usize> Model<'a, N> {
                         pad_top,
                         pad_left,
                     };
-                    // (Int8 models: direct; the small-image path measured no
-                    // faster there, the int8 weights of a 4×4 layer fit L2.)
+                    // (Int8 models: direct, or on a padded copy; the f32
+                    // small-image path, im2col, measured no faster there.)
                     let path = if self.precision != Precision::F32 {
-                        ConvPath::Direct
+                        if conv_i8::padded_applies(&geom) {
+                            ConvPath::Padded
+                        } else {
+                            ConvPath::Direct
+                        }
                     } else if conv::small_applies(&geom) {
                         ConvPath::SmallImage
                     } else if cfg!(feature = "winograd") && winograd::applies(&geom) {
@@ -463,6 +471,12 @@ impl<'a, const N: usize> Model<'a, N> {
                     path: ConvPath::SmallImage,
                     ..
                 } => conv::small_workspace_len(&geom)
+                    .and_then(|ws| ws.checked_add(in_len)?.checked_add(out_len)),
+                Op::Conv {
+                    geom,
+                    path: ConvPath::Padded,
+                    ..
+                } => conv_i8::padded_workspace_len(&geom)
                     .and_then(|ws| ws.checked_add(in_len)?.checked_add(out_len)),
                 Op::Conv { .. } | Op::MaxPool(_) | Op::GlobalAvgPool => in_len.checked_add(out_len),
                 Op::BatchNorm(_) => out.c.checked_mul(3).and_then(|t| t.checked_add(out_len)),
@@ -938,9 +952,14 @@ impl<'a, const N: usize> Model<'a, N> {
                 ];
                 crate::layers::add_i8(x, skip, zs, m, kernel)
             }
-            (Step::OutOfPlace { x, y, .. }, Op::Conv { .. }) => {
+            (Step::OutOfPlace { x, y, spare }, Op::Conv { path, .. }) => {
                 if let Some(c) = layer.quant_conv() {
-                    conv_i8::conv2d(&c, x, y, kernel)
+                    let ws = if *path == ConvPath::Padded {
+                        spare
+                    } else {
+                        &mut []
+                    };
+                    conv_i8::conv2d(&c, x, y, kernel, ws)
                 }
             }
             (Step::OutOfPlace { x, y, .. }, Op::MaxPool(g)) => {
