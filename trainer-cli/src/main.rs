@@ -105,7 +105,7 @@ struct DownloadArgs {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// Built-in model (model1, model2, model3, fast, resnet8, airbench, mnist, cifar100) or a path to a JSON spec.
+    /// Built-in model (model1, model2, model3, fast, resnet8, airbench, airbench-muon, mnist, cifar100) or a path to a JSON spec.
     /// A spec's "training" object sets the recipe; the flags below override it.
     /// [default: model1; with --init, the architecture of that file]
     #[arg(long, help_heading = "Model")]

@@ -95,7 +95,7 @@ pub struct StudyRun {
 /// models come from (TensorFlow/Keras, trained on a Google Colab GPU, batch
 /// 32, Adam 1e-3, evaluated on the 10,000 CIFAR-10 test images); they are the
 /// only hand-typed numbers in the generated report.
-pub const RUNS: [StudyRun; 12] = [
+pub const RUNS: [StudyRun; 15] = [
     StudyRun {
         id: "model1-35",
         model: "model1",
@@ -236,17 +236,23 @@ pub const RUNS: [StudyRun; 12] = [
     },
     // airbench's recipe (Keller Jordan, 2024) in models/airbench.json: 10
     // epochs, its six-view test-time augmentation, three seeds.
-    airbench("airbench", SEED),
-    airbench("airbench-s2", 2),
-    airbench("airbench-s3", 3),
+    airbench("airbench", "airbench", 10, SEED),
+    airbench("airbench-s2", "airbench", 10, 2),
+    airbench("airbench-s3", "airbench", 10, 3),
+    // airbench94_muon's in models/airbench-muon.json: GELU, Muon for the
+    // filters, batch 2,000, 8 epochs; three seeds.
+    airbench("airbench-muon", "airbench-muon", 8, SEED),
+    airbench("airbench-muon-s2", "airbench-muon", 8, 2),
+    airbench("airbench-muon-s3", "airbench-muon", 8, 3),
 ];
 
-/// A run of `models/airbench.json` with its own recipe, seeded `seed`.
-const fn airbench(id: &'static str, seed: u64) -> StudyRun {
+/// A run of one of the airbench specs (`model`) with its own recipe for
+/// `epochs`, seeded `seed`.
+const fn airbench(id: &'static str, model: &'static str, epochs: usize, seed: u64) -> StudyRun {
     StudyRun {
         id,
-        model: "airbench",
-        epochs: 10,
+        model,
+        epochs,
         patience: None,
         init_from: None,
         subset: None,
@@ -268,7 +274,7 @@ pub struct StudyArgs {
     /// into img/ beside it); the repository's is `--results docs/RESULTS.md`.
     #[arg(long)]
     pub results: Option<PathBuf>,
-    /// Run only these runs (comma-separated ids: model1-35, model1-es, model2-50, model3-es, model3-10k, model3-10k-scratch, fast, fast-50, fast-12, airbench, airbench-s2, airbench-s3).
+    /// Run only these runs (comma-separated ids: model1-35, model1-es, model2-50, model3-es, model3-10k, model3-10k-scratch, fast, fast-50, fast-12, airbench, airbench-s2, airbench-s3, airbench-muon, airbench-muon-s2, airbench-muon-s3).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Redo runs from scratch even if they have finished (or have a checkpoint).

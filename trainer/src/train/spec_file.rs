@@ -44,6 +44,10 @@ pub const BUILTINS: &[(&str, &str)] = &[
     ("cifar100", include_str!("../../../models/cifar100.json")),
     ("resnet8", include_str!("../../../models/resnet8.json")),
     ("airbench", include_str!("../../../models/airbench.json")),
+    (
+        "airbench-muon",
+        include_str!("../../../models/airbench-muon.json"),
+    ),
 ];
 
 impl SpecFile {
@@ -187,7 +191,15 @@ mod tests {
             let f = SpecFile::builtin(name).unwrap();
             let classes = if *name == "cifar100" { 100 } else { 10 };
             assert_eq!(f.model.num_classes(), classes, "{name}");
-            let own_recipe = ["fast", "mnist", "cifar100", "resnet8", "airbench"].contains(name);
+            let own_recipe = [
+                "fast",
+                "mnist",
+                "cifar100",
+                "resnet8",
+                "airbench",
+                "airbench-muon",
+            ]
+            .contains(name);
             assert_eq!(f.training.is_some(), own_recipe, "{name}");
         }
         let mnist = SpecFile::builtin("mnist").unwrap().model;
