@@ -228,9 +228,10 @@ pub(crate) const PADDED_MAX_WIDTH: usize = 4;
 /// of a row has all its kernel columns, so a row is one tile of 4: 4 tiles,
 /// each weight vector serving 4 pixels, for 20 % more multiply-adds (the
 /// padding's). Measured on `fast`'s two 4×4 layers (256 channels in and out),
-/// one thread: 105 against 62 thousand cycles each with VNNI, 79 against 63
-/// with AVX2; on its 8×8 layer it was slower (109 against 120), hence the
-/// width limit.
+/// one thread, with a temporary per-layer cycle counter: 105 against 62
+/// thousand cycles each with VNNI, 79 against 63 with AVX2; on its 8×8 layer
+/// it was slower (109 against 120), hence the width limit. The whole image:
+/// docs/PERFORMANCE.md (`benches/compare.sh`).
 pub(crate) fn padded_applies(g: &ConvGeom) -> bool {
     g.k > 1 && g.stride == 1 && g.pad_left > 0 && g.output.w <= PADDED_MAX_WIDTH
 }
