@@ -135,9 +135,11 @@ fn draw_charts(finished: &[StudyResult], img_dir: &Path) -> Result<Charts, Study
     }
     if !finished.is_empty() {
         let name = "accuracy-vs-time.png".to_string();
-        let all: Vec<(String, Vec<EpochRecord>)> = finished
+        // One line per configuration (its first seed), so that each has a
+        // colour of its own.
+        let all: Vec<(String, Vec<EpochRecord>)> = seed_groups(finished)
             .iter()
-            .map(|r| (r.id.clone(), r.run.history.clone()))
+            .map(|g| (g[0].id.clone(), g[0].run.history.clone()))
             .collect();
         plot::accuracy_vs_time(
             &img_dir.join(&name),
@@ -186,7 +188,8 @@ pub(super) fn render_markdown(
     }
     if let Some(c) = &charts.time {
         md += "\n## Validation accuracy against wall-clock time\n\n";
-        md += "Cumulative time of training and validation per epoch, on the machine each run ran on.\n\n";
+        md += "Cumulative time of training and validation per epoch, on the machine each run ran on; \
+               one line per configuration (of runs that differ only by their seed, the first).\n\n";
         writeln!(md, "![Validation accuracy against time](img/{c})").unwrap();
     }
     for r in finished {
@@ -216,7 +219,7 @@ pub(super) fn header(
         "- Every run of the reference study: batch 32, Adam (learning rate 0.001), seed 1, \
          validation on the test set. The runs beyond the study (`fast`, `fast-50`, `fast-12`; \
          `airbench`, `airbench-s2`, `airbench-s3`; `airbench-muon`, `airbench-muon-s2`, \
-         `airbench-muon-s3`) train with their spec's own recipe (`models/fast.json`, \
+         `airbench-muon-s3`; `airbench-muon-15`, `airbench-muon-15-s2`, `airbench-muon-15-s3`) train with their spec's own recipe (`models/fast.json`, \
          `models/airbench.json`, `models/airbench-muon.json`), given in their sections; they train \
          for a fixed number of epochs, so the per-epoch test figures choose nothing.\n",
     );
@@ -269,18 +272,27 @@ pub(super) fn table(md: &mut String, finished: &[StudyResult], keras: &[KerasRes
     seeds_paragraph(md, finished);
 }
 
+/// `finished` in groups of runs that differ only by their seed
+/// ([`Settings::same_but_seed`]), each in study order, groups in the order of
+/// their first run.
+fn seed_groups(finished: &[StudyResult]) -> Vec<Vec<&StudyResult>> {
+    let mut groups: Vec<Vec<&StudyResult>> = Vec::new();
+    for r in finished {
+        match groups
+            .iter_mut()
+            .find(|g| g[0].settings.same_but_seed(&r.settings))
+        {
+            Some(g) => g.push(r),
+            None => groups.push(vec![r]),
+        }
+    }
+    groups
+}
+
 /// Runs of the same model and recipe that differ only by their seed: the
 /// mean and range of their test figures (plain and TTA) and wall times.
 fn seeds_paragraph(md: &mut String, finished: &[StudyResult]) {
-    let mut groups: Vec<(String, Vec<&StudyResult>)> = Vec::new();
-    for r in finished.iter().filter(|r| r.settings.recipe.is_some()) {
-        let key = format!("{} {}", r.settings.model, r.settings.epochs);
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, g)) => g.push(r),
-            None => groups.push((key, vec![r])),
-        }
-    }
-    for (_, group) in groups {
+    for group in seed_groups(finished) {
         let seeds: std::collections::BTreeSet<u64> =
             group.iter().map(|r| r.settings.seed).collect();
         if seeds.len() < 2 || seeds.len() != group.len() {
