@@ -37,9 +37,10 @@ use crate::arch::Shape;
 /// Most output pixels in one tile of the AVX2 and portable kernels (6 pixels
 /// × 2 vectors = 12 of the 16 YMM registers), and of the int8 kernels.
 pub(crate) const MAX_PIXELS: usize = 6;
-/// Most output pixels in one tile of any kernel: the AVX-512 one's 8 (8 × 2
-/// vectors = 16 of the 32 ZMM registers; each weight vector loaded serves a
-/// third more pixels than with 6).
+/// Most output pixels in one tile of any kernel: the AVX-512 ones' 8 (this
+/// `f32` one's and the int8 VNNI one's: 8 × 2 vectors = 16 of the 32 ZMM
+/// registers; each weight vector loaded serves a third more pixels than
+/// with 6).
 pub(crate) const MOST_PIXELS: usize = 8;
 /// Most output channels in one tile of the portable and AVX2 kernels.
 pub(crate) const MAX_COLS: usize = 16;

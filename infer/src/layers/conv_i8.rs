@@ -59,6 +59,15 @@ impl KernelI8 {
         }
     }
 
+    /// Most pixels in one of its tiles.
+    fn max_pixels(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            KernelI8::Vnni => super::conv_i8_vnni::PIXELS,
+            _ => MAX_PIXELS,
+        }
+    }
+
     /// Whether the kernel runs a narrow image's convolution on a copy padded
     /// left and right ([`padded_applies`]): the x86-64 kernels, where it was
     /// measured faster. The portable and Arm kernels multiply every tap once
@@ -270,11 +279,19 @@ pub(crate) fn conv2d(c: &QuantConv<'_>, x: &[u8], y: &mut [u8], kernel: KernelI8
     }
     let padded = padded_geom(g);
     let ws = &mut ws[..ws_len];
-    ws.fill(c.q_in.zero_point);
+    let zp = c.q_in.zero_point;
     let (row_in, row_out) = (g.input.w * g.input.c, padded.input.w * g.input.c);
-    for (r, row) in x.chunks_exact(row_in).take(g.input.h).enumerate() {
-        ws[r * row_out + g.pad_left * g.input.c..][..row_in].copy_from_slice(row);
+    let left = g.pad_left * g.input.c;
+    let rows = ws.chunks_exact_mut(row_out).zip(x.chunks_exact(row_in));
+    for (dst, src) in rows.take(g.input.h) {
+        let (pad_left, rest) = dst.split_at_mut(left);
+        let (inside, pad_right) = rest.split_at_mut(row_in);
+        pad_left.fill(zp);
+        inside.copy_from_slice(src);
+        pad_right.fill(zp);
     }
+    // The slack after the last row.
+    ws[g.input.h * row_out..].fill(zp);
     conv2d_tiles(
         &QuantConv {
             geom: &padded,
@@ -297,7 +314,7 @@ fn conv2d_tiles(c: &QuantConv<'_>, x: &[u8], y: &mut [u8], kernel: KernelI8) {
     };
     let g = c.geom;
     let mut block = Block::new(c, 0, g.output.c.min(kernel.cols()));
-    for_each_tile(g, kernel.cols(), MAX_PIXELS, |at| {
+    for_each_tile(g, kernel.cols(), kernel.max_pixels(), |at| {
         if at.co0 != block.co0 {
             block = Block::new(c, at.co0, at.cols);
         }
@@ -447,7 +464,7 @@ mod tests {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         let mut padded = 0;
         for case in 0..80 {
-            let (h, w) = (1 + rng.below(9), 1 + rng.below(9));
+            let (h, w) = (1 + rng.below(9), 1 + rng.below(11));
             let (ci, co) = (1 + rng.below(13), 1 + rng.below(70));
             let k = [1, 3, 5][rng.below(3)];
             let stride = 1 + rng.below(2);
