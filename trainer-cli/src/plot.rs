@@ -30,8 +30,11 @@ const FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 /// The family name every text style here uses; the embedded font is registered under it.
 const FONT: &str = "sans-serif";
 
-/// Line colours (the "tab10" palette, readable on white and to most colour-blind readers).
-const PALETTE: [RGBColor; 8] = [
+/// Line colours: the "tab10" palette (readable on white and to most
+/// colour-blind readers), then black and three darker shades, so that the
+/// study's accuracy-against-time chart (one line per configuration) repeats
+/// none.
+const PALETTE: [RGBColor; 14] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -40,6 +43,12 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(140, 86, 75),
     RGBColor(227, 119, 194),
     RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(0, 0, 0),
+    RGBColor(16, 40, 110),
+    RGBColor(120, 60, 0),
+    RGBColor(0, 100, 60),
 ];
 
 /// Grid lines: faint minor lines, light major ones, so the data stands out.
