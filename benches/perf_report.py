@@ -547,8 +547,8 @@ def main():
               "16-channel layers: fewer pixels per weight loaded), from the work between convolutions "
               "(requantization, pooling, adds), and with Winograd from its transforms, which move tiles "
               "through memory instead of multiplying; an effective rate above 100 % is Winograd doing fewer "
-              "multiplies than the count. Int8 loses the same way, and its tiles of at most 6 pixels × 32 "
-              "channels load two weight vectors and 6 inputs per 12 `vpdpbusd`.")
+              "multiplies than the count. Int8 loses the same way, and its VNNI tiles of at most 8 pixels × 32 "
+              "channels load two weight vectors and 8 inputs per 16 `vpdpbusd`.")
             w("")
         for model in ("model1", "fast", "resnet8"):
             m = re.search(rf"^models/{model}\.safetensors: scratch \d+ f32 = (\d+) bytes\n"
