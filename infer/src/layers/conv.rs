@@ -35,7 +35,8 @@ use super::in_image;
 use crate::arch::Shape;
 
 /// Most output pixels in one tile of the AVX2 and portable kernels (6 pixels
-/// × 2 vectors = 12 of the 16 YMM registers), and of the int8 kernels.
+/// × 2 vectors = 12 of the 16 YMM registers), and of the int8 kernels but
+/// the VNNI one.
 pub(crate) const MAX_PIXELS: usize = 6;
 /// Most output pixels in one tile of any kernel: the AVX-512 ones' 8 (this
 /// `f32` one's and the int8 VNNI one's: 8 × 2 vectors = 16 of the 32 ZMM
