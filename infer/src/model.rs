@@ -361,12 +361,10 @@ impl<'a, const N: usize> Model<'a, N> {
                         pad_top,
                         pad_left,
                     };
-                    // (Int8 models: direct, or on a padded copy, which only
-                    // the x86-64 kernels take, so that other targets reserve
-                    // no workspace for it; the f32 small-image path, im2col,
-                    // measured no faster there.)
+                    // (Int8 models: direct, or on a padded copy; the f32
+                    // small-image path, im2col, measured no faster there.)
                     let path = if self.precision != Precision::F32 {
-                        if cfg!(target_arch = "x86_64") && conv_i8::padded_applies(&geom) {
+                        if conv_i8::padded_applies(&geom) {
                             ConvPath::Padded
                         } else {
                             ConvPath::Direct

@@ -226,9 +226,10 @@ impl TileI8<'_> {
 pub(crate) const PADDED_MAX_WIDTH: usize = 4;
 
 /// Whether a convolution may run on a copy of its input padded left and right
-/// (when the kernel [pads narrow images](KernelI8::pads_narrow_images)): a
-/// kernel larger than 1×1, stride 1, padding at the left, and an output at
-/// most [`PADDED_MAX_WIDTH`] wide.
+/// (when the kernel [pads narrow images](KernelI8::pads_narrow_images), so
+/// only on x86-64, where such kernels exist; model plans reserve its
+/// workspace where this holds): a kernel larger than 1×1, stride 1, padding
+/// at the left, and an output at most [`PADDED_MAX_WIDTH`] wide.
 ///
 /// A tile's pixels must share their in-image taps, so a 4×4 output with
 /// `same` padding is 10 tiles of 1 or 2 pixels, each loading its taps'
@@ -242,7 +243,11 @@ pub(crate) const PADDED_MAX_WIDTH: usize = 4;
 /// it was slower (109 against 120), hence the width limit. The whole image:
 /// docs/PERFORMANCE.md (`benches/compare.sh`).
 pub(crate) fn padded_applies(g: &ConvGeom) -> bool {
-    g.k > 1 && g.stride == 1 && g.pad_left > 0 && g.output.w <= PADDED_MAX_WIDTH
+    cfg!(target_arch = "x86_64")
+        && g.k > 1
+        && g.stride == 1
+        && g.pad_left > 0
+        && g.output.w <= PADDED_MAX_WIDTH
 }
 
 /// The padded input's geometry: the same convolution of an input
