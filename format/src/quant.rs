@@ -123,6 +123,7 @@ pub fn quantize_bias(b: f32, input_scale: f32, weight_scale: f32) -> i32 {
 
 /// Rounds half away from zero (`core` has no `f64::round`); saturates at the
 /// `i64` range, NaN gives 0.
+#[inline]
 pub fn round_half_away(x: f64) -> i64 {
     // `as` saturates and maps NaN to 0; adding ±0.5 and truncating is exact
     // for |x| < 2^52, and above that x is already an integer.
@@ -150,6 +151,7 @@ impl Multiplier {
     /// `mult = round(frac · 2^31)` (a carry to `2^31` halves it and bumps the
     /// shift). Multipliers below `2^−31` become 0. `None` when `M` is negative,
     /// not finite, or `≥ 2^30` (no sane scales give that).
+    #[inline]
     pub fn from_real(m: f64) -> Option<Multiplier> {
         if !(m.is_finite() && m >= 0.0) {
             return None;
@@ -185,6 +187,7 @@ impl Multiplier {
 
     /// The multiplier of a conv/dense output channel:
     /// `input_scale · weight_scale / output_scale`, in `f64`.
+    #[inline]
     pub fn for_conv(input_scale: f32, weight_scale: f32, output_scale: f32) -> Option<Multiplier> {
         Multiplier::from_real(
             f64::from(input_scale) * f64::from(weight_scale) / f64::from(output_scale),
