@@ -157,22 +157,34 @@ unsafe fn tile_n<const P: usize, const V: usize, const MASKED: bool, const S: us
             }
         }};
     }
-    if tail == 0 {
-        // 4 divides ci: a kernel row's taps are one run of `taps · full`
-        // groups, 4 bytes apart in `x` and `w_group` apart in `w`
-        // (`w_tap = full · w_group`), as one loop.
+    // A kernel row's taps as one run of groups, `x_step` bytes apart in `x`
+    // and `w_group` apart in `w`, where the layout allows: when 4 divides
+    // ci (`taps · full` groups 4 bytes apart; `w_tap = full · w_group`), and
+    // when ci < 4 with the slack to read each tap's group whole (`taps`
+    // groups `ci` bytes apart, each tap one group: `w_tap = w_group`; the
+    // bytes of the next tap it reads meet zero weights). Model 1's first
+    // layer (3 channels) took about 30 % less time this way than tap by tap
+    // with each group's bytes read one by one, which kept the compiler from
+    // broadcasting them straight from memory.
+    let run_layout = if tail == 0 {
+        Some((t.taps * full, GROUP))
+    } else if full == 0 && t.x_slack {
+        Some((t.taps, t.ci))
+    } else {
+        None
+    };
+    if let Some((run, x_step)) = run_layout {
         // Group `gi` goes to set `gi mod S` (the last `run mod S` to set 0).
-        let run = t.taps * full;
         for r in 0..t.rows {
             // SAFETY (both `add`s): `r < rows`: inside `x` and `w`.
             let xr = unsafe { x.add(r * t.row_stride) };
             let wr = unsafe { w.add(r * t.w_row) };
-            // SAFETY (both closures' `add`s): for `gi < taps · full`, group
-            // `gi` of pixel `p`'s row `r` (4 bytes) lies inside `x`
-            // (`x_needed`); its weights inside `w`.
+            // SAFETY (both closures' `add`s): for `gi < run`, group `gi` of
+            // pixel `p`'s row `r` (4 bytes, with the slack where ci < 4) lies
+            // inside `x` (`x_needed`); its weights inside `w`.
             let wg = |gi: usize| unsafe { wr.add(gi * t.w_group) };
             let xg = |p: usize, gi: usize| unsafe {
-                (xr.add(p * t.px_in + gi * GROUP) as *const i32).read_unaligned()
+                (xr.add(p * t.px_in + gi * x_step) as *const i32).read_unaligned()
             };
             let mut gi = 0;
             while gi + S <= run {
@@ -188,7 +200,6 @@ unsafe fn tile_n<const P: usize, const V: usize, const MASKED: bool, const S: us
     } else {
         // With 3 bytes of slack after the tile's input, the last group is
         // read whole: its extra bytes meet zero weights (checked at load).
-        let read = if t.x_slack { GROUP } else { tail };
         for r in 0..t.rows {
             for j in 0..t.taps {
                 // SAFETY (both `add`s): `r < rows`, `j < taps`: inside `x`
@@ -203,10 +214,17 @@ unsafe fn tile_n<const P: usize, const V: usize, const MASKED: bool, const S: us
                     });
                 }
                 // SAFETY: as above, for the last group's `tail` bytes, or 4
-                // with the slack.
-                group!(sets[0], unsafe { wr.add(full * t.w_group) }, |p| unsafe {
-                    partial_group(xr.add(p * t.px_in + full * GROUP), read)
-                });
+                // with the slack (then read as one `i32`, which the compiler
+                // folds into the broadcast).
+                let wl = unsafe { wr.add(full * t.w_group) };
+                let xl = |p: usize| unsafe { xr.add(p * t.px_in + full * GROUP) };
+                if t.x_slack {
+                    group!(sets[0], wl, |p| unsafe {
+                        (xl(p) as *const i32).read_unaligned()
+                    });
+                } else {
+                    group!(sets[0], wl, |p| unsafe { partial_group(xl(p), tail) });
+                }
             }
         }
     }
