@@ -42,6 +42,7 @@ pub(crate) const MAX_PIXELS: usize = 6;
 /// `f32` one's and the int8 VNNI one's: 8 × 2 vectors = 16 of the 32 ZMM
 /// registers; each weight vector loaded serves a third more pixels than
 /// with 6).
+#[cfg(target_arch = "x86_64")]
 pub(crate) const MOST_PIXELS: usize = 8;
 /// Most output channels in one tile of the portable and AVX2 kernels.
 pub(crate) const MAX_COLS: usize = 16;
@@ -226,12 +227,14 @@ fn full_window_range(out: usize, len: usize, k: usize, s: usize, pad: usize) -> 
     (lo, hi.max(lo))
 }
 
-/// Cuts `[lo, hi)` into runs of at most `max` (≤ [`MOST_PIXELS`]) of near-equal length
-/// (14 → 5, 5, 4 rather than 6, 6, 2: a tile of few pixels has too few
-/// independent accumulators to keep the FMA units busy). Yields `(start, len)`.
+/// Cuts `[lo, hi)` into runs of at most `max` (a kernel's tile, at most
+/// `MOST_PIXELS`, or the int8 VNNI kernel's run, which it cuts again) of
+/// near-equal length (14 → 5, 5, 4 rather than 6, 6, 2: a tile of few pixels
+/// has too few independent accumulators to keep the FMA units busy). Yields
+/// `(start, len)`.
 pub(crate) fn tiles(lo: usize, hi: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
     let len = hi.saturating_sub(lo);
-    let count = len.div_ceil(max.clamp(1, MOST_PIXELS));
+    let count = len.div_ceil(max.max(1));
     // (`count` is 0 only when `len` is, and then nothing is yielded.)
     let base = len.checked_div(count).unwrap_or(0);
     let longer = len.checked_rem(count).unwrap_or(0);

@@ -59,11 +59,12 @@ impl KernelI8 {
         }
     }
 
-    /// Most pixels in one of its tiles.
+    /// Most pixels in one call: a tile, or for the VNNI kernel a run of
+    /// pixels that it cuts into tiles itself.
     fn max_pixels(self) -> usize {
         match self {
             #[cfg(target_arch = "x86_64")]
-            KernelI8::Vnni => super::conv_i8_vnni::PIXELS,
+            KernelI8::Vnni => super::conv_i8_vnni::RUN,
             _ => MAX_PIXELS,
         }
     }
@@ -229,6 +230,32 @@ pub(crate) struct TileI8<'t> {
 }
 
 impl TileI8<'_> {
+    /// Pixels `first .. first + n` of this tile (or run) as a tile of their
+    /// own: its slices start at pixel `first`, and it has the slack to read
+    /// a last group whole where 3 more bytes of `x` follow what it needs.
+    /// (The VNNI kernel's tiles of a run.)
+    #[cfg(target_arch = "x86_64")]
+    pub fn part(&mut self, first: usize, n: usize) -> TileI8<'_> {
+        let x_at = if self.rows == 0 {
+            0
+        } else {
+            first * self.px_in
+        };
+        let mut part = TileI8 {
+            x: &self.x[x_at..],
+            w: self.w,
+            out: &mut self.out[first * self.px_out..],
+            block: self.block,
+            pixels: n,
+            x_slack: self.x_slack,
+            ..*self
+        };
+        if part.rows > 0 && !part.x_slack {
+            part.x_slack = part.x.len() >= part.x_needed() + GROUP - 1;
+        }
+        part
+    }
+
     /// Input bytes the tile reads (when `rows, taps > 0`).
     pub fn x_needed(&self) -> usize {
         (self.pixels - 1) * self.px_in + (self.rows - 1) * self.row_stride + self.taps * self.ci

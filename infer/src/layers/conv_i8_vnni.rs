@@ -19,6 +19,7 @@
 //!
 //! Only the memory accesses through raw pointers are `unsafe`.
 
+use super::conv::tiles;
 use super::conv_i8::TileI8;
 use super::quant_avx512::{narrow_applies, Narrow};
 use core::arch::x86_64::*;
@@ -34,18 +35,44 @@ pub(crate) const COLS: usize = 32;
 /// ResNet-8 79 → 70 (a slow phase of the machine); 10 and 12 were no faster.
 pub(crate) const PIXELS: usize = super::conv::MOST_PIXELS;
 
-/// Runs one tile.
+/// Most pixels in one call of [`tile`] (a row of a 64-wide image's interior).
+pub(crate) const RUN: usize = 64;
+
+/// Runs one run of pixels: `t.pixels` of them, any number, cut into tiles
+/// of at most [`PIXELS`] as `conv::tiles` cuts a row (30 → 8, 8, 7, 7).
+/// The driver hands over whole rows and columns of pixels that share their
+/// taps, so that what a call costs (the window, the slices, the dispatch)
+/// is paid once per run rather than once per tile.
 ///
 /// # Safety
-/// The CPU must support AVX-512F, BW, VL and VNNI. The tile's slices must
+/// The CPU must support AVX-512F, BW, VL and VNNI. The run's slices must
 /// cover what it reads and writes (`x_needed`, `w_needed`, and
-/// `out[(pixels−1)·px_out + cols]`), `cols ≤ 32`, `pixels ≤ 8`, `zp_in = 0`.
+/// `out[(pixels−1)·px_out + cols]`), `cols ≤ 32`, `zp_in = 0`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn tile(t: &mut TileI8<'_>) {
-    debug_assert!(t.cols >= 1 && t.cols <= COLS && t.pixels <= PIXELS && t.zp_in == 0);
+    debug_assert!(t.cols >= 1 && t.cols <= COLS && t.zp_in == 0);
     debug_assert!(t.out.len() >= t.px_out * t.pixels.saturating_sub(1) + t.cols);
     debug_assert!(t.rows == 0 || t.x.len() >= t.x_needed());
     debug_assert!(t.rows == 0 || t.w.len() >= t.w_needed());
+    if t.pixels <= PIXELS {
+        // SAFETY: as the caller guarantees, with `pixels ≤ PIXELS`.
+        return unsafe { one_tile(t) };
+    }
+    for (first, n) in tiles(0, t.pixels, PIXELS) {
+        let mut part = t.part(first, n);
+        // SAFETY: the part lies inside the run (`TileI8::part`), whose
+        // slices the caller guarantees; `n ≤ PIXELS`.
+        unsafe { one_tile(&mut part) };
+    }
+}
+
+/// [`tile`] of one tile: `t.pixels ≤ PIXELS`.
+///
+/// # Safety
+/// As for [`tile`], with `t.pixels ≤ 8`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn one_tile(t: &mut TileI8<'_>) {
     // `V = 2` vectors of 16 channels (4 vectors with up to 6 pixels spill
     // registers, and with 4 pixels measured no faster), `V = 1` for blocks of
     // up to 16 (a layer of 16 channels would multiply zeros half the time);
