@@ -21,7 +21,11 @@ use super::conv::{for_each_tile, ConvGeom, TilePos, MAX_PIXELS};
 use crate::arch::Shape;
 use model_format::quant::{self, ActQuant, Multiplier, GROUP};
 
-/// Most output channels in one block (the widest kernel's).
+/// Most output channels in one block (the widest kernel's: VNNI's for an
+/// output of one pixel, a dense layer's; 32 on other targets).
+#[cfg(target_arch = "x86_64")]
+pub(crate) const MAX_COLS: usize = super::conv_i8_vnni::WIDE;
+#[cfg(not(target_arch = "x86_64"))]
 pub(crate) const MAX_COLS: usize = 32;
 
 /// Output channels per block of the portable kernel.
@@ -47,11 +51,19 @@ pub(crate) enum KernelI8 {
 }
 
 impl KernelI8 {
-    fn cols(self) -> usize {
+    /// Output channels per block of a layer of geometry `g`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    fn cols(self, g: &ConvGeom) -> usize {
         match self {
             KernelI8::Portable => PORTABLE_COLS,
             #[cfg(target_arch = "x86_64")]
             KernelI8::Avx2 => super::conv_i8_avx2::COLS,
+            // One output pixel (a dense layer): one block of up to 128
+            // channels, whose weights for a group of inputs are 512 bytes in
+            // a row (blocks of 32 read 128 bytes of every 512, at half the
+            // speed); with more pixels, 32 (the registers' limit).
+            #[cfg(target_arch = "x86_64")]
+            KernelI8::Vnni if g.output.h * g.output.w == 1 => super::conv_i8_vnni::WIDE,
             #[cfg(target_arch = "x86_64")]
             KernelI8::Vnni => super::conv_i8_vnni::COLS,
             #[cfg(any(infer_arm_dsp, test))]
@@ -130,7 +142,8 @@ impl QuantConv<'_> {
     }
 }
 
-/// One block of output channels: biases and multipliers, decoded once.
+/// One block of output channels: biases and multipliers, decoded once per
+/// block and image, in place ([`Block::load`]).
 pub(crate) struct Block {
     pub co0: usize,
     pub bias: [i32; MAX_COLS],
@@ -143,20 +156,26 @@ pub(crate) struct Block {
 }
 
 impl Block {
-    /// Output channels `co0 .. co0 + cols`: their biases, and multipliers
-    /// 8 at a time with AVX-512 where the kernel is `Vnni` (bits for bits the
-    /// scalar `Multiplier::for_conv`; one at a time they took 3–4 % of an int8
-    /// image, as this runs per block on every image).
-    fn new(c: &QuantConv<'_>, co0: usize, cols: usize, kernel: KernelI8) -> Block {
+    /// A block of `c`'s output channels, none loaded yet.
+    fn new(c: &QuantConv<'_>) -> Block {
         let zero_point = c.q_out.zero_point;
-        let mut b = Block {
-            co0,
+        Block {
+            co0: usize::MAX,
             bias: [0; MAX_COLS],
             mult: [0; MAX_COLS],
             shift: [0; MAX_COLS],
             zero_point,
             lo: if c.relu { zero_point } else { 0 },
-        };
+        }
+    }
+
+    /// Loads output channels `co0 .. co0 + cols`: their biases, and
+    /// multipliers 8 at a time with AVX-512 where the kernel is `Vnni` (bits
+    /// for bits the scalar `Multiplier::for_conv`; one at a time they took
+    /// 3–4 % of an int8 image, as this runs per block on every image).
+    fn load(&mut self, c: &QuantConv<'_>, co0: usize, cols: usize, kernel: KernelI8) {
+        let b = self;
+        b.co0 = co0;
         for j in 0..cols {
             b.bias[j] = c.bias(co0 + j);
         }
@@ -172,7 +191,7 @@ impl Block {
                     &mut b.shift[..cols],
                 )
             };
-            return b;
+            return;
         }
         let _ = kernel;
         for j in 0..cols {
@@ -180,7 +199,6 @@ impl Block {
             b.mult[j] = m.mult;
             b.shift[j] = m.shift;
         }
-        b
     }
 
     /// Requantizes column `j`'s accumulator.
@@ -366,10 +384,10 @@ fn conv2d_tiles(c: &QuantConv<'_>, x: &[u8], y: &mut [u8], kernel: KernelI8) {
         KernelI8::Portable
     };
     let g = c.geom;
-    let mut block = Block::new(c, 0, g.output.c.min(kernel.cols()), kernel);
-    for_each_tile(g, kernel.cols(), kernel.max_pixels(), |at| {
+    let mut block = Block::new(c);
+    for_each_tile(g, kernel.cols(g), kernel.max_pixels(), |at| {
         if at.co0 != block.co0 {
-            block = Block::new(c, at.co0, at.cols, kernel);
+            block.load(c, at.co0, at.cols, kernel);
         }
         tile(c, x, y, at, &block, kernel);
     });
@@ -456,7 +474,7 @@ pub(crate) fn tile_portable(t: &mut TileI8<'_>) {
     let cols = t.cols;
     let zp = i32::from(t.zp_in);
     for p in 0..t.pixels {
-        let mut acc = [0i32; MAX_COLS];
+        let mut acc = [0i32; PORTABLE_COLS];
         acc[..cols].copy_from_slice(&t.block.bias[..cols]);
         for r in 0..t.rows {
             for j in 0..t.taps {
@@ -509,7 +527,8 @@ mod tests {
 
     /// `kernel` gives the portable kernel's bytes: random shapes (partial
     /// groups of input channels, strides, padding at the borders, column
-    /// blocks that are not full, 1 to 70 output channels), input zero points
+    /// blocks that are not full, 1 to 70 output channels, and dense layers
+    /// of up to 300 inputs and outputs), input zero points
     /// from `zero_points`, weights at ±127, and requantization multipliers
     /// from 1e-6 to 300 (small ones, the usual case, and ones of 1/4 and
     /// above, which the SIMD kernels compute differently, and which saturate).
@@ -517,9 +536,20 @@ mod tests {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         let mut padded = 0;
         for case in 0..80 {
-            let (h, w) = (1 + rng.below(9), 1 + rng.below(11));
-            let (ci, co) = (1 + rng.below(13), 1 + rng.below(70));
-            let k = [1, 3, 5][rng.below(3)];
+            // Every eighth a dense layer (a 1×1 convolution of one pixel, in
+            // VNNI blocks of up to 128 channels): up to 300 inputs and outputs.
+            let dense = case % 8 == 7;
+            let (h, w) = if dense {
+                (1, 1)
+            } else {
+                (1 + rng.below(9), 1 + rng.below(11))
+            };
+            let (ci, co) = if dense {
+                (1 + rng.below(300), 1 + rng.below(300))
+            } else {
+                (1 + rng.below(13), 1 + rng.below(70))
+            };
+            let k = if dense { 1 } else { [1, 3, 5][rng.below(3)] };
             let stride = 1 + rng.below(2);
             // "same" padding, or "valid" where the kernel fits.
             let pad = if rng.below(2) == 0 || k > h.min(w) {
