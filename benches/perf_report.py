@@ -197,7 +197,7 @@ def table(header, rows):
 
 
 # Below this ratio of our 2-thread to 1-thread training rate (model 1, batch
-# 32) the report flags the sitting as disturbed.
+# 32 or 128, the lower) the report flags the sitting as disturbed.
 DISTURBED_BELOW = 1.8
 
 
@@ -325,15 +325,16 @@ def main():
     # A load outside this VM sharing the host does not show in the CPUs it
     # sees, but it shows in how our training scales: 2 threads ran at about
     # 2.2x one thread in the quiet sittings of this machine.
-    one = (ours1.get(("model1", 32)) or {}).get("median")
-    two = (ours2.get(("model1", 32)) or {}).get("median")
-    scaling = div(two, one)
+    scalings = [(batch, div((ours2.get(("model1", batch)) or {}).get("median"),
+                            (ours1.get(("model1", batch)) or {}).get("median"))) for batch in (32, 128)]
+    scalings = [(b, x) for b, x in scalings if x is not None]
+    batch, scaling = min(scalings, key=lambda bx: bx[1], default=(None, None))
     if scaling is not None and scaling < DISTURBED_BELOW:
-        w(f"- **A disturbed sitting:** our 2-thread training of model 1 at batch 32 ran at only "
+        w(f"- **A disturbed sitting:** our 2-thread training of model 1 at batch {batch} ran at only "
           f"{scaling:.2f}× its 1-thread rate (about 2.2× in quiet sittings on this machine, and "
           f"{DISTURBED_BELOW}× is this report's threshold): something outside this VM shared the host. "
-          "The training ratios below are not representative; the one-thread inference rows ran one "
-          "engine at a time and compare within this sitting, with that caveat.")
+          "The training ratios below are not representative, and the one-thread rows may be disturbed "
+          "too (such a load comes and goes within a sitting).")
     w("")
 
     # Training against every peer configuration.
