@@ -261,11 +261,8 @@ impl TileI8<'_> {
         };
         let mut part = TileI8 {
             x: &self.x[x_at..],
-            w: self.w,
             out: &mut self.out[first * self.px_out..],
-            block: self.block,
             pixels: n,
-            x_slack: self.x_slack,
             ..*self
         };
         if part.rows > 0 && !part.x_slack {

@@ -31,6 +31,8 @@ pub(crate) fn maxpool2d<T: Copy>(
     let (ih, iw, c) = (g.input.h, g.input.w, g.input.c);
     let (oh, ow) = (g.output.h, g.output.w);
     let (k, s) = (g.size, g.stride);
+    // The maximum of a 2×2 window, cells in row-major order.
+    let max4 = |a, b, d, e| max(max(max(max(lowest, a), b), d), e);
     let whole = 2 * oh <= ih && 2 * ow <= iw && ow * c > 0;
     if k == 2 && s == 2 && g.pad_top == 0 && g.pad_left == 0 && whole {
         // The usual pooling (2×2, stride 2, every window in the image): by
@@ -50,7 +52,7 @@ pub(crate) fn maxpool2d<T: Copy>(
                 let (a, bb) = t.split_at(c);
                 let (d, e) = b.split_at(c);
                 for ((((o, &a), &bb), &d), &e) in o.iter_mut().zip(a).zip(bb).zip(d).zip(e) {
-                    *o = max(max(max(max(lowest, a), bb), d), e);
+                    *o = max4(a, bb, d, e);
                 }
             }
         }
@@ -79,7 +81,7 @@ pub(crate) fn maxpool2d<T: Copy>(
                     cell(r + 1, q + 1),
                 );
                 for ((((o, &a), &b), &d), &e) in out.iter_mut().zip(a).zip(b).zip(d).zip(e) {
-                    *o = max(max(max(max(lowest, a), b), d), e);
+                    *o = max4(a, b, d, e);
                 }
                 continue;
             }
