@@ -75,15 +75,21 @@ enum Op<'a> {
     },
     MaxPool(PoolGeom),
     GlobalAvgPool,
-    BatchNorm(BatchNormParams<'a>),
+    /// batchnorm; `relu` when a following relu layer is fused into it.
+    BatchNorm {
+        params: BatchNormParams<'a>,
+        relu: bool,
+    },
     Relu,
     Gelu,
     /// add: the skip input is the stash starting at scratch index `stash`,
-    /// the output of layer `source`; `m` are an int8 model's multipliers.
+    /// the output of layer `source`; `m` are an int8 model's multipliers;
+    /// `relu` when a following relu layer is fused into it.
     Add {
         stash: usize,
         source: usize,
         m: AddMultipliers,
+        relu: bool,
     },
     /// flatten (NHWC data is already in flattened order), dropout (identity at
     /// inference), and a relu fused into the layer before it.
@@ -112,18 +118,25 @@ impl fmt::Debug for Op<'_> {
                 .finish(),
             Op::MaxPool(g) => f.debug_tuple("MaxPool").field(g).finish(),
             Op::GlobalAvgPool => f.write_str("GlobalAvgPool"),
-            Op::BatchNorm(p) => f
+            Op::BatchNorm { params, relu } => f
                 .debug_struct("BatchNorm")
-                .field("channels", &(p.gamma.len() / 4))
-                .field("epsilon", &p.epsilon)
+                .field("channels", &(params.gamma.len() / 4))
+                .field("epsilon", &params.epsilon)
+                .field("relu", relu)
                 .finish(),
             Op::Relu => f.write_str("Relu"),
             Op::Gelu => f.write_str("Gelu"),
-            Op::Add { stash, source, m } => f
+            Op::Add {
+                stash,
+                source,
+                m,
+                relu,
+            } => f
                 .debug_struct("Add")
                 .field("stash", stash)
                 .field("source", source)
                 .field("m", m)
+                .field("relu", relu)
                 .finish(),
             Op::Identity => f.write_str("Identity"),
         }
@@ -421,13 +434,16 @@ impl<'a, const N: usize> Model<'a, N> {
                     },
                 ),
                 Kind::BatchNorm { epsilon } => (
-                    Op::BatchNorm(BatchNormParams {
-                        gamma: &[],
-                        beta: &[],
-                        mean: &[],
-                        var: &[],
-                        epsilon,
-                    }),
+                    Op::BatchNorm {
+                        params: BatchNormParams {
+                            gamma: &[],
+                            beta: &[],
+                            mean: &[],
+                            var: &[],
+                            epsilon,
+                        },
+                        relu: false,
+                    },
                     shape,
                 ),
                 Kind::Flatten => (
@@ -453,6 +469,7 @@ impl<'a, const N: usize> Model<'a, N> {
                     // The stash's place is known once the scratch is laid out.
                     (
                         Op::Add {
+                            relu: false,
                             stash: 0,
                             source,
                             m: AddMultipliers::default(),
@@ -479,7 +496,7 @@ impl<'a, const N: usize> Model<'a, N> {
                 } => conv_i8::padded_workspace_len(&geom)
                     .and_then(|ws| ws.checked_add(in_len)?.checked_add(out_len)),
                 Op::Conv { .. } | Op::MaxPool(_) | Op::GlobalAvgPool => in_len.checked_add(out_len),
-                Op::BatchNorm(_) => out.c.checked_mul(3).and_then(|t| t.checked_add(out_len)),
+                Op::BatchNorm { .. } => out.c.checked_mul(3).and_then(|t| t.checked_add(out_len)),
                 _ => Some(out_len),
             };
             demands[index] = Demand {
@@ -551,18 +568,22 @@ impl<'a, const N: usize> Model<'a, N> {
                     stash: stash.unwrap_or(0),
                     source,
                     m: AddMultipliers::default(),
+                    relu: false,
                 };
             }
         }
-        // Fuse relu into a conv/dense right before it, unless another layer
-        // reads the conv/dense's own (pre-relu) output, or the relu reads
-        // another layer's.
+        // Fuse relu into a conv/dense, batchnorm or add right before it
+        // (saving a pass over the activation), unless another layer reads
+        // that layer's own (pre-relu) output, or the relu reads another
+        // layer's.
         for i in 1..n {
             if self.layers[i - 1].stash.is_some() || self.layers[i].input_stash.is_some() {
                 continue;
             }
-            if let (Op::Relu, Op::Conv { relu, .. }) =
-                (self.layers[i].op, &mut self.layers[i - 1].op)
+            if let (
+                Op::Relu,
+                Op::Conv { relu, .. } | Op::BatchNorm { relu, .. } | Op::Add { relu, .. },
+            ) = (self.layers[i].op, &mut self.layers[i - 1].op)
             {
                 *relu = true;
                 self.layers[i].op = Op::Identity;
@@ -589,7 +610,7 @@ impl<'a, const N: usize> Model<'a, N> {
                     *bias = slice(1);
                     *weight_scale = slice(2);
                 }
-                Op::BatchNorm(p) => {
+                Op::BatchNorm { params: p, .. } => {
                     p.gamma = slice(0);
                     p.beta = slice(1);
                     p.mean = slice(2);
@@ -903,10 +924,12 @@ impl<'a, const N: usize> Model<'a, N> {
         match (step, &layer.op) {
             (Step::InPlace { x, .. }, Op::Relu) => crate::layers::relu(x),
             (Step::InPlace { x, .. }, Op::Gelu) => crate::layers::gelu(x, kernel),
-            (Step::InPlace { x, free }, Op::BatchNorm(p)) => {
-                norm::batchnorm(p, layer.channels, x, free)
+            (Step::InPlace { x, free }, Op::BatchNorm { params, relu }) => {
+                norm::batchnorm(params, layer.channels, x, free, *relu, kernel)
             }
-            (Step::Add { x, skip }, _) => crate::layers::add(x, skip),
+            (Step::Add { x, skip }, Op::Add { relu, .. }) => {
+                crate::layers::add(x, skip, *relu, kernel)
+            }
             (
                 Step::OutOfPlace { x, y, spare },
                 Op::Conv {
@@ -944,13 +967,22 @@ impl<'a, const N: usize> Model<'a, N> {
             (Step::InPlace { x, .. }, Op::Gelu) => {
                 crate::layers::gelu_i8(x, layer.q_in, layer.q_out)
             }
-            (Step::Add { x, skip }, Op::Add { source, m, .. }) => {
+            (
+                Step::Add { x, skip },
+                Op::Add {
+                    source, m, relu, ..
+                },
+            ) => {
                 let zs = [
                     layer.q_in.zero_point,
                     self.layers[*source].q_out.zero_point,
                     layer.q_out.zero_point,
                 ];
-                crate::layers::add_i8(x, skip, zs, m, kernel)
+                crate::layers::add_i8(x, skip, zs, m, kernel);
+                if *relu {
+                    // The fused relu's quantization is the add's output's.
+                    crate::layers::relu_i8(x, layer.q_out.zero_point);
+                }
             }
             (Step::OutOfPlace { x, y, spare }, Op::Conv { path, .. }) => {
                 if let Some(c) = layer.quant_conv() {

@@ -60,12 +60,71 @@ unsafe fn gelu_avx2(x: &mut [f32]) {
 }
 
 /// `add` (a residual connection): `x[i] = x[i] + skip[i]`, in place, where
-/// `skip` is the stashed output of an earlier layer, of the same shape.
-pub(crate) fn add(x: &mut [f32], skip: &[f32]) {
+/// `skip` is the stashed output of an earlier layer, of the same shape; then
+/// `max(x[i], 0)` when a relu is fused into it (one pass instead of two).
+/// Compiled for the widest registers `kernel` allows ([`simd`]).
+pub(crate) fn add(x: &mut [f32], skip: &[f32], relu: bool, kernel: conv::Kernel) {
     debug_assert_eq!(x.len(), skip.len());
-    for (v, &s) in x.iter_mut().zip(skip) {
-        *v += s;
+    simd(kernel, Add { x, skip, relu });
+}
+
+struct Add<'a> {
+    x: &'a mut [f32],
+    skip: &'a [f32],
+    relu: bool,
+}
+
+impl Pass for Add<'_> {
+    #[inline(always)]
+    fn run(self) {
+        if self.relu {
+            for (v, &s) in self.x.iter_mut().zip(self.skip) {
+                *v = (*v + s).max(0.0);
+            }
+        } else {
+            for (v, &s) in self.x.iter_mut().zip(self.skip) {
+                *v += s;
+            }
+        }
     }
+}
+
+/// An element-wise pass over activations, plain Rust that the compiler
+/// vectorises by itself, run by [`simd`].
+pub(crate) trait Pass {
+    /// The pass. Every impl marks it `#[inline(always)]`, so that it is
+    /// compiled into each of [`simd`]'s target-feature copies (a closure
+    /// would not be: measured, one ran compiled for the baseline).
+    fn run(self);
+}
+
+/// Runs `pass` compiled for the instructions `kernel` stands for (AVX-512F
+/// or AVX2 on x86-64; as is elsewhere): the same operations in the same
+/// order, in wider registers, so the same values (Rust never contracts a
+/// multiply and an add into an FMA).
+#[inline(always)]
+pub(crate) fn simd(kernel: conv::Kernel, pass: impl Pass) {
+    match kernel {
+        // SAFETY: `Kernel::Avx512` is only chosen on CPUs with AVX-512F,
+        // `Kernel::Avx2` on CPUs with AVX2 and FMA (`cpu::level`).
+        #[cfg(target_arch = "x86_64")]
+        conv::Kernel::Avx512 => unsafe { in_avx512(pass) },
+        #[cfg(target_arch = "x86_64")]
+        conv::Kernel::Avx2 => unsafe { in_avx2(pass) },
+        conv::Kernel::Portable => pass.run(),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn in_avx512(pass: impl Pass) {
+    pass.run()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn in_avx2(pass: impl Pass) {
+    pass.run()
 }
 
 /// `relu` in an int8 model: `x = max(x, z)`, in place (`z` is real 0).
@@ -153,6 +212,43 @@ mod tests {
             assert_eq!(got, want);
         }
         assert!((want[388] - 0.0).abs() < 1e-9 && want[776] > 6.3);
+    }
+
+    /// The f32 add (and add + relu) gives the plain sums with every kernel,
+    /// bit for bit, at lengths with and without a tail past the vectors.
+    #[test]
+    fn add_every_kernel_gives_the_plain_sums() {
+        let mut kernels = std::vec![conv::Kernel::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::cpu::{level, Level};
+            if level() >= Level::Avx2 {
+                kernels.push(conv::Kernel::Avx2);
+            }
+            if level() >= Level::Avx512 {
+                kernels.push(conv::Kernel::Avx512);
+            }
+        }
+        for len in [1, 15, 64, 200, 1027] {
+            let x: std::vec::Vec<f32> = (0..len)
+                .map(|i| ((i * 31) % 97) as f32 / 9.0 - 5.0)
+                .collect();
+            let skip: std::vec::Vec<f32> = (0..len)
+                .map(|i| ((i * 17) % 89) as f32 / 11.0 - 4.0)
+                .collect();
+            for relu in [false, true] {
+                let want: std::vec::Vec<f32> = x
+                    .iter()
+                    .zip(&skip)
+                    .map(|(&a, &b)| if relu { (a + b).max(0.0) } else { a + b })
+                    .collect();
+                for &kernel in &kernels {
+                    let mut got = x.clone();
+                    add(&mut got, &skip, relu, kernel);
+                    assert_eq!(got, want, "length {len}, relu {relu}, {kernel:?}");
+                }
+            }
+        }
     }
 
     /// The integer add's AVX-512 loop gives the portable loop's bytes: any
