@@ -79,24 +79,6 @@ impl Kernel {
         }
     }
 
-    /// The kernel for a layer of `channels` output channels.
-    ///
-    /// A layer of at most 16 channels would fill half of the AVX-512 kernel's
-    /// 32 lanes, and multiply zeros in the other half; the AVX2 kernel's 16
-    /// are full (the CPUs of the AVX-512 level have AVX2 and FMA: `cpu.rs`).
-    /// On cores with one 512-bit FMA per cycle (AMD Zen 4) that halves such a
-    /// layer's FMAs' time; where there are two, it ties.
-    pub(crate) fn for_channels(self, channels: usize) -> Kernel {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 if channels <= MAX_COLS => Kernel::Avx2,
-            k => {
-                let _ = channels; // unused where there are no SIMD kernels
-                k
-            }
-        }
-    }
-
     /// Computes one tile with this kernel.
     ///
     /// Panics if the tile's slices do not cover what it reads and writes (a
@@ -357,7 +339,6 @@ pub(crate) fn conv2d(
     relu: bool,
     kernel: Kernel,
 ) {
-    let kernel = kernel.for_channels(g.output.c);
     let conv = Conv {
         g,
         x,
@@ -427,7 +408,6 @@ pub(crate) fn conv2d_small(
             row[to..to + span].copy_from_slice(&x[at..at + span]);
         }
     }
-    let kernel = kernel.for_channels(co);
     let block = kernel.cols();
     // Blocks of output channels outermost: a block's weights (k·k·ci rows of
     // 32 values) are read from memory for its first tile and from L2 for the

@@ -144,9 +144,7 @@ pub(crate) fn conv2d(
         w,
         bias,
         relu,
-        kernel: kernel.for_channels(g.output.c),
-        #[cfg(target_arch = "x86_64")]
-        avx512: kernel == Kernel::Avx512,
+        kernel,
     };
     match kernel {
         Kernel::Portable => c.run(y, ws),
@@ -166,12 +164,8 @@ struct Conv<'c> {
     w: &'c [u8],
     bias: &'c [u8],
     relu: bool,
-    /// The tile kernel of the products.
+    /// The tile kernel of the products (and the transforms' instructions).
     kernel: Kernel,
-    /// Whether the transforms use AVX-512 (also when the products run the
-    /// AVX2 kernel, for 16 output channels or fewer: `Kernel::for_channels`).
-    #[cfg(target_arch = "x86_64")]
-    avx512: bool,
 }
 
 /// Zero bias for the products (the layer's bias is added after the output
@@ -262,8 +256,8 @@ impl Conv<'_> {
                 let (first, tap) = (((c * co) + co0 + j0) * 4, ci * co * 4);
                 let u = &mut u[c * b + j0..];
                 #[cfg(target_arch = "x86_64")]
-                if self.avx512 {
-                    // SAFETY: `avx512` is only set on CPUs with AVX-512F.
+                if self.kernel == Kernel::Avx512 {
+                    // SAFETY: `Kernel::Avx512` is only chosen on CPUs with AVX-512F.
                     unsafe {
                         super::winograd_avx512::weight_tile(self.w, first, tap, n, u, stride)
                     };
@@ -294,8 +288,8 @@ impl Conv<'_> {
             let n = LANES.min(ci - c0);
             let v = &mut v[c0..];
             #[cfg(target_arch = "x86_64")]
-            if self.avx512 {
-                // SAFETY: `avx512` is only set on CPUs with AVX-512F.
+            if self.kernel == Kernel::Avx512 {
+                // SAFETY: `Kernel::Avx512` is only chosen on CPUs with AVX-512F.
                 unsafe { super::winograd_avx512::input_tile(self.x, &patch, c0, n, v, stride) };
                 continue;
             }
@@ -331,8 +325,8 @@ impl Conv<'_> {
             let n = LANES.min(cols - j0);
             let (m, bias) = (&m[j0..], &self.bias[(co0 + j0) * 4..]);
             #[cfg(target_arch = "x86_64")]
-            if self.avx512 {
-                // SAFETY: `avx512` is only set on CPUs with AVX-512F.
+            if self.kernel == Kernel::Avx512 {
+                // SAFETY: `Kernel::Avx512` is only chosen on CPUs with AVX-512F.
                 unsafe {
                     super::winograd_avx512::output_tile(
                         m, stride, &outputs, bias, self.relu, j0, n, y,
