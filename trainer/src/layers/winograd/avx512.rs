@@ -125,18 +125,29 @@ fn input_tile(
         Some(i) => load(&x[i + c0..]),
         None => zero,
     };
-    // t[c] = Bᵀ · (column c of d).
-    let mut t = [[zero; PATCH]; PATCH];
-    for (c, t) in t.iter_mut().enumerate() {
-        *t = bt([
-            at(patch[0][c]),
-            at(patch[1][c]),
-            at(patch[2][c]),
-            at(patch[3][c]),
-            at(patch[4][c]),
-            at(patch[5][c]),
-        ]);
+    // t[c] = Bᵀ · (column c of d). (Each `t` below is an array built whole
+    // from a macro: zero-filled first, it cost a `memset` call per tile, and
+    // a closure in its place was called, not inlined.)
+    macro_rules! column {
+        ($c:expr) => {{
+            bt([
+                at(patch[0][$c]),
+                at(patch[1][$c]),
+                at(patch[2][$c]),
+                at(patch[3][$c]),
+                at(patch[4][$c]),
+                at(patch[5][$c]),
+            ])
+        }};
     }
+    let t = [
+        column!(0),
+        column!(1),
+        column!(2),
+        column!(3),
+        column!(4),
+        column!(5),
+    ];
     // Row o of (Bᵀ d) B = Bᵀ · (row o of t), to V_{6o + j}.
     for o in 0..PATCH {
         let row = bt([t[0][o], t[1][o], t[2][o], t[3][o], t[4][o], t[5][o]]);
@@ -156,12 +167,27 @@ fn input_adjoint_tile(
     c0: usize,
     dx: &mut [f32],
 ) {
-    let zero = _mm512_setzero_ps();
     let at = |r: usize, c: usize| load(&dv[(r * PATCH + c) * xs + c0..]);
-    let mut t = [[zero; PATCH]; PATCH];
-    for (c, t) in t.iter_mut().enumerate() {
-        *t = b([at(0, c), at(1, c), at(2, c), at(3, c), at(4, c), at(5, c)]);
+    macro_rules! column {
+        ($c:expr) => {
+            b([
+                at(0, $c),
+                at(1, $c),
+                at(2, $c),
+                at(3, $c),
+                at(4, $c),
+                at(5, $c),
+            ])
+        };
     }
+    let t = [
+        column!(0),
+        column!(1),
+        column!(2),
+        column!(3),
+        column!(4),
+        column!(5),
+    ];
     for o in 0..PATCH {
         let row = b([t[0][o], t[1][o], t[2][o], t[3][o], t[4][o], t[5][o]]);
         for (j, &r) in row.iter().enumerate() {
@@ -187,17 +213,26 @@ fn output_tile(
 ) {
     let zero = _mm512_setzero_ps();
     let at_ = |r: usize, c: usize| load(&m[(r * PATCH + c) * xs + c0..]);
-    let mut t = [[zero; TILE]; PATCH];
-    for (c, t) in t.iter_mut().enumerate() {
-        *t = at([
-            at_(0, c),
-            at_(1, c),
-            at_(2, c),
-            at_(3, c),
-            at_(4, c),
-            at_(5, c),
-        ]);
+    macro_rules! column {
+        ($c:expr) => {{
+            at([
+                at_(0, $c),
+                at_(1, $c),
+                at_(2, $c),
+                at_(3, $c),
+                at_(4, $c),
+                at_(5, $c),
+            ])
+        }};
     }
+    let t = [
+        column!(0),
+        column!(1),
+        column!(2),
+        column!(3),
+        column!(4),
+        column!(5),
+    ];
     for o in 0..TILE {
         let row = at([t[0][o], t[1][o], t[2][o], t[3][o], t[4][o], t[5][o]]);
         for (j, &r) in row.iter().enumerate() {
@@ -234,10 +269,12 @@ fn output_adjoint_tile(
         Some(o) => load(&dy[o + c0..]),
         None => zero,
     };
-    let mut t = [[zero; PATCH]; TILE];
-    for (c, t) in t.iter_mut().enumerate() {
-        *t = a([at_(0, c), at_(1, c), at_(2, c), at_(3, c)]);
+    macro_rules! column {
+        ($c:expr) => {
+            a([at_(0, $c), at_(1, $c), at_(2, $c), at_(3, $c)])
+        };
     }
+    let t = [column!(0), column!(1), column!(2), column!(3)];
     for o in 0..PATCH {
         let row = a([t[0][o], t[1][o], t[2][o], t[3][o]]);
         for (j, &r) in row.iter().enumerate() {
