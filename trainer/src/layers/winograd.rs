@@ -638,79 +638,109 @@ fn output_adjoint_lanes<const N: usize>(
 
 impl Geometry {
     /// `U = G g Gᵀ` for every (ci, co): `w` is `[3][3][Cin][Cout]`, `u` is
-    /// `[36][Cin][Cout]`. In parallel over the rows `i` of G: `U_ξ` for
-    /// `ξ = 6i..6i + 6` are one contiguous part of `u`.
+    /// `[36][Cin][Cout]`. In parallel over parts of the (ci, co) entries
+    /// ([`for_parts`]), each entry's 36 values from its 9 weights at once.
     pub fn transform_weights(&self, w: &[f32], u: &mut [f32]) {
         let e = self.input.channels * self.out.channels;
         assert_eq!((w.len(), u.len()), (9 * e, XI * e), "weight shapes");
-        u.par_chunks_mut(PATCH * e)
-            .enumerate()
-            .for_each(|(i, ui)| self.weight_row(w, i, ui));
+        for_parts(u, XI, e, |k0, part| self.weight_part(w, k0, part));
     }
 
     /// `dg = Gᵀ dU G` for every (ci, co), the adjoint of
-    /// [`Self::transform_weights`]; in parallel over the kernel rows `a`.
+    /// [`Self::transform_weights`]; in parallel over parts of the entries.
     pub fn weight_gradient(&self, du: &[f32], dw: &mut [f32]) {
         let e = self.input.channels * self.out.channels;
         assert_eq!((du.len(), dw.len()), (XI * e, 9 * e), "weight shapes");
-        dw.par_chunks_mut(3 * e)
-            .enumerate()
-            .for_each(|(a, dwa)| self.weight_gradient_row(du, a, dwa));
+        for_parts(dw, 9, e, |k0, part| self.weight_gradient_part(du, k0, part));
     }
 
-    /// `U_ξ` for `ξ = 6i..6i + 6`.
+    /// `U` of the entries `k0..k0 + len` (`part[ξ]` is `U_ξ` there).
     #[inline(always)]
-    fn weight_row_n<const N: usize>(&self, w: &[f32], i: usize, ui: &mut [f32]) {
-        let e = w.len() / 9;
+    fn weight_part_n<const N: usize>(&self, w: &[f32], k0: usize, part: &mut [&mut [f32]]) {
+        let (e, len) = (w.len() / 9, part[0].len());
         let mut k = 0;
-        while k + N <= e {
-            weight_lanes::<N>(w, i, ui, e, k);
+        while k + N <= len {
+            weight_lanes::<N>(w, e, k0 + k, part, k);
             k += N;
         }
-        for k in k..e {
-            weight_lanes::<1>(w, i, ui, e, k);
+        for k in k..len {
+            weight_lanes::<1>(w, e, k0 + k, part, k);
         }
     }
 
-    /// Kernel row `a` of `dg`.
+    /// `dg` of the entries `k0..k0 + len` (`part[3a + b]` is tap (a, b) there).
     #[inline(always)]
-    fn weight_gradient_row_n<const N: usize>(&self, du: &[f32], a: usize, dwa: &mut [f32]) {
-        let e = du.len() / XI;
+    fn weight_gradient_part_n<const N: usize>(
+        &self,
+        du: &[f32],
+        k0: usize,
+        part: &mut [&mut [f32]],
+    ) {
+        let (e, len) = (du.len() / XI, part[0].len());
         let mut k = 0;
-        while k + N <= e {
-            weight_adjoint_lanes::<N>(du, a, dwa, e, k);
+        while k + N <= len {
+            weight_adjoint_lanes::<N>(du, e, k0 + k, part, k);
             k += N;
         }
-        for k in k..e {
-            weight_adjoint_lanes::<1>(du, a, dwa, e, k);
+        for k in k..len {
+            weight_adjoint_lanes::<1>(du, e, k0 + k, part, k);
         }
     }
 }
 
 simd_dispatch! {
-    fn weight_row(&self, w: &[f32], i: usize, ui: &mut [f32]) => weight_row_n;
-    fn weight_gradient_row(&self, du: &[f32], a: usize, dwa: &mut [f32]) => weight_gradient_row_n;
+    fn weight_part(&self, w: &[f32], k0: usize, part: &mut [&mut [f32]]) => weight_part_n;
+    fn weight_gradient_part(&self, du: &[f32], k0: usize, part: &mut [&mut [f32]])
+        => weight_gradient_part_n;
 }
 
-/// `U_ξ`, `ξ = 6i..6i + 6`, at entries `k..k + N`: row `i` of `G g`, times `Gᵀ`.
+/// Calls `f(k0, part)` in parallel over parts of the columns of `m`, a
+/// `rows × e` row-major matrix: `part[r]` is row `r`'s columns
+/// `k0..k0 + len`, one part per thread (a multiple of 16 columns but the last).
+/// The weight transforms go this way, each entry's rows at once, rather than
+/// a row of the result per task: that computed the shared first half of each
+/// transform once per row, and gave 2 threads 3 tasks (dg's kernel rows).
+fn for_parts(m: &mut [f32], rows: usize, e: usize, f: impl Fn(usize, &mut [&mut [f32]]) + Sync) {
+    let len = e
+        .div_ceil(rayon::current_num_threads())
+        .next_multiple_of(16);
+    let mut row_parts: Vec<_> = m.chunks_mut(e).map(|row| row.chunks_mut(len)).collect();
+    debug_assert_eq!(row_parts.len(), rows);
+    let parts: Vec<Vec<&mut [f32]>> = (0..e.div_ceil(len))
+        .map(|_| row_parts.iter_mut().flat_map(|row| row.next()).collect())
+        .collect();
+    parts
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(p, mut part)| f(p * len, &mut part));
+}
+
+/// `U_ξ` of entries `kw..kw + N` (of `w`), into `part[ξ][k..k + N]`.
 #[inline(always)]
-fn weight_lanes<const N: usize>(w: &[f32], i: usize, ui: &mut [f32], e: usize, k: usize) {
-    let mut row = [[0.0; N]; 3];
-    for (b, row) in row.iter_mut().enumerate() {
-        let column = [0, 1, 2].map(|a| load(&w[(3 * a + b) * e + k..]));
-        *row = gm(&column)[i];
-    }
-    for (j, lanes) in gm(&row).iter().enumerate() {
-        ui[j * e + k..][..N].copy_from_slice(lanes);
+fn weight_lanes<const N: usize>(w: &[f32], e: usize, kw: usize, part: &mut [&mut [f32]], k: usize) {
+    let at = |a: usize, b: usize| -> Lanes<N> { load(&w[(3 * a + b) * e + kw..]) };
+    let g = [
+        [at(0, 0), at(0, 1), at(0, 2)],
+        [at(1, 0), at(1, 1), at(1, 2)],
+        [at(2, 0), at(2, 1), at(2, 2)],
+    ];
+    for (xi, lanes) in sandwich(&g, gm).iter().flatten().enumerate() {
+        part[xi][k..][..N].copy_from_slice(lanes);
     }
 }
 
-/// Row `a` of `dg = Gᵀ dU G` at entries `k..k + N`.
+/// `dg = Gᵀ dU G` of entries `kw..kw + N` (of `du`), into `part[3a + b][k..k + N]`.
 #[inline(always)]
-fn weight_adjoint_lanes<const N: usize>(du: &[f32], a: usize, dwa: &mut [f32], e: usize, k: usize) {
-    let du: [[Lanes<N>; PATCH]; PATCH] = load_xi(du, e, k);
-    for (b, lanes) in sandwich(&du, gt)[a].iter().enumerate() {
-        dwa[b * e + k..][..N].copy_from_slice(lanes);
+fn weight_adjoint_lanes<const N: usize>(
+    du: &[f32],
+    e: usize,
+    kw: usize,
+    part: &mut [&mut [f32]],
+    k: usize,
+) {
+    let du: [[Lanes<N>; PATCH]; PATCH] = load_xi(du, e, kw);
+    for (tap, lanes) in sandwich(&du, gt).iter().flatten().enumerate() {
+        part[tap][k..][..N].copy_from_slice(lanes);
     }
 }
 
@@ -725,11 +755,22 @@ fn stride(nb: usize, c: usize) -> usize {
 /// The 6×6 lanes `s[ξ·stride + c0 ..][..N]`, `ξ = 6·i + j`.
 #[inline(always)]
 fn load_xi<const N: usize>(s: &[f32], stride: usize, c0: usize) -> [[Lanes<N>; PATCH]; PATCH] {
-    let mut out = [[[0.0; N]; PATCH]; PATCH];
-    for (xi, lanes) in out.iter_mut().flatten().enumerate() {
-        *lanes = load(&s[xi * stride + c0..]);
+    // (Built whole, written out: zero-filled first it was a `memset` call,
+    // and `array::from_fn` here was called, not inlined.)
+    let at = |i: usize, j: usize| -> Lanes<N> { load(&s[(PATCH * i + j) * stride + c0..]) };
+    macro_rules! row {
+        ($i:expr) => {
+            [
+                at($i, 0),
+                at($i, 1),
+                at($i, 2),
+                at($i, 3),
+                at($i, 4),
+                at($i, 5),
+            ]
+        };
     }
-    out
+    [row!(0), row!(1), row!(2), row!(3), row!(4), row!(5)]
 }
 
 /// The first `N` values of `s` as lanes.
