@@ -218,17 +218,7 @@ mod tests {
     /// bit for bit, at lengths with and without a tail past the vectors.
     #[test]
     fn add_every_kernel_gives_the_plain_sums() {
-        let mut kernels = std::vec![conv::Kernel::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            use crate::cpu::{level, Level};
-            if level() >= Level::Avx2 {
-                kernels.push(conv::Kernel::Avx2);
-            }
-            if level() >= Level::Avx512 {
-                kernels.push(conv::Kernel::Avx512);
-            }
-        }
+        let kernels = conv::tests::kernels();
         for len in [1, 15, 64, 200, 1027] {
             let x: std::vec::Vec<f32> = (0..len)
                 .map(|i| ((i * 31) % 97) as f32 / 9.0 - 5.0)

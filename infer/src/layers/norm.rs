@@ -150,17 +150,7 @@ mod tests {
     /// not, NaN and infinities included.
     #[test]
     fn every_kernel_gives_the_plain_formula() {
-        let mut kernels = std::vec![Kernel::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            use crate::cpu::{level, Level};
-            if level() >= Level::Avx2 {
-                kernels.push(Kernel::Avx2);
-            }
-            if level() >= Level::Avx512 {
-                kernels.push(Kernel::Avx512);
-            }
-        }
+        let kernels = crate::layers::conv::tests::kernels();
         for channels in [1, 5, 16, 21, 48, 64] {
             let ch = |k: usize| -> Vec<f32> {
                 (0..channels)

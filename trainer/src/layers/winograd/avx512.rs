@@ -15,6 +15,19 @@ use std::ops::Range;
 type V = __m512;
 const LANES: usize = 16;
 
+/// `[f(column 0), …, f(column 5)]` of a 6×6 tile whose values `at(r, c)`
+/// gives, written out: the transforms' first pass. (An array built whole:
+/// zero-filled first, it cost a `memset` call per tile; and a closure in the
+/// macro's place was called, not inlined.)
+macro_rules! columns6 {
+    ($f:ident, $at:ident) => {
+        columns6!(@ $f, $at, 0, 1, 2, 3, 4, 5)
+    };
+    (@ $f:ident, $at:ident, $($c:literal),*) => {
+        [$($f([$at(0, $c), $at(1, $c), $at(2, $c), $at(3, $c), $at(4, $c), $at(5, $c)])),*]
+    };
+}
+
 impl Geometry {
     /// [`Geometry::transform_input_n`] on AVX-512.
     #[target_feature(enable = "avx512f")]
@@ -121,33 +134,12 @@ fn input_tile(
     xs: usize,
 ) {
     let zero = _mm512_setzero_ps();
-    let at = |i: Option<usize>| match i {
+    let at = |r: usize, c: usize| match patch[r][c] {
         Some(i) => load(&x[i + c0..]),
         None => zero,
     };
-    // t[c] = Bᵀ · (column c of d). (Each `t` below is an array built whole
-    // from a macro: zero-filled first, it cost a `memset` call per tile, and
-    // a closure in its place was called, not inlined.)
-    macro_rules! column {
-        ($c:expr) => {{
-            bt([
-                at(patch[0][$c]),
-                at(patch[1][$c]),
-                at(patch[2][$c]),
-                at(patch[3][$c]),
-                at(patch[4][$c]),
-                at(patch[5][$c]),
-            ])
-        }};
-    }
-    let t = [
-        column!(0),
-        column!(1),
-        column!(2),
-        column!(3),
-        column!(4),
-        column!(5),
-    ];
+    // t[c] = Bᵀ · (column c of d).
+    let t = columns6!(bt, at);
     // Row o of (Bᵀ d) B = Bᵀ · (row o of t), to V_{6o + j}.
     for o in 0..PATCH {
         let row = bt([t[0][o], t[1][o], t[2][o], t[3][o], t[4][o], t[5][o]]);
@@ -168,26 +160,7 @@ fn input_adjoint_tile(
     dx: &mut [f32],
 ) {
     let at = |r: usize, c: usize| load(&dv[(r * PATCH + c) * xs + c0..]);
-    macro_rules! column {
-        ($c:expr) => {
-            b([
-                at(0, $c),
-                at(1, $c),
-                at(2, $c),
-                at(3, $c),
-                at(4, $c),
-                at(5, $c),
-            ])
-        };
-    }
-    let t = [
-        column!(0),
-        column!(1),
-        column!(2),
-        column!(3),
-        column!(4),
-        column!(5),
-    ];
+    let t = columns6!(b, at);
     for o in 0..PATCH {
         let row = b([t[0][o], t[1][o], t[2][o], t[3][o], t[4][o], t[5][o]]);
         for (j, &r) in row.iter().enumerate() {
@@ -213,26 +186,7 @@ fn output_tile(
 ) {
     let zero = _mm512_setzero_ps();
     let at_ = |r: usize, c: usize| load(&m[(r * PATCH + c) * xs + c0..]);
-    macro_rules! column {
-        ($c:expr) => {{
-            at([
-                at_(0, $c),
-                at_(1, $c),
-                at_(2, $c),
-                at_(3, $c),
-                at_(4, $c),
-                at_(5, $c),
-            ])
-        }};
-    }
-    let t = [
-        column!(0),
-        column!(1),
-        column!(2),
-        column!(3),
-        column!(4),
-        column!(5),
-    ];
+    let t = columns6!(at, at_);
     for o in 0..TILE {
         let row = at([t[0][o], t[1][o], t[2][o], t[3][o], t[4][o], t[5][o]]);
         for (j, &r) in row.iter().enumerate() {
@@ -269,6 +223,7 @@ fn output_adjoint_tile(
         Some(o) => load(&dy[o + c0..]),
         None => zero,
     };
+    // (The 4×4 twin of `columns6!`.)
     macro_rules! column {
         ($c:expr) => {
             a([at_(0, $c), at_(1, $c), at_(2, $c), at_(3, $c)])
