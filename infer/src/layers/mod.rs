@@ -99,7 +99,7 @@ pub(crate) trait Pass {
 }
 
 /// Runs `pass` compiled for the instructions `kernel` stands for (AVX-512F
-/// or AVX2 on x86-64; as is elsewhere): the same operations in the same
+/// or AVX2 on x86-64; unchanged elsewhere): the same operations in the same
 /// order, in wider registers, so the same values (Rust never contracts a
 /// multiply and an add into an FMA).
 #[inline(always)]
