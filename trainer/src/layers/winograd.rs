@@ -47,7 +47,6 @@ mod avx512;
 
 use crate::kernels::gemm::{Backend, Op};
 use crate::kernels::tensor::ImageShape;
-use rayon::prelude::*;
 use std::array;
 use std::ops::Range;
 
@@ -643,7 +642,7 @@ impl Geometry {
     pub fn transform_weights(&self, w: &[f32], u: &mut [f32]) {
         let e = self.input.channels * self.out.channels;
         assert_eq!((w.len(), u.len()), (9 * e, XI * e), "weight shapes");
-        for_parts(u, XI, e, |k0, part| self.weight_part(w, k0, part));
+        for_parts::<XI>(u, e, |k0, part| self.weight_part(w, k0, part));
     }
 
     /// `dg = Gᵀ dU G` for every (ci, co), the adjoint of
@@ -651,7 +650,7 @@ impl Geometry {
     pub fn weight_gradient(&self, du: &[f32], dw: &mut [f32]) {
         let e = self.input.channels * self.out.channels;
         assert_eq!((du.len(), dw.len()), (XI * e, 9 * e), "weight shapes");
-        for_parts(dw, 9, e, |k0, part| self.weight_gradient_part(du, k0, part));
+        for_parts::<9>(dw, e, |k0, part| self.weight_gradient_part(du, k0, part));
     }
 
     /// `U` of the entries `k0..k0 + len` (`part[ξ]` is `U_ξ` there).
@@ -695,24 +694,45 @@ simd_dispatch! {
 }
 
 /// Calls `f(k0, part)` in parallel over parts of the columns of `m`, a
-/// `rows × e` row-major matrix: `part[r]` is row `r`'s columns
-/// `k0..k0 + len`, one part per thread (a multiple of 16 columns but the last).
-/// The weight transforms go this way, each entry's rows at once, rather than
-/// a row of the result per task: that computed the shared first half of each
-/// transform once per row, and gave 2 threads 3 tasks (dg's kernel rows).
-fn for_parts(m: &mut [f32], rows: usize, e: usize, f: impl Fn(usize, &mut [&mut [f32]]) + Sync) {
-    let len = e
-        .div_ceil(rayon::current_num_threads())
-        .next_multiple_of(16);
-    let mut row_parts: Vec<_> = m.chunks_mut(e).map(|row| row.chunks_mut(len)).collect();
-    debug_assert_eq!(row_parts.len(), rows);
-    let parts: Vec<Vec<&mut [f32]>> = (0..e.div_ceil(len))
-        .map(|_| row_parts.iter_mut().flat_map(|row| row.next()).collect())
-        .collect();
-    parts
-        .into_par_iter()
-        .enumerate()
-        .for_each(|(p, mut part)| f(p * len, &mut part));
+/// `ROWS × e` row-major matrix: `part[r]` is row `r`'s columns
+/// `k0..k0 + len`, about one part per thread (halved until at most
+/// `⌈e / threads⌉`, cut at multiples of 16 columns), without allocating
+/// (a training step allocates nothing outside the GEMMs:
+/// `tests/no_alloc_step.rs`). The weight transforms go this way, each entry's
+/// rows at once, rather than a row of the result per task: that computed the
+/// shared first half of each transform once per row, and gave 2 threads 3
+/// tasks (dg's kernel rows).
+fn for_parts<const ROWS: usize>(
+    m: &mut [f32],
+    e: usize,
+    f: impl Fn(usize, &mut [&mut [f32]]) + Sync,
+) {
+    let mut rows = m.chunks_mut(e);
+    let part: [&mut [f32]; ROWS] = array::from_fn(|_| rows.next().unwrap_or_default());
+    debug_assert!(rows.next().is_none() && part.iter().all(|r| r.len() == e));
+    let most = e.div_ceil(rayon::current_num_threads()).max(16);
+    split(part, 0, most, &f);
+}
+
+/// [`for_parts`]' recursion: `part` holds columns `k0..` of each row.
+fn split<const ROWS: usize>(
+    mut part: [&mut [f32]; ROWS],
+    k0: usize,
+    most: usize,
+    f: &(impl Fn(usize, &mut [&mut [f32]]) + Sync),
+) {
+    let len = part[0].len();
+    if len <= most || len < 32 {
+        return f(k0, &mut part);
+    }
+    let mid = (len / 2).next_multiple_of(16);
+    let mut halves = part.map(|row| row.split_at_mut(mid));
+    let left: [&mut [f32]; ROWS] = array::from_fn(|r| std::mem::take(&mut halves[r].0));
+    let right: [&mut [f32]; ROWS] = array::from_fn(|r| std::mem::take(&mut halves[r].1));
+    rayon::join(
+        || split(left, k0, most, f),
+        || split(right, k0 + mid, most, f),
+    );
 }
 
 /// `U_ξ` of entries `kw..kw + N` (of `w`), into `part[ξ][k..k + N]`.
