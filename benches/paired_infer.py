@@ -58,10 +58,9 @@ def ours(exe, group, function):
             return json.load(f)["median"]["point_estimate"] / 1e3
 
 
-def peers(python, script, model):
-    """{(engine, precision): µs} from one yardstick run."""
-    out = subprocess.run([python, script, "infer", "--model", model, "--threads", "1"]
-                         + (["--int8"] if "yardstick.py" == os.path.basename(script) else []),
+def peers(python, script, model, extra=()):
+    """{(engine, precision): µs} from one yardstick run (`extra`: its further arguments)."""
+    out = subprocess.run([python, script, "infer", "--model", model, "--threads", "1", *extra],
                          cwd=ROOT, check=True, capture_output=True, text=True).stdout
     found = {}
     for line in out.splitlines():
@@ -100,7 +99,9 @@ def main():
                 "f32": ours(exe, f"{model}_one_image", "classify_winograd"),
                 "int8": ours(exe, f"{model}_int8_one_image", "classify_auto"),
             }
-            theirs = peers(py, os.path.join(ROOT, "benches", "yardstick.py"), model)
+            # ONNX Runtime's static int8 needs --int8; the TensorFlow yardstick
+            # times TFLite f32 and int8 unasked.
+            theirs = peers(py, os.path.join(ROOT, "benches", "yardstick.py"), model, ["--int8"])
             if has_tf and model != "resnet8":
                 theirs.update(peers(tfpy, os.path.join(anchors, "yardstick_tf.py"), model))
             for precision, us in mine.items():
