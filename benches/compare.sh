@@ -110,48 +110,54 @@ step() {
 
 if [ "$quick" = 1 ]; then
     ours_train_args=(--quick)
-    ours_train_more=()
-    yard_train_cases=("model1 32")
-    yard_train_args=(--images 640 --reps 1)
-    tf_train_args=(--images 640 --reps 1)
+    train_rounds=1
+    train_cases=("model1 32")
+    yard_train_args=(--images 640)
+    tf_reps=1
     yard_infer_args=(--reps 1)
     torch_one_thread=""
     quick_arg=(--quick)
 else
     ours_train_args=()
-    # What users train beyond the reference models: fast and airbench at their batches.
-    ours_train_more=(fast:512 airbench:1024)
-    yard_train_cases=("model1 32" "model1 128" "model3 32" "model3 128" "fast 512" "airbench 1024")
+    train_rounds=3
+    # The reference models, and what users train beyond them: fast and airbench at their batches.
+    train_cases=("model1 32" "model1 128" "model3 32" "model3 128" "fast 512" "airbench 1024")
     yard_train_args=()
-    # TensorFlow's passes are sometimes half speed on this VM: the median of 5.
-    tf_train_args=(--reps 5)
+    # TensorFlow's passes are sometimes half speed on this VM: the median of 2 in each round.
+    tf_reps=2
     yard_infer_args=()
     torch_one_thread="model1 32"
     quick_arg=()
 fi
 
-step "ours: training throughput, 2 threads"
-RAYON_NUM_THREADS=2 "$(bin train_throughput)" "${ours_train_args[@]}" | tee "$log/train_ours_t2.txt"
-for case in "${ours_train_more[@]}"; do
-    step "ours: training throughput $case, 2 threads"
-    RAYON_NUM_THREADS=2 "$(bin train_throughput)" --only "$case" | grep '^train ' | tee -a "$log/train_ours_t2.txt"
-done
-
-# Every peer configuration: PyTorch default (NCHW), PyTorch channels_last, Keras.
-for case in "${yard_train_cases[@]}"; do
-    set -- $case
-    images=6400
-    [ "$2" -ge 512 ] && images=4096
-    for layout in "" --channels-last; do
-        step "PyTorch${layout:+ $layout}: training $1 batch $2, 2 threads"
-        "$py" benches/yardstick.py train --model "$1" --batch "$2" --threads 2 --images "$images" $layout \
-            "${yard_train_args[@]}" 2>>"$log/yardstick.stderr" | tee -a "$log/yardstick.jsonl"
+# Training, ours and every peer configuration (PyTorch default NCHW, PyTorch
+# channels_last, Keras), in rounds: each round runs ours and then the peers on one
+# case, then the next case, so that a load which comes and goes (this VM shares its
+# host) falls on both sides of a round's ratio; the report takes the median of the
+# rounds' ratios. The peers' passes are short: 3,200 images, or 2,048 at batches of
+# 512 and more, after 20 warm-up batches (3 at those batches, seconds each).
+for round in $(seq "$train_rounds"); do
+    for case in "${train_cases[@]}"; do
+        set -- $case
+        images=3200
+        warmup=20
+        if [ "$2" -ge 512 ]; then images=2048; warmup=3; fi
+        step "round $round: ours, training $1 batch $2, 2 threads"
+        RAYON_NUM_THREADS=2 "$(bin train_throughput)" "${ours_train_args[@]}" --only "$1:$2" \
+            | tee -a "$log/train_ours_t2.txt"
+        for layout in "" --channels-last; do
+            step "round $round: PyTorch${layout:+ $layout}, training $1 batch $2, 2 threads"
+            "$py" benches/yardstick.py train --model "$1" --batch "$2" --threads 2 --images "$images" \
+                --warmup-batches "$warmup" --reps 1 $layout "${yard_train_args[@]}" \
+                2>>"$log/yardstick.stderr" | tee -a "$log/yardstick.jsonl"
+        done
+        if [ -x "$tfpy" ]; then
+            step "round $round: Keras/TensorFlow, training $1 batch $2, 2 threads"
+            "$tfpy" benches/yardstick_tf.py train --model "$1" --batch "$2" --threads 2 --images "$images" \
+                --warmup-batches "$warmup" --reps "$tf_reps" "${yard_train_args[@]}" \
+                2>>"$log/yardstick.stderr" | tee -a "$log/yardstick.jsonl"
+        fi
     done
-    if [ -x "$tfpy" ]; then
-        step "Keras/TensorFlow: training $1 batch $2, 2 threads"
-        "$tfpy" benches/yardstick_tf.py train --model "$1" --batch "$2" --threads 2 --images "$images" \
-            "${tf_train_args[@]}" 2>>"$log/yardstick.stderr" | tee -a "$log/yardstick.jsonl"
-    fi
 done
 
 step "ours: where a model-1 training step goes, batch 32, 2 threads"

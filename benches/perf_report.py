@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import sys
 
 DASH = "—"
@@ -66,18 +67,21 @@ TRAIN_LINE = re.compile(
 
 
 def ours_train(text):
-    """{(model, batch): img/s} and the thread count train_throughput reported."""
+    """{(model, batch): img/s} and the thread count train_throughput reported. A case
+    measured in several rounds (several lines) keeps each round's median in "rounds", and
+    "median" is their median."""
     threads = None
     m = re.search(r"^threads: (\d+)", text, re.M)
     if m:
         threads = int(m.group(1))
     rates = {}
     for m in TRAIN_LINE.finditer(text):
-        rates[(m.group(1), int(m.group(2)))] = {
-            "median": float(m.group(3)),
-            "min": float(m.group(4)),
-            "max": float(m.group(5)),
-        }
+        r = rates.setdefault((m.group(1), int(m.group(2))), {"rounds": [], "min": None, "max": None})
+        r["rounds"].append(float(m.group(3)))
+        r["min"] = min(float(m.group(4)), r["min"] or float("inf"))
+        r["max"] = max(float(m.group(5)), r["max"] or 0.0)
+    for r in rates.values():
+        r["median"] = statistics.median(r["rounds"])
     return threads, rates
 
 
@@ -221,16 +225,25 @@ def main():
 
     yard = json_lines(read(L("yardstick.jsonl")))
 
-    def peer_train(kind, model, batch, threads=2):
-        """A training record of one peer configuration: "torch" (default NCHW layout),
-        "torch channels_last" or "tensorflow"."""
+    def peer_rounds(kind, model, batch, threads=2):
+        """The training records of one peer configuration, one per round in the order
+        measured: "torch" (default NCHW layout), "torch channels_last" or "tensorflow"."""
+        found = []
         for r in yard:
             fw = str(r.get("framework", ""))
             layout_ok = fw.endswith("channels_last") == kind.endswith("channels_last")
             if (r.get("what") == "train" and r.get("model") == model and r.get("batch") == batch
                     and r.get("threads") == threads and fw.startswith(kind.split()[0]) and layout_ok):
-                return r
-        return None
+                found.append(r)
+        return found
+
+    def peer_train(kind, model, batch, threads=2):
+        """One record for a peer configuration: its only one, or for several rounds the
+        median of their rates."""
+        found = peer_rounds(kind, model, batch, threads)
+        if len(found) <= 1:
+            return found[0] if found else None
+        return dict(found[0], img_per_s=statistics.median(r["img_per_s"] for r in found))
 
     def torch_train(model, batch, threads):
         return peer_train("torch", model, batch, threads)
@@ -331,42 +344,55 @@ def main():
     batch, scaling = min(scalings, key=lambda bx: bx[1], default=(None, None))
     if scaling is not None and scaling < DISTURBED_BELOW:
         w(f"- **A disturbed sitting:** our 2-thread training of model 1 at batch {batch} ran at only "
-          f"{scaling:.2f}× its 1-thread rate (about 2.2× in quiet sittings on this machine, and "
+          f"{scaling:.2f}× its 1-thread rate (about 2.2× in the quiet sittings recorded so far, and "
           f"{DISTURBED_BELOW}× is this report's threshold): something outside this VM shared the host. "
-          "The training ratios below are not representative, and the one-thread rows may be disturbed "
-          "too (such a load comes and goes within a sitting).")
+          "The absolute rates below are not representative; the training ratios pair each round's "
+          "runs, which evens out a load that comes and goes but not one that slows one side more, "
+          "and the one-thread rows may be disturbed too.")
     w("")
 
     # Training against every peer configuration.
     w("## Training: ours against each peer's fastest configuration")
     w("")
     w("Training images per second, 2 threads, one full step (forward, backward, Adam) on random "
-      "images, median of repeated passes: ours (`train_throughput`), PyTorch in its default NCHW "
-      "layout and in channels_last (`benches/yardstick.py train [--channels-last]`), Keras on "
-      "TensorFlow (`benches/yardstick_tf.py train`, median of 5 passes). *Ratio* is ours over the "
-      "fastest of the three peers (above 1: ours is faster). Effective GFLOP/s counts 6 × the "
-      "forward multiply-adds of the spec (`models/*.json`) per image, as if every convolution ran "
-      "directly (Winograd does fewer).")
+      "images: ours (`train_throughput`, the median of 5 passes), PyTorch in its default NCHW "
+      "layout and in channels_last (`benches/yardstick.py train [--channels-last]`, one pass), "
+      "Keras on TensorFlow (`benches/yardstick_tf.py train`, the median of 2 passes). The sitting "
+      "measures them in rounds: each round runs ours and then the three peers on one case, then the "
+      "next case, so that a load which comes and goes falls on both sides of a round's ratio. The "
+      "rates are medians over the rounds; *ratio* is ours over the fastest of the three peers "
+      "(above 1: ours is faster), the median of the rounds' ratios (each round's in the last "
+      "column). Effective GFLOP/s counts 6 × the forward multiply-adds of the spec "
+      "(`models/*.json`) per image, as if every convolution ran directly (Winograd does fewer).")
     w("")
     models_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models")
     trows = []
+    peer_kinds = ("torch", "torch channels_last", "tensorflow")
     for model, batch in (("model1", 32), ("model1", 128), ("model3", 32), ("model3", 128),
                          ("fast", 512), ("airbench", 1024)):
-        ours = (ours2.get((model, batch)) or {}).get("median")
-        peers = [(peer_train(k, model, batch) or {}).get("img_per_s")
-                 for k in ("torch", "torch channels_last", "tensorflow")]
+        ours_case = ours2.get((model, batch)) or {}
+        ours = ours_case.get("median")
+        peers = [(peer_train(k, model, batch) or {}).get("img_per_s") for k in peer_kinds]
         if ours is None and all(p is None for p in peers):
             continue
         named = [(p, n) for p, n in zip(peers, ("PyTorch", "PyTorch channels_last", "TensorFlow")) if p]
         best, best_name = max(named, default=(None, None))
-        r = div(ours, best)
+        # Round i: ours' i-th pass against the fastest peer's i-th (the peers that have one).
+        per_peer = [[r["img_per_s"] for r in peer_rounds(k, model, batch)] for k in peer_kinds]
+        round_ratios = []
+        for i, o in enumerate(ours_case.get("rounds", [])):
+            fastest = max((p[i] for p in per_peer if i < len(p)), default=None)
+            if fastest:
+                round_ratios.append(o / fastest)
+        r = statistics.median(round_ratios) if round_ratios else div(ours, best)
         macs = spec_macs(os.path.join(models_dir, f"{model}.json"))
         gflops = ours * 6 * macs / 1e9 if ours and macs else None
         trows.append([f"{model}, batch {batch}", num(ours), num(gflops), *[num(p) for p in peers],
                       best_name or DASH, ratio(r),
-                      verdict(None if r is None else r >= 2.0)])
+                      verdict(None if r is None else r >= 2.0),
+                      ", ".join(f"{x:.2f}" for x in round_ratios) or DASH])
     w(table(["model", "ours (img/s)", "ours (effective GFLOP/s)", "PyTorch", "PyTorch channels_last",
-             "Keras/TensorFlow", "fastest peer", "ratio", "target ≥ 2×"], trows))
+             "Keras/TensorFlow", "fastest peer", "ratio", "target ≥ 2×", "ratio per round"], trows))
     w("")
 
     # Summary table.

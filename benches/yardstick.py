@@ -1,5 +1,5 @@
 """(A copy of ../shared/anchors/yardstick.py with `resnet8` and `airbench` added:
-models/resnet8.json, models/airbench.json.)
+models/resnet8.json, models/airbench.json; and `--warmup-batches`, 20 as there.)
 
 Measures the reference frameworks on this machine, on the reference CNNs, so that our
 own benchmarks can be quoted as ratios measured in the same sitting.
@@ -95,7 +95,7 @@ def train(a):
             opt.zero_grad(set_to_none=True)
             lossf(m(x[i:i + a.batch]), y[i:i + a.batch]).backward()
             opt.step()
-    epoch(a.batch * 20)
+    epoch(a.batch * a.warmup_batches)
     rates = []
     for _ in range(a.reps):
         t = time.perf_counter(); epoch(a.images); rates.append(a.images / (time.perf_counter() - t))
@@ -169,6 +169,7 @@ if __name__ == "__main__":
     p.add_argument("--images", type=int, default=6400)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--warmup-batches", type=int, default=20, help="train: untimed batches first")
     p.add_argument("--channels-last", action="store_true", help="train: PyTorch channels_last layout")
     p.add_argument("--int8", action="store_true", help="infer: also ONNX Runtime with static int8 quantization")
     a = p.parse_args()

@@ -1,4 +1,5 @@
-"""(A copy of ../shared/anchors/yardstick_tf.py with `airbench` added: models/airbench.json.)
+"""(A copy of ../shared/anchors/yardstick_tf.py with `airbench` added: models/airbench.json;
+and `--warmup-batches`, 20 as there.)
 
 TensorFlow/Keras yardstick, measured on this machine so that ratios can be taken in one
 sitting. Needs tensorflow-cpu (bash ../shared/anchors/setup.sh --tf).
@@ -56,6 +57,7 @@ def main():
     p.add_argument("--images", type=int, default=6400)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--warmup-batches", type=int, default=20, help="train: untimed batches first")
     a = p.parse_args()
     a.threads = a.threads or (2 if a.what == "train" else 1)
     import numpy as np, tensorflow as tf
@@ -69,7 +71,7 @@ def main():
     m.compile(optimizer="adam", loss="categorical_crossentropy")
     x = np.random.rand(a.images, 32, 32, 3).astype("float32")
     y = tf.keras.utils.to_categorical(np.random.randint(0, 10, a.images), 10)
-    m.fit(x[: a.batch * 20], y[: a.batch * 20], batch_size=a.batch, epochs=1, verbose=0)  # warm-up, graph build
+    m.fit(x[: a.batch * a.warmup_batches], y[: a.batch * a.warmup_batches], batch_size=a.batch, epochs=1, verbose=0)  # warm-up, graph build
     rates = []
     for _ in range(a.reps):
         t = time.perf_counter(); m.fit(x, y, batch_size=a.batch, epochs=1, verbose=0, shuffle=False)
