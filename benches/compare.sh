@@ -5,7 +5,7 @@
 # OpenVINO, TensorFlow Lite) in one sitting, then writes docs/PERFORMANCE.md from what
 # they printed (benches/perf_report.py). Nothing in the document is typed by hand.
 #
-#   benches/compare.sh                          # full run (about 20 minutes after the build)
+#   benches/compare.sh                          # full run (about 25 minutes after the build)
 #   benches/compare.sh --quick                  # smoke test: fewer reps, fewer cases (~1.5 min)
 #   benches/compare.sh --time-log FILE          # also report the peak RSS from `/usr/bin/time -v` output
 #   benches/compare.sh --out FILE               # write somewhere else than docs/PERFORMANCE.md
