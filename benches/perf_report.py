@@ -238,11 +238,10 @@ def main():
         return found
 
     def peer_train(kind, model, batch, threads=2):
-        """One record for a peer configuration: its only one, or for several rounds the
-        median of their rates."""
+        """One record for a peer configuration, its rate the median of its rounds'."""
         found = peer_rounds(kind, model, batch, threads)
-        if len(found) <= 1:
-            return found[0] if found else None
+        if not found:
+            return None
         return dict(found[0], img_per_s=statistics.median(r["img_per_s"] for r in found))
 
     def torch_train(model, batch, threads):
