@@ -664,7 +664,7 @@ fn train(mut args: TrainArgs, replicas: &dyn Replicas) -> Result<()> {
     }
     let epochs = cfg.train.epochs;
     on_interrupt_say_how_to_resume(&cfg.checkpoint);
-    let result = run::run_replicated(&cfg, &data, replicas, &mut |r| {
+    let result = run::run_replicated(&cfg, std::borrow::Cow::Owned(data), replicas, &mut |r| {
         trainer_cli::out!("{}", r.keras_line(epochs))
     })?;
     if !lead {

@@ -347,16 +347,20 @@ pub fn run(
     data: &Dataset,
     on_epoch: &mut dyn FnMut(&EpochRecord),
 ) -> Result<RunResult, RunError> {
-    run_replicated(cfg, data, &Alone, on_epoch)
+    run_replicated(cfg, Cow::Borrowed(data), &Alone, on_epoch)
 }
 
 /// [`run`] as one of the `replicas` of a data-parallel run: every replica
 /// trains ([`train::fit_replicated`]); replica 0 alone shows progress, calls
 /// `on_epoch`, writes the history, the checkpoints and the model, and
 /// evaluates the test set.
+///
+/// Given the data set to keep (`Cow::Owned`), it takes it apart: the training
+/// images a held-out validation set is split from are dropped once split, so
+/// the run holds one copy of them, not two.
 pub fn run_replicated(
     cfg: &RunConfig,
-    data: &Dataset,
+    data: Cow<'_, Dataset>,
     replicas: &dyn Replicas,
     on_epoch: &mut dyn FnMut(&EpochRecord),
 ) -> Result<RunResult, RunError> {
@@ -382,17 +386,13 @@ pub fn run_replicated(
     } else {
         None
     };
-    let (train_all, val_all): (Cow<Split>, Cow<Split>) = match cfg.validation {
-        Validation::Stratified { fraction, seed } => {
-            let (train, held) = data.train.stratified_split(fraction, seed)?;
-            (Cow::Owned(train), Cow::Owned(held))
-        }
-        Validation::Last(n) => {
-            let (train, held) = data.train.split_last(n)?;
-            (Cow::Owned(train), Cow::Owned(held))
-        }
-        Validation::TestSet => (Cow::Borrowed(&data.train), Cow::Borrowed(&data.test)),
-    };
+    let fingerprint = cfg.fingerprint(&data);
+    let class_names = data.class_names.clone();
+    let Splits {
+        train: train_all,
+        validation: val_all,
+        test,
+    } = splits(cfg.validation, data)?;
     let held_out = cfg.validation != Validation::TestSet;
     let train_split: Cow<Split> = match cfg.subset {
         Some(n) => Cow::Owned(train_all.stratified_subset(n, cfg.train.seed)?),
@@ -445,7 +445,6 @@ pub fn run_replicated(
             Cow::Owned(train)
         }
     };
-    let fingerprint = cfg.fingerprint(data);
     let (mut net, mut opt, mut state) = if !cfg.fresh && cfg.checkpoint.exists() {
         let r = checkpoint::load(&cfg.checkpoint).map_err(|e| RunError::Resume {
             path: cfg.checkpoint.display().to_string(),
@@ -480,7 +479,7 @@ pub fn run_replicated(
         }
         (net, cfg.optimizer.clone(), TrainState::default())
     };
-    net.class_names = data.class_names.clone();
+    net.class_names = class_names;
     if !cfg.freeze.is_empty() {
         net.freeze(&cfg.freeze)?;
     }
@@ -512,16 +511,16 @@ pub fn run_replicated(
 
     let final_eval = train::evaluate(&mut net, &val_split, EVAL_BATCH);
     // The test set, once, when it was not the validation set.
-    let test_set = (lead && held_out && !data.test.is_empty()).then(|| {
-        let e = train::evaluate(&mut net, &data.test, EVAL_BATCH);
+    let test_set = (lead && held_out && !test.is_empty()).then(|| {
+        let e = train::evaluate(&mut net, &test, EVAL_BATCH);
         TestFigures {
             loss: e.loss,
             accuracy: e.accuracy,
-            images: data.test.len(),
+            images: test.len(),
         }
     });
     let tta = cfg.tta.filter(|_| lead).map(|views| {
-        let images = if held_out { &data.test } else { &*val_split };
+        let images = if held_out { &*test } else { &*val_split };
         let e = train::evaluate_tta(&mut net, images, EVAL_BATCH, views);
         TtaFigures {
             loss: e.loss,
@@ -550,6 +549,42 @@ pub fn run_replicated(
         seconds_per_epoch: seconds,
         threads: rayon::current_num_threads(),
         communication: outcome.communication.map(|c| (replicas.size(), c)),
+    })
+}
+
+/// The images a run reads.
+struct Splits<'d> {
+    train: Cow<'d, Split>,
+    validation: Cow<'d, Split>,
+    /// Empty with [`Validation::TestSet`] (the test set validates).
+    test: Cow<'d, Split>,
+}
+
+/// `data`'s splits for `validation`. An owned data set's training split is
+/// dropped once the training and validation sets are split from it.
+fn splits(validation: Validation, data: Cow<'_, Dataset>) -> Result<Splits<'_>, DataError> {
+    let (all, test) = match data {
+        Cow::Borrowed(d) => (Cow::Borrowed(&d.train), Cow::Borrowed(&d.test)),
+        Cow::Owned(d) => (Cow::Owned(d.train), Cow::Owned(d.test)),
+    };
+    let (train, validation, test) = match validation {
+        Validation::Stratified { fraction, seed } => {
+            let (train, held) = all.stratified_split(fraction, seed)?;
+            (Cow::Owned(train), Cow::Owned(held), test)
+        }
+        Validation::Last(n) => {
+            let (train, held) = all.split_last(n)?;
+            (Cow::Owned(train), Cow::Owned(held), test)
+        }
+        Validation::TestSet => {
+            let none = Cow::Owned(Split::new(all.shape));
+            (all, test, none)
+        }
+    };
+    Ok(Splits {
+        train,
+        validation,
+        test,
     })
 }
 
