@@ -70,8 +70,11 @@ if [ -f infer/tests/no_alloc.rs ]; then
     cargo test -p infer --release --test no_alloc --no-run --message-format=json-render-diagnostics \
         | exe_of >>"$log/benches.txt"
 fi
+# The trainer itself, for the peak memory of a training run.
+cargo build --release -p trainer-cli --bin trainer --message-format=json-render-diagnostics \
+    | exe_of >>"$log/benches.txt"
 bin() { awk -v n="$1" '$1 == n { print $2 }' "$log/benches.txt" | tail -n 1; }
-for b in train_throughput infer_latency gemm conv_layers; do
+for b in train_throughput infer_latency gemm conv_layers trainer; do
     [ -x "$(bin "$b")" ] || { echo "compare.sh: bench $b was not built" >&2; exit 1; }
 done
 
@@ -117,6 +120,7 @@ if [ "$quick" = 1 ]; then
     yard_infer_args=(--reps 1)
     torch_one_thread=""
     quick_arg=(--quick)
+    memory_cases=(fast:512)
 else
     ours_train_args=()
     train_rounds=3
@@ -128,6 +132,7 @@ else
     yard_infer_args=()
     torch_one_thread="model1 32"
     quick_arg=()
+    memory_cases=(fast:512 models/airbench.json:1024)
 fi
 
 # Training, ours and every peer configuration (PyTorch default NCHW, PyTorch
@@ -159,6 +164,9 @@ for round in $(seq "$train_rounds"); do
         fi
     done
 done
+
+step "ours: peak memory of a short training run (benches/peak_memory.sh ${memory_cases[*]})"
+TRAINER="$(bin trainer)" bash benches/peak_memory.sh "${memory_cases[@]}" | tee "$log/peak_memory.md"
 
 step "ours: where a model-1 training step goes, batch 32, 2 threads"
 RAYON_NUM_THREADS=2 "$(bin train_throughput)" --quick --only model1:32 --profile | tee "$log/train_profile.txt"

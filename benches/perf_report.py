@@ -394,6 +394,23 @@ def main():
              "Keras/TensorFlow", "fastest peer", "ratio", "target ≥ 2×", "ratio per round"], trows))
     w("")
 
+    # Peak memory of training (benches/peak_memory.sh's table).
+    mem_rows = [line for line in read(L("peak_memory.md")).splitlines() if line.startswith("|")]
+    if mem_rows:
+        w("Peak memory of training (`benches/peak_memory.sh`, `/usr/bin/time -v`): one epoch on "
+          "8,192 training images, validation on 1,000, then the test set, with the whole of "
+          "CIFAR-10 loaded; the whole process's resident set.")
+        w("")
+        for line in mem_rows:
+            w(line)
+        w("")
+        fast = next((re.search(r"\(([\d.]+) GB\)", line) for line in mem_rows
+                     if line.startswith("| fast | 512 |")), None)
+        if fast:
+            gb = float(fast.group(1))
+            w(f"`fast` at batch 512: {gb:.2f} GB; target below 2 GB: {verdict(gb < 2.0)}.")
+            w("")
+
     # Summary table.
     w("## Ours against the reference frameworks")
     w("")
