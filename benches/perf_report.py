@@ -173,6 +173,60 @@ def spec_macs(path):
     return macs
 
 
+def spec_step_macs(path, winograd=True):
+    """Multiply-adds of one image's training step (forward, weight gradient, input
+    gradient; none for the input's gradient) through the convolutions and dense
+    layers of a model spec: `(direct, executed)`, where *executed* counts the 3×3
+    stride-1 convolutions with at least 16 input channels as Winograd F(4×4, 3×3)
+    runs them (36 products per 4×4 output tile and channel pair, tiles rounded up
+    at the edges) when `winograd`, or None if the spec cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            spec = json.load(f)
+    except (OSError, ValueError):
+        return None
+    h, w, c = spec["input"]["height"], spec["input"]["width"], spec["input"]["channels"]
+    direct = executed = 0
+    named = {}
+    first = True  # reads the network's input: no input gradient
+    for layer in spec["layers"]:
+        kind = layer["type"]
+        if "input" in layer:
+            h, w, c = named[layer["input"]]
+        passes = 2 if first else 3
+        if kind == "conv2d":
+            k, s = layer["kernel"], layer.get("stride", 1)
+            same = layer.get("padding", "same") == "same"
+            h = -(-h // s) if same else (h - k) // s + 1
+            w = -(-w // s) if same else (w - k) // s + 1
+            m = h * w * k * k * c * layer["filters"]
+            direct += passes * m
+            if winograd and k == 3 and s == 1 and c >= 16:
+                executed += passes * (-(-h // 4)) * (-(-w // 4)) * 36 * c * layer["filters"]
+            else:
+                executed += passes * m
+            c = layer["filters"]
+            first = False
+        elif kind == "maxpool2d":
+            size, s = layer.get("size", 2), layer.get("stride", layer.get("size", 2))
+            same = layer.get("padding", "valid") == "same"
+            h = -(-h // s) if same else (h - size) // s + 1
+            w = -(-w // s) if same else (w - size) // s + 1
+        elif kind in ("flatten",):
+            h, w, c = 1, 1, h * w * c
+        elif kind == "global_avg_pool":
+            h, w = 1, 1
+        elif kind == "dense":
+            m = h * w * c * layer["units"]
+            direct += passes * m
+            executed += passes * m
+            h, w, c = 1, 1, layer["units"]
+            first = False
+        if "name" in layer:
+            named[layer["name"]] = (h, w, c)
+    return direct, executed
+
+
 def num(x, digits=1):
     if x is None:
         return DASH
@@ -393,6 +447,39 @@ def main():
     w(table(["model", "ours (img/s)", "ours (effective GFLOP/s)", "PyTorch", "PyTorch channels_last",
              "Keras/TensorFlow", "fastest peer", "ratio", "target ≥ 2×", "ratio per round"], trows))
     w("")
+
+    # How close to the limit: the step's multiply-adds as executed against the SGEMM peak.
+    best_gemm1 = max((max(r.get("gemm_gflops") or 0, r.get("matrixmultiply_gflops") or 0) for r in gemm_rows),
+                     default=0)
+    lrows = []
+    for model, batch in (("model1", 32), ("model1", 128), ("model3", 32), ("model3", 128),
+                         ("fast", 512), ("airbench", 1024)):
+        ours = (ours2.get((model, batch)) or {}).get("median")
+        step = spec_step_macs(os.path.join(models_dir, f"{model}.json"))
+        if not ours or not step:
+            continue
+        direct, executed = step
+        rate = 2 * executed * ours / 1e9
+        peak = best_gemm1 * (t2_threads or 2)
+        lrows.append([f"{model}, batch {batch}", num(direct / 1e6), num(executed / 1e6),
+                      num(2 * direct * ours / 1e9), num(rate),
+                      f"{100 * rate / peak:.0f} %" if peak else DASH])
+    if lrows:
+        w(f"How close to the limit: a training step's multiply-adds per image (forward, weight gradient "
+          f"and input gradient of every convolution and dense layer, no input gradient for the first), "
+          f"counted directly and as executed (the 3×3 stride-1 layers with at least 16 input channels by "
+          f"Winograd F(4×4, 3×3): 36 products per 4×4 output tile, a quarter of the direct count), the "
+          f"rates they give at our images/s above, and the executed rate against the SGEMM peak of "
+          f"this sitting: the best one-thread rate of the SGEMM table below "
+          f"({num(best_gemm1)} GFLOP/s) times {t2_threads or 2} threads.")
+        w("")
+        w(table(["model", "direct M multiply-adds", "executed M multiply-adds", "direct GFLOP/s",
+                 "executed GFLOP/s", "executed of the SGEMM peak"], lrows))
+        w("")
+        w("The rest of each step (the gap to 100 %) is what the per-layer profiles below show: "
+          "Winograd's transforms and the im2col copies, which move data rather than multiply, and the "
+          "layers without multiply-adds (batch norm, pooling, adds, the optimiser's step).")
+        w("")
 
     # Peak memory of training (benches/peak_memory.sh's table).
     mem_rows = [line for line in read(L("peak_memory.md")).splitlines() if line.startswith("|")]
