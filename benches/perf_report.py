@@ -134,16 +134,18 @@ def time_log(text):
     return out
 
 
-def spec_macs(path):
-    """Multiply-adds of one image through the convolutions and dense layers
-    of a model spec (models/*.json), or None if it cannot be read."""
+def spec_products(path):
+    """The convolutions and dense layers of a model spec (models/*.json), in
+    order, as `(kind, h, w, c_in, k, stride, c_out)` with the layer's output
+    height and width (1, 1, k = 1 for a dense layer, whose c_in is its whole
+    input), or None if the spec cannot be read."""
     try:
         with open(path, encoding="utf-8") as f:
             spec = json.load(f)
     except (OSError, ValueError):
         return None
     h, w, c = spec["input"]["height"], spec["input"]["width"], spec["input"]["channels"]
-    macs = 0
+    out = []
     named = {}  # output shape of each named layer, for a later layer's `input`
     for layer in spec["layers"]:
         kind = layer["type"]
@@ -154,7 +156,7 @@ def spec_macs(path):
             same = layer.get("padding", "same") == "same"
             h = -(-h // s) if same else (h - k) // s + 1
             w = -(-w // s) if same else (w - k) // s + 1
-            macs += h * w * k * k * c * layer["filters"]
+            out.append(("conv2d", h, w, c, k, s, layer["filters"]))
             c = layer["filters"]
         elif kind == "maxpool2d":
             size, s = layer.get("size", 2), layer.get("stride", layer.get("size", 2))
@@ -166,64 +168,41 @@ def spec_macs(path):
         elif kind == "global_avg_pool":
             h, w = 1, 1
         elif kind == "dense":
-            macs += h * w * c * layer["units"]
+            out.append(("dense", 1, 1, h * w * c, 1, 1, layer["units"]))
             h, w, c = 1, 1, layer["units"]
         if "name" in layer:
             named[layer["name"]] = (h, w, c)
-    return macs
+    return out
+
+
+def spec_macs(path):
+    """Multiply-adds of one image through the convolutions and dense layers
+    of a model spec (models/*.json), or None if it cannot be read."""
+    products = spec_products(path)
+    if products is None:
+        return None
+    return sum(h * w * k * k * c_in * c_out for _, h, w, c_in, k, _, c_out in products)
 
 
 def spec_step_macs(path, winograd=True):
     """Multiply-adds of one image's training step (forward, weight gradient, input
-    gradient; none for the input's gradient) through the convolutions and dense
+    gradient; none for the first layer's input) through the convolutions and dense
     layers of a model spec: `(direct, executed)`, where *executed* counts the 3×3
     stride-1 convolutions with at least 16 input channels as Winograd F(4×4, 3×3)
     runs them (36 products per 4×4 output tile and channel pair, tiles rounded up
     at the edges) when `winograd`, or None if the spec cannot be read."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            spec = json.load(f)
-    except (OSError, ValueError):
+    products = spec_products(path)
+    if products is None:
         return None
-    h, w, c = spec["input"]["height"], spec["input"]["width"], spec["input"]["channels"]
     direct = executed = 0
-    named = {}
-    first = True  # reads the network's input: no input gradient
-    for layer in spec["layers"]:
-        kind = layer["type"]
-        if "input" in layer:
-            h, w, c = named[layer["input"]]
-        passes = 2 if first else 3
-        if kind == "conv2d":
-            k, s = layer["kernel"], layer.get("stride", 1)
-            same = layer.get("padding", "same") == "same"
-            h = -(-h // s) if same else (h - k) // s + 1
-            w = -(-w // s) if same else (w - k) // s + 1
-            m = h * w * k * k * c * layer["filters"]
-            direct += passes * m
-            if winograd and k == 3 and s == 1 and c >= 16:
-                executed += passes * (-(-h // 4)) * (-(-w // 4)) * 36 * c * layer["filters"]
-            else:
-                executed += passes * m
-            c = layer["filters"]
-            first = False
-        elif kind == "maxpool2d":
-            size, s = layer.get("size", 2), layer.get("stride", layer.get("size", 2))
-            same = layer.get("padding", "valid") == "same"
-            h = -(-h // s) if same else (h - size) // s + 1
-            w = -(-w // s) if same else (w - size) // s + 1
-        elif kind in ("flatten",):
-            h, w, c = 1, 1, h * w * c
-        elif kind == "global_avg_pool":
-            h, w = 1, 1
-        elif kind == "dense":
-            m = h * w * c * layer["units"]
-            direct += passes * m
+    for i, (kind, h, w, c_in, k, s, c_out) in enumerate(products):
+        passes = 2 if i == 0 else 3
+        m = h * w * k * k * c_in * c_out
+        direct += passes * m
+        if winograd and kind == "conv2d" and k == 3 and s == 1 and c_in >= 16:
+            executed += passes * (-(-h // 4)) * (-(-w // 4)) * 36 * c_in * c_out
+        else:
             executed += passes * m
-            h, w, c = 1, 1, layer["units"]
-            first = False
-        if "name" in layer:
-            named[layer["name"]] = (h, w, c)
     return direct, executed
 
 
