@@ -134,6 +134,11 @@ def time_log(text):
     return out
 
 
+# The training cases of the sitting (compare.sh's train_cases), in report order.
+TRAIN_CASES = (("model1", 32), ("model1", 128), ("model3", 32), ("model3", 128),
+               ("fast", 512), ("airbench", 1024))
+
+
 def spec_products(path):
     """The convolutions and dense layers of a model spec (models/*.json), in
     order, as `(kind, h, w, c_in, k, stride, c_out)` with the layer's output
@@ -184,13 +189,13 @@ def spec_macs(path):
     return sum(h * w * k * k * c_in * c_out for _, h, w, c_in, k, _, c_out in products)
 
 
-def spec_step_macs(path, winograd=True):
+def spec_step_macs(path):
     """Multiply-adds of one image's training step (forward, weight gradient, input
     gradient; none for the first layer's input) through the convolutions and dense
     layers of a model spec: `(direct, executed)`, where *executed* counts the 3×3
     stride-1 convolutions with at least 16 input channels as Winograd F(4×4, 3×3)
     runs them (36 products per 4×4 output tile and channel pair, tiles rounded up
-    at the edges) when `winograd`, or None if the spec cannot be read."""
+    at the edges), or None if the spec cannot be read."""
     products = spec_products(path)
     if products is None:
         return None
@@ -199,7 +204,7 @@ def spec_step_macs(path, winograd=True):
         passes = 2 if i == 0 else 3
         m = h * w * k * k * c_in * c_out
         direct += passes * m
-        if winograd and kind == "conv2d" and k == 3 and s == 1 and c_in >= 16:
+        if kind == "conv2d" and k == 3 and s == 1 and c_in >= 16:
             executed += passes * (-(-h // 4)) * (-(-w // 4)) * 36 * c_in * c_out
         else:
             executed += passes * m
@@ -293,6 +298,9 @@ def main():
     infer_text = read(L("infer_ours.txt"))
     scratch = re.search(r"^(.*): scratch (\d+) f32 = (\d+) bytes", infer_text, re.M)
     gemm_rows = [r for r in json_lines(read(L("gemm.txt"))) if r.get("bench") == "gemm"]
+    # The best one-thread SGEMM rate of the sitting, either library: the peak the rates compare with.
+    best_gemm = max((max(r.get("gemm_gflops") or 0, r.get("matrixmultiply_gflops") or 0) for r in gemm_rows),
+                    default=0)
     gemm_step = next((r for r in json_lines(read(L("gemm.txt"))) if r.get("bench") == "gemm_step"), None)
     conv_json = json_lines(read(L("conv_layers.txt")))
     conv_rows = [r for r in conv_json if r.get("bench") == "conv_layer"]
@@ -400,8 +408,7 @@ def main():
     models_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models")
     trows = []
     peer_kinds = ("torch", "torch channels_last", "tensorflow")
-    for model, batch in (("model1", 32), ("model1", 128), ("model3", 32), ("model3", 128),
-                         ("fast", 512), ("airbench", 1024)):
+    for model, batch in TRAIN_CASES:
         ours_case = ours2.get((model, batch)) or {}
         ours = ours_case.get("median")
         peers = [(peer_train(k, model, batch) or {}).get("img_per_s") for k in peer_kinds]
@@ -428,18 +435,15 @@ def main():
     w("")
 
     # How close to the limit: the step's multiply-adds as executed against the SGEMM peak.
-    best_gemm1 = max((max(r.get("gemm_gflops") or 0, r.get("matrixmultiply_gflops") or 0) for r in gemm_rows),
-                     default=0)
+    peak = best_gemm * (t2_threads or 2)
     lrows = []
-    for model, batch in (("model1", 32), ("model1", 128), ("model3", 32), ("model3", 128),
-                         ("fast", 512), ("airbench", 1024)):
+    for model, batch in TRAIN_CASES:
         ours = (ours2.get((model, batch)) or {}).get("median")
         step = spec_step_macs(os.path.join(models_dir, f"{model}.json"))
         if not ours or not step:
             continue
         direct, executed = step
         rate = 2 * executed * ours / 1e9
-        peak = best_gemm1 * (t2_threads or 2)
         lrows.append([f"{model}, batch {batch}", num(direct / 1e6), num(executed / 1e6),
                       num(2 * direct * ours / 1e9), num(rate),
                       f"{100 * rate / peak:.0f} %" if peak else DASH])
@@ -450,7 +454,7 @@ def main():
           f"Winograd F(4×4, 3×3): 36 products per 4×4 output tile, a quarter of the direct count), the "
           f"rates they give at our images/s above, and the executed rate against the SGEMM peak of "
           f"this sitting: the best one-thread rate of the SGEMM table below "
-          f"({num(best_gemm1)} GFLOP/s) times {t2_threads or 2} threads.")
+          f"({num(best_gemm)} GFLOP/s) times {t2_threads or 2} threads.")
         w("")
         w(table(["model", "direct M multiply-adds", "executed M multiply-adds", "direct GFLOP/s",
                  "executed GFLOP/s", "executed of the SGEMM peak"], lrows))
@@ -536,8 +540,6 @@ def main():
           f"{int(scratch.group(2)):,} f32 ({int(scratch.group(3)):,} bytes) and never spawns a thread.")
     macs = spec_macs(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models", "model1.json"))
     ort1 = (yard_infer("onnxruntime", 1) or {}).get("latency_us")
-    best_gemm = max((max(r.get("gemm_gflops") or 0, r.get("matrixmultiply_gflops") or 0) for r in gemm_rows),
-                    default=0)
     if macs and direct_us:
         rate = 2 * macs / (direct_us * 1e3)
         line = (f"What limits single-image inference: model 1 is {macs / 1e6:.1f} M multiply-adds "

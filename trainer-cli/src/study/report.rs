@@ -552,29 +552,29 @@ pub(super) fn run_section(md: &mut String, r: &StudyResult) {
     )
     .unwrap();
     // The reference's 75 %, and the 90 % of the recipes beyond it.
+    let best = r
+        .run
+        .history
+        .iter()
+        .max_by(|a, b| a.val_accuracy.total_cmp(&b.val_accuracy));
     for threshold in [0.75, 0.90] {
         let name = format!("{:.0} %", threshold * 100.0);
-        let line = match first_reached(&r.run.history, threshold) {
-            Some((epoch, t)) => format!(
+        match (first_reached(&r.run.history, threshold), best) {
+            (Some((epoch, t)), _) => writeln!(
+                md,
                 "- Time to {name} validation accuracy: {} (after epoch {epoch}; training and \
                  validation time of the epochs).",
                 minutes(t)
             ),
-            None => match r
-                .run
-                .history
-                .iter()
-                .max_by(|a, b| a.val_accuracy.total_cmp(&b.val_accuracy))
-            {
-                Some(b) => format!(
-                    "- {name} validation accuracy not reached (best {} after epoch {}).",
-                    percent(b.val_accuracy),
-                    b.epoch
-                ),
-                None => continue,
-            },
-        };
-        writeln!(md, "{line}").unwrap();
+            (None, Some(b)) => writeln!(
+                md,
+                "- {name} validation accuracy not reached (best {} after epoch {}).",
+                percent(b.val_accuracy),
+                b.epoch
+            ),
+            (None, None) => Ok(()),
+        }
+        .unwrap();
     }
     md.push('\n');
     if r.settings.recipe.is_some() {
